@@ -1,0 +1,44 @@
+"""The exceptions streamer raises.
+
+One small hierarchy, so callers (the CLI, the workers' dead-letter path) choose what to do by
+exception type, never by matching message strings. Every message says what was wrong and what
+to do about it.
+"""
+
+from __future__ import annotations
+
+
+class StreamerError(Exception):
+    """Base class of every error streamer raises on purpose."""
+
+    def __init__(self, message: str, *, frame_id: str | None = None) -> None:
+        super().__init__(message)
+        self.frame_id = frame_id
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"frame {self.frame_id}: {text}" if self.frame_id else text
+
+
+class DeviceError(StreamerError):
+    """No usable OpenCL platform or device, or a device that does not match the request."""
+
+
+class KernelBuildError(StreamerError):
+    """An OpenCL program failed to compile on the chosen device."""
+
+
+class PSFError(StreamerError):
+    """A point spread function that is not finite, not normalisable, even-sized or off-centre."""
+
+
+class FrameError(StreamerError):
+    """A frame that cannot be restored: wrong dimensions, empty, all-NaN, bad dtype."""
+
+
+class FrameDecodeError(FrameError):
+    """A file or payload that is not a readable FITS image."""
+
+
+class ParameterError(StreamerError):
+    """A restoration parameter out of range (window size, iterations, tolerance)."""
