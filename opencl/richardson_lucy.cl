@@ -2,7 +2,9 @@
 // estimate may hold flux that the PSF spreads across the frame edge: no wrap-around, no
 // zero-padding, hence no ringing at the edges (Bertero & Boccacci 2005).
 //
-// Defines: TINY (the model value below which a pixel carries no information).
+// Defines: TINY (the model value below which a pixel carries no information) and NORM_FLOOR
+// (the fraction of a margin pixel's light that must reach valid pixels for it to be estimated:
+// below it the update would divide rounding noise by rounding noise, notably after an FFT).
 
 // ratio_padded[y + 2*ry][x + 2*rx] = w * C / (h * u), or 0 where the weight or model is 0.
 __kernel void rl_ratio(__global const float * restrict data,
@@ -40,14 +42,17 @@ __kernel void place_padded(__global const float * restrict src,
     dst[(size_t)(y + 2 * radius_y) * pitch + x + 2 * radius_x] = src[(size_t)y * width + x];
 }
 
-// u0 on the extended domain: the data, its edge rows/columns replicated outwards, and a
-// positive floor (a multiplicative update never moves a pixel away from 0).
+// u0 on the extended domain: the data, its edge rows/columns replicated outwards, excluded
+// pixels (weight 0) replaced by the mean of the valid ones, and a positive floor (a
+// multiplicative update never moves a pixel away from 0).
 __kernel void rl_initial_estimate(__global const float * restrict data,
+                                  __global const float * restrict weight,
                                   __global float * restrict estimate,
                                   const int width,
                                   const int height,
                                   const int radius_y,
                                   const int radius_x,
+                                  const float fill_value,
                                   const float floor_value)
 {
     const int ex = get_global_id(0);
@@ -56,7 +61,9 @@ __kernel void rl_initial_estimate(__global const float * restrict data,
     if (ex >= ext_width || ey >= height + 2 * radius_y) return;
     const int x = clamp(ex - radius_x, 0, width - 1);
     const int y = clamp(ey - radius_y, 0, height - 1);
-    estimate[(size_t)ey * ext_width + ex] = fmax(data[(size_t)y * width + x], floor_value);
+    const size_t at = (size_t)y * width + x;
+    const float value = weight[at] > 0.0f ? data[at] : fill_value;
+    estimate[(size_t)ey * ext_width + ex] = fmax(value, floor_value);
 }
 
 // u <- u * (h' * ratio) / (h' * w). With change_sums != 0 each work group also writes the
@@ -79,7 +86,7 @@ void rl_update(__global float * restrict estimate,
     if (i < count) {
         const float n = norm[i];
         const float old_value = estimate[i];
-        const float new_value = n > TINY ? old_value * correction[i] / n : 0.0f;
+        const float new_value = n > NORM_FLOOR ? old_value * correction[i] / n : 0.0f;
         estimate[i] = new_value;
         change = fabs(new_value - old_value);
         total = new_value;

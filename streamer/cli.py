@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON document")
     bench.add_argument("--device", default=None, metavar="SPEC", help="OpenCL device (see restore)")
 
+    simulate = commands.add_parser(
+        "simulate", help="write synthetic 16-bit star-field frames as FITS files",
+        description="Write synthetic camera frames (stars blurred by a PSF, Poisson noise, "
+                    "a sky gradient) to try the restoration on.",
+    )
+    simulate.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR")
+    simulate.add_argument("--count", type=int, default=4, metavar="N", help="frames (default 4)")
+    simulate.add_argument("--size", type=int, default=512, metavar="N", help="frame side (default 512)")
+    simulate.add_argument("--psf", default="gaussian:fwhm=3", metavar="SPEC",
+                          help="PSF the stars are blurred with (default gaussian:fwhm=3)")
+    simulate.add_argument("--seed", type=int, default=0)
+
     commands.add_parser("devices", help="list the OpenCL devices and their selection indexes")
     return parser
 
@@ -113,6 +125,18 @@ def _command_restore(args: argparse.Namespace) -> int:
     return EXIT_FRAME_ERRORS if failures or missing else EXIT_OK
 
 
+def _command_simulate(args: argparse.Namespace) -> int:
+    from streamer.psf import parse_psf_spec
+    from streamer.simulate import write_simulated_frames
+
+    if args.count < 1 or args.size < 16:
+        raise ParameterError("simulate needs --count >= 1 and --size >= 16")
+    paths = write_simulated_frames(args.output, args.count, args.size, parse_psf_spec(args.psf),
+                                   seed=args.seed)
+    print(f"wrote {len(paths)} frames to {args.output}")
+    return EXIT_OK
+
+
 def _command_bench(args: argparse.Namespace) -> int:
     from streamer.bench import run_bench
 
@@ -131,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "restore":
             return _command_restore(args)
+        if args.command == "simulate":
+            return _command_simulate(args)
         return _command_bench(args)
     except (DeviceError, KernelBuildError) as error:
         print(f"streamer: error: {error}", file=sys.stderr)

@@ -88,6 +88,9 @@ class MedianFilter:
     memory_budget_bytes : int, optional
         Device memory the per-column window state may use; columns are processed in batches
         to stay under it. Default: a quarter of the device memory, at most 1 GiB.
+    strips : int, optional
+        Horizontal strips each column is cut into (more parallel work for GPUs); default
+        chosen from the device type.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class MedianFilter:
         window: int,
         dtype: np.dtype | type = np.float32,
         memory_budget_bytes: int | None = None,
+        strips: int | None = None,
     ) -> None:
         self.window = validate_window(window)
         self.dtype = np.dtype(dtype)
@@ -119,7 +123,7 @@ class MedianFilter:
         self._assign_bins = cl.Kernel(program, "assign_bins")
         self._median_columns = cl.Kernel(program, "median_columns")
 
-        self._plan_work(device, memory_budget_bytes)
+        self._plan_work(device, memory_budget_bytes, strips)
         flags = cl.mem_flags
         padded_count = self.padded_shape[0] * self.padded_shape[1]
         self.keys_buffer = cl.Buffer(context, flags.READ_ONLY, padded_count * 4)
@@ -139,7 +143,9 @@ class MedianFilter:
             cl.Buffer(context, flags.READ_WRITE, items * kcount * 2),  # prev
         ]
 
-    def _plan_work(self, device: cl.Device, memory_budget_bytes: int | None) -> None:
+    def _plan_work(
+        self, device: cl.Device, memory_budget_bytes: int | None, strips: int | None
+    ) -> None:
         height, width = self.shape
         kcount = self.window * self.window
         per_item = NBINS * 4 + (NBINS >> COARSE_SHIFT) * 2 + kcount * 10
@@ -147,7 +153,7 @@ class MedianFilter:
         wanted_items = device.max_compute_units * (256 if is_gpu else 8)
         # Each strip re-reads a window of rows, so strips are never shorter than the window.
         max_strips = max(1, math.ceil(height / max(self.window, 32)))
-        self.strips = min(max_strips, max(1, math.ceil(wanted_items / width)))
+        self.strips = min(max_strips, strips or max(1, math.ceil(wanted_items / width)))
         self.strip_height = math.ceil(height / self.strips)
         self.strips = math.ceil(height / self.strip_height)
         budget = memory_budget_bytes or min(device.global_mem_size // 4, 1 << 30)

@@ -13,7 +13,8 @@ on every side — so light that the PSF carries across the frame edge has somewh
 from; dividing by ``h' ⊛ w`` keeps the update unbiased near edges and masked pixels
 (Bertero & Boccacci 2005, A&A 437, 369). This is what removes the edge ringing and dark halos
 of zero- or wrap-around boundaries. Ratios where the model is below ``TINY`` are 0 (no
-division by zero) and the multiplicative update keeps ``u >= 0``.
+division by zero); margin pixels that send less than ``NORM_FLOOR`` of their light onto valid
+pixels are not estimated (0); the multiplicative update keeps ``u >= 0``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from streamer.errors import ParameterError
 from streamer.kernels import KernelLibrary
 
 TINY = 1e-12
+NORM_FLOOR = 1e-6
 _GROUP = 256  # must match GROUP in opencl/richardson_lucy.cl
 
 
@@ -84,7 +86,9 @@ class RichardsonLucy:
         ry, rx = self.radius
         self.extended_shape = (height + 2 * ry, width + 2 * rx)
         self.ratio_shape = (height + 4 * ry, width + 4 * rx)
-        program = library.program("richardson_lucy", TINY=f"{TINY:e}f")
+        program = library.program(
+            "richardson_lucy", TINY=f"{TINY:e}f", NORM_FLOOR=f"{NORM_FLOOR:e}f"
+        )
         self._ratio = cl.Kernel(program, "rl_ratio")
         self._place = cl.Kernel(program, "place_padded")
         self._initial = cl.Kernel(program, "rl_initial_estimate")
@@ -122,6 +126,7 @@ class RichardsonLucy:
         self._partial_change_buffer = cl.Buffer(context, flags.READ_WRITE, self._groups * 4)
         self._partial_total_buffer = cl.Buffer(context, flags.READ_WRITE, self._groups * 4)
         self._weights_signature: bytes | None = None
+        self._valid: np.ndarray | None = None
 
     # -- per frame --------------------------------------------------------------------------
     def set_weights(self, weight: np.ndarray | None) -> None:
@@ -134,6 +139,7 @@ class RichardsonLucy:
         signature = weight.tobytes() if not np.all(weight == 1) else b"all-valid"
         if signature == self._weights_signature:
             return
+        self._valid = None if signature == b"all-valid" else weight > 0
         cl.enqueue_copy(self.queue, self.weight, weight)
         self._place(
             self.queue, _grid(width, height), None, self.weight, self.ratio,
@@ -154,9 +160,9 @@ class RichardsonLucy:
         ry, rx = self.radius
         mean = self._mean_valid_data()
         self._initial(
-            self.queue, _grid(*self.extended_shape[::-1]), None, self.data, self.estimate,
-            np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
-            np.float32(max(mean * 1e-3, TINY * 10)),
+            self.queue, _grid(*self.extended_shape[::-1]), None, self.data, self.weight,
+            self.estimate, np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
+            np.float32(mean), np.float32(max(mean * 1e-3, TINY * 10)),
         )
         change = float("nan")
         done = 0
@@ -191,10 +197,13 @@ class RichardsonLucy:
         return float(self._partial_change.astype(np.float64).sum()) / total if total > 0 else 0.0
 
     def _mean_valid_data(self) -> float:
-        # The floor of u0 only needs a scale; the host copy is cheap next to the iterations.
+        # u0 needs a fill value and a floor scale; the host copy is cheap next to iterating.
         data = np.empty(self.shape, dtype=np.float32)
         cl.enqueue_copy(self.queue, data, self.data)
-        return float(data.mean(dtype=np.float64))
+        valid = self._valid
+        return float(data[valid].mean(dtype=np.float64)) if valid is not None else float(
+            data.mean(dtype=np.float64)
+        )
 
     def download(self) -> np.ndarray:
         """The restored frame (rows×cols float32) from the last run."""

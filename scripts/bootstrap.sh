@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prepare this checkout to run: system packages (when root), a virtual environment in .venv
+# and the project with its extras. Idempotent and quick when nothing changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="$root/.venv"
+stamp="$venv/.bootstrapped"
+want="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# OpenCL headers and the ICD loader let pip build pyvkfft (the FFT convolution method).
+# PoCL itself comes from pip (pyopencl[pocl]), so a CPU OpenCL device needs no system package.
+apt_packages=(ocl-icd-opencl-dev opencl-headers g++)
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "not root: skipping ${missing[*]} (the fft convolution method may be unavailable)"
+  fi
+fi
+
+if [[ ! -x "$venv/bin/python" ]]; then
+  log "creating $venv"
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --upgrade pip
+log "installing streamer and its dependencies"
+"$venv/bin/python" -m pip install -q -e ".[pocl,test]"
+if ! "$venv/bin/python" -m pip install -q -e ".[fft]"; then
+  log "pyvkfft did not build: the fft convolution method is unavailable (others work)"
+fi
+echo "$want" >"$stamp"

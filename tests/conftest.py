@@ -1,0 +1,80 @@
+"""Shared fixtures: one OpenCL context for the session, synthetic star fields with a known
+truth, and the markers (`slow` runs only with --run-slow; `gpu` only where a GPU exists)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyopencl as cl
+import pytest
+
+from streamer.device import select_device
+from streamer.kernels import KernelLibrary
+from streamer.psf import gaussian_psf
+from streamer.synthetic import star_field
+
+ASTROPY_FITS_DATA = Path(__import__("astropy").__file__).parent / "io" / "fits"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+class OpenCL:
+    """The test session's device, context, queue and kernel cache."""
+
+    def __init__(self) -> None:
+        self.device = select_device()
+        self.context = cl.Context([self.device])
+        self.queue = cl.CommandQueue(self.context)
+        self.library = KernelLibrary(self.context)
+
+
+@pytest.fixture(scope="session")
+def opencl() -> OpenCL:
+    return OpenCL()
+
+
+@pytest.fixture(scope="session")
+def gpu_device() -> cl.Device:
+    try:
+        return select_device("gpu")
+    except Exception:
+        pytest.skip("no OpenCL GPU on this machine")
+
+
+@pytest.fixture(scope="session")
+def gaussian_field():
+    """256x256 field, Gaussian PSF FWHM 3 px, Poisson noise, sky 200 rising by 100."""
+    return star_field((256, 256), gaussian_psf(3.0), stars=60, seed=1)
+
+
+@pytest.fixture(scope="session")
+def astropy_m13() -> dict[str, Path]:
+    """astropy's M13 test images: uncompressed and tile-compressed four ways."""
+    folder = ASTROPY_FITS_DATA / "hdu" / "compressed" / "tests" / "data"
+    files = {
+        "plain": folder / "m13.fits",
+        "RICE": folder / "m13_rice.fits",
+        "GZIP": folder / "m13_gzip.fits",
+        "HCOMPRESS": folder / "m13_hcomp.fits",
+        "PLIO": folder / "m13_plio.fits",
+    }
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        pytest.fail(f"astropy test data missing: {missing}")
+    return files
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
