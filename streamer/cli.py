@@ -10,6 +10,7 @@ from pathlib import Path
 
 from streamer import __version__
 from streamer.device import DEVICE_ENV_VAR, list_devices
+from streamer.cli_streaming import add_streaming_commands, run_streaming_command
 from streamer.errors import DeviceError, KernelBuildError, ParameterError, PSFError, StreamerError
 
 EXIT_OK, EXIT_FRAME_ERRORS, EXIT_USAGE, EXIT_DEVICE = 0, 1, 2, 3
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
 
     commands.add_parser("devices", help="list the OpenCL devices and their selection indexes")
+    add_streaming_commands(commands)
     return parser
 
 
@@ -143,11 +145,33 @@ def _command_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+class _TransientKafkaErrors(logging.Filter):
+    """aiokafka logs the coordinator being unavailable while a fresh cluster creates its
+    internal topics as ERROR; it retries by itself, so show those at DEBUG only."""
+
+    TRANSIENT = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead",
+                 "CoordinatorNotAvailableError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if any(text in record.getMessage() for text in self.TRANSIENT):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_transient_kafka_errors() -> None:
+    """Install :class:`_TransientKafkaErrors` on aiokafka's loggers."""
+    for name in ("aiokafka.consumer.group_coordinator", "aiokafka.producer.sender",
+                 "aiokafka.cluster", "aiokafka"):
+        logging.getLogger(name).addFilter(_TransientKafkaErrors())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``streamer`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_transient_kafka_errors()
     try:
         if args.command == "devices":
             for info in list_devices():
@@ -157,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             return _command_restore(args)
         if args.command == "simulate":
             return _command_simulate(args)
-        return _command_bench(args)
+        if args.command == "bench":
+            return _command_bench(args)
+        return run_streaming_command(args)
     except (DeviceError, KernelBuildError) as error:
         print(f"streamer: error: {error}", file=sys.stderr)
         return EXIT_DEVICE

@@ -8,6 +8,7 @@ provenance keywords and HISTORY lines.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +49,21 @@ def read_image(path: str | Path) -> FitsImage:
     path = Path(path)
     if not path.is_file():
         raise FrameDecodeError("no such file")
+    return _read(path)
+
+
+def read_image_bytes(payload: bytes) -> FitsImage:
+    """Read the 2-D image of a FITS file held in memory (a Kafka payload); errors as
+    :func:`read_image`."""
+    return _read(io.BytesIO(payload))
+
+
+def _read(source) -> FitsImage:
     try:
         with warnings.catch_warnings():
             # astropy warns, then raises, on truncated files; the raise is what we report.
             warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False) as hdus:
+            with fits.open(source, memmap=False) as hdus:
                 hdus.verify("silentfix+ignore")
                 for index, hdu in enumerate(hdus):
                     if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
@@ -63,10 +74,12 @@ def read_image(path: str | Path) -> FitsImage:
                     header = hdu.header.copy()
                     break
                 else:
-                    raise FrameDecodeError("no image HDU with data (empty primary and no image extension)")
+                    raise FrameDecodeError(
+                        "no image HDU with data (empty primary and no image extension)"
+                    )
     except FrameDecodeError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as error:
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as error:
         raise FrameDecodeError(f"not a readable FITS image ({error})") from error
     if data.ndim != 2:
         raise FrameError(
@@ -101,3 +114,10 @@ def write_image(path: str | Path, data: np.ndarray, header: fits.Header) -> None
     """Write ``data`` as float32 in the primary HDU of a new FITS file (replaced if present)."""
     hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
     hdu.writeto(path, overwrite=True, output_verify="silentfix")
+
+
+def image_bytes(data: np.ndarray, header: fits.Header | None = None) -> bytes:
+    """A FITS file in memory: ``data`` in the primary HDU, with ``header`` (dtype kept)."""
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(data=data, header=header).writeto(buffer, output_verify="silentfix")
+    return buffer.getvalue()

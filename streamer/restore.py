@@ -41,7 +41,7 @@ class RestorationSettings(BaseModel):
 
 
 @dataclass
-class RestoredFrame:
+class Restoration:
     """A restored frame and what was done to it."""
 
     data: np.ndarray
@@ -49,6 +49,8 @@ class RestoredFrame:
     deconvolution: DeconvolutionReport
     timings: dict[str, float] = field(default_factory=dict)
     masked_pixels: int = 0
+    flux_in: float = 0.0   # sum of C (eq. 2) over valid pixels
+    flux_out: float = 0.0  # sum of the restored frame over the same pixels
 
 
 @dataclass
@@ -105,7 +107,7 @@ class Restorer:
             self._plans[shape] = plan
         return plan
 
-    def restore(self, frame: np.ndarray, mask: np.ndarray | None = None) -> RestoredFrame:
+    def restore(self, frame: np.ndarray, mask: np.ndarray | None = None) -> Restoration:
         """Restore one frame.
 
         Parameters
@@ -117,7 +119,7 @@ class Restorer:
 
         Returns
         -------
-        RestoredFrame
+        Restoration
             float32 restored image (NaN where the input was excluded), the background shift
             ``min(B)``, the Richardson–Lucy report and stage timings in seconds.
 
@@ -164,7 +166,9 @@ class Restorer:
         timings["richardson_lucy"] = time.perf_counter() - started
         if excluded:
             restored[~valid] = np.nan
-        return RestoredFrame(restored, shift, report, timings, excluded)
+        flux_out = float(np.nansum(restored, dtype=np.float64))
+        return Restoration(restored, shift, report, timings, excluded,
+                           deconvolution.data_flux, flux_out)
 
     def background_equalised(self, frame: np.ndarray) -> np.ndarray:
         """Eq. 1 + eq. 2 only (``C``), for inspection and tests."""

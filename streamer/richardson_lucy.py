@@ -127,6 +127,7 @@ class RichardsonLucy:
         self._partial_total_buffer = cl.Buffer(context, flags.READ_WRITE, self._groups * 4)
         self._weights_signature: bytes | None = None
         self._valid: np.ndarray | None = None
+        self.data_flux = 0.0  # sum of the valid data C of the last run (flux in)
 
     # -- per frame --------------------------------------------------------------------------
     def set_weights(self, weight: np.ndarray | None) -> None:
@@ -200,10 +201,9 @@ class RichardsonLucy:
         # u0 needs a fill value and a floor scale; the host copy is cheap next to iterating.
         data = np.empty(self.shape, dtype=np.float32)
         cl.enqueue_copy(self.queue, data, self.data)
-        valid = self._valid
-        return float(data[valid].mean(dtype=np.float64)) if valid is not None else float(
-            data.mean(dtype=np.float64)
-        )
+        values = data[self._valid] if self._valid is not None else data
+        self.data_flux = float(values.sum(dtype=np.float64))
+        return self.data_flux / max(values.size, 1)
 
     def download(self) -> np.ndarray:
         """The restored frame (rows×cols float32) from the last run."""

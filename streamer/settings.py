@@ -1,0 +1,91 @@
+"""One typed settings object for the streaming processes, from environment and CLI flags.
+
+Every field can be set by an environment variable ``STREAMER_<NAME>`` (nested with ``__``,
+e.g. ``STREAMER_KAFKA__BOOTSTRAP_SERVERS``) and by the CLI flag printed in ``--help``; flags
+win over the environment. Kafka security options pass straight through to aiokafka.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.restore import RestorationSettings
+
+MIB = 1 << 20
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap_servers: str = Field(
+        default="", description="host:port[,host:port]; empty: start the local broker (demo only)"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "streamer"
+
+    def client_options(self) -> dict[str, object]:
+        """Keyword arguments common to aiokafka producers, consumers and admin clients."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            options["ssl_context"] = context
+        return options
+
+
+class TopicSettings(BaseModel):
+    """Topic names and the layout ``streamer topics create`` gives them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raw: str = "frames.raw"
+    restored: str = "frames.restored"
+    metrics: str = "frames.metrics"
+    dead_letter: str = "frames.deadletter"
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_hours: float = Field(default=72.0, gt=0)
+
+
+class StreamerSettings(BaseSettings):
+    """Everything the camera, worker, sink and demo need."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    restoration: RestorationSettings = Field(default_factory=RestorationSettings)
+    device: str | None = Field(default=None, description="OpenCL device spec")
+    group_id: str = Field(default="streamer-workers", description="worker consumer group")
+    worker_id: str = Field(default="", description="stable worker name; default host-pid")
+    chunk_bytes: int = Field(default=1 * MIB, ge=64 * 1024, le=64 * MIB,
+                             description="payload bytes per Kafka record")
+    max_frame_bytes: int = Field(default=512 * MIB, ge=1, description="largest frame accepted")
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
+    transaction_timeout_seconds: float = Field(default=600.0, gt=0)
+    prefetch_frames: int = Field(default=2, ge=1, description="decoded frames queued ahead")

@@ -1,0 +1,259 @@
+"""``streamer worker``: consume raw frames, restore them, publish results — exactly once.
+
+Transport only; the processing is :func:`streamer.processing.restore_frame`.
+
+Exactly once: each input partition has its own transactional producer
+(``transactional.id = streamer-worker.<raw topic>.<partition>``). For every frame the worker
+opens a transaction, writes the restored frame, its metrics (or a dead-letter record) and the
+consumer offset to commit, and commits. Whoever owns a partition next starts a producer with
+the same id, which fences the previous owner and aborts its open transaction — whether it was
+SIGKILLed or is a zombie after a rebalance — so downstream ``read_committed`` consumers see
+each frame exactly once.
+
+Throughput: a fetch task keeps polling and decoding frames ahead (``prefetch_frames``) while
+the device restores the current one in a thread; when the queue is full the partitions are
+paused, not left unpolled, so long device work never trips ``max.poll.interval.ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.producer import AIOKafkaProducer
+
+from streamer.errors import FrameError, PSFError, StreamerError
+from streamer.fits_io import FitsImage
+from streamer.frame_codec import decode_payload, parse_envelope
+from streamer.framing import AssembledFrame, PartitionAssembler, frame_records, headers_dict, sha256_hex
+from streamer.kafka_clients import consumer, transactional_producer
+from streamer.messages import DeadLetter, RawFrame, utc_now
+from streamer.processing import ProcessedFrame, restore_frame
+from streamer.restore import Restorer
+from streamer.settings import StreamerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Decoded:
+    generation: int
+    item: AssembledFrame
+    raw: RawFrame | None
+    image: FitsImage | None
+    error: StreamerError | None
+    decode_seconds: float
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker._release(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.worker._acquire(assigned)
+
+
+class Worker:
+    """One restoration worker of the consumer group.
+
+    Parameters
+    ----------
+    settings : StreamerSettings
+    restorer : Restorer, optional
+        Built from ``settings`` when not given (tests pass one to share the device).
+    """
+
+    def __init__(self, settings: StreamerSettings, restorer: Restorer | None = None) -> None:
+        self.settings = settings
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.restorer = restorer or Restorer(settings.restoration, settings.device)
+        self.topic = settings.topics.raw
+        self.consumer = consumer(
+            settings, group_id=settings.group_id,
+            max_poll_interval_ms=300000, session_timeout_ms=10000, heartbeat_interval_ms=2000,
+            rebalance_timeout_ms=int(settings.transaction_timeout_seconds * 1000),
+        )
+        self.assemblers: dict[int, PartitionAssembler] = {}
+        self.producers: dict[int, AIOKafkaProducer] = {}
+        self.generation: dict[int, int] = {}
+        self.queue: asyncio.Queue[_Decoded] = asyncio.Queue()
+        self._in_flight: int | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._device = ThreadPoolExecutor(1, thread_name_prefix="device")
+        self.restored = 0
+        self.failed = 0
+
+    # -- partition ownership ------------------------------------------------------------------
+    async def _acquire(self, assigned: set[TopicPartition]) -> None:
+        for tp in sorted(assigned):
+            producer = transactional_producer(
+                self.settings, f"streamer-worker.{self.topic}.{tp.partition}"
+            )
+            await producer.start()  # InitProducerId: fences the partition's previous owner
+            self.producers[tp.partition] = producer
+            self.assemblers[tp.partition] = PartitionAssembler(
+                tp.partition, self.settings.max_frame_bytes
+            )
+            self.generation[tp.partition] = self.generation.get(tp.partition, 0) + 1
+        log.info("worker %s: assigned partitions %s", self.worker_id,
+                 sorted(tp.partition for tp in assigned))
+
+    async def _release(self, revoked: set[TopicPartition]) -> None:
+        partitions = {tp.partition for tp in revoked}
+        while self._in_flight in partitions:  # let the frame on the device commit
+            self._idle.clear()
+            await self._idle.wait()
+        for partition in partitions:
+            self.assemblers.pop(partition, None)
+            self.generation[partition] = self.generation.get(partition, 0) + 1
+            producer = self.producers.pop(partition, None)
+            if producer is not None:
+                await producer.stop()
+        if partitions:
+            log.info("worker %s: released partitions %s", self.worker_id, sorted(partitions))
+
+    # -- stages -------------------------------------------------------------------------------
+    def _decode(self, item: AssembledFrame, generation: int) -> _Decoded:
+        started = time.perf_counter()
+        raw = image = None
+        error = item.error
+        if error is None:
+            try:
+                raw = parse_envelope(item.envelope_json)
+                image = decode_payload(raw, item.payload)
+            except FrameError as failure:
+                error = failure
+        return _Decoded(generation, item, raw, image, error, time.perf_counter() - started)
+
+    async def _fetch(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            assignment = self.consumer.assignment()
+            if self.queue.qsize() >= self.settings.prefetch_frames:
+                self.consumer.pause(*assignment)
+            else:
+                self.consumer.resume(*assignment)
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=256)
+            for tp, records in batches.items():
+                assembler = self.assemblers.get(tp.partition)
+                if assembler is None:
+                    continue
+                for record in records:
+                    assembler.add(record.offset, record.value, headers_dict(record.headers))
+                for item in assembler.ready():
+                    generation = self.generation[tp.partition]
+                    decoded = await loop.run_in_executor(self._decoder, self._decode, item, generation)
+                    await self.queue.put(decoded)
+
+    async def _process(self, stop: asyncio.Event, max_frames: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                decoded = await asyncio.wait_for(self.queue.get(), 0.5)
+            except asyncio.TimeoutError:
+                continue
+            partition = decoded.item.partition
+            if self.generation.get(partition) != decoded.generation or partition not in self.producers:
+                continue  # the partition was revoked after this frame was fetched
+            self._in_flight = partition
+            try:
+                await self._handle(loop, decoded)
+            finally:
+                self._in_flight = None
+                self._idle.set()
+            if max_frames is not None and self.restored + self.failed >= max_frames:
+                stop.set()
+
+    async def _handle(self, loop: asyncio.AbstractEventLoop, decoded: _Decoded) -> None:
+        item = decoded.item
+        outputs: list[tuple[str, bytes, bytes, list]] = []
+        key = (decoded.raw.camera_id if decoded.raw else "unknown").encode()
+        error = decoded.error
+        if error is None:
+            try:
+                processed: ProcessedFrame = await loop.run_in_executor(
+                    self._device, restore_frame, self.restorer, self.worker_id,
+                    self.settings.chunk_bytes, decoded.raw, decoded.image, decoded.decode_seconds,
+                )
+            except (FrameError, PSFError) as failure:  # the frame's fault; device faults raise
+                error = failure
+            else:
+                topics = self.settings.topics
+                for value, headers in frame_records(processed.envelope.model_dump_json().encode(),
+                                                    "restored", processed.payload,
+                                                    self.settings.chunk_bytes):
+                    outputs.append((topics.restored, key, value, headers))
+                outputs.append((topics.metrics, key, processed.metrics.model_dump_json().encode(),
+                                [("streamer-kind", b"metrics")]))
+        if error is not None:
+            outputs = self._dead_letter(decoded, error, key)
+        assembler = self.assemblers[item.partition]
+        commit_offset = assembler.finish(item)
+        producer = self.producers[item.partition]
+        async with producer.transaction():
+            for topic, record_key, value, headers in outputs:
+                await producer.send(topic, value, key=record_key, headers=headers)
+            await producer.send_offsets_to_transaction(
+                {TopicPartition(self.topic, item.partition): commit_offset}, self.settings.group_id
+            )
+        if error is None:
+            self.restored += 1
+        else:
+            self.failed += 1
+            log.warning("worker %s: frame at %s[%d]@%d to dead letters: %s: %s", self.worker_id,
+                        self.topic, item.partition, item.first_offset, type(error).__name__, error)
+
+    def _dead_letter(self, decoded: _Decoded, error: StreamerError, key: bytes):
+        item = decoded.item
+        record = DeadLetter(
+            frame_id=decoded.raw.frame_id if decoded.raw else None,
+            camera_id=decoded.raw.camera_id if decoded.raw else None,
+            source_topic=self.topic, source_partition=item.partition,
+            source_offsets=item.offsets, error_type=type(error).__name__, reason=str(error),
+            failed_at=utc_now(), worker_id=self.worker_id,
+            original_headers={k: v.decode(errors="replace")[:4000] for k, v in item.headers.items()},
+            payload_bytes=len(item.payload), payload_sha256=sha256_hex(item.payload),
+            chunk_count=max(1, -(-len(item.payload) // self.settings.chunk_bytes)),
+        )
+        return [
+            (self.settings.topics.dead_letter, key, value, headers)
+            for value, headers in frame_records(record.model_dump_json().encode(), "dead-letter",
+                                                item.payload, self.settings.chunk_bytes)
+        ]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, max_frames: int | None = None) -> None:
+        """Work until ``stop`` is set (or ``max_frames`` are handled), then leave the group
+        cleanly: the frame on the device is finished and committed, queued ones are left to
+        the next owner."""
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        fetch = asyncio.create_task(self._fetch(stop))
+        process = asyncio.create_task(self._process(stop, max_frames))
+        try:
+            done, _ = await asyncio.wait({fetch, process}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a crashed stage ends the worker with its exception
+        finally:
+            stop.set()
+            for task in (fetch, process):
+                if not task.done():
+                    await asyncio.wait({task}, timeout=self.settings.transaction_timeout_seconds)
+                    task.cancel()
+            await self.consumer.stop()  # leaves the group
+            for producer in self.producers.values():
+                await producer.stop()
+            self.producers.clear()
+            self._decoder.shutdown(wait=False)
+            self._device.shutdown(wait=False)
