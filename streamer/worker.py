@@ -85,6 +85,7 @@ class Worker:
         self.assemblers: dict[int, PartitionAssembler] = {}
         self.producers: dict[int, AIOKafkaProducer] = {}
         self.generation: dict[int, int] = {}
+        self._producer_ready: dict[int, asyncio.Event] = {}
         self.queue: asyncio.Queue[_Decoded] = asyncio.Queue()
         self._in_flight: int | None = None
         self._idle = asyncio.Event()
@@ -96,16 +97,21 @@ class Worker:
 
     # -- partition ownership ------------------------------------------------------------------
     async def _acquire(self, assigned: set[TopicPartition]) -> None:
+        # Assemblers first, with no await in between: the fetch task may receive records of
+        # these partitions while the producers below are still starting.
+        for tp in assigned:
+            self.assemblers[tp.partition] = PartitionAssembler(
+                tp.partition, self.settings.max_frame_bytes
+            )
+            self.generation[tp.partition] = self.generation.get(tp.partition, 0) + 1
+            self._producer_ready[tp.partition] = asyncio.Event()
         for tp in sorted(assigned):
             producer = transactional_producer(
                 self.settings, f"streamer-worker.{self.topic}.{tp.partition}"
             )
             await producer.start()  # InitProducerId: fences the partition's previous owner
             self.producers[tp.partition] = producer
-            self.assemblers[tp.partition] = PartitionAssembler(
-                tp.partition, self.settings.max_frame_bytes
-            )
-            self.generation[tp.partition] = self.generation.get(tp.partition, 0) + 1
+            self._producer_ready[tp.partition].set()
         log.info("worker %s: assigned partitions %s", self.worker_id,
                  sorted(tp.partition for tp in assigned))
 
@@ -117,6 +123,9 @@ class Worker:
         for partition in partitions:
             self.assemblers.pop(partition, None)
             self.generation[partition] = self.generation.get(partition, 0) + 1
+            ready = self._producer_ready.pop(partition, None)
+            if ready is not None:
+                ready.set()  # wake a frame waiting for this producer: it is now stale
             producer = self.producers.pop(partition, None)
             if producer is not None:
                 await producer.stop()
@@ -164,7 +173,9 @@ class Worker:
             except asyncio.TimeoutError:
                 continue
             partition = decoded.item.partition
-            if self.generation.get(partition) != decoded.generation or partition not in self.producers:
+            if self.generation.get(partition) == decoded.generation:
+                await self._producer_ready[partition].wait()
+            if self.generation.get(partition) != decoded.generation:
                 continue  # the partition was revoked after this frame was fetched
             self._in_flight = partition
             try:

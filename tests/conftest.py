@@ -78,3 +78,14 @@ def astropy_m13() -> dict[str, Path]:
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory) -> str:
+    """A real Kafka broker (KRaft, Maven Central jars) for the whole session."""
+    from streamer.local_kafka import LocalKafka
+
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    bootstrap = broker.start()
+    yield bootstrap
+    broker.stop()

@@ -1,0 +1,101 @@
+"""Helpers for the tests that talk to the real local broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamer.framing import PartitionAssembler, headers_dict
+from streamer.kafka_clients import record_limit
+from streamer.psf import PSFSpec
+from streamer.restore import RestorationSettings
+from streamer.settings import KafkaSettings, StreamerSettings, TopicSettings
+
+FAST_RESTORATION = RestorationSettings(window=7, psf=PSFSpec(kind="gaussian", fwhm=2.0),
+                                       iterations=3, method="dense")
+
+
+def unique_settings(bootstrap: str, partitions: int = 3, **changes) -> StreamerSettings:
+    """Settings with topics and groups of their own, so tests never see each other's data."""
+    tag = uuid.uuid4().hex[:8]
+    topics = TopicSettings(raw=f"raw-{tag}", restored=f"restored-{tag}", metrics=f"metrics-{tag}",
+                           dead_letter=f"dead-{tag}", partitions=partitions)
+    values = dict(kafka=KafkaSettings(bootstrap_servers=bootstrap), topics=topics,
+                  restoration=FAST_RESTORATION, group_id=f"workers-{tag}",
+                  chunk_bytes=256 * 1024)
+    values.update(changes)
+    return StreamerSettings(**values)
+
+
+def settings_env(settings: StreamerSettings) -> dict[str, str]:
+    """The environment that gives a subprocess the same settings."""
+    topics = settings.topics
+    restoration = settings.restoration
+    return {
+        **os.environ,
+        "STREAMER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "STREAMER_TOPICS__RAW": topics.raw, "STREAMER_TOPICS__RESTORED": topics.restored,
+        "STREAMER_TOPICS__METRICS": topics.metrics,
+        "STREAMER_TOPICS__DEAD_LETTER": topics.dead_letter,
+        "STREAMER_TOPICS__PARTITIONS": str(topics.partitions),
+        "STREAMER_GROUP_ID": settings.group_id,
+        "STREAMER_CHUNK_BYTES": str(settings.chunk_bytes),
+        "STREAMER_RESTORATION": restoration.model_dump_json(),
+    }
+
+
+def start_cli(settings: StreamerSettings, *args: str, log: Path) -> subprocess.Popen:
+    """Start ``streamer ARGS`` as a separate process (output to ``log``)."""
+    handle = open(log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "streamer.cli", *args],
+                            env=settings_env(settings), stdout=handle, stderr=subprocess.STDOUT)
+
+
+async def read_topic(settings: StreamerSettings, topic: str, *, expect: int, timeout: float = 120,
+                     settle: float = 2.0, frames: bool = True) -> list:
+    """Everything committed in ``topic`` (read_committed), as assembled frames or raw records;
+    waits until ``expect`` items are in, then ``settle`` more seconds for any extra."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None,
+        isolation_level="read_committed", auto_offset_reset="earliest", enable_auto_commit=False,
+        max_partition_fetch_bytes=record_limit(settings), fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()
+                await asyncio.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions or ())])
+        assemblers: dict[int, PartitionAssembler] = {}
+        items: list = []
+        settled_at = None
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            for tp, records in batches.items():
+                if not frames:
+                    items.extend(records)
+                    continue
+                assembler = assemblers.setdefault(tp.partition, PartitionAssembler(tp.partition, 1 << 31))
+                for record in records:
+                    assembler.add(record.offset, record.value, headers_dict(record.headers))
+                for item in assembler.ready():
+                    assembler.finish(item)
+                    items.append(item)
+            if len(items) >= expect:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at >= settle:
+                    break
+        return items
+    finally:
+        await consumer.stop()
