@@ -32,7 +32,7 @@ def _kafka_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-frame-bytes", type=int, metavar="N",
                        help="largest frame accepted (default 512 MiB)")
     group.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd"],
-                       help="producer compression (default lz4)")
+                       help="producer compression (default none)")
     group.add_argument("--partitions", type=int, metavar="N", help="topic partitions (default 6)")
 
 
@@ -130,6 +130,17 @@ def add_streaming_commands(commands: argparse._SubParsersAction) -> None:
     _kafka_flags(demo)
     _restoration_flags(demo)
 
+    pipeline = commands.add_parser(
+        "bench-pipeline", help="time the pipeline through Kafka beside offline restoration",
+        description="Restores the same synthetic frames offline and through Kafka with 1 and "
+                    "2 worker processes; prints the overhead Kafka, encoding and transactions add.")
+    pipeline.add_argument("--frames", type=int, default=8)
+    pipeline.add_argument("--size", type=int, default=2048)
+    pipeline.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    pipeline.add_argument("--json", action="store_true")
+    _kafka_flags(pipeline)
+    _restoration_flags(pipeline)
+
     schemas = commands.add_parser("schemas", help="write or check schemas/*.schema.json")
     schemas.add_argument("action", choices=["write", "check"])
 
@@ -174,9 +185,13 @@ def run_streaming_command(args: argparse.Namespace) -> int | None:
         for name in stale:
             print(f"schemas/{name} is out of date: run `streamer schemas write`", file=sys.stderr)
         return 1 if stale else 0
-    if args.command not in ("topics", "camera", "worker", "sink", "demo"):
+    if args.command not in ("topics", "camera", "worker", "sink", "demo", "bench-pipeline"):
         return None
     settings = settings_from(args)
+    if args.command == "bench-pipeline":
+        from streamer.pipeline_bench import run_pipeline_bench
+
+        return run_pipeline_bench(settings, args.frames, args.size, args.workers, args.json)
     if args.command != "demo" and not settings.kafka.bootstrap_servers:
         print("streamer: error: no Kafka: set --bootstrap-servers or "
               "STREAMER_KAFKA__BOOTSTRAP_SERVERS (`streamer kafka start` runs a local one)",

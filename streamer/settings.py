@@ -86,6 +86,8 @@ class StreamerSettings(BaseSettings):
     chunk_bytes: int = Field(default=1 * MIB, ge=64 * 1024, le=64 * MIB,
                              description="payload bytes per Kafka record")
     max_frame_bytes: int = Field(default=512 * MIB, ge=1, description="largest frame accepted")
-    compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
+    # Off by default: restored float32 frames barely compress, and on a small machine the
+    # codec's CPU time is taken from the device. Turn it on where the network is the limit.
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
     transaction_timeout_seconds: float = Field(default=600.0, gt=0)
     prefetch_frames: int = Field(default=2, ge=1, description="decoded frames queued ahead")

@@ -10,14 +10,17 @@ the same id, which fences the previous owner and aborts its open transaction —
 SIGKILLed or is a zombie after a rebalance — so downstream ``read_committed`` consumers see
 each frame exactly once.
 
-Throughput: a fetch task keeps polling and decoding frames ahead (``prefetch_frames``) while
-the device restores the current one in a thread; when the queue is full the partitions are
-paused, not left unpolled, so long device work never trips ``max.poll.interval.ms``.
+Throughput: three stages overlap. A fetch task keeps polling and decoding frames ahead
+(``prefetch_frames``); the device restores one frame at a time in a thread; a publish task
+commits the previous frame's transaction meanwhile. When the prefetch queue is full the
+partitions are paused, not left unpolled, so long device work never trips
+``max.poll.interval.ms``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -87,7 +90,10 @@ class Worker:
         self.generation: dict[int, int] = {}
         self._producer_ready: dict[int, asyncio.Event] = {}
         self.queue: asyncio.Queue[_Decoded] = asyncio.Queue()
-        self._in_flight: int | None = None
+        # Restored frames waiting for their transaction: one, so the device works on the next
+        # frame while this one is committed.
+        self.results: asyncio.Queue = asyncio.Queue(maxsize=1)
+        self._busy: collections.Counter[int] = collections.Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
@@ -117,7 +123,7 @@ class Worker:
 
     async def _release(self, revoked: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in revoked}
-        while self._in_flight in partitions:  # let the frame on the device commit
+        while any(self._busy[p] for p in partitions):  # let frames past the fetch commit
             self._idle.clear()
             await self._idle.wait()
         for partition in partitions:
@@ -165,7 +171,8 @@ class Worker:
                     decoded = await loop.run_in_executor(self._decoder, self._decode, item, generation)
                     await self.queue.put(decoded)
 
-    async def _process(self, stop: asyncio.Event, max_frames: int | None) -> None:
+    async def _restore(self, stop: asyncio.Event) -> None:
+        """Device stage: restore decoded frames, one at a time, in fetch order."""
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
@@ -173,22 +180,18 @@ class Worker:
             except asyncio.TimeoutError:
                 continue
             partition = decoded.item.partition
-            if self.generation.get(partition) == decoded.generation:
-                await self._producer_ready[partition].wait()
             if self.generation.get(partition) != decoded.generation:
                 continue  # the partition was revoked after this frame was fetched
-            self._in_flight = partition
+            self._busy[partition] += 1
             try:
-                await self._handle(loop, decoded)
-            finally:
-                self._in_flight = None
+                outputs, error = await self._outputs(loop, decoded)
+            except BaseException:
+                self._busy[partition] -= 1  # the worker is ending; nothing waits for this frame
                 self._idle.set()
-            if max_frames is not None and self.restored + self.failed >= max_frames:
-                stop.set()
+                raise
+            await self.results.put((decoded, outputs, error))
 
-    async def _handle(self, loop: asyncio.AbstractEventLoop, decoded: _Decoded) -> None:
-        item = decoded.item
-        outputs: list[tuple[str, bytes, bytes, list]] = []
+    async def _outputs(self, loop: asyncio.AbstractEventLoop, decoded: _Decoded):
         key = (decoded.raw.camera_id if decoded.raw else "unknown").encode()
         error = decoded.error
         if error is None:
@@ -201,16 +204,41 @@ class Worker:
                 error = failure
             else:
                 topics = self.settings.topics
-                for value, headers in frame_records(processed.envelope.model_dump_json().encode(),
-                                                    "restored", processed.payload,
-                                                    self.settings.chunk_bytes):
-                    outputs.append((topics.restored, key, value, headers))
+                outputs = [
+                    (topics.restored, key, value, headers)
+                    for value, headers in frame_records(
+                        processed.envelope.model_dump_json().encode(), "restored",
+                        processed.payload, self.settings.chunk_bytes)
+                ]
                 outputs.append((topics.metrics, key, processed.metrics.model_dump_json().encode(),
                                 [("streamer-kind", b"metrics")]))
-        if error is not None:
-            outputs = self._dead_letter(decoded, error, key)
-        assembler = self.assemblers[item.partition]
-        commit_offset = assembler.finish(item)
+                return outputs, None
+        return self._dead_letter(decoded, error, key), error
+
+    async def _publish(self, stop: asyncio.Event, max_frames: int | None) -> None:
+        """Transaction stage: while the device restores the next frame, commit this one's
+        outputs and offset in one transaction, in order."""
+        while not (stop.is_set() and self.results.empty() and not any(self._busy.values())):
+            try:
+                decoded, outputs, error = await asyncio.wait_for(self.results.get(), 0.5)
+            except asyncio.TimeoutError:
+                continue
+            partition = decoded.item.partition
+            try:
+                if self.generation.get(partition) == decoded.generation:
+                    await self._producer_ready[partition].wait()
+                if self.generation.get(partition) != decoded.generation:
+                    continue  # revoked before its producer came up: the next owner redoes it
+                await self._commit(decoded, outputs, error)
+            finally:
+                self._busy[partition] -= 1
+                self._idle.set()
+            if max_frames is not None and self.restored + self.failed >= max_frames:
+                stop.set()
+
+    async def _commit(self, decoded: _Decoded, outputs: list, error: StreamerError | None) -> None:
+        item = decoded.item
+        commit_offset = self.assemblers[item.partition].finish(item)
         producer = self.producers[item.partition]
         async with producer.transaction():
             for topic, record_key, value, headers in outputs:
@@ -246,19 +274,19 @@ class Worker:
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, max_frames: int | None = None) -> None:
         """Work until ``stop`` is set (or ``max_frames`` are handled), then leave the group
-        cleanly: the frame on the device is finished and committed, queued ones are left to
-        the next owner."""
+        cleanly: frames on the device or awaiting their transaction are finished and
+        committed, prefetched ones are left to the next owner."""
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()
-        fetch = asyncio.create_task(self._fetch(stop))
-        process = asyncio.create_task(self._process(stop, max_frames))
+        stages = [asyncio.create_task(self._fetch(stop)), asyncio.create_task(self._restore(stop)),
+                  asyncio.create_task(self._publish(stop, max_frames))]
         try:
-            done, _ = await asyncio.wait({fetch, process}, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(stages, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # a crashed stage ends the worker with its exception
         finally:
             stop.set()
-            for task in (fetch, process):
+            for task in stages:
                 if not task.done():
                     await asyncio.wait({task}, timeout=self.settings.transaction_timeout_seconds)
                     task.cancel()
