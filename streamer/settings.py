@@ -91,3 +91,6 @@ class StreamerSettings(BaseSettings):
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
     transaction_timeout_seconds: float = Field(default=600.0, gt=0)
     prefetch_frames: int = Field(default=2, ge=1, description="decoded frames queued ahead")
+    max_poll_interval_seconds: float = Field(
+        default=300.0, gt=0,
+        description="Kafka's limit between polls; the worker keeps polling during device work")

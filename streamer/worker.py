@@ -82,7 +82,8 @@ class Worker:
         self.topic = settings.topics.raw
         self.consumer = consumer(
             settings, group_id=settings.group_id,
-            max_poll_interval_ms=300000, session_timeout_ms=10000, heartbeat_interval_ms=2000,
+            max_poll_interval_ms=int(settings.max_poll_interval_seconds * 1000),
+            session_timeout_ms=10000, heartbeat_interval_ms=2000,
             rebalance_timeout_ms=int(settings.transaction_timeout_seconds * 1000),
         )
         self.assemblers: dict[int, PartitionAssembler] = {}

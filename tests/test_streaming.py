@@ -364,3 +364,32 @@ def test_demo_command(tmp_path):
     assert "p50" in result.stdout and "p99" in result.stdout
     assert len(list((tmp_path / "out" / "output").glob("*.fits"))) == 3
     assert not (tmp_path / "broker" / "broker.json").exists()  # the broker was stopped
+
+
+def test_long_device_work_keeps_the_worker_in_its_group(kafka_bootstrap):
+    # Each restoration takes longer than max.poll.interval; the worker must keep polling
+    # (partitions paused) instead of being expelled, and so restore each frame once.
+    from streamer.restore import RestorationSettings
+
+    slow = RestorationSettings(window=31, psf=PSFSpec(kind="gaussian", fwhm=2.0),
+                               iterations=2000, method="dense")
+    settings = unique_settings(kafka_bootstrap, partitions=1, restoration=slow,
+                               max_poll_interval_seconds=2.0)
+
+    async def scenario():
+        await create_topics(settings)
+        await _publish(settings, 3, size=512)
+        worker = Worker(settings)
+        stop = asyncio.Event()
+        started = time.monotonic()
+        await asyncio.wait_for(worker.run(stop, max_frames=3), 300)
+        restored = await read_topic(settings, settings.topics.restored, expect=3, settle=1)
+        metrics = await read_topic(settings, settings.topics.metrics, expect=3, frames=False, settle=0)
+        return worker, restored, metrics
+
+    worker, restored, metrics = run(scenario())
+    device_seconds = [FrameMetrics.model_validate_json(r.value).stage_seconds["richardson_lucy"]
+                      for r in metrics]
+    assert min(device_seconds) > 2.0, f"frames must outlast max.poll.interval: {device_seconds}"
+    assert worker.restored == 3 and worker.generation == {0: 1}  # never lost its partition
+    assert sorted(_count_by_frame(restored).values()) == [1, 1, 1]
