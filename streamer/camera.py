@@ -24,6 +24,7 @@ from streamer.fits_io import image_bytes, read_image_bytes
 from streamer.framing import FrameTooLargeError, frame_records, sha256_hex
 from streamer.kafka_clients import transactional_producer
 from streamer.messages import RawFrame, utc_now
+from streamer.observability import StreamerMetrics
 from streamer.psf import PSFSpec
 from streamer.settings import StreamerSettings
 from streamer.simulate import simulated_header
@@ -37,9 +38,11 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fz", ".fits.gz")
 class CameraPublisher:
     """Publishes one camera's frames; use as ``async with CameraPublisher(...) as camera``."""
 
-    def __init__(self, settings: StreamerSettings, camera_id: str) -> None:
+    def __init__(self, settings: StreamerSettings, camera_id: str,
+                 metrics: StreamerMetrics | None = None) -> None:
         self.settings = settings
         self.camera_id = camera_id
+        self.metrics = metrics or StreamerMetrics("camera")
         self.producer = transactional_producer(settings, f"streamer-camera.{camera_id}")
         self.published = 0
 
@@ -77,9 +80,13 @@ class CameraPublisher:
         )
         records = frame_records(envelope.model_dump_json().encode(), "raw", payload, chunk_bytes)
         key = self.camera_id.encode()
+        started = asyncio.get_running_loop().time()
         async with self.producer.transaction():
             for value, headers in records:
                 await self.producer.send(self.settings.topics.raw, value, key=key, headers=headers)
+        self.metrics.stage_seconds.labels("publish").observe(asyncio.get_running_loop().time() - started)
+        self.metrics.frames_published.labels(self.settings.topics.raw).inc()
+        self.metrics.published_bytes.labels(self.settings.topics.raw).inc(len(payload))
         self.published += 1
         return envelope
 

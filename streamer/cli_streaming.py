@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from streamer.observability import StreamerMetrics
 from streamer.settings import StreamerSettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ def _kafka_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd"],
                        help="producer compression (default none)")
     group.add_argument("--partitions", type=int, metavar="N", help="topic partitions (default 6)")
+    group.add_argument("--metrics-address", metavar="HOST:PORT",
+                       help="serve Prometheus /metrics here (default 127.0.0.1 and the role's "
+                            "port: camera 9471, worker 9472, sink 9473; '' turns it off)")
 
 
 def _restoration_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +59,8 @@ def settings_from(args: argparse.Namespace) -> StreamerSettings:
         "bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username",
         "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(args, name, None)}
     top = {name: getattr(args, name) for name in (
-        "chunk_bytes", "max_frame_bytes", "compression", "group_id", "worker_id", "device")
+        "chunk_bytes", "max_frame_bytes", "compression", "group_id", "worker_id", "device",
+        "metrics_address")
         if getattr(args, name, None) is not None}
     restoration = {name: getattr(args, name) for name in (
         "window", "iterations", "tolerance", "method") if getattr(args, name, None) is not None}
@@ -145,6 +150,20 @@ def add_streaming_commands(commands: argparse._SubParsersAction) -> None:
     schemas.add_argument("action", choices=["write", "check"])
 
 
+DEFAULT_METRICS_PORTS = {"camera": 9471, "worker": 9472, "sink": 9473}
+
+
+def serve_metrics(settings: StreamerSettings, metrics) -> None:
+    """Serve a process's metrics where the settings say (127.0.0.1:<role port> by default)."""
+    address = settings.metrics_address
+    if address is None:
+        address = f"127.0.0.1:{DEFAULT_METRICS_PORTS[metrics.role]}"
+    port = metrics.serve(address)
+    if port is not None:
+        print(f"{metrics.role}: Prometheus metrics on http://{address.rpartition(':')[0]}:{port}/metrics",
+              file=sys.stderr, flush=True)
+
+
 def _run_until_signal(main, *args) -> int:
     """Run ``main(stop, *args)``; SIGTERM/SIGINT set ``stop`` for a graceful shutdown."""
     async def runner() -> int:
@@ -207,7 +226,9 @@ def run_streaming_command(args: argparse.Namespace) -> int | None:
         from streamer.camera import CameraPublisher, simulate, watch_directory
 
         async def camera_main(stop: asyncio.Event) -> int:
-            async with CameraPublisher(settings, args.camera_id) as camera:
+            camera_metrics = StreamerMetrics("camera")
+            serve_metrics(settings, camera_metrics)
+            async with CameraPublisher(settings, args.camera_id, camera_metrics) as camera:
                 if args.simulate:
                     frames = await simulate(camera, count=args.count, size=args.size,
                                             cadence=args.cadence, psf=parse_psf_spec(args.blur),
@@ -223,6 +244,7 @@ def run_streaming_command(args: argparse.Namespace) -> int | None:
 
         async def worker_main(stop: asyncio.Event) -> int:
             worker = Worker(settings)
+            serve_metrics(settings, worker.metrics)
             await worker.run(stop, args.max_frames)
             print(f"worker {worker.worker_id}: restored {worker.restored}, "
                   f"dead letters {worker.failed}")
@@ -234,6 +256,7 @@ def run_streaming_command(args: argparse.Namespace) -> int | None:
 
         async def sink_main(stop: asyncio.Event) -> int:
             sink = Sink(settings, args.out)
+            serve_metrics(settings, sink.metrics)
             await sink.run(stop, args.expect)
             print(f"archived {len(sink.restored_frames)} restored frames in {args.out}")
             return 0

@@ -66,6 +66,19 @@ class RestoredFrame(FramePayload):
     iterations: int
 
 
+class QualityMetrics(_Message):
+    """Image quality of the input and of the restored frame (see :mod:`streamer.quality`)."""
+
+    background: float = Field(description="sigma-clipped sky level of the input, ADU")
+    noise: float = Field(description="sigma-clipped sky noise of the input, ADU")
+    sources: int = Field(description="sources 5 sigma above the sky in the input")
+    stars_measured: int
+    fwhm_before: float | None = Field(description="median star FWHM of the input, pixels")
+    fwhm_after: float | None = Field(description="median FWHM of the same stars, restored")
+    ellipticity_before: float | None
+    ellipticity_after: float | None
+
+
 class FrameMetrics(_Message):
     """Per-frame figures for monitoring and downstream quality decisions."""
 
@@ -85,6 +98,7 @@ class FrameMetrics(_Message):
     flux_in: float
     flux_out: float
     masked_pixels: int
+    quality: QualityMetrics | None = None
     worker_id: str
     device: str
 

@@ -59,7 +59,8 @@ def _worker_env(settings: StreamerSettings) -> dict[str, str]:
             "STREAMER_TOPICS__METRICS": topics.metrics,
             "STREAMER_TOPICS__DEAD_LETTER": topics.dead_letter,
             "STREAMER_GROUP_ID": settings.group_id,
-            "STREAMER_RESTORATION": settings.restoration.model_dump_json()}
+            "STREAMER_RESTORATION": settings.restoration.model_dump_json(),
+            "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
 
 
 async def _metrics(settings: StreamerSettings, expect: int, timeout: float) -> list[FrameMetrics]:

@@ -91,6 +91,10 @@ class StreamerSettings(BaseSettings):
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
     transaction_timeout_seconds: float = Field(default=600.0, gt=0)
     prefetch_frames: int = Field(default=2, ge=1, description="decoded frames queued ahead")
+    metrics_address: str | None = Field(
+        default=None,
+        description="HOST:PORT serving Prometheus /metrics; default 127.0.0.1 and the role's "
+                    "port (camera 9471, worker 9472, sink 9473); empty string: off")
     max_poll_interval_seconds: float = Field(
         default=300.0, gt=0,
         description="Kafka's limit between polls; the worker keeps polling during device work")

@@ -31,6 +31,7 @@ from streamer.frame_codec import decode_payload
 from streamer.framing import AssembledFrame, PartitionAssembler, headers_dict
 from streamer.kafka_clients import consumer
 from streamer.messages import FrameMetrics, RawFrame, RestoredFrame
+from streamer.observability import StreamerMetrics
 from streamer.settings import StreamerSettings
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,10 @@ class Archive:
 class Sink:
     """Consumes the raw, restored and metrics topics into an :class:`Archive`."""
 
-    def __init__(self, settings: StreamerSettings, out_dir: Path, group_id: str = "streamer-sink"):
+    def __init__(self, settings: StreamerSettings, out_dir: Path, group_id: str = "streamer-sink",
+                 metrics: StreamerMetrics | None = None):
         self.settings = settings
+        self.metrics = metrics or StreamerMetrics("sink")
         self.archive = Archive(out_dir)
         topics = settings.topics
         self.topics = (topics.raw, topics.restored, topics.metrics)
@@ -116,12 +119,16 @@ class Sink:
             log.error("sink: %s[%d]@%s: %s", tp.topic, tp.partition, item.offsets, item.error)
             return
         try:
+            self.metrics.frames_consumed.labels(tp.topic).inc()
+            self.metrics.consumed_bytes.labels(tp.topic).inc(len(item.payload))
             if tp.topic == self.settings.topics.raw:
                 raw = RawFrame.model_validate_json(item.envelope_json)
                 self.archive.store_raw(raw, item.payload)
+                self.metrics.frames_archived.labels("input").inc()
             else:
                 restored = RestoredFrame.model_validate_json(item.envelope_json)
                 self.archive.store_restored(restored, item.payload)
+                self.metrics.frames_archived.labels("output").inc()
                 self.restored_frames.add(restored.frame_id)
         except (ValidationError, FrameError) as error:
             # The worker's dead-letter topic is where bad frames go; the sink reports and

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 from aiokafka.producer import AIOKafkaProducer
 
 from streamer.errors import FrameError, PSFError, StreamerError
@@ -37,7 +38,9 @@ from streamer.frame_codec import decode_payload, parse_envelope
 from streamer.framing import AssembledFrame, PartitionAssembler, frame_records, headers_dict, sha256_hex
 from streamer.kafka_clients import consumer, transactional_producer
 from streamer.messages import DeadLetter, RawFrame, utc_now
+from streamer.observability import StreamerMetrics
 from streamer.processing import ProcessedFrame, restore_frame
+from streamer.quality import InputQuality, measure_input
 from streamer.restore import Restorer
 from streamer.settings import StreamerSettings
 
@@ -52,6 +55,7 @@ class _Decoded:
     image: FitsImage | None
     error: StreamerError | None
     decode_seconds: float
+    quality: InputQuality | None = None
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -75,8 +79,10 @@ class Worker:
         Built from ``settings`` when not given (tests pass one to share the device).
     """
 
-    def __init__(self, settings: StreamerSettings, restorer: Restorer | None = None) -> None:
+    def __init__(self, settings: StreamerSettings, restorer: Restorer | None = None,
+                 metrics: StreamerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or StreamerMetrics("worker")
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.restorer = restorer or Restorer(settings.restoration, settings.device)
         self.topic = settings.topics.raw
@@ -95,6 +101,7 @@ class Worker:
         # frame while this one is committed.
         self.results: asyncio.Queue = asyncio.Queue(maxsize=1)
         self._busy: collections.Counter[int] = collections.Counter()
+        self._pending_metrics: dict[int, object] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
@@ -142,7 +149,7 @@ class Worker:
     # -- stages -------------------------------------------------------------------------------
     def _decode(self, item: AssembledFrame, generation: int) -> _Decoded:
         started = time.perf_counter()
-        raw = image = None
+        raw = image = quality = None
         error = item.error
         if error is None:
             try:
@@ -150,7 +157,10 @@ class Worker:
                 image = decode_payload(raw, item.payload)
             except FrameError as failure:
                 error = failure
-        return _Decoded(generation, item, raw, image, error, time.perf_counter() - started)
+        decode_seconds = time.perf_counter() - started
+        if image is not None:
+            quality = measure_input(image.data)  # here, not on the device's critical path
+        return _Decoded(generation, item, raw, image, error, decode_seconds, quality)
 
     async def _fetch(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -168,9 +178,31 @@ class Worker:
                 for record in records:
                     assembler.add(record.offset, record.value, headers_dict(record.headers))
                 for item in assembler.ready():
+                    self.metrics.frames_consumed.labels(self.topic).inc()
+                    self.metrics.consumed_bytes.labels(self.topic).inc(len(item.payload))
+                    self.metrics.in_flight.inc()
                     generation = self.generation[tp.partition]
                     decoded = await loop.run_in_executor(self._decoder, self._decode, item, generation)
                     await self.queue.put(decoded)
+
+    async def _watch_lag(self, stop: asyncio.Event, every: float = 2.0) -> None:
+        """Consumer lag per partition: readable end (last stable offset, read_committed)
+        minus the position."""
+        while not stop.is_set():
+            for tp in self.consumer.assignment():
+                end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
+                if end is None:
+                    continue
+                try:
+                    position = await self.consumer.position(tp)
+                except IllegalStateError:  # revoked meanwhile; measured again next round
+                    continue
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - position, 0))
+            self.metrics.kernel_build_seconds.set(self.restorer.kernel_build_seconds)
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except asyncio.TimeoutError:
+                pass
 
     async def _restore(self, stop: asyncio.Event) -> None:
         """Device stage: restore decoded frames, one at a time, in fetch order."""
@@ -182,6 +214,7 @@ class Worker:
                 continue
             partition = decoded.item.partition
             if self.generation.get(partition) != decoded.generation:
+                self.metrics.in_flight.dec()
                 continue  # the partition was revoked after this frame was fetched
             self._busy[partition] += 1
             try:
@@ -200,6 +233,7 @@ class Worker:
                 processed: ProcessedFrame = await loop.run_in_executor(
                     self._device, restore_frame, self.restorer, self.worker_id,
                     self.settings.chunk_bytes, decoded.raw, decoded.image, decoded.decode_seconds,
+                    decoded.quality,
                 )
             except (FrameError, PSFError) as failure:  # the frame's fault; device faults raise
                 error = failure
@@ -213,6 +247,7 @@ class Worker:
                 ]
                 outputs.append((topics.metrics, key, processed.metrics.model_dump_json().encode(),
                                 [("streamer-kind", b"metrics")]))
+                self._pending_metrics[id(decoded)] = processed.metrics
                 return outputs, None
         return self._dead_letter(decoded, error, key), error
 
@@ -233,6 +268,8 @@ class Worker:
                 await self._commit(decoded, outputs, error)
             finally:
                 self._busy[partition] -= 1
+                self.metrics.in_flight.dec()
+                self._pending_metrics.pop(id(decoded), None)
                 self._idle.set()
             if max_frames is not None and self.restored + self.failed >= max_frames:
                 stop.set()
@@ -241,16 +278,30 @@ class Worker:
         item = decoded.item
         commit_offset = self.assemblers[item.partition].finish(item)
         producer = self.producers[item.partition]
+        started = time.perf_counter()
         async with producer.transaction():
             for topic, record_key, value, headers in outputs:
                 await producer.send(topic, value, key=record_key, headers=headers)
+                self.metrics.published_bytes.labels(topic).inc(len(value))
+            published = time.perf_counter()
             await producer.send_offsets_to_transaction(
                 {TopicPartition(self.topic, item.partition): commit_offset}, self.settings.group_id
             )
+        committed = time.perf_counter()
+        self.metrics.stage_seconds.labels("publish").observe(published - started)
+        self.metrics.stage_seconds.labels("commit").observe(committed - published)
+        frame_metrics = self._pending_metrics.get(id(decoded))
         if error is None:
             self.restored += 1
+            self.metrics.frames_restored.inc()
+            for topic in (self.settings.topics.restored, self.settings.topics.metrics):
+                self.metrics.frames_published.labels(topic).inc()
+            if frame_metrics is not None:
+                self.metrics.observe_frame(frame_metrics)
         else:
             self.failed += 1
+            self.metrics.frames_failed.labels(type(error).__name__).inc()
+            self.metrics.frames_published.labels(self.settings.topics.dead_letter).inc()
             log.warning("worker %s: frame at %s[%d]@%d to dead letters: %s: %s", self.worker_id,
                         self.topic, item.partition, item.first_offset, type(error).__name__, error)
 
@@ -277,10 +328,12 @@ class Worker:
         """Work until ``stop`` is set (or ``max_frames`` are handled), then leave the group
         cleanly: frames on the device or awaiting their transaction are finished and
         committed, prefetched ones are left to the next owner."""
+        self.metrics.device.info({"device": self.restorer.device_name, "worker": self.worker_id})
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()
         stages = [asyncio.create_task(self._fetch(stop)), asyncio.create_task(self._restore(stop)),
-                  asyncio.create_task(self._publish(stop, max_frames))]
+                  asyncio.create_task(self._publish(stop, max_frames)),
+                  asyncio.create_task(self._watch_lag(stop))]
         try:
             done, _ = await asyncio.wait(stages, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:

@@ -48,6 +48,7 @@ def settings_env(settings: StreamerSettings) -> dict[str, str]:
         "STREAMER_GROUP_ID": settings.group_id,
         "STREAMER_CHUNK_BYTES": str(settings.chunk_bytes),
         "STREAMER_RESTORATION": restoration.model_dump_json(),
+        "STREAMER_METRICS_ADDRESS": "127.0.0.1:0",  # several processes on one host
     }
 
 
