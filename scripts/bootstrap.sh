@@ -23,11 +23,13 @@ done
 # Java 17+ and Maven fetch and run the local Kafka broker (tests, demo).
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# A real Prometheus (and promtool) for the observability tests.
+command -v prometheus >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${missing[*]}"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     log "not root: skipping ${missing[*]} (the fft convolution method may be unavailable)"
   fi
