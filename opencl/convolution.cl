@@ -67,19 +67,23 @@ __kernel void correlate_dense(__global const float * restrict src,
     store_block(dst, width, height, x, y, a0, a1, a2, a3, 0);
 }
 
-// Only the non-zero taps: offsets are dy * pitch + dx into src (pitch = width + KW - 1).
-__kernel void correlate_sparse(__global const float * restrict src,
-                               __global const int * restrict offsets,
-                               __global const float * restrict weights,
-                               const int taps,
-                               __global float * restrict dst,
-                               const int width,
-                               const int height)
+// A list of taps: offsets into src (row pitch `pitch`) with their weights. This is the
+// sparse method (the non-zero taps of a PSF) and both passes of a separable term (a row of
+// KW taps, then a column of KH taps with offsets i * pitch), which adds into dst when
+// `accumulate` is set.
+__kernel void correlate_taps(__global const float * restrict src,
+                             const int pitch,
+                             __global const int * restrict offsets,
+                             __global const float * restrict weights,
+                             const int taps,
+                             __global float * restrict dst,
+                             const int width,
+                             const int height,
+                             const int accumulate)
 {
     const int x = get_global_id(0) * 8;
     const int y = get_global_id(1) * BLOCK_ROWS;
     if (x >= width || y >= height) return;
-    const int pitch = width + KW - 1;
     __global const float *origin = src + (size_t)y * pitch + x;
     float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
     for (int t = 0; t < taps; ++t) {
@@ -89,53 +93,6 @@ __kernel void correlate_sparse(__global const float * restrict src,
         a1 += weight * LOAD8(at + pitch);
         a2 += weight * LOAD8(at + 2 * pitch);
         a3 += weight * LOAD8(at + 3 * pitch);
-    }
-    store_block(dst, width, height, x, y, a0, a1, a2, a3, 0);
-}
-
-// Horizontal pass of a separable term: `rows` rows in (pitch width + KW - 1), width columns out.
-__kernel void correlate_rows(__global const float * restrict src,
-                             __global const float * restrict row_weights,
-                             __global float * restrict dst,
-                             const int width,
-                             const int rows)
-{
-    const int x = get_global_id(0) * 8;
-    const int y = get_global_id(1) * BLOCK_ROWS;
-    if (x >= width || y >= rows) return;
-    const int pitch = width + KW - 1;
-    __global const float *line = src + (size_t)y * pitch + x;
-    float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    for (int j = 0; j < KW; ++j) {
-        const float8 weight = (float8)(row_weights[j]);
-        a0 += weight * LOAD8(line + j);
-        a1 += weight * LOAD8(line + pitch + j);
-        a2 += weight * LOAD8(line + 2 * pitch + j);
-        a3 += weight * LOAD8(line + 3 * pitch + j);
-    }
-    store_block(dst, width, rows, x, y, a0, a1, a2, a3, 0);
-}
-
-// Vertical pass: adds (accumulate != 0) or writes the term into dst. src pitch is width.
-__kernel void correlate_columns(__global const float * restrict src,
-                                __global const float * restrict column_weights,
-                                __global float * restrict dst,
-                                const int width,
-                                const int height,
-                                const int accumulate)
-{
-    const int x = get_global_id(0) * 8;
-    const int y = get_global_id(1) * BLOCK_ROWS;
-    if (x >= width || y >= height) return;
-    __global const float *column = src + (size_t)y * width + x;
-    float8 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    for (int i = 0; i < KH; ++i) {
-        const float8 weight = (float8)(column_weights[i]);
-        __global const float *at = column + (size_t)i * width;
-        a0 += weight * LOAD8(at);
-        a1 += weight * LOAD8(at + width);
-        a2 += weight * LOAD8(at + 2 * width);
-        a3 += weight * LOAD8(at + 3 * width);
     }
     store_block(dst, width, height, x, y, a0, a1, a2, a3, accumulate);
 }

@@ -107,6 +107,29 @@ class DenseCorrelation(Correlation):
         )
 
 
+def _int_buffer(context: cl.Context, array: np.ndarray) -> cl.Buffer:
+    return cl.Buffer(context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
+                     hostbuf=np.ascontiguousarray(array, dtype=np.int32))
+
+
+class _Taps:
+    """One launch of ``correlate_taps``: fixed offsets and weights."""
+
+    def __init__(self, queue, kernel: cl.Kernel, offsets: np.ndarray, weights: np.ndarray):
+        self.queue = queue
+        self.kernel = kernel
+        self.count = len(offsets)
+        self.offsets = _int_buffer(queue.context, offsets)
+        self.weights = _float_buffer(queue.context, weights)
+
+    def enqueue(self, src, pitch: int, dst, columns: int, rows: int, accumulate: bool = False):
+        self.kernel(
+            self.queue, _blocks(columns, rows), None, src, np.int32(pitch), self.offsets,
+            self.weights, np.int32(self.count), dst, np.int32(columns), np.int32(rows),
+            np.int32(accumulate),
+        )
+
+
 class SparseCorrelation(Correlation):
     """Only the non-zero taps."""
 
@@ -114,23 +137,14 @@ class SparseCorrelation(Correlation):
 
     def __init__(self, queue, library: KernelLibrary, weights, out_shape):
         super().__init__(queue, weights, out_shape)
-        program = library.program("convolution", KH=self.kh, KW=self.kw)
-        self._kernel = cl.Kernel(program, "correlate_sparse")
+        kernel = cl.Kernel(library.program("convolution", KH=self.kh, KW=self.kw), "correlate_taps")
         rows, columns = np.nonzero(weights)
-        pitch = self.src_shape[1]
         self.taps = len(rows)
-        offsets = (rows * pitch + columns).astype(np.int32)
-        self._offsets = cl.Buffer(
-            queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=offsets
-        )
-        self._weights = _float_buffer(queue.context, weights[rows, columns])
+        self._taps = _Taps(queue, kernel, rows * self.src_shape[1] + columns, weights[rows, columns])
 
     def enqueue(self, src, dst):
         rows, columns = self.out_shape
-        self._kernel(
-            self.queue, _blocks(columns, rows), None, src, self._offsets, self._weights,
-            np.int32(self.taps), dst, np.int32(columns), np.int32(rows),
-        )
+        self._taps.enqueue(src, self.src_shape[1], dst, columns, rows)
 
 
 def separable_terms(weights: np.ndarray, tolerance: float = SEPARABLE_TOLERANCE):
@@ -154,25 +168,21 @@ class SeparableCorrelation(Correlation):
 
     def __init__(self, queue, library: KernelLibrary, weights, out_shape, terms):
         super().__init__(queue, weights, out_shape)
-        program = library.program("convolution", KH=self.kh, KW=self.kw)
-        self._rows = cl.Kernel(program, "correlate_rows")
-        self._columns = cl.Kernel(program, "correlate_columns")
-        context = queue.context
+        kernel = cl.Kernel(library.program("convolution", KH=self.kh, KW=self.kw), "correlate_taps")
         self.rank = len(terms)
-        self._terms = [(_float_buffer(context, c), _float_buffer(context, r)) for c, r in terms]
-        self._scratch = source_buffer(context, self.src_shape[0], out_shape[1])
+        width = out_shape[1]
+        self._terms = [
+            (_Taps(queue, kernel, np.arange(self.kw), row),
+             _Taps(queue, kernel, np.arange(self.kh) * width, column))
+            for column, row in terms
+        ]
+        self._scratch = source_buffer(queue.context, self.src_shape[0], width)
 
     def enqueue(self, src, dst):
         rows, columns = self.out_shape
-        for index, (column_weights, row_weights) in enumerate(self._terms):
-            self._rows(
-                self.queue, _blocks(columns, self.src_shape[0]), None, src, row_weights,
-                self._scratch, np.int32(columns), np.int32(self.src_shape[0]),
-            )
-            self._columns(
-                self.queue, _blocks(columns, rows), None, self._scratch, column_weights, dst,
-                np.int32(columns), np.int32(rows), np.int32(index > 0),
-            )
+        for index, (row_pass, column_pass) in enumerate(self._terms):
+            row_pass.enqueue(src, self.src_shape[1], self._scratch, columns, self.src_shape[0])
+            column_pass.enqueue(self._scratch, columns, dst, columns, rows, accumulate=index > 0)
 
 
 def fft_available() -> bool:
