@@ -97,21 +97,7 @@ __kernel void correlate_taps(__global const float * restrict src,
     store_block(dst, width, height, x, y, a0, a1, a2, a3, accumulate);
 }
 
-// FFT path helpers: copy a (rows x columns) block between buffers of different row pitch,
-// and multiply a spectrum by the conjugate of the kernel's.
-__kernel void copy_block(__global const float * restrict src,
-                         const int src_pitch,
-                         __global float * restrict dst,
-                         const int dst_pitch,
-                         const int columns,
-                         const int rows)
-{
-    const int x = get_global_id(0);
-    const int y = get_global_id(1);
-    if (x >= columns || y >= rows) return;
-    dst[(size_t)y * dst_pitch + x] = src[(size_t)y * src_pitch + x];
-}
-
+// FFT path: multiply a spectrum by the conjugate of the kernel's.
 __kernel void multiply_conjugate(__global float2 * restrict spectrum,
                                  __global const float2 * restrict kernel_spectrum,
                                  const int count)

@@ -27,21 +27,6 @@ __kernel void rl_ratio(__global const float * restrict data,
     ratio_padded[(size_t)(y + 2 * radius_y) * pitch + x + 2 * radius_x] = value;
 }
 
-// Same placement for the weights, to compute the normalisation h' * w once per frame.
-__kernel void place_padded(__global const float * restrict src,
-                           __global float * restrict dst,
-                           const int width,
-                           const int height,
-                           const int radius_y,
-                           const int radius_x)
-{
-    const int x = get_global_id(0);
-    const int y = get_global_id(1);
-    if (x >= width || y >= height) return;
-    const int pitch = width + 4 * radius_x;
-    dst[(size_t)(y + 2 * radius_y) * pitch + x + 2 * radius_x] = src[(size_t)y * width + x];
-}
-
 // u0 on the extended domain: the data, its edge rows/columns replicated outwards, excluded
 // pixels (weight 0) replaced by the mean of the valid ones, and a positive floor (a
 // multiplicative update never moves a pixel away from 0).
@@ -106,19 +91,4 @@ void rl_update(__global float * restrict estimate,
         partial_change[get_group_id(0)] = local_change[0];
         partial_total[get_group_id(0)] = local_total[0];
     }
-}
-
-// Copy the frame-sized interior of the extended estimate out.
-__kernel void crop_interior(__global const float * restrict estimate,
-                            __global float * restrict restored,
-                            const int width,
-                            const int height,
-                            const int radius_y,
-                            const int radius_x)
-{
-    const int x = get_global_id(0);
-    const int y = get_global_id(1);
-    if (x >= width || y >= height) return;
-    const int ext_width = width + 2 * radius_x;
-    restored[(size_t)y * width + x] = estimate[(size_t)(y + radius_y) * ext_width + x + radius_x];
 }

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import pyopencl as cl
 
+from streamer.copy_block import BlockCopy
 from streamer.errors import ParameterError
 from streamer.kernels import KernelLibrary
 
@@ -46,10 +47,6 @@ def source_buffer(context: cl.Context, rows: int, columns: int) -> cl.Buffer:
 
 def _blocks(columns: int, rows: int) -> tuple[int, int]:
     return (-(-columns // BLOCK_COLUMNS), -(-rows // BLOCK_ROWS))
-
-
-def _grid(columns: int, rows: int, tile: int = 16) -> tuple[int, int]:
-    return ((columns + tile - 1) // tile * tile, rows)
 
 
 def _float_buffer(context: cl.Context, array: np.ndarray) -> cl.Buffer:
@@ -219,7 +216,7 @@ class FFTCorrelation(Correlation):
         import pyopencl.array as cl_array
 
         program = library.program("convolution", KH=self.kh, KW=self.kw)
-        self._copy = cl.Kernel(program, "copy_block")
+        self._copy = BlockCopy(queue, library)
         self._multiply = cl.Kernel(program, "multiply_conjugate")
         self.fft_shape = (_fast_length(self.src_shape[0]), _fast_length(self.src_shape[1]))
         height, width = self.fft_shape
@@ -237,10 +234,7 @@ class FFTCorrelation(Correlation):
         rows, columns = self.out_shape
         src_rows, src_columns = self.src_shape
         width = self.fft_shape[1]
-        self._copy(
-            self.queue, _grid(src_columns, src_rows), None, src, np.int32(src_columns),
-            self._real.data, np.int32(width), np.int32(src_columns), np.int32(src_rows),
-        )
+        self._copy(src, src_columns, self._real.data, width, src_rows, src_columns)
         self._app.fft(self._real, self._spectrum)
         count = self._spectrum.size
         self._multiply(
@@ -248,10 +242,7 @@ class FFTCorrelation(Correlation):
             self._kernel_spectrum.data, np.int32(count),
         )
         self._app.ifft(self._spectrum, self._real)
-        self._copy(
-            self.queue, _grid(columns, rows), None, self._real.data, np.int32(width),
-            dst, np.int32(columns), np.int32(columns), np.int32(rows),
-        )
+        self._copy(self._real.data, width, dst, columns, rows, columns)
         # The next call writes only the src block; the rest of the transform must be 0 again.
         self._real.fill(0)
 

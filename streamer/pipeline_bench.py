@@ -52,15 +52,8 @@ def _offline_seconds(settings: StreamerSettings, payloads: list[bytes]) -> float
 
 
 def _worker_env(settings: StreamerSettings) -> dict[str, str]:
-    topics = settings.topics
-    return {**os.environ,
-            "STREAMER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "STREAMER_TOPICS__RAW": topics.raw, "STREAMER_TOPICS__RESTORED": topics.restored,
-            "STREAMER_TOPICS__METRICS": topics.metrics,
-            "STREAMER_TOPICS__DEAD_LETTER": topics.dead_letter,
-            "STREAMER_GROUP_ID": settings.group_id,
-            "STREAMER_RESTORATION": settings.restoration.model_dump_json(),
-            "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
+    # Workers share this host: each serves its metrics on a free port.
+    return {**os.environ, **settings.to_environment(), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
 
 
 async def _metrics(settings: StreamerSettings, expect: int, timeout: float) -> list[FrameMetrics]:

@@ -8,6 +8,7 @@ so a stream of same-shaped frames pays no compilation or allocation after the fi
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ import pyopencl as cl
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamer.background import BackgroundEqualiser
-from streamer.device import describe_device, select_device
+from streamer.device import DEVICE_ENV_VAR, describe_device, select_device
 from streamer.errors import FrameError, ParameterError
 from streamer.kernels import KernelLibrary
 from streamer.median import validate_window
@@ -76,10 +77,6 @@ class Restorer:
     """
 
     def __init__(self, settings: RestorationSettings, device: str | None = None) -> None:
-        import os
-
-        from streamer.device import DEVICE_ENV_VAR
-
         validate_window(settings.window)
         validate_iterations(settings.iterations, settings.tolerance)
         self.settings = settings

@@ -26,6 +26,7 @@ import numpy as np
 import pyopencl as cl
 
 from streamer.convolution import Correlation, plan_correlation, source_buffer
+from streamer.copy_block import BlockCopy
 from streamer.errors import ParameterError
 from streamer.kernels import KernelLibrary
 
@@ -90,10 +91,9 @@ class RichardsonLucy:
             "richardson_lucy", TINY=f"{TINY:e}f", NORM_FLOOR=f"{NORM_FLOOR:e}f"
         )
         self._ratio = cl.Kernel(program, "rl_ratio")
-        self._place = cl.Kernel(program, "place_padded")
+        self._copy = BlockCopy(queue, library)
         self._initial = cl.Kernel(program, "rl_initial_estimate")
         self._update = cl.Kernel(program, "rl_update")
-        self._crop = cl.Kernel(program, "crop_interior")
 
         weights = np.asarray(psf, dtype=np.float64)
         # model = h ⊛ u on the frame: a valid correlation of u with the flipped PSF.
@@ -142,10 +142,10 @@ class RichardsonLucy:
             return
         self._valid = None if signature == b"all-valid" else weight > 0
         cl.enqueue_copy(self.queue, self.weight, weight)
-        self._place(
-            self.queue, _grid(width, height), None, self.weight, self.ratio,
-            np.int32(width), np.int32(height), np.int32(self.radius[0]), np.int32(self.radius[1]),
-        )
+        # The weights go where the ratio goes (2 radii in), for h' ⊛ w.
+        ry, rx = self.radius
+        self._copy(self.weight, width, self.ratio, self.ratio_shape[1], height, width,
+                   dst_origin=(2 * ry, 2 * rx))
         self.backward.enqueue(self.ratio, self.norm)
         self._weights_signature = signature
 
@@ -185,10 +185,8 @@ class RichardsonLucy:
                 change = self._relative_change()
                 if tolerance is not None and change < tolerance:
                     break
-        self._crop(
-            self.queue, _grid(width, height), None, self.estimate, self.restored,
-            np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
-        )
+        self._copy(self.estimate, self.extended_shape[1], self.restored, width, height, width,
+                   src_origin=(ry, rx))
         return DeconvolutionReport(done, change, self.method, dict(self.method_timings))
 
     def _relative_change(self) -> float:

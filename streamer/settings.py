@@ -98,3 +98,23 @@ class StreamerSettings(BaseSettings):
     max_poll_interval_seconds: float = Field(
         default=300.0, gt=0,
         description="Kafka's limit between polls; the worker keeps polling during device work")
+
+    def to_environment(self) -> dict[str, str]:
+        """``STREAMER_*`` variables that give a child process these settings (connection,
+        topics, group, sizes and restoration; secrets are not copied)."""
+        topics = self.topics
+        environment = {
+            "STREAMER_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "STREAMER_TOPICS__RAW": topics.raw,
+            "STREAMER_TOPICS__RESTORED": topics.restored,
+            "STREAMER_TOPICS__METRICS": topics.metrics,
+            "STREAMER_TOPICS__DEAD_LETTER": topics.dead_letter,
+            "STREAMER_TOPICS__PARTITIONS": str(topics.partitions),
+            "STREAMER_GROUP_ID": self.group_id,
+            "STREAMER_CHUNK_BYTES": str(self.chunk_bytes),
+            "STREAMER_COMPRESSION": self.compression,
+            "STREAMER_RESTORATION": self.restoration.model_dump_json(),
+        }
+        if self.metrics_address is not None:
+            environment["STREAMER_METRICS_ADDRESS"] = self.metrics_address
+        return environment

@@ -36,20 +36,8 @@ def unique_settings(bootstrap: str, partitions: int = 3, **changes) -> StreamerS
 
 def settings_env(settings: StreamerSettings) -> dict[str, str]:
     """The environment that gives a subprocess the same settings."""
-    topics = settings.topics
-    restoration = settings.restoration
-    return {
-        **os.environ,
-        "STREAMER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "STREAMER_TOPICS__RAW": topics.raw, "STREAMER_TOPICS__RESTORED": topics.restored,
-        "STREAMER_TOPICS__METRICS": topics.metrics,
-        "STREAMER_TOPICS__DEAD_LETTER": topics.dead_letter,
-        "STREAMER_TOPICS__PARTITIONS": str(topics.partitions),
-        "STREAMER_GROUP_ID": settings.group_id,
-        "STREAMER_CHUNK_BYTES": str(settings.chunk_bytes),
-        "STREAMER_RESTORATION": restoration.model_dump_json(),
-        "STREAMER_METRICS_ADDRESS": "127.0.0.1:0",  # several processes on one host
-    }
+    # Several processes share this host: each serves its metrics on a free port.
+    return {**os.environ, **settings.to_environment(), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
 
 
 def start_cli(settings: StreamerSettings, *args: str, log: Path) -> subprocess.Popen:

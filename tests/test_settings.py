@@ -68,3 +68,16 @@ def test_streaming_commands_need_a_cluster(monkeypatch):
     monkeypatch.delenv("STREAMER_KAFKA__BOOTSTRAP_SERVERS", raising=False)
     result = run_cli("worker")
     assert result.returncode == 2 and "no Kafka" in result.stderr
+
+
+def test_settings_travel_to_a_child_process_through_the_environment(monkeypatch):
+    from streamer.psf import PSFSpec
+    from streamer.restore import RestorationSettings
+
+    original = StreamerSettings(
+        kafka=KafkaSettings(bootstrap_servers="h:1"), group_id="g", chunk_bytes=1 << 21,
+        restoration=RestorationSettings(window=15, psf=PSFSpec(kind="streak", length=9)),
+        metrics_address="127.0.0.1:0")
+    for name, value in original.to_environment().items():
+        monkeypatch.setenv(name, value)
+    assert StreamerSettings() == original
