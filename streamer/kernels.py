@@ -19,13 +19,13 @@ from streamer.errors import KernelBuildError
 log = logging.getLogger(__name__)
 
 
-def opencl_source_dir() -> Path:
-    """The folder holding the ``.cl`` files: ``opencl/`` of a source checkout, else the copy
+def read_kernel_source(family: str) -> str:
+    """The text of ``opencl/<family>.cl``: from a source checkout, else from the copy
     installed as package data."""
-    checkout = Path(__file__).resolve().parent.parent / "opencl"
-    if checkout.is_dir():
-        return checkout
-    return Path(str(resources.files("streamer") / "opencl"))
+    checkout = Path(__file__).resolve().parent.parent / "opencl" / f"{family}.cl"
+    if checkout.is_file():
+        return checkout.read_text()
+    return resources.files("streamer.opencl").joinpath(f"{family}.cl").read_text()
 
 
 class KernelLibrary:
@@ -42,8 +42,7 @@ class KernelLibrary:
         program = self._programs.get(key)
         if program is not None:
             return program
-        path = opencl_source_dir() / f"{family}.cl"
-        source = path.read_text()
+        source = read_kernel_source(family)
         options = [f"-D{name}={value}" for name, value in key[1]]
         options.append("-cl-mad-enable")
         started = time.perf_counter()
@@ -51,10 +50,10 @@ class KernelLibrary:
             program = cl.Program(self.context, source).build(options=options)
         except cl.RuntimeError as error:
             raise KernelBuildError(
-                f"OpenCL program {path.name} failed to build with {options}: {error}"
+                f"OpenCL program {family}.cl failed to build with {options}: {error}"
             ) from error
         elapsed = time.perf_counter() - started
         self.build_seconds += elapsed
-        log.debug("built %s %s in %.3f s", path.name, options, elapsed)
+        log.debug("built %s.cl %s in %.3f s", family, options, elapsed)
         self._programs[key] = program
         return program

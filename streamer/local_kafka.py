@@ -18,12 +18,12 @@ import socket
 import subprocess
 import time
 import uuid
+from importlib import resources
 from pathlib import Path
 
 from streamer.errors import StreamerError
 
 KAFKA_VERSION = "3.9.1"
-_POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 _LOG4J = """log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.FileAppender
 log4j.appender.file.File={log}
@@ -36,6 +36,14 @@ log4j.logger.state.change.logger=WARN
 
 class LocalKafkaError(StreamerError):
     """The local broker could not be fetched, started or stopped."""
+
+
+def broker_pom_text() -> str:
+    """``kafka/pom.xml`` of a source checkout, else the copy installed as package data."""
+    checkout = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
+    if checkout.is_file():
+        return checkout.read_text()
+    return resources.files("streamer.kafka_broker").joinpath("pom.xml").read_text()
 
 
 def cache_dir() -> Path:
@@ -53,8 +61,10 @@ def fetch_broker() -> Path:
     if shutil.which("mvn") is None or shutil.which("java") is None:
         raise LocalKafkaError("fetching the Kafka broker needs Java 17+ and Maven on PATH")
     libs.mkdir(parents=True, exist_ok=True)
+    pom = cache_dir() / "pom.xml"
+    pom.write_text(broker_pom_text())
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(_POM), "dependency:copy-dependencies",
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
          f"-DoutputDirectory={libs}"],
         capture_output=True, text=True,
     )
