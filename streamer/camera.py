@@ -21,9 +21,9 @@ from astropy.io import fits
 
 from streamer.errors import FrameDecodeError, FrameError
 from streamer.fits_io import image_bytes, read_image_bytes
-from streamer.framing import FrameTooLargeError, frame_records, sha256_hex
+from streamer.framing import FrameTooLargeError, frame_records, headers_dict, sha256_hex
 from streamer.kafka_clients import transactional_producer
-from streamer.messages import RawFrame, utc_now
+from streamer.messages import ENVELOPE_HEADER, RawFrame, utc_now
 from streamer.observability import StreamerMetrics
 from streamer.psf import PSFSpec
 from streamer.settings import StreamerSettings
@@ -90,6 +90,51 @@ class CameraPublisher:
         self.published += 1
         return envelope
 
+    async def committed_frame_ids(self, since_ms: int, margin_ms: int = 60000) -> set[str]:
+        """Frame ids of this camera committed to the raw topic since ``since_ms`` (epoch ms,
+        less ``margin_ms`` for clock skew): read with ``read_committed`` up to the end."""
+        from aiokafka import TopicPartition
+
+        from streamer.kafka_clients import admin_client, consumer as make_consumer
+
+        topic = self.settings.topics.raw
+        admin = admin_client(self.settings)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        partitions = [TopicPartition(topic, p["partition"])
+                      for t in described if t["topic"] == topic for p in t["partitions"]]
+        reader = make_consumer(self.settings, group_id=None)
+        await reader.start()
+        found: set[str] = set()
+        try:
+            reader.assign(partitions)
+            starts = await reader.offsets_for_times({tp: since_ms - margin_ms for tp in partitions})
+            ends = await reader.end_offsets(partitions)
+            remaining = set()
+            for tp in partitions:
+                start = starts.get(tp)
+                if start is None or start.offset >= ends[tp]:
+                    continue
+                reader.seek(tp, start.offset)
+                remaining.add(tp)
+            deadline = asyncio.get_running_loop().time() + 120
+            while remaining and asyncio.get_running_loop().time() < deadline:
+                batches = await reader.getmany(*remaining, timeout_ms=500)
+                for tp, records in batches.items():
+                    for record in records:
+                        envelope = headers_dict(record.headers).get(ENVELOPE_HEADER)
+                        if envelope and record.key == self.camera_id.encode():
+                            found.add(RawFrame.model_validate_json(envelope).frame_id)
+                for tp in list(remaining):
+                    if await reader.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await reader.stop()
+        return found
+
     async def publish_image(self, data: np.ndarray, header: fits.Header | None = None, *,
                             exposure_start: dt.datetime | None = None,
                             exposure_seconds: float = 0.0, frame_id: str | None = None,
@@ -125,28 +170,65 @@ def _exposure_from_header(header: fits.Header, fallback: dt.datetime) -> tuple[d
 
 
 class PublishedFiles:
-    """The files a directory watcher has published, kept in a JSON-lines state file."""
+    """The files a directory watcher has published, kept in a JSON-lines state file.
+
+    Each file gets a ``pending`` line (with its frame id and the time) before its
+    transaction and a ``published`` line after. A file left pending by a crash is resolved at
+    the next start against the raw topic itself (:meth:`CameraPublisher.committed_frame_ids`),
+    so it is published again only if its transaction never committed.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._seen: set[tuple[str, int, int]] = set()
+        self.pending: dict[tuple[str, int, int], tuple[str, int]] = {}
         if path.exists():
             for line in path.read_text().splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    self._seen.add((entry["name"], entry["size"], entry["mtime_ns"]))
+                if not line.strip():
+                    continue
+                entry = json.loads(line)
+                key = (entry["name"], entry["size"], entry["mtime_ns"])
+                if entry.get("state", "published") == "pending":
+                    self.pending[key] = (entry["frame_id"], entry["at_ms"])
+                else:
+                    self.pending.pop(key, None)
+                    self._seen.add(key)
 
     def __contains__(self, key: tuple[str, int, int]) -> bool:
         return key in self._seen
 
-    def add(self, key: tuple[str, int, int], frame_id: str) -> None:
-        """Record a published file (flushed to disk before returning)."""
+    def _append(self, entry: dict) -> None:
         with open(self.path, "a") as state:
-            state.write(json.dumps({"name": key[0], "size": key[1], "mtime_ns": key[2],
-                                    "frame_id": frame_id}) + "\n")
+            state.write(json.dumps(entry) + "\n")
             state.flush()
             os.fsync(state.fileno())
+
+    def begin(self, key: tuple[str, int, int], frame_id: str) -> None:
+        """Record that a file is about to be published."""
+        at_ms = int(utc_now().timestamp() * 1000)
+        self._append({"name": key[0], "size": key[1], "mtime_ns": key[2], "frame_id": frame_id,
+                      "state": "pending", "at_ms": at_ms})
+        self.pending[key] = (frame_id, at_ms)
+
+    def add(self, key: tuple[str, int, int], frame_id: str) -> None:
+        """Record a published (or deliberately skipped) file."""
+        self._append({"name": key[0], "size": key[1], "mtime_ns": key[2], "frame_id": frame_id,
+                      "state": "published"})
+        self.pending.pop(key, None)
         self._seen.add(key)
+
+    async def resolve_pending(self, camera: CameraPublisher) -> None:
+        """Mark published the pending files whose frames the raw topic holds."""
+        if not self.pending:
+            return
+        since = min(at_ms for _, at_ms in self.pending.values())
+        committed = await camera.committed_frame_ids(since)
+        for key, (frame_id, _) in list(self.pending.items()):
+            if frame_id in committed:
+                self.add(key, frame_id)
+                log.info("camera: %s was published before the restart", key[0])
+            else:
+                self.pending.pop(key)  # never committed: it will be published again
 
 
 async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.Event, *,
@@ -156,6 +238,7 @@ async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.E
     and modification time unchanged for ``settle_seconds``). Hidden and ``.tmp``/``.part``
     files are ignored; a file that is not a readable FITS image is reported and skipped."""
     published = PublishedFiles(state_file or folder / ".streamer-published.jsonl")
+    await published.resolve_pending(camera)
     observed: dict[str, tuple[int, int, float]] = {}
     while not stop.is_set():
         now = asyncio.get_running_loop().time()
@@ -183,6 +266,7 @@ async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.E
             fallback = dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc)
             start, exposure = _exposure_from_header(image.header, fallback)
             frame_id = f"{camera.camera_id}:{Path(name).stem}:{stat.st_mtime_ns}"
+            published.begin(key, frame_id)
             await camera.publish_payload(
                 payload, shape=image.data.shape, dtype=str(image.data.dtype),
                 exposure_start=start, exposure_seconds=exposure, frame_id=frame_id,

@@ -393,3 +393,48 @@ def test_long_device_work_keeps_the_worker_in_its_group(kafka_bootstrap):
     assert min(device_seconds) > 2.0, f"frames must outlast max.poll.interval: {device_seconds}"
     assert worker.restored == 3 and worker.generation == {0: 1}  # never lost its partition
     assert sorted(_count_by_frame(restored).values()) == [1, 1, 1]
+
+
+def test_camera_restart_after_a_crash_between_commit_and_state(kafka_bootstrap, tmp_path):
+    # The state file says "pending" for two files: one whose transaction committed before the
+    # crash (must not be published again) and one that never made it (must be published).
+    settings = unique_settings(kafka_bootstrap)
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    fits.PrimaryHDU(np.ones((32, 32), np.uint16)).writeto(folder / "done.fits")
+    fits.PrimaryHDU(np.zeros((32, 32), np.uint16)).writeto(folder / "lost.fits")
+    state = folder / ".streamer-published.jsonl"
+
+    async def scenario():
+        await create_topics(settings)
+        stop = asyncio.Event()
+        async with CameraPublisher(settings, "cam1") as camera:
+            task = asyncio.create_task(watch_directory(camera, folder, stop, settle_seconds=0.3,
+                                                       poll_seconds=0.1))
+            while camera.published < 2:
+                await asyncio.sleep(0.1)
+            stop.set()
+            await task
+        # Forge the crash: "done" committed but its published line was lost; "lost" never
+        # left the camera (its pending line points at a frame id the topic does not hold).
+        lines = [json.loads(line) for line in state.read_text().splitlines()]
+        forged = [l for l in lines if l["state"] == "pending"]
+        for entry in forged:
+            if entry["name"] == "lost.fits":
+                entry["frame_id"] += ":never-committed"
+        state.write_text("".join(json.dumps(l) + "\n" for l in forged))
+        stop = asyncio.Event()
+        async with CameraPublisher(settings, "cam1") as camera:
+            task = asyncio.create_task(watch_directory(camera, folder, stop, settle_seconds=0.3,
+                                                       poll_seconds=0.1))
+            await asyncio.sleep(2.5)
+            stop.set()
+            await task
+            republished = camera.published
+        raw = await read_topic(settings, settings.topics.raw, expect=3, settle=1, timeout=20)
+        return republished, raw
+
+    republished, raw = run(scenario())
+    assert republished == 1
+    names = sorted(RawFrame.model_validate_json(i.envelope_json).source_name for i in raw)
+    assert names == ["done.fits", "lost.fits", "lost.fits"]
