@@ -147,7 +147,3 @@ def describe_device(device: cl.Device) -> str:
     """``platform / device`` — the text recorded in FITS provenance and metrics."""
     return f"{device.platform.name.strip()} / {device.name.strip()}"
 
-
-def device_kind(device: cl.Device) -> str:
-    """``gpu``, ``cpu``, ``accelerator`` or ``other``."""
-    return _device_kind(device)

@@ -176,7 +176,3 @@ class PartitionAssembler:
         if self._items:
             return next(iter(self._items))
         return self._max_seen + 1
-
-    def pending_bytes(self) -> int:
-        """Bytes held for frames not yet handed out."""
-        return sum(p.size for first, p in self._items.items() if first not in self._handed_out)

@@ -88,7 +88,9 @@ class Restorer:
         self.library = KernelLibrary(self.context)
         self._plans: dict[tuple[int, int], _ShapePlan] = {}
 
-    def _plan(self, shape: tuple[int, int]) -> _ShapePlan:
+    def plan(self, shape: tuple[int, int]) -> _ShapePlan:
+        """The plan (background equaliser and RL, buffers, convolution choice) for a shape,
+        built on first use."""
         plan = self._plans.get(shape)
         if plan is None:
             started = time.perf_counter()
@@ -147,7 +149,7 @@ class Restorer:
         if excluded:
             filled = np.where(valid, image, np.median(image[valid])).astype(np.float32)
         weight = valid.astype(np.float32)
-        plan = self._plan(image.shape)
+        plan = self.plan(image.shape)
         timings["prepare"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -170,7 +172,7 @@ class Restorer:
     def background_equalised(self, frame: np.ndarray) -> np.ndarray:
         """Eq. 1 + eq. 2 only (``C``), for inspection and tests."""
         image = np.ascontiguousarray(frame, dtype=np.float32)
-        plan = self._plan(image.shape)
+        plan = self.plan(image.shape)
         plan.deconvolution.set_weights(None)
         plan.background.run(image, plan.deconvolution.weight, plan.deconvolution.data)
         out = np.empty(image.shape, dtype=np.float32)

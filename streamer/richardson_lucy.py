@@ -19,7 +19,6 @@ pixels are not estimated (0); the multiplicative update keeps ``u >= 0``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -224,11 +223,3 @@ class RichardsonLucy:
         report = self.run(num_iter, tolerance)
         return self.download(), report
 
-
-def time_iterations(plan: RichardsonLucy, num_iter: int) -> float:
-    """Seconds for ``num_iter`` iterations on the data already uploaded (benchmarks)."""
-    plan.queue.finish()
-    started = time.perf_counter()
-    plan.run(num_iter)
-    plan.queue.finish()
-    return time.perf_counter() - started

@@ -37,7 +37,7 @@ from streamer.fits_io import FitsImage
 from streamer.frame_codec import decode_payload, parse_envelope
 from streamer.framing import AssembledFrame, PartitionAssembler, frame_records, headers_dict, sha256_hex
 from streamer.kafka_clients import consumer, transactional_producer
-from streamer.messages import DeadLetter, RawFrame, utc_now
+from streamer.messages import DeadLetter, FrameMetrics, RawFrame, utc_now
 from streamer.observability import StreamerMetrics
 from streamer.processing import ProcessedFrame, restore_frame
 from streamer.quality import InputQuality, measure_input
@@ -101,7 +101,6 @@ class Worker:
         # frame while this one is committed.
         self.results: asyncio.Queue = asyncio.Queue(maxsize=1)
         self._busy: collections.Counter[int] = collections.Counter()
-        self._pending_metrics: dict[int, object] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
@@ -218,12 +217,12 @@ class Worker:
                 continue  # the partition was revoked after this frame was fetched
             self._busy[partition] += 1
             try:
-                outputs, error = await self._outputs(loop, decoded)
+                outputs, error, frame_metrics = await self._outputs(loop, decoded)
             except BaseException:
                 self._busy[partition] -= 1  # the worker is ending; nothing waits for this frame
                 self._idle.set()
                 raise
-            await self.results.put((decoded, outputs, error))
+            await self.results.put((decoded, outputs, error, frame_metrics))
 
     async def _outputs(self, loop: asyncio.AbstractEventLoop, decoded: _Decoded):
         key = (decoded.raw.camera_id if decoded.raw else "unknown").encode()
@@ -247,16 +246,16 @@ class Worker:
                 ]
                 outputs.append((topics.metrics, key, processed.metrics.model_dump_json().encode(),
                                 [("streamer-kind", b"metrics")]))
-                self._pending_metrics[id(decoded)] = processed.metrics
-                return outputs, None
-        return self._dead_letter(decoded, error, key), error
+                return outputs, None, processed.metrics
+        return self._dead_letter(decoded, error, key), error, None
 
     async def _publish(self, stop: asyncio.Event, max_frames: int | None) -> None:
         """Transaction stage: while the device restores the next frame, commit this one's
         outputs and offset in one transaction, in order."""
         while not (stop.is_set() and self.results.empty() and not any(self._busy.values())):
             try:
-                decoded, outputs, error = await asyncio.wait_for(self.results.get(), 0.5)
+                decoded, outputs, error, frame_metrics = await asyncio.wait_for(
+                    self.results.get(), 0.5)
             except asyncio.TimeoutError:
                 continue
             partition = decoded.item.partition
@@ -265,16 +264,16 @@ class Worker:
                     await self._producer_ready[partition].wait()
                 if self.generation.get(partition) != decoded.generation:
                     continue  # revoked before its producer came up: the next owner redoes it
-                await self._commit(decoded, outputs, error)
+                await self._commit(decoded, outputs, error, frame_metrics)
             finally:
                 self._busy[partition] -= 1
                 self.metrics.in_flight.dec()
-                self._pending_metrics.pop(id(decoded), None)
                 self._idle.set()
             if max_frames is not None and self.restored + self.failed >= max_frames:
                 stop.set()
 
-    async def _commit(self, decoded: _Decoded, outputs: list, error: StreamerError | None) -> None:
+    async def _commit(self, decoded: _Decoded, outputs: list, error: StreamerError | None,
+                      frame_metrics: FrameMetrics | None) -> None:
         item = decoded.item
         commit_offset = self.assemblers[item.partition].finish(item)
         producer = self.producers[item.partition]
@@ -290,7 +289,6 @@ class Worker:
         committed = time.perf_counter()
         self.metrics.stage_seconds.labels("publish").observe(published - started)
         self.metrics.stage_seconds.labels("commit").observe(committed - published)
-        frame_metrics = self._pending_metrics.get(id(decoded))
         if error is None:
             self.restored += 1
             self.metrics.frames_restored.inc()

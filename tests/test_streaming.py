@@ -7,7 +7,6 @@ import asyncio
 import collections
 import json
 import datetime as dt
-import os
 import signal
 import time
 from pathlib import Path
@@ -381,7 +380,6 @@ def test_long_device_work_keeps_the_worker_in_its_group(kafka_bootstrap):
         await _publish(settings, 3, size=512)
         worker = Worker(settings)
         stop = asyncio.Event()
-        started = time.monotonic()
         await asyncio.wait_for(worker.run(stop, max_frames=3), 300)
         restored = await read_topic(settings, settings.topics.restored, expect=3, settle=1)
         metrics = await read_topic(settings, settings.topics.metrics, expect=3, frames=False, settle=0)
