@@ -14,8 +14,11 @@ fi
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # OpenCL headers and the ICD loader let pip build pyvkfft (the FFT convolution method).
-# PoCL itself comes from pip (pyopencl[pocl]), so a CPU OpenCL device needs no system package.
-apt_packages=(ocl-icd-opencl-dev opencl-headers g++)
+# Two PoCL CPU devices: pip's (pyopencl[pocl]) and Debian's pocl-opencl-icd. pip's PoCL 3.0 is
+# built on LLVM 14, which cannot target recent processors ("unknown target CPU 'generic'" on
+# AMD Zen 5); Debian's ties each kernel library to a named CPU and works there. Device
+# selection skips a device that cannot build a kernel, so either one serves.
+apt_packages=(ocl-icd-opencl-dev opencl-headers g++ pocl-opencl-icd)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -42,3 +42,23 @@ class FrameDecodeError(FrameError):
 
 class ParameterError(StreamerError):
     """A restoration parameter out of range (window size, iterations, tolerance)."""
+
+
+class ChunkError(FrameDecodeError):
+    """Chunks that do not make a frame: missing headers, gaps, duplicates, wrong sizes."""
+
+
+class ChecksumError(FrameDecodeError):
+    """A payload whose size or SHA-256 differs from its envelope's."""
+
+
+class EnvelopeError(FrameDecodeError):
+    """An envelope that is not valid JSON for its schema."""
+
+
+class FrameTooLargeError(FrameError):
+    """A frame above the configured limits (bytes, pixels, device or host memory)."""
+
+
+class LocalKafkaError(StreamerError):
+    """The local broker could not be fetched, started or stopped."""

@@ -13,9 +13,23 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamer.restore import RestorationSettings
+from streamer.imaging.psf import PSFSpec
 
 MIB = 1 << 20
+
+
+class RestorationSettings(BaseModel):
+    """How to restore a frame."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: int = Field(default=31, description="median window side, odd, 3-255 pixels")
+    psf: PSFSpec = Field(default=PSFSpec(kind="gaussian", fwhm=3.0))
+    iterations: int = Field(default=30, ge=1, description="Richardson-Lucy iterations")
+    tolerance: float | None = Field(
+        default=None, gt=0, lt=1, description="stop early when the relative change is below"
+    )
+    method: str = Field(default="auto", description="convolution: auto|dense|sparse|separable|fft")
 
 
 class KafkaSettings(BaseModel):

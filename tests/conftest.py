@@ -9,10 +9,10 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from streamer.device import select_device
-from streamer.kernels import KernelLibrary
-from streamer.psf import gaussian_psf
-from streamer.synthetic import star_field
+from streamer.restoration.device import select_device
+from streamer.restoration.kernels import KernelLibrary
+from streamer.imaging.psf import gaussian_psf
+from streamer.imaging.synthetic import star_field
 
 ASTROPY_FITS_DATA = Path(__import__("astropy").__file__).parent / "io" / "fits"
 
@@ -83,7 +83,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory) -> str:
     """A real Kafka broker (KRaft, Maven Central jars) for the whole session."""
-    from streamer.local_kafka import LocalKafka
+    from streamer.streaming.local_kafka import LocalKafka
 
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
     bootstrap = broker.start()

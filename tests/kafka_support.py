@@ -12,10 +12,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamer.framing import PartitionAssembler, headers_dict
-from streamer.kafka_clients import record_limit
-from streamer.psf import PSFSpec
-from streamer.restore import RestorationSettings
+from streamer.streaming.framing import PartitionAssembler, headers_dict
+from streamer.streaming.kafka_clients import record_limit
+from streamer.imaging.psf import PSFSpec
+from streamer.settings import RestorationSettings
 from streamer.settings import KafkaSettings, StreamerSettings, TopicSettings
 
 FAST_RESTORATION = RestorationSettings(window=7, psf=PSFSpec(kind="gaussian", fwhm=2.0),
@@ -43,7 +43,7 @@ def settings_env(settings: StreamerSettings) -> dict[str, str]:
 def start_cli(settings: StreamerSettings, *args: str, log: Path) -> subprocess.Popen:
     """Start ``streamer ARGS`` as a separate process (output to ``log``)."""
     handle = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "streamer.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "streamer", *args],
                             env=settings_env(settings), stdout=handle, stderr=subprocess.STDOUT)
 
 

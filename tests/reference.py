@@ -10,7 +10,7 @@ from scipy.signal import correlate
 def richardson_lucy_reference(data: np.ndarray, psf: np.ndarray, num_iter: int,
                               weight: np.ndarray | None = None) -> np.ndarray:
     """Richardson–Lucy on the extended domain (frame + PSF radius), weights w, normalised by
-    h' ⊛ w — the boundary rule of streamer.richardson_lucy — in float64.
+    h' ⊛ w — the boundary rule of streamer.restoration.richardson_lucy — in float64.
 
     u0: the data (excluded pixels: the mean of the valid ones) with edge rows/columns
     replicated into the margin, floored at 1e-3 × that mean.

@@ -7,8 +7,8 @@ import ssl
 import pytest
 from pydantic import ValidationError
 
-from streamer.cli import build_parser
-from streamer.cli_streaming import settings_from
+from streamer.operations.cli import build_parser
+from streamer.operations.cli_options import settings_from
 from streamer.settings import KafkaSettings, StreamerSettings
 
 
@@ -63,7 +63,7 @@ def test_help_reads_well(command, capsys):
 
 
 def test_streaming_commands_need_a_cluster(monkeypatch):
-    from tests.test_cli import run_cli
+    from tests.operations.test_cli import run_cli
 
     monkeypatch.delenv("STREAMER_KAFKA__BOOTSTRAP_SERVERS", raising=False)
     result = run_cli("worker")
@@ -71,8 +71,8 @@ def test_streaming_commands_need_a_cluster(monkeypatch):
 
 
 def test_settings_travel_to_a_child_process_through_the_environment(monkeypatch):
-    from streamer.psf import PSFSpec
-    from streamer.restore import RestorationSettings
+    from streamer.imaging.psf import PSFSpec
+    from streamer.settings import RestorationSettings
 
     original = StreamerSettings(
         kafka=KafkaSettings(bootstrap_servers="h:1"), group_id="g", chunk_bytes=1 << 21,

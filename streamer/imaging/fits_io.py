@@ -1,0 +1,136 @@
+"""Reading frames from FITS files and writing restored frames with their provenance.
+
+Input: the primary HDU, or the first image extension when the primary is empty (the layout of
+tile-compressed files: RICE, GZIP, HCOMPRESS, PLIO), integer data scaled by BZERO/BSCALE or
+float data. Output: float32 with the input header (WCS, exposure, filter, times) kept, plus
+provenance keywords and HISTORY lines.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from streamer.errors import FrameDecodeError, FrameError
+
+# Keywords describing the stored array; astropy writes them anew for the float32 output.
+_STRUCTURAL = {
+    "SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "PCOUNT", "GCOUNT",
+    "BZERO", "BSCALE", "BLANK", "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZNAXIS",
+    "ZNAXIS1", "ZNAXIS2", "ZTILE1", "ZTILE2", "ZCMPTYPE", "ZNAME1", "ZVAL1", "ZNAME2", "ZVAL2",
+    "ZQUANTIZ", "ZDITHER0", "ZSIMPLE", "ZEXTEND", "ZBLANK", "ZPCOUNT", "ZGCOUNT", "TFIELDS",
+}
+
+
+@dataclass
+class FitsImage:
+    """A 2-D image read from a FITS file, with its header and where it came from."""
+
+    data: np.ndarray
+    header: fits.Header
+    hdu_index: int
+
+
+def read_image(path: str | Path) -> FitsImage:
+    """Read the 2-D image of a FITS file.
+
+    Raises
+    ------
+    FrameDecodeError
+        Not a FITS file, truncated, or holding no image HDU.
+    FrameError
+        An image that is not 2-D (a cube), is empty, or holds no finite pixel.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FrameDecodeError("no such file")
+    return _read(path)
+
+
+def read_image_bytes(payload: bytes) -> FitsImage:
+    """Read the 2-D image of a FITS file held in memory (a Kafka payload); errors as
+    :func:`read_image`."""
+    return _read(io.BytesIO(payload))
+
+
+def _read(source) -> FitsImage:
+    try:
+        with warnings.catch_warnings():
+            # astropy warns, then raises, on truncated files; the raise is what we report.
+            warnings.simplefilter("ignore")
+            with fits.open(source, memmap=False) as hdus:
+                hdus.verify("silentfix+ignore")
+                for index, hdu in enumerate(hdus):
+                    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+                        continue
+                    if hdu.header.get("NAXIS", 0) == 0 or hdu.data is None:
+                        continue
+                    data = np.array(hdu.data)  # applies BZERO/BSCALE, decompresses tiles
+                    header = hdu.header.copy()
+                    break
+                else:
+                    raise FrameDecodeError(
+                        "no image HDU with data (empty primary and no image extension)"
+                    )
+    except FrameDecodeError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as error:
+        raise FrameDecodeError(f"not a readable FITS image ({error})") from error
+    if data.ndim != 2:
+        raise FrameError(
+            f"image in HDU {index} has {data.ndim} dimensions {data.shape}; "
+            "a frame must be 2-D (split cubes into single frames first)"
+        )
+    if data.size == 0:
+        raise FrameError(f"image in HDU {index} is empty")
+    if not np.issubdtype(data.dtype, np.number):
+        raise FrameError(f"image dtype {data.dtype} is not numeric")
+    if not np.isfinite(data).any():
+        raise FrameError(f"image in HDU {index} has no finite pixel (all NaN/inf)")
+    return FitsImage(data=data, header=header, hdu_index=index)
+
+
+def output_header(source: fits.Header, provenance: dict[str, tuple[object, str]],
+                  history: list[str]) -> fits.Header:
+    """The input's header without its storage keywords, plus provenance and HISTORY."""
+    header = fits.Header()
+    for card in source.cards:
+        if card.keyword in _STRUCTURAL or card.keyword.startswith("ZTENSION"):
+            continue
+        header.append(card, end=True)
+    for keyword, (value, comment) in provenance.items():
+        header.append(_card(keyword, value, comment), end=True)
+    for line in history:
+        header.add_history(line)
+    return header
+
+
+def _card(keyword: str, value: object, comment: str) -> fits.Card:
+    """A card that keeps its whole value: strings too long for one card continue on CONTINUE
+    cards (the FITS long-string convention); a comment that does not fit is shortened rather
+    than left for astropy to cut with a warning."""
+    card = fits.Card(keyword, value, comment)
+    if isinstance(value, str) and len(value) > 60:
+        return fits.Card(keyword, value)  # CONTINUE cards; the keyword names the value
+    room = 80 - len(fits.Card(keyword, value).image.rstrip()) - 3
+    if len(comment) > room:
+        card = fits.Card(keyword, value, comment[: max(room, 0)])
+    return card
+
+
+def write_image(path: str | Path, data: np.ndarray, header: fits.Header) -> None:
+    """Write ``data`` as float32 in the primary HDU of a new FITS file (replaced if present)."""
+    hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
+    hdu.writeto(path, overwrite=True, output_verify="silentfix")
+
+
+def image_bytes(data: np.ndarray, header: fits.Header | None = None) -> bytes:
+    """A FITS file in memory: ``data`` in the primary HDU, with ``header`` (dtype kept)."""
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(data=data, header=header).writeto(buffer, output_verify="silentfix")
+    return buffer.getvalue()

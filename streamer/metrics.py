@@ -1,0 +1,118 @@
+"""Prometheus metrics of the camera, worker and sink processes.
+
+Each process owns a registry and serves it over HTTP (``--metrics-address``, 127.0.0.1 by
+default so nothing is exposed unless asked). Names follow Prometheus conventions: a
+``streamer_`` prefix, base units (seconds, bytes), ``_total`` for counters.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from streamer.errors import StreamerError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "prepare", "median", "richardson_lucy", "encode", "publish", "commit")
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
+_STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+_FWHM_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 8, 10, 15)
+
+
+class StreamerMetrics:
+    """Every metric a streamer process may export, on its own registry."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_consumed = Counter("streamer_frames_consumed_total",
+                                       "Frames read from Kafka (whole, reassembled)", ["topic"], registry=r)
+        self.frames_published = Counter("streamer_frames_published_total",
+                                        "Frames written to Kafka", ["topic"], registry=r)
+        self.frames_restored = Counter("streamer_frames_restored_total",
+                                       "Frames restored and committed", registry=r)
+        self.frames_failed = Counter("streamer_frames_failed_total",
+                                     "Frames sent to the dead-letter topic, by reason", ["reason"], registry=r)
+        self.frames_archived = Counter("streamer_frames_archived_total",
+                                       "Frames written to the archive", ["kind"], registry=r)
+        self.consumed_bytes = Counter("streamer_consumed_bytes_total",
+                                      "Payload bytes read from Kafka", ["topic"], registry=r)
+        self.published_bytes = Counter("streamer_published_bytes_total",
+                                       "Payload bytes written to Kafka", ["topic"], registry=r)
+        self.stage_seconds = Histogram("streamer_stage_duration_seconds",
+                                       "Time per frame in each stage", ["stage"],
+                                       buckets=_STAGE_BUCKETS, registry=r)
+        self.exposure_to_restored = Histogram(
+            "streamer_exposure_to_restored_seconds",
+            "From the end of the exposure to the restored frame's commit",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.consumer_lag = Gauge("streamer_consumer_lag_records",
+                                  "Records between the consumer position and the end of the partition",
+                                  ["topic", "partition"], registry=r)
+        self.in_flight = Gauge("streamer_frames_in_flight",
+                               "Frames fetched and not yet committed", registry=r)
+        self.device = Info("streamer_device", "The OpenCL device restoring frames", registry=r)
+        self.kernel_build_seconds = Gauge("streamer_kernel_build_seconds",
+                                          "Total OpenCL compile time of this process", registry=r)
+        self.background = Histogram("streamer_frame_background_level",
+                                    "Sigma-clipped sky level of input frames (ADU)",
+                                    buckets=(10, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000),
+                                    registry=r)
+        self.noise = Histogram("streamer_frame_noise_level",
+                               "Sigma-clipped sky noise of input frames (ADU)",
+                               buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=r)
+        self.sources = Histogram("streamer_frame_sources", "Sources found per input frame",
+                                 buckets=(0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), registry=r)
+        self.fwhm = Histogram("streamer_star_fwhm_pixels", "Median star FWHM per frame",
+                              ["state"], buckets=_FWHM_BUCKETS, registry=r)
+        self.ellipticity = Histogram("streamer_star_ellipticity_ratio",
+                                     "Median star ellipticity (1 - b/a) per frame", ["state"],
+                                     buckets=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9),
+                                     registry=r)
+        self.flux_ratio = Histogram("streamer_flux_ratio", "Restored flux over input flux",
+                                    buckets=(0.9, 0.95, 0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.02, 1.05, 1.1),
+                                    registry=r)
+        self.convergence = Histogram("streamer_rl_relative_change_ratio",
+                                     "Relative change of the last Richardson-Lucy iteration",
+                                     buckets=(1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1),
+                                     registry=r)
+
+    def serve(self, address: str | None) -> int | None:
+        """Serve ``/metrics`` on ``HOST:PORT`` (port 0: any free one); returns the port."""
+        if not address:
+            return None
+        host, _, port = address.rpartition(":")
+        try:
+            server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        except (OSError, ValueError) as error:
+            raise StreamerError(
+                f"cannot serve {self.role} metrics on {address!r} ({error}); choose another "
+                "--metrics-address HOST:PORT (port 0: any free port, '' : off)"
+            ) from error
+        bound = server.server_address[1]
+        log.info("%s metrics on http://%s:%d/metrics", self.role, host or "127.0.0.1", bound)
+        return bound
+
+    def observe_frame(self, metrics) -> None:
+        """Record a restored frame's :class:`~streamer.streaming.messages.FrameMetrics`."""
+        for stage, seconds in metrics.stage_seconds.items():
+            self.stage_seconds.labels(stage).observe(seconds)
+        self.exposure_to_restored.observe(max(metrics.exposure_to_restored_seconds, 0.0))
+        if metrics.flux_in > 0:
+            self.flux_ratio.observe(metrics.flux_out / metrics.flux_in)
+        if metrics.relative_change is not None:
+            self.convergence.observe(metrics.relative_change)
+        if metrics.quality is not None:
+            quality = metrics.quality
+            self.background.observe(quality.background)
+            self.noise.observe(quality.noise)
+            self.sources.observe(quality.sources)
+            for state, fwhm, ellipticity in (("before", quality.fwhm_before, quality.ellipticity_before),
+                                             ("after", quality.fwhm_after, quality.ellipticity_after)):
+                if fwhm is not None:
+                    self.fwhm.labels(state).observe(fwhm)
+                if ellipticity is not None:
+                    self.ellipticity.labels(state).observe(ellipticity)

@@ -1,0 +1,1 @@
+"""What people and operators use: the command line, the demo, the benchmarks."""

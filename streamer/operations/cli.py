@@ -1,0 +1,74 @@
+"""The ``streamer`` command line: one parser; each subcommand registered by the module that
+runs it (:mod:`offline_commands`, :mod:`streaming_commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from streamer import __version__
+from streamer.errors import DeviceError, KernelBuildError, ParameterError, PSFError, StreamerError
+from streamer.operations import offline_commands, streaming_commands
+
+EXIT_OK, EXIT_FRAME_ERRORS, EXIT_USAGE, EXIT_DEVICE = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Restore astronomical CCD frames: median background removal and "
+                    "Richardson-Lucy deconvolution on an OpenCL device.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: info, -vv: debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    offline_commands.register(commands)
+    streaming_commands.register(commands)
+    return parser
+
+
+class _TransientKafkaErrors(logging.Filter):
+    """aiokafka logs the coordinator being unavailable while a fresh cluster creates its
+    internal topics as ERROR; it retries by itself, so show those at DEBUG only."""
+
+    TRANSIENT = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead",
+                 "CoordinatorNotAvailableError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if any(text in record.getMessage() for text in self.TRANSIENT):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_transient_kafka_errors() -> None:
+    """Install :class:`_TransientKafkaErrors` on aiokafka's loggers."""
+    for name in ("aiokafka.consumer.group_coordinator", "aiokafka.producer.sender",
+                 "aiokafka.cluster", "aiokafka"):
+        logging.getLogger(name).addFilter(_TransientKafkaErrors())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``streamer`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_transient_kafka_errors()
+    try:
+        return args.run(args)
+    except (DeviceError, KernelBuildError) as error:
+        print(f"streamer: error: {error}", file=sys.stderr)
+        return EXIT_DEVICE
+    except (PSFError, ParameterError) as error:
+        print(f"streamer: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except StreamerError as error:
+        print(f"streamer: error: {error}", file=sys.stderr)
+        return EXIT_FRAME_ERRORS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The streaming subcommands: ``kafka``, ``topics``, ``camera``, ``worker``, ``sink``,
+``demo``, ``bench-pipeline`` and ``schemas``. Each builds one :class:`StreamerSettings` from
+the environment (``STREAMER_*``) and then the flags given.
+
+Nothing here imports OpenCL at module level: ``streamer camera`` and ``streamer sink`` run
+on machines without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from streamer.metrics import StreamerMetrics
+from streamer.operations.cli_options import kafka_flags, restoration_flags, settings_from
+from streamer.settings import StreamerSettings
+
+DEFAULT_METRICS_PORTS = {"camera": 9471, "worker": 9472, "sink": 9473}
+EXIT_NO_CLUSTER = 2
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the streaming subcommands to the main parser."""
+    _register_broker(commands)
+    _register_camera(commands)
+    _register_worker_and_sink(commands)
+    _register_demo(commands)
+    _register_pipeline_bench(commands)
+    schemas = commands.add_parser("schemas", help="write or check schemas/*.schema.json")
+    schemas.add_argument("action", choices=["write", "check"])
+    schemas.set_defaults(run=run_schemas)
+
+
+def _register_broker(commands: argparse._SubParsersAction) -> None:
+    kafka = commands.add_parser("kafka", help="fetch, start or stop the local Kafka broker",
+                                description="A real single-node Kafka (KRaft) on 127.0.0.1 "
+                                            "for development and tests; jars from Maven Central.")
+    kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
+    kafka.add_argument("--dir", type=Path, default=Path(".kafka"),
+                       help="broker folder (default .kafka); start on a folder that holds a "
+                            "broker's data restarts it on that data and address")
+    kafka.add_argument("--fresh", action="store_true",
+                       help="start: wipe the folder and format a new cluster on free ports")
+    kafka.set_defaults(run=run_kafka)
+    topics = commands.add_parser("topics", help="create the topics with their configs",
+                                 description="Create (or update) the raw, restored, metrics and "
+                                             "dead-letter topics; safe to run again.")
+    topics.add_argument("action", choices=["create"])
+    kafka_flags(topics)
+    topics.set_defaults(run=run_topics)
+
+
+def _register_camera(commands: argparse._SubParsersAction) -> None:
+    camera = commands.add_parser(
+        "camera", help="publish frames from a watched folder or a simulation",
+        description="Publish camera frames to the raw topic, one Kafka transaction per frame. "
+                    "With --watch DIR: each FITS file once, when finished (also across "
+                    "restarts). With --simulate: synthetic star fields.")
+    source = camera.add_mutually_exclusive_group(required=True)
+    source.add_argument("--watch", type=Path, metavar="DIR")
+    source.add_argument("--simulate", action="store_true")
+    camera.add_argument("--camera-id", default="cam1")
+    camera.add_argument("--count", type=int, default=10, help="simulated frames (default 10)")
+    camera.add_argument("--size", type=int, default=1024,
+                        help="simulated frame side (default 1024)")
+    camera.add_argument("--cadence", type=float, default=2.0,
+                        help="seconds between frames (default 2)")
+    camera.add_argument("--blur", default="gaussian:fwhm=3",
+                        help="PSF of the simulation: seeing (gaussian/moffat) or streak")
+    camera.add_argument("--settle", type=float, default=1.0,
+                        help="seconds a file must stay unchanged before it is published")
+    kafka_flags(camera)
+    camera.set_defaults(run=run_camera)
+
+
+def _register_worker_and_sink(commands: argparse._SubParsersAction) -> None:
+    worker = commands.add_parser("worker", help="restore frames from Kafka (exactly once)",
+                                 description="Join the worker group, restore raw frames, publish "
+                                             "restored frames and metrics transactionally.")
+    worker.add_argument("--group-id", help="consumer group (default streamer-workers)")
+    worker.add_argument("--worker-id", help="stable worker name (default host-pid)")
+    worker.add_argument("--max-frames", type=int, help="exit after this many frames")
+    kafka_flags(worker)
+    restoration_flags(worker)
+    worker.set_defaults(run=run_worker)
+
+    sink = commands.add_parser("sink", help="archive input and restored frames to a folder",
+                               description="Write input/, output/ and manifest/ under --out.")
+    sink.add_argument("--out", type=Path, required=True, metavar="DIR")
+    sink.add_argument("--expect", type=int, help="exit once this many restored frames are in")
+    kafka_flags(sink)
+    sink.set_defaults(run=run_sink)
+
+
+def _register_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="the whole system for N frames, then a summary",
+                               description="Starts the local broker (unless bootstrap servers "
+                                           "are set), a simulated camera, a worker and the "
+                                           "sink; prints frames/s and latency percentiles.")
+    demo.add_argument("--frames", type=int, default=20)
+    demo.add_argument("--size", type=int, default=1024)
+    demo.add_argument("--cadence", type=float, default=1.0)
+    demo.add_argument("--out", type=Path, default=Path("demo-output"))
+    demo.add_argument("--broker-dir", type=Path, default=Path(".kafka-demo"))
+    demo.add_argument("--blur", default="gaussian:fwhm=3", help="PSF of the simulated frames")
+    kafka_flags(demo)
+    restoration_flags(demo)
+    demo.set_defaults(run=run_demo)
+
+
+def _register_pipeline_bench(commands: argparse._SubParsersAction) -> None:
+    pipeline = commands.add_parser(
+        "bench-pipeline", help="time the pipeline through Kafka beside offline restoration",
+        description="Restores the same synthetic frames offline and through Kafka with 1 and "
+                    "2 worker processes; prints the overhead Kafka, encoding and transactions add.")
+    pipeline.add_argument("--frames", type=int, default=8)
+    pipeline.add_argument("--size", type=int, default=2048)
+    pipeline.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    pipeline.add_argument("--json", action="store_true")
+    kafka_flags(pipeline)
+    restoration_flags(pipeline)
+    pipeline.set_defaults(run=run_pipeline_bench)
+
+
+def serve_metrics(settings: StreamerSettings, metrics: StreamerMetrics) -> None:
+    """Serve a process's metrics where the settings say (127.0.0.1:<role port> by default)."""
+    address = settings.metrics_address
+    if address is None:
+        address = f"127.0.0.1:{DEFAULT_METRICS_PORTS[metrics.role]}"
+    port = metrics.serve(address)
+    if port is not None:
+        host = address.rpartition(":")[0]
+        print(f"{metrics.role}: Prometheus metrics on http://{host}:{port}/metrics",
+              file=sys.stderr, flush=True)
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    """Run ``main(stop)``; SIGTERM/SIGINT set ``stop`` for a graceful shutdown."""
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def _cluster_settings(args: argparse.Namespace) -> StreamerSettings | None:
+    """The settings, or None (after saying why) when no cluster is configured."""
+    settings = settings_from(args)
+    if settings.kafka.bootstrap_servers:
+        return settings
+    print("streamer: error: no Kafka: set --bootstrap-servers or "
+          "STREAMER_KAFKA__BOOTSTRAP_SERVERS (`streamer kafka start` runs a local one)",
+          file=sys.stderr)
+    return None
+
+
+def run_kafka(args: argparse.Namespace) -> int:
+    """``streamer kafka fetch|start|stop|status``."""
+    from streamer.streaming.local_kafka import LocalKafka, fetch_broker
+
+    broker = LocalKafka(args.dir)
+    if args.action == "fetch":
+        print(fetch_broker())
+    elif args.action == "start":
+        print(broker.start(fresh=args.fresh))
+    elif args.action == "stop":
+        broker.stop()
+    else:
+        print(broker.bootstrap_servers if broker.running() else "stopped")
+    return 0
+
+
+def run_schemas(args: argparse.Namespace) -> int:
+    """``streamer schemas write|check``."""
+    from streamer.streaming.schemas import stale_schemas, write_schemas
+
+    if args.action == "write":
+        for path in write_schemas():
+            print(path)
+        return 0
+    stale = stale_schemas()
+    for name in stale:
+        print(f"schemas/{name} is out of date: run `streamer schemas write`", file=sys.stderr)
+    return 1 if stale else 0
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    """``streamer topics create``."""
+    from streamer.streaming.topics import create_topics
+
+    settings = _cluster_settings(args)
+    if settings is None:
+        return EXIT_NO_CLUSTER
+    for name, action in asyncio.run(create_topics(settings)).items():
+        print(f"{name}: {action}")
+    return 0
+
+
+def run_camera(args: argparse.Namespace) -> int:
+    """``streamer camera --watch DIR | --simulate``."""
+    from streamer.imaging.psf import parse_psf_spec
+    from streamer.streaming.camera import CameraPublisher, simulate, watch_directory
+
+    settings = _cluster_settings(args)
+    if settings is None:
+        return EXIT_NO_CLUSTER
+
+    async def camera_main(stop: asyncio.Event) -> int:
+        metrics = StreamerMetrics("camera")
+        serve_metrics(settings, metrics)
+        async with CameraPublisher(settings, args.camera_id, metrics) as camera:
+            if args.simulate:
+                frames = await simulate(camera, count=args.count, size=args.size,
+                                        cadence=args.cadence, psf=parse_psf_spec(args.blur),
+                                        stop=stop)
+                print(f"published {len(frames)} frames")
+            else:
+                await watch_directory(camera, args.watch, stop, settle_seconds=args.settle)
+        return 0
+
+    return run_until_signal(camera_main)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """``streamer worker``: restore frames until stopped."""
+    from streamer.worker.worker import Worker
+
+    settings = _cluster_settings(args)
+    if settings is None:
+        return EXIT_NO_CLUSTER
+
+    async def worker_main(stop: asyncio.Event) -> int:
+        worker = Worker(settings)
+        serve_metrics(settings, worker.metrics)
+        await worker.run(stop, args.max_frames)
+        print(f"worker {worker.worker_id}: restored {worker.restored}, "
+              f"dead letters {worker.failed}")
+        return 0
+
+    return run_until_signal(worker_main)
+
+
+def run_sink(args: argparse.Namespace) -> int:
+    """``streamer sink --out DIR``: archive until stopped."""
+    from streamer.streaming.sink import Sink
+
+    settings = _cluster_settings(args)
+    if settings is None:
+        return EXIT_NO_CLUSTER
+
+    async def sink_main(stop: asyncio.Event) -> int:
+        sink = Sink(settings, args.out)
+        serve_metrics(settings, sink.metrics)
+        await sink.run(stop, args.expect)
+        print(f"archived {len(sink.restored_frames)} restored frames in {args.out}")
+        return 0
+
+    return run_until_signal(sink_main)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``streamer demo``: the whole system for a number of frames."""
+    from streamer.imaging.psf import parse_psf_spec
+    from streamer.operations.demo import run_demo as demo
+
+    settings = settings_from(args)
+
+    async def demo_main(stop: asyncio.Event) -> int:
+        summary = await demo(settings, frames=args.frames, size=args.size,
+                             cadence=args.cadence, out_dir=args.out,
+                             broker_dir=args.broker_dir,
+                             simulated_psf=parse_psf_spec(args.blur))
+        print(summary.text())
+        return 0 if summary.restored == args.frames else 1
+
+    return run_until_signal(demo_main)
+
+
+def run_pipeline_bench(args: argparse.Namespace) -> int:
+    """``streamer bench-pipeline``."""
+    from streamer.operations.pipeline_bench import run_pipeline_bench as bench
+
+    return bench(settings_from(args), args.frames, args.size, args.workers, args.json)

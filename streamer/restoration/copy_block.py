@@ -1,0 +1,27 @@
+"""Thin wrapper of ``opencl/copy.cl``: a block copied between two buffer layouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyopencl as cl
+
+from streamer.restoration.kernels import KernelLibrary
+
+
+class BlockCopy:
+    """``dst[dst_row + y, dst_column + x] = src[src_row + y, src_column + x]`` for a block."""
+
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary) -> None:
+        self.queue = queue
+        self._kernel = cl.Kernel(library.program("copy"), "copy_block")
+
+    def __call__(self, src: cl.Buffer, src_pitch: int, dst: cl.Buffer, dst_pitch: int,
+                 rows: int, columns: int, src_origin: tuple[int, int] = (0, 0),
+                 dst_origin: tuple[int, int] = (0, 0)) -> None:
+        """Enqueue the copy of a ``rows × columns`` block."""
+        self._kernel(
+            self.queue, ((columns + 15) // 16 * 16, rows), None,
+            src, np.int32(src_origin[0] * src_pitch + src_origin[1]), np.int32(src_pitch),
+            dst, np.int32(dst_origin[0] * dst_pitch + dst_origin[1]), np.int32(dst_pitch),
+            np.int32(columns), np.int32(rows),
+        )

@@ -1,0 +1,193 @@
+"""OpenCL device selection.
+
+A device is chosen by a *device spec*, from the ``--device`` flag or the ``STREAMER_DEVICE``
+environment variable:
+
+* empty / ``auto``: the first usable GPU of any platform, else the first usable CPU device,
+  else anything;
+* ``gpu`` / ``cpu`` / ``accelerator``: the first usable device of that type;
+* an integer ``N``: the N-th device of :func:`list_devices` (the order ``streamer devices``
+  prints);
+* ``PLATFORM:DEVICE``: case-insensitive substrings of the platform and device names
+  (``nvidia:h100``, ``portable:``); a bare word without a colon matches either name.
+
+"Usable" means the device compiles and runs a one-line kernel. Machines can list a device
+whose compiler cannot target the host (a pip-installed PoCL whose LLVM predates the CPU, for
+example, fails with "unknown target CPU 'generic'"); automatic selection passes over such a
+device with a warning instead of failing on the first frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyopencl as cl
+
+from streamer.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+DEVICE_ENV_VAR = "STREAMER_DEVICE"
+_PROBE_SOURCE = "__kernel void probe(__global float *x) { x[get_global_id(0)] += 1.0f; }"
+_probed: dict[int, str | None] = {}
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a user needs to recognise a device in a list."""
+
+    index: int
+    platform: str
+    name: str
+    kind: str
+    compute_units: int
+    global_memory_bytes: int
+
+    def describe(self) -> str:
+        """One line: index, type, platform, name, compute units and memory."""
+        gib = self.global_memory_bytes / 2**30
+        return (
+            f"[{self.index}] {self.kind:<11} {self.platform} / {self.name} "
+            f"({self.compute_units} compute units, {gib:.1f} GiB)"
+        )
+
+
+def _device_kind(device: cl.Device) -> str:
+    if device.type & cl.device_type.GPU:
+        return "gpu"
+    if device.type & cl.device_type.CPU:
+        return "cpu"
+    if device.type & cl.device_type.ACCELERATOR:
+        return "accelerator"
+    return "other"
+
+
+def _all_devices() -> list[cl.Device]:
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error as error:  # pyopencl raises when the ICD loader finds no platform at all
+        raise DeviceError(
+            "no OpenCL platform found: install a driver (for a CPU: "
+            "`pip install 'pyopencl[pocl]'` or Debian's pocl-opencl-icd; for a GPU the "
+            f"vendor's OpenCL ICD). Details: {error}"
+        ) from error
+    devices: list[cl.Device] = []
+    for platform in platforms:
+        try:
+            devices.extend(platform.get_devices())
+        except cl.Error:
+            # A platform whose driver has no device here (an ICD for absent hardware).
+            continue
+    if not devices:
+        raise DeviceError(
+            "OpenCL platforms were found but none has a device: "
+            + ", ".join(p.name for p in platforms)
+        )
+    return devices
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Describe every OpenCL device on this machine, in selection-index order."""
+    return [
+        DeviceInfo(
+            index=i,
+            platform=d.platform.name.strip(),
+            name=d.name.strip(),
+            kind=_device_kind(d),
+            compute_units=d.max_compute_units,
+            global_memory_bytes=d.global_mem_size,
+        )
+        for i, d in enumerate(_all_devices())
+    ]
+
+
+def _matches(device: cl.Device, spec: str) -> bool:
+    platform_name = device.platform.name.lower()
+    device_name = device.name.lower()
+    if ":" in spec:
+        platform_part, device_part = (part.strip() for part in spec.split(":", 1))
+        return platform_part in platform_name and device_part in device_name
+    return spec in platform_name or spec in device_name
+
+
+def device_problem(device: cl.Device) -> str | None:
+    """Why ``device`` cannot run our kernels (its build or run error), or None when it can.
+    Probed once per device and process."""
+    key = device.int_ptr
+    if key not in _probed:
+        try:
+            context = cl.Context([device])
+            queue = cl.CommandQueue(context)
+            program = cl.Program(context, _PROBE_SOURCE).build()
+            buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * 4)
+            cl.enqueue_fill_buffer(queue, buffer, np.float32(0), 0, 16)
+            program.probe(queue, (4,), None, buffer)
+            out = np.empty(4, dtype=np.float32)
+            cl.enqueue_copy(queue, out, buffer)
+            _probed[key] = None if np.all(out == 1) else f"probe kernel computed {out}"
+        except cl.Error as error:
+            _probed[key] = " ".join(str(error).split())[:300]
+    return _probed[key]
+
+
+def _first_usable(devices: list[cl.Device]) -> cl.Device | None:
+    for device in devices:
+        problem = device_problem(device)
+        if problem is None:
+            return device
+        log.warning("skipping OpenCL device %s: it cannot build a kernel (%s)",
+                    describe_device(device), problem)
+    return None
+
+
+def select_device(spec: str | None = None) -> cl.Device:
+    """Return the OpenCL device named by ``spec`` (see the module docstring).
+
+    Raises
+    ------
+    DeviceError
+        When there is no OpenCL platform, or no device matches; the message lists the devices
+        that do exist.
+    """
+    devices = _all_devices()
+    wanted = (spec or "").strip().lower()
+    chosen: cl.Device | None = None
+    if wanted in ("", "auto"):
+        for kind in ("gpu", "cpu", "accelerator", "other"):
+            chosen = _first_usable([d for d in devices if _device_kind(d) == kind])
+            if chosen is not None:
+                break
+    elif wanted in ("gpu", "cpu", "accelerator"):
+        chosen = _first_usable([d for d in devices if _device_kind(d) == wanted])
+    elif wanted.isdigit():
+        index = int(wanted)
+        chosen = devices[index] if index < len(devices) else None
+    else:
+        chosen = next((d for d in devices if _matches(d, wanted)), None)
+    if chosen is None:
+        listing = "\n  ".join(info.describe() for info in list_devices())
+        raise DeviceError(
+            f"no usable OpenCL device matches {spec!r} (from --device or ${DEVICE_ENV_VAR}); "
+            f"the devices on this machine are:\n  {listing}"
+        )
+    problem = device_problem(chosen)
+    if problem is not None:
+        raise DeviceError(
+            f"OpenCL device {describe_device(chosen)} cannot build a kernel: {problem}. "
+            "Choose another with --device (see `streamer devices`) or install a driver that "
+            "supports this processor (Debian's pocl-opencl-icd for a CPU)")
+    log.info(
+        "OpenCL device: %s / %s (%s)",
+        chosen.platform.name.strip(),
+        chosen.name.strip(),
+        _device_kind(chosen),
+    )
+    return chosen
+
+
+def describe_device(device: cl.Device) -> str:
+    """``platform / device`` — the text recorded in FITS provenance and metrics."""
+    return f"{device.platform.name.strip()} / {device.name.strip()}"
+

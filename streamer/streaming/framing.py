@@ -1,0 +1,172 @@
+"""Frames as Kafka records: splitting a payload into chunks, and putting chunks back together.
+
+A frame is written as ``chunk_count`` records in one transaction, every record carrying the
+envelope JSON and ``index/count`` in its headers. A reader assembles them per partition and
+hands out whole frames **in the order of their first record**, so that the consumer offset
+to commit after each frame is simply the first offset of the oldest frame not yet handled
+(chunks of frames from different producers may interleave in a partition). A chunk whose frame
+started before the reader's start position belongs to a frame already handled and committed,
+and is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from streamer.errors import ChunkError, FrameError, FrameTooLargeError
+from streamer.streaming.messages import CHUNK_HEADER, ENVELOPE_HEADER, KIND_HEADER
+
+log = logging.getLogger(__name__)
+
+
+
+
+def split_payload(payload: bytes, chunk_bytes: int) -> list[bytes]:
+    """The payload cut into pieces of at most ``chunk_bytes`` (one empty piece if empty)."""
+    if not payload:
+        return [b""]
+    view = memoryview(payload)
+    return [bytes(view[i : i + chunk_bytes]) for i in range(0, len(payload), chunk_bytes)]
+
+
+def frame_records(envelope_json: bytes, kind: str, payload: bytes, chunk_bytes: int
+                  ) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+    """``(value, headers)`` of each record of a frame."""
+    chunks = split_payload(payload, chunk_bytes)
+    count = len(chunks)
+    return [
+        (chunk, [(KIND_HEADER, kind.encode()), (ENVELOPE_HEADER, envelope_json),
+                 (CHUNK_HEADER, f"{index}/{count}".encode())])
+        for index, chunk in enumerate(chunks)
+    ]
+
+
+def sha256_hex(payload: bytes) -> str:
+    """Hex SHA-256 of a payload (the checksum in every envelope)."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def headers_dict(headers) -> dict[str, bytes]:
+    """aiokafka record headers (a sequence of pairs) as a dict."""
+    return {key: value for key, value in (headers or ())}
+
+
+@dataclass
+class AssembledFrame:
+    """A complete frame (or a rejected record group) ready for the worker."""
+
+    partition: int
+    offsets: list[int]
+    envelope_json: bytes | None
+    payload: bytes
+    headers: dict[str, bytes]
+    error: FrameError | None = None
+
+    @property
+    def first_offset(self) -> int:
+        return self.offsets[0]
+
+
+@dataclass
+class _Pending:
+    first_offset: int
+    envelope_json: bytes
+    count: int
+    headers: dict[str, bytes]
+    chunks: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    size: int = 0
+    done: bool = False
+    error: FrameError | None = None
+
+
+def _parse_chunk(headers: dict[str, bytes]) -> tuple[int, int]:
+    raw = headers.get(CHUNK_HEADER)
+    if raw is None or ENVELOPE_HEADER not in headers:
+        raise ChunkError(
+            f"record has no {ENVELOPE_HEADER}/{CHUNK_HEADER} headers: not a streamer frame"
+        )
+    try:
+        index_text, count_text = raw.decode().split("/")
+        index, count = int(index_text), int(count_text)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ChunkError(f"malformed {CHUNK_HEADER} header {raw!r}") from error
+    if not 0 <= index < count:
+        raise ChunkError(f"chunk index {index} out of range for {count} chunks")
+    return index, count
+
+
+class PartitionAssembler:
+    """Reassembles the frames of one partition from a given start offset."""
+
+    def __init__(self, partition: int, max_frame_bytes: int) -> None:
+        self.partition = partition
+        self.max_frame_bytes = max_frame_bytes
+        self._items: dict[int, _Pending] = {}   # first offset → frame, insertion = offset order
+        self._open: dict[bytes, int] = {}       # envelope → first offset of its open frame
+        self._handed_out: set[int] = set()       # first offsets handed out, not yet finished
+        self._max_seen = -1
+        self.skipped = 0
+
+    def add(self, offset: int, value: bytes | None, headers: dict[str, bytes]) -> None:
+        """Take one record (in offset order)."""
+        self._max_seen = max(self._max_seen, offset)
+        value = value or b""
+        try:
+            index, count = _parse_chunk(headers)
+        except ChunkError as error:
+            self._items[offset] = _Pending(offset, b"", 1, headers, [value], [offset],
+                                           len(value), True, error)
+            return
+        envelope = headers[ENVELOPE_HEADER]
+        first = self._open.get(envelope)
+        if first is None:
+            if index != 0:
+                self.skipped += 1  # its frame began before our start: already handled
+                return
+            pending = _Pending(offset, envelope, count, headers)
+            self._items[offset] = pending
+            self._open[envelope] = offset
+        else:
+            pending = self._items[first]
+        if index != len(pending.chunks) or count != pending.count:
+            pending.error = ChunkError(
+                f"chunk {index}/{count} arrived after {len(pending.chunks)} of {pending.count}"
+            )
+        pending.chunks.append(value)
+        pending.offsets.append(offset)
+        pending.size += len(value)
+        if pending.size > self.max_frame_bytes and pending.error is None:
+            pending.error = FrameTooLargeError(
+                f"frame exceeds the {self.max_frame_bytes}-byte limit (max_frame_bytes)"
+            )
+        if pending.error is not None or len(pending.chunks) == pending.count:
+            pending.done = True
+            self._open.pop(envelope, None)
+            if pending.error is not None:
+                pending.chunks = [b"".join(pending.chunks)] if pending.size <= self.max_frame_bytes else []
+
+    def ready(self) -> list[AssembledFrame]:
+        """Complete frames (and rejected records) from the head of the partition, in order."""
+        out = []
+        for first, pending in list(self._items.items()):
+            if first in self._handed_out:
+                continue
+            if not pending.done:
+                break
+            self._handed_out.add(first)
+            out.append(AssembledFrame(
+                self.partition, pending.offsets, pending.envelope_json or None,
+                b"".join(pending.chunks), pending.headers, pending.error,
+            ))
+        return out
+
+    def finish(self, item: AssembledFrame) -> int:
+        """Mark a handed-out frame handled; return the offset to commit after it."""
+        self._handed_out.discard(item.first_offset)
+        self._items.pop(item.first_offset, None)
+        if self._items:
+            return next(iter(self._items))
+        return self._max_seen + 1

@@ -1,0 +1,135 @@
+"""The message contract between camera, workers and downstream systems.
+
+Frames travel as one or more Kafka records: the record **headers** carry the JSON envelope
+(``streamer-envelope``) and the chunk position (``streamer-chunk``: ``index/count``); the
+record **value** carries that chunk of the payload. Metrics travel as a JSON value. All
+chunks of one frame are written in one Kafka transaction, so a ``read_committed`` consumer
+never sees part of a frame. ``schemas/`` holds the JSON Schema of each model
+(``streamer schemas``); a test fails when they drift.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+ENVELOPE_HEADER = "streamer-envelope"
+CHUNK_HEADER = "streamer-chunk"
+KIND_HEADER = "streamer-kind"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="contract version")
+
+
+class FramePayload(_Message):
+    """Fields every frame envelope has: who, when, and how to read the payload."""
+
+    frame_id: str = Field(min_length=1, max_length=200, description="unique id of the exposure")
+    camera_id: str = Field(min_length=1, max_length=100)
+    exposure_start: dt.datetime = Field(description="UTC start of the exposure")
+    exposure_seconds: float = Field(ge=0)
+    shape: tuple[int, int] = Field(description="rows, columns")
+    dtype: str = Field(description="numpy dtype of the pixels, e.g. uint16, float32")
+    encoding: Literal["fits", "raw"] = Field(
+        description="fits: a whole FITS file; raw: little-endian C-order pixel bytes"
+    )
+    payload_bytes: int = Field(ge=0)
+    payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    chunk_count: int = Field(ge=1)
+    source_name: str | None = Field(default=None, description="file name at the camera")
+
+
+class RawFrame(FramePayload):
+    """A frame as the camera published it."""
+
+    kind: Literal["raw"] = "raw"
+    published_at: dt.datetime
+
+
+class RestoredFrame(FramePayload):
+    """A restored frame (encoding fits, float32) and where it came from."""
+
+    kind: Literal["restored"] = "restored"
+    published_at: dt.datetime = Field(description="when the camera published the input")
+    restored_at: dt.datetime
+    input_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    worker_id: str
+    device: str
+    window: int
+    psf: str
+    iterations: int
+
+
+class QualityMetrics(_Message):
+    """Image quality of the input and of the restored frame (see :mod:`streamer.imaging.quality`)."""
+
+    background: float = Field(description="sigma-clipped sky level of the input, ADU")
+    noise: float = Field(description="sigma-clipped sky noise of the input, ADU")
+    sources: int = Field(description="sources 5 sigma above the sky in the input")
+    stars_measured: int
+    fwhm_before: float | None = Field(description="median star FWHM of the input, pixels")
+    fwhm_after: float | None = Field(description="median FWHM of the same stars, restored")
+    ellipticity_before: float | None
+    ellipticity_after: float | None
+
+
+class FrameMetrics(_Message):
+    """Per-frame figures for monitoring and downstream quality decisions."""
+
+    kind: Literal["metrics"] = "metrics"
+    frame_id: str
+    camera_id: str
+    source_name: str | None = None
+    exposure_start: dt.datetime
+    published_at: dt.datetime
+    restored_at: dt.datetime
+    exposure_to_restored_seconds: float = Field(description="restored_at - exposure end")
+    stage_seconds: dict[str, float]
+    iterations: int
+    relative_change: float | None
+    convolution_method: str
+    background_shift: float
+    flux_in: float
+    flux_out: float
+    masked_pixels: int
+    quality: QualityMetrics | None = None
+    worker_id: str
+    device: str
+
+
+class DeadLetter(_Message):
+    """A record a worker could not process: the reason, and the original bytes as payload."""
+
+    kind: Literal["dead-letter"] = "dead-letter"
+    frame_id: str | None
+    camera_id: str | None
+    source_topic: str
+    source_partition: int
+    source_offsets: list[int]
+    error_type: str = Field(description="exception class, e.g. FrameDecodeError")
+    reason: str
+    failed_at: dt.datetime
+    worker_id: str
+    original_headers: dict[str, str] = Field(default_factory=dict)
+    payload_bytes: int
+    payload_sha256: str
+    chunk_count: int = Field(ge=1)
+
+
+MODELS: dict[str, type[BaseModel]] = {
+    "raw_frame": RawFrame,
+    "restored_frame": RestoredFrame,
+    "frame_metrics": FrameMetrics,
+    "dead_letter": DeadLetter,
+}
+
+
+def utc_now() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)

@@ -1,0 +1,1 @@
+"""The restoration worker: the one place where the stream meets the device."""

@@ -1,0 +1,222 @@
+"""`streamer restore`, `streamer devices` and `streamer bench` as a user runs them: a real
+process, real FITS files (astropy's M13 test images and synthetic frames)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from streamer.imaging.psf import gaussian_psf
+from streamer.imaging.synthetic import star_field
+
+FAST = ["--window", "7", "--iterations", "3", "--psf", "gaussian:fwhm=2"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *map(str, args)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+    )
+
+
+def _synthetic_fits(path: Path, dtype=np.float32, bzero=None, bscale=None, shape=(64, 72)):
+    field = star_field(shape, gaussian_psf(2.0), stars=10, seed=4)
+    header = fits.Header()
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [250.4, 36.46]
+    wcs.wcs.crpix = [32, 36]
+    wcs.wcs.cdelt = [-0.0003, 0.0003]
+    header.update(wcs.to_header())
+    header["EXPTIME"] = (30.0, "seconds")
+    header["FILTER"] = "V"
+    header["DATE-OBS"] = "2026-11-24T22:10:00"
+    if np.dtype(dtype).kind in "iu":
+        data = np.round(field.image).astype(dtype)
+    else:
+        data = field.image.astype(dtype)
+    hdu = fits.PrimaryHDU(data, header=header)
+    if bzero is not None:
+        hdu.scale("int16", bzero=bzero, bscale=bscale)
+    hdu.writeto(path)
+    return field
+
+
+def test_restore_m13_all_compressions(tmp_path, astropy_m13):
+    inputs = []
+    for name, source in astropy_m13.items():
+        target = tmp_path / f"m13_{name}.fits"
+        shutil.copy(source, target)
+        inputs.append(target)
+    out = tmp_path / "out"
+    result = run_cli("restore", *inputs, "-o", out, *FAST, "--preview")
+    assert result.returncode == 0, result.stderr
+    restored = {}
+    for path in inputs:
+        with fits.open(out / path.name) as hdus:
+            restored[path.name] = hdus[0].data
+            header = hdus[0].header
+            assert hdus[0].data.dtype == np.dtype(">f4")
+            assert header["STRMWIN"] == 7 and header["STRMITER"] == 3
+            assert header["STRMPSF"] == "gaussian:fwhm=2"
+            assert "pthread" in header["STRMDEV"] or header["STRMDEV"]
+            assert any("Richardson-Lucy" in line for line in header["HISTORY"])
+        png = (out / path.name).with_suffix(".png")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Lossless compressions decode to the same pixels, so they restore identically.
+    reference = restored["m13_plain.fits"]
+    for name in ("m13_RICE.fits", "m13_GZIP.fits", "m13_PLIO.fits"):
+        np.testing.assert_array_equal(restored[name], reference)
+    assert np.isfinite(restored["m13_HCOMPRESS.fits"]).all()
+
+
+def test_header_wcs_and_scaled_integers_kept(tmp_path):
+    source = tmp_path / "frame.fits"
+    _synthetic_fits(source, dtype=np.float64, bzero=1500.0, bscale=0.5)
+    out = tmp_path / "out"
+    result = run_cli("restore", source, "-o", out, *FAST)
+    assert result.returncode == 0, result.stderr
+    with fits.open(out / "frame.fits") as hdus:
+        header = hdus[0].header
+        assert header["EXPTIME"] == 30.0 and header["FILTER"] == "V"
+        assert header["DATE-OBS"] == "2026-11-24T22:10:00"
+        assert "BZERO" not in header and header["BITPIX"] == -32
+        assert WCS(header).wcs.crval.tolist() == pytest.approx([250.4, 36.46])
+        assert header["STRMTMED"] >= 0 and header["STRMTRL"] > 0
+        assert hdus[0].data.shape == (64, 72)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int32, np.float32, np.float64])
+def test_input_dtypes(tmp_path, dtype):
+    source = tmp_path / "frame.fits"
+    _synthetic_fits(source, dtype=dtype)
+    result = run_cli("restore", source, "-o", tmp_path / "out", *FAST)
+    assert result.returncode == 0, result.stderr
+    data = fits.getdata(tmp_path / "out" / "frame.fits")
+    assert np.isfinite(data).all() and data.min() >= 0
+
+
+def test_image_in_first_extension(tmp_path):
+    source = tmp_path / "ext.fits"
+    data = star_field((40, 50), gaussian_psf(2.0), stars=5).image
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI")]).writeto(source)
+    result = run_cli("restore", source, "-o", tmp_path / "out", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert fits.getheader(tmp_path / "out" / "ext.fits")["STRMHDU"] == 1
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
+    folder.mkdir()
+    text = folder / "notes.fits"
+    text.write_text("this is not a FITS file\n" * 20)
+    good = folder / "good.fits"
+    _synthetic_fits(good)
+    truncated = folder / "truncated.fits"
+    truncated.write_bytes(good.read_bytes()[:4000])
+    table = folder / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="a", format="E", array=np.arange(3.0))])]).writeto(table)
+    all_nan = folder / "nan.fits"
+    fits.PrimaryHDU(np.full((20, 20), np.nan, np.float32)).writeto(all_nan)
+    empty = folder / "empty.fits"
+    fits.PrimaryHDU().writeto(empty)
+    cube = folder / "cube.fits"
+    fits.PrimaryHDU(np.zeros((3, 20, 20), np.float32)).writeto(cube)
+    return {
+        "not FITS": (text, "not a readable FITS image"),
+        "truncated": (truncated, "not a readable FITS image"),
+        "no image": (table, "no image HDU"),
+        "all NaN": (all_nan, "no finite pixel"),
+        "empty": (empty, "no image HDU"),
+        "cube": (cube, "3 dimensions"),
+    }
+
+
+def test_bad_inputs_reported_and_batch_goes_on(tmp_path):
+    cases = _bad_inputs(tmp_path / "in")
+    good = tmp_path / "in" / "good.fits"
+    missing = tmp_path / "in" / "absent_*.fits"
+    out = tmp_path / "out"
+    result = run_cli("restore", *[p for p, _ in cases.values()], good, missing, "-o", out, *FAST)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    for label, (path, message) in cases.items():
+        matching = [line for line in lines if str(path) in line]
+        assert len(matching) == 1, (label, result.stderr)
+        assert message in matching[0], (label, matching[0])
+    assert any("absent_*.fits" in line and "no such file" in line for line in lines)
+    assert (out / "good.fits").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["good.fits"]
+
+
+def test_globs_are_expanded(tmp_path):
+    for i in range(3):
+        _synthetic_fits(tmp_path / f"night_{i}.fits")
+    result = run_cli("restore", str(tmp_path / "night_*.fits"), "-o", tmp_path / "out", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out").glob("night_*.fits"))) == 3
+    assert "restored 3 of 3 files" in result.stderr
+
+
+def test_bad_psf_and_window_exit_2(tmp_path):
+    source = tmp_path / "frame.fits"
+    _synthetic_fits(source)
+    result = run_cli("restore", source, "-o", tmp_path / "out", "--psf", "gaussian:fwhm=-2")
+    assert result.returncode == 2 and "fwhm" in result.stderr
+    result = run_cli("restore", source, "-o", tmp_path / "out", "--window", "8")
+    assert result.returncode == 2 and "odd" in result.stderr
+
+
+def test_device_selection_errors_list_devices(tmp_path):
+    result = run_cli("devices")
+    assert result.returncode == 0 and result.stdout.startswith("[0]")
+    source = tmp_path / "frame.fits"
+    _synthetic_fits(source)
+    result = run_cli("restore", source, "-o", tmp_path / "out", "--device", "no-such-device")
+    assert result.returncode == 3
+    assert "no usable OpenCL device matches 'no-such-device'" in result.stderr
+    assert "[0]" in result.stderr
+    result = run_cli("restore", source, "-o", tmp_path / "out", *FAST,
+                     env={"STREAMER_DEVICE": "nonexistent:gpu"})
+    assert result.returncode == 3
+
+
+def test_device_by_index_and_name(tmp_path):
+    source = tmp_path / "frame.fits"
+    _synthetic_fits(source)
+    for spec in ("0", "cpu", "portable:", "auto"):
+        result = run_cli("restore", source, "-o", tmp_path / spec.strip(":"), *FAST, "--device", spec)
+        assert result.returncode == 0, (spec, result.stderr)
+
+
+def test_bench_json(tmp_path):
+    result = run_cli("bench", "--size", "128", "--iterations", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    names = [row["name"] for row in report["rows"]]
+    assert names[0] == "median 31x31" and any("streak" in n for n in names)
+    for row in report["rows"][:3]:
+        assert row["streamer_seconds"] > 0 and row["reference_seconds"] > 0
+        assert row["speedup"] == pytest.approx(row["reference_seconds"] / row["streamer_seconds"])
+
+
+def test_simulate_then_restore(tmp_path):
+    result = run_cli("simulate", "-o", tmp_path / "frames", "--count", "2", "--size", "96",
+                     "--psf", "streak:length=9,angle=20")
+    assert result.returncode == 0, result.stderr
+    frames = sorted((tmp_path / "frames").glob("sim_*.fits"))
+    assert len(frames) == 2
+    assert fits.getdata(frames[0]).dtype.kind in "iu"
+    result = run_cli("restore", str(tmp_path / "frames" / "*.fits"), "-o", tmp_path / "out",
+                     "--window", "15", "--iterations", "5", "--psf", "streak:length=9,angle=20")
+    assert result.returncode == 0, result.stderr
+    assert fits.getheader(tmp_path / "out" / "sim_0000.fits")["SIMPSF"].startswith("streak")

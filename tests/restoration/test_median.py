@@ -1,0 +1,102 @@
+"""The median kernel equals scipy.ndimage.median_filter(mode="reflect") element for element."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import median_filter
+
+from streamer.errors import ParameterError
+from streamer.restoration.median import MedianFilter, from_keys, to_keys
+
+
+def _check(opencl, image: np.ndarray, window: int, **plan_options) -> None:
+    plan = MedianFilter(opencl.queue, opencl.library, image.shape, window, image.dtype,
+                        **plan_options)
+    got = plan(image)
+    expected = median_filter(image, size=window, mode="reflect")
+    assert got.dtype == expected.dtype
+    mismatches = np.count_nonzero(got != expected)
+    assert mismatches == 0, f"{mismatches} pixels differ from SciPy"
+
+
+@pytest.mark.parametrize("window", [3, 5, 9, 15, 31, 63])
+def test_float32_equals_scipy(opencl, window):
+    rng = np.random.default_rng(window)
+    image = (rng.normal(100, 10, (96, 131)) + np.linspace(0, 40, 131)).astype(np.float32)
+    _check(opencl, image, window)
+
+
+@pytest.mark.parametrize("window", [3, 7, 31, 65])
+def test_uint16_equals_scipy(opencl, window):
+    rng = np.random.default_rng(window)
+    image = rng.integers(0, 65535, (80, 97), endpoint=True).astype(np.uint16)
+    image[10:30, 10:40] = 65535  # a saturated block: many equal values in one bin
+    _check(opencl, image, window)
+
+
+def test_largest_window_255(opencl):
+    rng = np.random.default_rng(255)
+    image = rng.normal(0, 1, (40, 300)).astype(np.float32)
+    _check(opencl, image, 255)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 57), (57, 1), (5, 9), (2, 2), (13, 300)])
+def test_frames_smaller_than_the_window_and_any_aspect(opencl, shape):
+    rng = np.random.default_rng(sum(shape))
+    image = rng.normal(size=shape).astype(np.float32)
+    _check(opencl, image, 15)
+
+
+def test_ties_negatives_and_signed_zero(opencl):
+    rng = np.random.default_rng(3)
+    image = rng.integers(-3, 4, (64, 64)).astype(np.float32)  # heavy ties, negatives
+    image[0, :5] = -0.0
+    _check(opencl, image, 7)
+
+
+def test_constant_and_extreme_values(opencl):
+    image = np.full((40, 50), 7.5, dtype=np.float32)
+    image[5, 5] = np.finfo(np.float32).max
+    image[6, 6] = -np.finfo(np.float32).max
+    image[7, 7] = np.inf
+    image[8, 8] = -np.inf
+    _check(opencl, image, 5)
+
+
+def test_column_batches_and_strips_give_the_same_answer(opencl):
+    # A tiny memory budget forces many column batches; strips split each column's rows.
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(150, 70)).astype(np.float32)
+    _check(opencl, image, 11, memory_budget_bytes=1, strips=4)
+
+
+def test_keys_round_trip_and_order():
+    values = np.array([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, np.inf], dtype=np.float32)
+    keys = to_keys(values)
+    assert np.all(np.diff(keys.astype(np.int64)) > 0)
+    assert np.array_equal(from_keys(keys, np.float32).view(np.uint32), values.view(np.uint32))
+
+
+@pytest.mark.parametrize("window", [1, 2, 4, 257, 3.0, True])
+def test_bad_windows_are_refused(opencl, window):
+    with pytest.raises(ParameterError, match="window"):
+        MedianFilter(opencl.queue, opencl.library, (10, 10), window, np.float32)
+
+
+def test_unsupported_dtype_is_refused(opencl):
+    with pytest.raises(ParameterError, match="float32 and uint16"):
+        MedianFilter(opencl.queue, opencl.library, (10, 10), 3, np.float64)
+
+
+@pytest.mark.slow
+def test_8192_square_frame(opencl):
+    rng = np.random.default_rng(8192)
+    image = rng.normal(1000, 30, (8192, 8192)).astype(np.float32)
+    plan = MedianFilter(opencl.queue, opencl.library, image.shape, 31, np.float32)
+    got = plan(image)
+    # SciPy on the top band: its rows far from the band's cut are exact for the whole frame.
+    band = median_filter(image[:120], size=31, mode="reflect")
+    assert np.array_equal(got[:100], band[:100])
+    band = median_filter(image[:, -120:], size=31, mode="reflect")
+    assert np.array_equal(got[:, -100:], band[:, -100:])

@@ -1,0 +1,65 @@
+"""The message contract: schemas in schemas/ match the models; envelopes validate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from streamer.errors import EnvelopeError
+from streamer.streaming.codec import parse_envelope
+from streamer.streaming.messages import MODELS, RawFrame
+from streamer.streaming.schemas import SCHEMA_DIR, render_schemas, stale_schemas
+
+
+def test_schema_files_match_the_models():
+    stale = stale_schemas()
+    assert stale == [], f"run `streamer schemas write`: {stale} drifted"
+
+
+def test_drift_is_detected(tmp_path):
+    for name, text in render_schemas().items():
+        (tmp_path / name).write_text(text)
+    assert stale_schemas(tmp_path) == []
+    edited = json.loads((tmp_path / "raw_frame.schema.json").read_text())
+    edited["properties"]["frame_id"]["maxLength"] = 5
+    (tmp_path / "raw_frame.schema.json").write_text(json.dumps(edited))
+    assert stale_schemas(tmp_path) == ["raw_frame.schema.json"]
+
+
+def test_every_model_has_a_versioned_schema():
+    assert {f"{name}.schema.json" for name in MODELS} == {p.name for p in SCHEMA_DIR.glob("*.json")}
+    for path in SCHEMA_DIR.glob("*.json"):
+        schema = json.loads(path.read_text())
+        assert schema["properties"]["schema_version"]["const"] == 1
+
+
+def _raw(**changes):
+    values = dict(frame_id="cam1:1", camera_id="cam1",
+                  exposure_start=dt.datetime(2026, 11, 24, 22, tzinfo=dt.timezone.utc),
+                  exposure_seconds=30.0, shape=(10, 12), dtype="uint16", encoding="fits",
+                  payload_bytes=2880, payload_sha256="0" * 64, chunk_count=1,
+                  published_at=dt.datetime(2026, 11, 24, 22, 0, 31, tzinfo=dt.timezone.utc))
+    values.update(changes)
+    return RawFrame(**values)
+
+
+def test_envelope_round_trip():
+    raw = _raw()
+    assert parse_envelope(raw.model_dump_json().encode()) == raw
+
+
+@pytest.mark.parametrize("change", [{"payload_sha256": "xyz"}, {"chunk_count": 0},
+                                    {"encoding": "png"}, {"exposure_seconds": -1}])
+def test_invalid_envelopes_are_refused(change):
+    with pytest.raises(ValidationError):
+        _raw(**change)
+
+
+def test_parse_envelope_errors_name_the_field():
+    with pytest.raises(EnvelopeError, match="frame_id"):
+        parse_envelope(b'{"camera_id": "cam1"}')
+    with pytest.raises(EnvelopeError, match="no envelope"):
+        parse_envelope(None)

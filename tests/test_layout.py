@@ -1,0 +1,132 @@
+"""The architecture the layout promises, checked: the streaming side and the NumPy imaging
+modules never import OpenCL, the restoration core never imports Kafka, and the camera and the
+sink run — against the real broker — in a Python where pyopencl cannot be imported."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "streamer"
+
+
+def modules(group: str) -> list[str]:
+    folder = PACKAGE / group
+    return sorted(f"streamer.{group}.{path.stem}" for path in folder.glob("*.py")
+                  if path.stem != "__init__")
+
+
+def blocked_python(tmp_path: Path, *blocked: str) -> dict[str, str]:
+    """An environment whose Python cannot import ``blocked`` (as on a machine without them)."""
+    site = tmp_path / "blocked-site"
+    site.mkdir(exist_ok=True)
+    lines = [f"sys.modules[{name!r}] = None" for name in blocked]
+    (site / "sitecustomize.py").write_text("import sys\n" + "\n".join(lines) + "\n")
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def import_all(names: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    code = "import importlib\nfor name in %r:\n    importlib.import_module(name)\n" % names
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+def test_the_blocker_blocks(tmp_path):
+    result = import_all(["pyopencl"], blocked_python(tmp_path, "pyopencl"))
+    assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr
+
+
+def test_streaming_imaging_and_foundations_load_without_opencl(tmp_path):
+    names = (modules("streaming") + modules("imaging")
+             + ["streamer", "streamer.errors", "streamer.settings", "streamer.metrics",
+                "streamer.operations.cli", "streamer.operations.streaming_commands"])
+    result = import_all(names, blocked_python(tmp_path, "pyopencl"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_restoration_core_loads_without_kafka(tmp_path):
+    result = import_all(modules("restoration"), blocked_python(tmp_path, "aiokafka"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_imaging_is_numpy_only(tmp_path):
+    result = import_all(modules("imaging"), blocked_python(tmp_path, "pyopencl", "aiokafka"))
+    assert result.returncode == 0, result.stderr
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("lower, higher", [
+    ("imaging", ("streamer.restoration", "streamer.streaming", "streamer.worker",
+                 "streamer.operations")),
+    ("restoration", ("streamer.streaming", "streamer.worker", "streamer.operations")),
+    ("streaming", ("streamer.restoration", "streamer.worker", "streamer.operations")),
+    ("worker", ("streamer.operations",)),
+])
+def test_a_lower_layer_never_imports_a_higher_one(lower, higher):
+    offenders = {
+        f"{path.name} imports {name}"
+        for path in (PACKAGE / lower).glob("*.py")
+        for name in _imports(path) if name.startswith(higher)
+    }
+    assert not offenders, offenders
+
+
+def test_errors_live_in_one_module():
+    defined = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and any(
+            getattr(base, "id", "").endswith("Error") for base in node.bases)
+    }
+    assert defined == {"errors.py"}, defined
+
+
+@pytest.mark.kafka
+def test_camera_and_sink_run_where_pyopencl_does_not_import(kafka_bootstrap, tmp_path):
+    import asyncio
+
+    from streamer.restoration.restorer import Restorer
+    from streamer.streaming.topics import create_topics
+    from streamer.worker.worker import Worker
+    from tests.kafka_support import FAST_RESTORATION, settings_env, unique_settings
+
+    settings = unique_settings(kafka_bootstrap, partitions=1)
+    asyncio.run(create_topics(settings))
+    env = {**settings_env(settings), **blocked_python(tmp_path, "pyopencl")}
+    env["PYTHONPATH"] = blocked_python(tmp_path, "pyopencl")["PYTHONPATH"]
+    streamer = [sys.executable, "-m", "streamer"]
+    camera = subprocess.run([*streamer, "camera", "--simulate", "--count", "3", "--size", "64",
+                             "--cadence", "0", "--camera-id", "opencl-free"],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert camera.returncode == 0, camera.stderr
+    assert "published 3 frames" in camera.stdout
+
+    async def restore_them() -> None:  # the worker is the one process that needs OpenCL
+        await asyncio.wait_for(Worker(settings, Restorer(FAST_RESTORATION)).run(
+            asyncio.Event(), max_frames=3), 120)
+
+    asyncio.run(restore_them())
+    archive = tmp_path / "archive"
+    sink = subprocess.run([*streamer, "sink", "--out", str(archive), "--expect", "3"],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert sink.returncode == 0, sink.stderr
+    assert len(list((archive / "output").glob("*.fits"))) == 3
+    assert len(list((archive / "input").glob("*.fits"))) == 3
+    assert "pyopencl" not in sink.stderr + camera.stderr, textwrap.shorten(sink.stderr, 500)
