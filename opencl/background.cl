@@ -13,41 +13,39 @@ inline float key_to_value(const uint key)
 #endif
 }
 
-#define GROUP 256
-// B = A - median, and per work group the min of B over valid pixels and the count of them.
-__kernel __attribute__((reqd_work_group_size(GROUP, 1, 1)))
-void subtract_median(__global const float * restrict image,
-                     __global const uint * restrict median_keys,
-                     __global const float * restrict weight,
-                     __global float * restrict residual,
-                     const int count,
-                     __global float * restrict partial_min)
+// B = A - median; per work item of a grid-stride loop, the min of B over its valid pixels
+// (reduce.cl folds the partials).
+__kernel void subtract_median(__global const float * restrict image,
+                              __global const uint * restrict median_keys,
+                              __global const float * restrict weight,
+                              __global float * restrict residual,
+                              const int count,
+                              __global float * restrict partial_min)
 {
-    __local float local_min[GROUP];
-    const int i = get_global_id(0);
-    const int lid = get_local_id(0);
+    const int g = get_global_id(0);
+    const int stride = get_global_size(0);
     float smallest = INFINITY;
-    if (i < count) {
+    for (int i = g; i < count; i += stride) {
         const float value = image[i] - key_to_value(median_keys[i]);
         residual[i] = value;
-        if (weight[i] > 0.0f) smallest = value;
+        if (weight[i] > 0.0f) smallest = fmin(smallest, value);
     }
-    local_min[lid] = smallest;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int stride = GROUP / 2; stride > 0; stride >>= 1) {
-        if (lid < stride) local_min[lid] = fmin(local_min[lid], local_min[lid + stride]);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    if (lid == 0) partial_min[get_group_id(0)] = local_min[0];
+    partial_min[g] = smallest;
 }
 
-// C = (B - min B) on valid pixels, 0 elsewhere (excluded from the likelihood anyway).
+// C = (B - min B) on valid pixels, 0 elsewhere (excluded from the likelihood anyway). min B
+// comes from the device reduction; the sky level of C, -min B (B's sky is 0), is written to
+// sky[sky_index] for Richardson-Lucy's noise model.
 __kernel void shift_nonnegative(__global float * restrict residual,
                                 __global const float * restrict weight,
-                                const float minimum,
-                                const int count)
+                                __global const float * restrict minimum,
+                                const int count,
+                                __global float * restrict sky,
+                                const int sky_index)
 {
     const int i = get_global_id(0);
+    const float shift = minimum[0];
+    if (i == 0) sky[sky_index] = -shift;
     if (i >= count) return;
-    residual[i] = weight[i] > 0.0f ? residual[i] - minimum : 0.0f;
+    residual[i] = weight[i] > 0.0f ? residual[i] - shift : 0.0f;
 }

@@ -2,11 +2,66 @@
 // estimate may hold flux that the PSF spreads across the frame edge: no wrap-around, no
 // zero-padding, hence no ringing at the edges (Bertero & Boccacci 2005).
 //
-// Defines: TINY (the model value below which a pixel carries no information) and NORM_FLOOR
-// (the fraction of a margin pixel's light that must reach valid pixels for it to be estimated:
-// below it the update would divide rounding noise by rounding noise, notably after an FFT).
+// The sky of the data is a known term of the model, M = h * u + b, as in STSDAS lucy's
+// background, with b = stats[STAT_SKY] - pedestal: the estimate u holds the sources and a
+// small pedestal of sky (so noise below the sky stays representable), stays >= 0, and so
+// cannot dig dark moats deeper than the pedestal around bright stars; the output is u + b.
+//
+// Damping (White 1994, "Image restoration using the damped Richardson-Lucy method", as in
+// STSDAS lucy): where the model already fits the data within the noise, the ratio is pulled
+// towards 1, so noise is not fitted and no dark moats are dug around bright stars:
+//   U = (D - M)^2 / (T^2 var),  f(U) = U^(N-1) (N - (N-1) U) for U < 1, else 1,
+//   ratio = 1 + f(U) (D - M) / M,
+// with var = sigma^2 + max(M - sky, 0) * inverse_gain (sky noise plus the sources' Poisson
+// noise) and T the damping threshold in sigmas (T = 0: plain RL, ratio = D / M).
+//
+// Defines: TINY (the model value below which a pixel carries no information), NORM_FLOOR
+// (the fraction of a margin pixel's light that must reach valid pixels for it to be
+// estimated: below it the update would divide rounding noise by rounding noise), DAMPING_POWER
+// (White's N), STAT_<NAME> (the slots of the statistics buffer
+// that several steps read on the device: SKY, DATA_SUM, DATA_COUNT, CHI2, CHI2_COUNT, CHANGE,
+// TOTAL, ESTIMATE_SUM).
 
-// ratio_padded[y + 2*ry][x + 2*rx] = w * C / (h * u), or 0 where the weight or model is 0.
+// The reducing steps below are grid-stride loops: work item g handles pixels g, g + G,
+// g + 2G, ... (G = the global size) and writes one partial sum per quantity; reduce.cl folds
+// the G partials. No local memory and no barriers, which CPUs (PoCL) run fast and GPUs
+// coalesce (neighbouring items read neighbouring pixels).
+
+// u^(DAMPING_POWER - 1) by repeated squaring: the exponent is a constant, so this unrolls into
+// a few multiplications (pown is a library call on some compilers, ten times slower).
+inline float damping_power(const float u)
+{
+    float result = 1.0f, base = u;
+    for (int e = DAMPING_POWER - 1; e > 0; e >>= 1) {
+        if (e & 1) result *= base;
+        base *= base;
+    }
+    return result;
+}
+
+// Per work item: the sum of the valid data and the number of valid pixels (for u0).
+__kernel void rl_data_sums(__global const float * restrict data,
+                           __global const float * restrict weight,
+                           const int count,
+                           __global float * restrict partial_sum,
+                           __global float * restrict partial_count)
+{
+    const int g = get_global_id(0);
+    const int stride = get_global_size(0);
+    float sum = 0.0f, counted = 0.0f;
+    for (int i = g; i < count; i += stride) {
+        if (weight[i] > 0.0f) {
+            sum += data[i];
+            counted += 1.0f;
+        }
+    }
+    partial_sum[g] = sum;
+    partial_count[g] = counted;
+}
+
+// ratio_padded[y + 2*ry][x + 2*rx] = w * ratio (damped), 0 where the weight or model is 0.
+// Per work item: chi^2 and the count of the valid pixels whose model is above
+// sky + SIGNAL_SIGMAS sigma (the pixels with signal, for the discrepancy stopping rule).
 __kernel void rl_ratio(__global const float * restrict data,
                        __global const float * restrict weight,
                        __global const float * restrict model,
@@ -14,22 +69,60 @@ __kernel void rl_ratio(__global const float * restrict data,
                        const int width,
                        const int height,
                        const int radius_y,
-                       const int radius_x)
+                       const int radius_x,
+                       const float threshold_squared,
+                       const float variance,
+                       const float inverse_gain,
+                       const float signal_sigmas,
+                       const float pedestal,
+                       __global const float * restrict stats,
+                       __global float * restrict partial_chi2,
+                       __global float * restrict partial_count)
 {
-    const int x = get_global_id(0);
-    const int y = get_global_id(1);
-    if (x >= width || y >= height) return;
-    const size_t at = (size_t)y * width + x;
-    const float m = model[at];
-    const float w = weight[at];
-    const float value = (w > 0.0f && m > TINY) ? w * data[at] / m : 0.0f;
+    const int g = get_global_id(0);
+    const int stride = get_global_size(0);
+    const int count = width * height;
     const int pitch = width + 4 * radius_x;
-    ratio_padded[(size_t)(y + 2 * radius_y) * pitch + x + 2 * radius_x] = value;
+    const float sky = stats[STAT_SKY];
+    const float background = sky - pedestal;
+    const float signal_level = sky + signal_sigmas * sqrt(variance);
+    const int row_step = stride / width, column_step = stride - row_step * width;
+    int y = g / width, x = g - (g / width) * width;
+    float chi2 = 0.0f, counted = 0.0f;
+    for (int i = g; i < count; i += stride) {
+        const float m = model[i] + background;
+        const float w = weight[i];
+        float value = 0.0f;
+        if (w > 0.0f && m > TINY) {
+            const float residual = data[i] - m;
+            const float pixel_variance = variance + fmax(m - sky, 0.0f) * inverse_gain;
+            float factor = 1.0f;
+            if (threshold_squared > 0.0f) {
+                const float u = fmin(residual * residual / (threshold_squared * pixel_variance), 1.0f);
+                factor = damping_power(u) * (DAMPING_POWER - (DAMPING_POWER - 1) * u);
+            }
+            value = w * (1.0f + factor * residual / m);
+            if (m > signal_level) {
+                chi2 += residual * residual / pixel_variance;
+                counted += 1.0f;
+            }
+        }
+        ratio_padded[(size_t)(y + 2 * radius_y) * pitch + x + 2 * radius_x] = value;
+        y += row_step;      // the next pixel of this item, without a division
+        x += column_step;
+        if (x >= width) {
+            x -= width;
+            y += 1;
+        }
+    }
+    partial_chi2[g] = chi2;
+    partial_count[g] = counted;
 }
 
-// u0 on the extended domain: the data, its edge rows/columns replicated outwards, excluded
-// pixels (weight 0) replaced by the mean of the valid ones, and a positive floor (a
-// multiplicative update never moves a pixel away from 0).
+// u0 on the extended domain: the data less the sky, its edge rows/columns replicated
+// outwards, excluded pixels (weight 0) replaced by the mean of the valid ones, and a positive
+// floor (a multiplicative update never moves a pixel away from 0). The mean comes from the
+// device statistics, not from the host.
 __kernel void rl_initial_estimate(__global const float * restrict data,
                                   __global const float * restrict weight,
                                   __global float * restrict estimate,
@@ -37,8 +130,8 @@ __kernel void rl_initial_estimate(__global const float * restrict data,
                                   const int height,
                                   const int radius_y,
                                   const int radius_x,
-                                  const float fill_value,
-                                  const float floor_value)
+                                  const float pedestal,
+                                  __global const float * restrict stats)
 {
     const int ex = get_global_id(0);
     const int ey = get_global_id(1);
@@ -47,48 +140,79 @@ __kernel void rl_initial_estimate(__global const float * restrict data,
     const int x = clamp(ex - radius_x, 0, width - 1);
     const int y = clamp(ey - radius_y, 0, height - 1);
     const size_t at = (size_t)y * width + x;
-    const float value = weight[at] > 0.0f ? data[at] : fill_value;
+    const float mean = stats[STAT_DATA_SUM] / fmax(stats[STAT_DATA_COUNT], 1.0f);
+    const float floor_value = fmax(mean * 1e-3f, TINY * 10.0f);
+    const float value = (weight[at] > 0.0f ? data[at] : mean) - (stats[STAT_SKY] - pedestal);
     estimate[(size_t)ey * ext_width + ex] = fmax(value, floor_value);
 }
 
-// u <- u * (h' * ratio) / (h' * w). With change_sums != 0 each work group also writes the
-// sums of |u_new - u_old| and of u_new (for the relative-change stopping rule).
-#define GROUP 256
-__kernel __attribute__((reqd_work_group_size(GROUP, 1, 1)))
-void rl_update(__global float * restrict estimate,
-               __global const float * restrict correction,
-               __global const float * restrict norm,
-               const int count,
-               const int change_sums,
-               __global float * restrict partial_change,
-               __global float * restrict partial_total)
+// u <- u * (h' * ratio) / (h' * w). Per work item: the sums of |u_new - u_old| and of u_new
+// (for the relative-change stopping rule and the report).
+__kernel void rl_update(__global float * restrict estimate,
+                        __global const float * restrict correction,
+                        __global const float * restrict norm,
+                        const int count,
+                        __global float * restrict partial_change,
+                        __global float * restrict partial_total)
 {
-    __local float local_change[GROUP];
-    __local float local_total[GROUP];
-    const int i = get_global_id(0);
-    const int lid = get_local_id(0);
+    const int g = get_global_id(0);
+    const int stride = get_global_size(0);
     float change = 0.0f, total = 0.0f;
-    if (i < count) {
+    for (int i = g; i < count; i += stride) {
         const float n = norm[i];
         const float old_value = estimate[i];
         const float new_value = n > NORM_FLOOR ? old_value * correction[i] / n : 0.0f;
         estimate[i] = new_value;
-        change = fabs(new_value - old_value);
-        total = new_value;
+        change += fabs(new_value - old_value);
+        total += new_value;
     }
-    if (!change_sums) return;   // uniform across the group, so no barrier is skipped by some
-    local_change[lid] = change;
-    local_total[lid] = total;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int stride = GROUP / 2; stride > 0; stride >>= 1) {
-        if (lid < stride) {
-            local_change[lid] += local_change[lid + stride];
-            local_total[lid] += local_total[lid + stride];
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
+    partial_change[g] = change;
+    partial_total[g] = total;
+}
+
+// Per work item: the sum of the estimate over the valid frame pixels (for the output level).
+__kernel void rl_estimate_sums(__global const float * restrict estimate,
+                               __global const float * restrict weight,
+                               const int width,
+                               const int height,
+                               const int radius_y,
+                               const int radius_x,
+                               __global float * restrict partial_sum)
+{
+    const int g = get_global_id(0);
+    const int stride = get_global_size(0);
+    const int ext_width = width + 2 * radius_x;
+    float sum = 0.0f;
+    for (int i = g; i < width * height; i += stride) {
+        const int y = i / width;
+        const int x = i - y * width;
+        if (weight[i] > 0.0f) sum += estimate[(size_t)(y + radius_y) * ext_width + x + radius_x];
     }
-    if (lid == 0) {
-        partial_change[get_group_id(0)] = local_change[0];
-        partial_total[get_group_id(0)] = local_total[0];
-    }
+    partial_sum[g] = sum;
+}
+
+// The restored frame: the estimate's frame part plus the model's background, levelled so its
+// sum over the valid pixels equals the data's. RL's positivity leaves the sky a little high
+// where the noise dips below it (more so with a pedestal); a constant removes that without
+// touching the sources (their photometry is measured against the local sky) and keeps the
+// flux exactly. With a zero background (plain RL) the level is already the data's.
+__kernel void rl_output(__global const float * restrict estimate,
+                        __global float * restrict restored,
+                        const int width,
+                        const int height,
+                        const int radius_y,
+                        const int radius_x,
+                        const float pedestal,
+                        __global const float * restrict stats)
+{
+    const int x = get_global_id(0);
+    const int y = get_global_id(1);
+    if (x >= width || y >= height) return;
+    const int ext_width = width + 2 * radius_x;
+    const float background = stats[STAT_SKY] - pedestal;
+    const float count = fmax(stats[STAT_DATA_COUNT], 1.0f);
+    const float excess = (stats[STAT_ESTIMATE_SUM] + count * background - stats[STAT_DATA_SUM])
+                         / count;
+    restored[(size_t)y * width + x] =
+        estimate[(size_t)(y + radius_y) * ext_width + x + radius_x] + background - excess;
 }

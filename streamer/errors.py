@@ -62,3 +62,7 @@ class FrameTooLargeError(FrameError):
 
 class LocalKafkaError(StreamerError):
     """The local broker could not be fetched, started or stopped."""
+
+
+class TooFewStarsError(PSFError):
+    """A frame without enough isolated, unsaturated, high-S/N stars to measure its PSF."""

@@ -15,7 +15,7 @@ from streamer.errors import StreamerError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "prepare", "median", "richardson_lucy", "encode", "publish", "commit")
+STAGES = ("decode", "prepare", "psf", "median", "richardson_lucy", "encode", "publish", "commit")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
 _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _FWHM_BUCKETS = (0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 8, 10, 15)
@@ -75,6 +75,29 @@ class StreamerMetrics:
         self.flux_ratio = Histogram("streamer_flux_ratio", "Restored flux over input flux",
                                     buckets=(0.9, 0.95, 0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.02, 1.05, 1.1),
                                     registry=r)
+        self.psf_fwhm = Gauge("streamer_psf_fwhm_pixels",
+                              "FWHM of the PSF the camera's latest frame was restored with",
+                              ["camera"], registry=r)
+        self.psf_ellipticity = Gauge("streamer_psf_ellipticity_ratio",
+                                     "Ellipticity (1 - b/a) of the latest frame's PSF",
+                                     ["camera"], registry=r)
+        self.psf_stars = Gauge("streamer_psf_stars", "Stars the latest frame's PSF was measured on",
+                               ["camera"], registry=r)
+        self.psf_frames = Counter("streamer_psf_frames_total",
+                                  "Frames by how their PSF was obtained", ["camera", "method"],
+                                  registry=r)
+        self.psf_fallbacks = Counter("streamer_psf_fallbacks_total",
+                                     "Frames with no measurable PSF (restored with the camera's "
+                                     "last good PSF or the configured one)", ["camera"],
+                                     registry=r)
+        self.moat_depth = Histogram("streamer_moat_depth_sigma",
+                                    "Depth of the restored profile below the local sky around "
+                                    "bright stars, local-noise sigmas",
+                                    buckets=(-2, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 5), registry=r)
+        self.rl_iterations = Histogram("streamer_rl_iterations",
+                                       "Richardson-Lucy iterations run per frame",
+                                       buckets=(1, 2, 5, 10, 15, 20, 30, 50, 100, 200),
+                                       registry=r)
         self.convergence = Histogram("streamer_rl_relative_change_ratio",
                                      "Relative change of the last Richardson-Lucy iteration",
                                      buckets=(1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1),
@@ -105,6 +128,9 @@ class StreamerMetrics:
             self.flux_ratio.observe(metrics.flux_out / metrics.flux_in)
         if metrics.relative_change is not None:
             self.convergence.observe(metrics.relative_change)
+        self.rl_iterations.observe(metrics.iterations)
+        if metrics.psf is not None:
+            self._observe_psf(metrics.camera_id, metrics.psf)
         if metrics.quality is not None:
             quality = metrics.quality
             self.background.observe(quality.background)
@@ -116,3 +142,13 @@ class StreamerMetrics:
                     self.fwhm.labels(state).observe(fwhm)
                 if ellipticity is not None:
                     self.ellipticity.labels(state).observe(ellipticity)
+            if quality.moat_depth is not None:
+                self.moat_depth.observe(quality.moat_depth)
+
+    def _observe_psf(self, camera: str, psf) -> None:
+        self.psf_fwhm.labels(camera).set(psf.fwhm)
+        self.psf_ellipticity.labels(camera).set(psf.ellipticity)
+        self.psf_stars.labels(camera).set(psf.stars_used)
+        self.psf_frames.labels(camera, psf.method).inc()
+        if psf.fallback:
+            self.psf_fallbacks.labels(camera).inc()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import ssl
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.imaging.psf import PSFSpec
+from streamer.imaging.psf_measure import PSFMeasureSettings
 
 MIB = 1 << 20
 
@@ -24,12 +25,35 @@ class RestorationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window: int = Field(default=31, description="median window side, odd, 3-255 pixels")
-    psf: PSFSpec = Field(default=PSFSpec(kind="gaussian", fwhm=3.0))
-    iterations: int = Field(default=30, ge=1, description="Richardson-Lucy iterations")
+    psf: PSFSpec = Field(default=PSFSpec(kind="auto"),
+                         description="auto: measured from each frame's stars; or a model/file")
+    psf_fallback: PSFSpec = Field(
+        default=PSFSpec(kind="gaussian", fwhm=3.0),
+        description="PSF for a camera that has never shown a measurable star")
+    psf_measure: PSFMeasureSettings = Field(default_factory=PSFMeasureSettings)
+    psf_smoothing: float = Field(default=0.3, gt=0, le=1,
+                                 description="weight of a frame's PSF in its camera's running "
+                                             "mean (1: no smoothing)")
+    iterations: int = Field(default=30, ge=1, description="Richardson-Lucy iterations, at most")
     tolerance: float | None = Field(
         default=None, gt=0, lt=1, description="stop early when the relative change is below"
     )
-    method: str = Field(default="auto", description="convolution: auto|dense|sparse|separable|fft")
+    damping: float = Field(default=1.0, ge=0,
+                           description="damped RL threshold in noise sigmas (0: undamped)")
+    pedestal: float = Field(default=1.0, ge=0,
+                            description="sky pedestal the estimate keeps, noise sigmas: bounds "
+                                        "dark moats, keeps the flux")
+    stop_at_noise: bool = Field(default=True,
+                                description="stop once the signal pixels fit to their noise "
+                                            "(reduced chi2 <= 1)")
+    method: str = Field(default="auto",
+                        description="convolution: auto|dense|sparse|separable|fft|host_fft")
+
+    @model_validator(mode="after")
+    def _fallback_is_fixed(self) -> RestorationSettings:
+        if self.psf_fallback.measured:
+            raise ValueError("psf_fallback must be a model or a file, not auto")
+        return self
 
 
 class KafkaSettings(BaseModel):

@@ -19,7 +19,7 @@ from streamer.settings import RestorationSettings
 from streamer.settings import KafkaSettings, StreamerSettings, TopicSettings
 
 FAST_RESTORATION = RestorationSettings(window=7, psf=PSFSpec(kind="gaussian", fwhm=2.0),
-                                       iterations=3, method="dense")
+                                       iterations=3, method="dense", stop_at_noise=False)
 
 
 def unique_settings(bootstrap: str, partitions: int = 3, **changes) -> StreamerSettings:

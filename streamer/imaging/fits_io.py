@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
 
 from streamer.errors import FrameDecodeError, FrameError
 
@@ -114,19 +115,43 @@ def _card(keyword: str, value: object, comment: str) -> fits.Card:
     """A card that keeps its whole value: strings too long for one card continue on CONTINUE
     cards (the FITS long-string convention); a comment that does not fit is shortened rather
     than left for astropy to cut with a warning."""
-    card = fits.Card(keyword, value, comment)
     if isinstance(value, str) and len(value) > 60:
         return fits.Card(keyword, value)  # CONTINUE cards; the keyword names the value
-    room = 80 - len(fits.Card(keyword, value).image.rstrip()) - 3
-    if len(comment) > room:
-        card = fits.Card(keyword, value, comment[: max(room, 0)])
-    return card
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VerifyWarning)
+        for length in range(len(comment), -1, -1):
+            card = fits.Card(keyword, value, comment[:length])
+            try:
+                card.image  # formats the card: warns when the comment does not fit
+            except VerifyWarning:
+                continue
+            return card
+    return fits.Card(keyword, value)
 
 
-def write_image(path: str | Path, data: np.ndarray, header: fits.Header) -> None:
-    """Write ``data`` as float32 in the primary HDU of a new FITS file (replaced if present)."""
-    hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
-    hdu.writeto(path, overwrite=True, output_verify="silentfix")
+def psf_hdu(psf: np.ndarray, keywords: dict[str, tuple[object, str]]) -> fits.ImageHDU:
+    """The PSF a frame was restored with, as an image extension named ``PSF``."""
+    hdu = fits.ImageHDU(data=np.asarray(psf, dtype=np.float32), name="PSF")
+    for keyword, (value, comment) in keywords.items():
+        hdu.header.append(_card(keyword, value, comment), end=True)
+    return hdu
+
+
+def restored_bytes(data: np.ndarray, header: fits.Header, psf: fits.ImageHDU | None) -> bytes:
+    """A restored frame as a FITS file in memory: float32 primary HDU with ``header``, then
+    the PSF extension when given."""
+    buffer = io.BytesIO()
+    hdus = [fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)]
+    if psf is not None:
+        hdus.append(psf)
+    fits.HDUList(hdus).writeto(buffer, output_verify="silentfix")
+    return buffer.getvalue()
+
+
+def write_restored(path: str | Path, data: np.ndarray, header: fits.Header,
+                   psf: fits.ImageHDU | None) -> None:
+    """Write :func:`restored_bytes` to ``path`` (replaced if present)."""
+    Path(path).write_bytes(restored_bytes(data, header, psf))
 
 
 def image_bytes(data: np.ndarray, header: fits.Header | None = None) -> bytes:

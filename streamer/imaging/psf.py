@@ -39,74 +39,122 @@ def _truncate_and_normalise(psf: np.ndarray) -> np.ndarray:
     return psf / psf.sum()
 
 
-def gaussian_psf(fwhm: float, size: int | None = None) -> np.ndarray:
-    """Circular Gaussian PSF.
+def _axes(x: np.ndarray, y: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates along and across the direction ``angle`` (degrees from +x, counter-clockwise)."""
+    theta = math.radians(angle)
+    along = x * math.cos(theta) + y * math.sin(theta)
+    across = -x * math.sin(theta) + y * math.cos(theta)
+    return along, across
+
+
+def _check_shape(fwhm: float, ellipticity: float, angle: float, name: str) -> None:
+    if not fwhm > 0:
+        raise PSFError(f"{name} FWHM must be > 0 pixels, got {fwhm}")
+    if not 0 <= ellipticity < 1:
+        raise PSFError(f"{name} ellipticity (1 - b/a) must be in [0, 1), got {ellipticity}")
+    if not math.isfinite(angle):
+        raise PSFError(f"{name} angle must be a finite number of degrees, got {angle}")
+
+
+def gaussian_profile(x: np.ndarray, y: np.ndarray, fwhm: float, ellipticity: float = 0.0,
+                     angle: float = 0.0) -> np.ndarray:
+    """Unnormalised (elliptical) Gaussian at offsets ``x, y`` from its centre. ``fwhm`` is the
+    geometric mean of the major and minor axes' FWHM; the major axis lies at ``angle``."""
+    along, across = _axes(x, y, angle)
+    sigma = fwhm * _FWHM_TO_SIGMA
+    stretch = math.sqrt(1.0 - ellipticity)
+    return np.exp(-((along * stretch) ** 2 + (across / stretch) ** 2) / (2.0 * sigma**2))
+
+
+def moffat_profile(x: np.ndarray, y: np.ndarray, fwhm: float, beta: float,
+                   ellipticity: float = 0.0, angle: float = 0.0) -> np.ndarray:
+    """Unnormalised (elliptical) Moffat ``(1 + r²/α²)^-β`` at offsets ``x, y`` (Moffat 1969),
+    ``α = FWHM / (2 sqrt(2^(1/β) - 1))``; ``fwhm`` and ``angle`` as in
+    :func:`gaussian_profile`."""
+    along, across = _axes(x, y, angle)
+    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    stretch = math.sqrt(1.0 - ellipticity)
+    r2 = ((along * stretch) ** 2 + (across / stretch) ** 2) / alpha**2
+    return (1.0 + r2) ** (-beta)
+
+
+def streak_profile(x: np.ndarray, y: np.ndarray, length: float, angle: float,
+                   core_fwhm: float) -> np.ndarray:
+    """Unnormalised motion streak at offsets ``x, y``: a uniform segment spanning
+    ``±(length - 1) / 2`` along ``angle``, convolved with a Gaussian core (closed form: a
+    Gaussian across the track times a difference of error functions along it)."""
+    from scipy.special import erf
+
+    along, across = _axes(x, y, angle)
+    sigma = core_fwhm * _FWHM_TO_SIGMA
+    half = (length - 1.0) / 2.0
+    scale = math.sqrt(2.0) * sigma
+    along_profile = (erf((along + half) / scale) - erf((along - half) / scale)) / 2.0
+    if half == 0:
+        along_profile = np.exp(-(along**2) / (2.0 * sigma**2))
+    return np.exp(-(across**2) / (2.0 * sigma**2)) * along_profile
+
+
+def gaussian_psf(fwhm: float, size: int | None = None, ellipticity: float = 0.0,
+                 angle: float = 0.0) -> np.ndarray:
+    """Gaussian PSF, circular unless ``ellipticity`` (1 - b/a) is given.
 
     Parameters
     ----------
     fwhm : float
-        Full width at half maximum, pixels (> 0).
+        Full width at half maximum, pixels (> 0): the geometric mean of the axes' FWHM.
     size : int, optional
-        Odd side of the array; default covers ±2.5 FWHM.
+        Odd side of the array; default covers ±2.5 FWHM of the major axis.
+    ellipticity, angle : float
+        ``1 - b/a`` and the major axis's direction, degrees from +x.
     """
-    if not fwhm > 0:
-        raise PSFError(f"Gaussian FWHM must be > 0 pixels, got {fwhm}")
-    size = validate_size(size or _odd_at_least(5.0 * fwhm + 1))
+    _check_shape(fwhm, ellipticity, angle, "Gaussian")
+    major = fwhm / math.sqrt(1.0 - ellipticity)
+    size = validate_size(size or _odd_at_least(5.0 * major + 1))
     x, y = _grid(size)
-    sigma = fwhm * _FWHM_TO_SIGMA
-    # Not truncated: kept exactly separable (rank 1), the cheapest convolution there is.
-    psf = np.exp(-(x**2 + y**2) / (2.0 * sigma**2))
+    # Not truncated: a circular one stays exactly separable (rank 1), the cheapest convolution.
+    psf = gaussian_profile(x, y, fwhm, ellipticity, angle)
     return psf / psf.sum()
 
 
-def moffat_psf(fwhm: float, beta: float, size: int | None = None) -> np.ndarray:
-    """Moffat PSF ``(1 + r²/α²)^-β`` with ``α = FWHM / (2 sqrt(2^(1/β) - 1))`` (Moffat 1969).
+def moffat_psf(fwhm: float, beta: float, size: int | None = None, ellipticity: float = 0.0,
+               angle: float = 0.0) -> np.ndarray:
+    """Moffat PSF (see :func:`moffat_profile`), circular unless ``ellipticity`` is given.
 
     Parameters
     ----------
     fwhm : float
-        Full width at half maximum, pixels (> 0).
+        Full width at half maximum, pixels (> 0): the geometric mean of the axes' FWHM.
     beta : float
         Power index (> 1 for finite flux; 2.5–4.765 describe seeing well).
     size : int, optional
-        Odd side of the array; default covers ±3 FWHM (Moffat wings are broad).
+        Odd side of the array; default covers ±3 FWHM of the major axis (Moffat wings are
+        broad).
+    ellipticity, angle : float
+        ``1 - b/a`` and the major axis's direction, degrees from +x.
     """
-    if not fwhm > 0:
-        raise PSFError(f"Moffat FWHM must be > 0 pixels, got {fwhm}")
+    _check_shape(fwhm, ellipticity, angle, "Moffat")
     if not beta > 1:
         raise PSFError(f"Moffat beta must be > 1 (finite flux), got {beta}")
-    size = validate_size(size or _odd_at_least(6.0 * fwhm + 1))
+    major = fwhm / math.sqrt(1.0 - ellipticity)
+    size = validate_size(size or _odd_at_least(6.0 * major + 1))
     x, y = _grid(size)
-    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    return _truncate_and_normalise((1.0 + (x**2 + y**2) / alpha**2) ** (-beta))
+    return _truncate_and_normalise(moffat_profile(x, y, fwhm, beta, ellipticity, angle))
 
 
 def streak_psf(
     length: float, angle: float, core_fwhm: float = 1.5, size: int | None = None
 ) -> np.ndarray:
     """Motion-blur streak: a line segment of ``length`` pixels at ``angle`` degrees
-    (counter-clockwise from +x), convolved with a Gaussian core of ``core_fwhm`` pixels.
-
-    The segment is integrated with 0.05-pixel steps; the result is symmetric about the
-    centre, so it is centred by construction.
+    (counter-clockwise from +x), convolved with a Gaussian core of ``core_fwhm`` pixels
+    (see :func:`streak_profile`); symmetric about the centre, so centred by construction.
     """
     if not length >= 1:
         raise PSFError(f"streak length must be >= 1 pixel, got {length}")
-    if not core_fwhm > 0:
-        raise PSFError(f"streak core FWHM must be > 0 pixels, got {core_fwhm}")
-    if not math.isfinite(angle):
-        raise PSFError(f"streak angle must be a finite number of degrees, got {angle}")
+    _check_shape(core_fwhm, 0.0, angle, "streak core")
     size = validate_size(size or _odd_at_least(length + 5.0 * core_fwhm + 1))
     x, y = _grid(size)
-    sigma = core_fwhm * _FWHM_TO_SIGMA
-    theta = math.radians(angle)
-    steps = max(2, int(math.ceil(length / 0.05)) + 1)
-    positions = np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, steps)
-    psf = np.zeros_like(x)
-    for t in positions:
-        cx, cy = t * math.cos(theta), t * math.sin(theta)
-        psf += np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2.0 * sigma**2))
-    return _truncate_and_normalise(psf)
+    return _truncate_and_normalise(streak_profile(x, y, length, angle, core_fwhm))
 
 
 def load_psf_fits(path: str | Path) -> np.ndarray:
@@ -167,20 +215,23 @@ def validate_psf(psf: np.ndarray, source: str = "PSF") -> np.ndarray:
 
 
 class PSFSpec(BaseModel):
-    """A PSF as a user names it: a model and its parameters, or a FITS file.
+    """A PSF as a user names it: measured from each frame, a model and its parameters, or a
+    FITS file.
 
-    The text form (CLI ``--psf``) is ``KIND:key=value,...``, for example
-    ``gaussian:fwhm=3``, ``moffat:fwhm=3,beta=2.5``, ``streak:length=41,angle=30,core=1.5``,
-    ``file:psf.fits``; ``size=N`` sets the array side of a model.
+    The text form (CLI ``--psf``) is ``KIND[:key=value,...]``, for example ``auto`` (measured
+    from the frame's stars), ``gaussian:fwhm=3``, ``moffat:fwhm=3,beta=2.5,ellipticity=0.1,
+    angle=30``, ``streak:length=41,angle=30,core=1.5``, ``file:psf.fits``; ``size=N`` sets the
+    array side of a model.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["gaussian", "moffat", "streak", "file"]
+    kind: Literal["auto", "gaussian", "moffat", "streak", "file"]
     fwhm: float | None = Field(default=None, gt=0, description="FWHM in pixels")
     beta: float | None = Field(default=None, gt=1, description="Moffat power index")
+    ellipticity: float = Field(default=0.0, ge=0, lt=1, description="1 - b/a of a model")
     length: float | None = Field(default=None, ge=1, description="streak length, pixels")
-    angle: float = Field(default=0.0, description="streak angle, degrees from +x")
+    angle: float = Field(default=0.0, description="major axis or streak angle, degrees from +x")
     core: float = Field(default=1.5, gt=0, description="streak core FWHM, pixels")
     size: int | None = Field(default=None, ge=1, description="odd array side, pixels")
     path: str | None = None
@@ -188,6 +239,7 @@ class PSFSpec(BaseModel):
     @model_validator(mode="after")
     def _required_parameters(self) -> PSFSpec:
         needed = {
+            "auto": [],
             "gaussian": ["fwhm"],
             "moffat": ["fwhm", "beta"],
             "streak": ["length"],
@@ -198,12 +250,21 @@ class PSFSpec(BaseModel):
             raise ValueError(f"PSF kind {self.kind!r} needs {', '.join(missing)}")
         return self
 
+    @property
+    def measured(self) -> bool:
+        """Whether the PSF is measured from each frame (``auto``) rather than given."""
+        return self.kind == "auto"
+
     def build(self) -> np.ndarray:
-        """The validated, normalised PSF array."""
+        """The validated, normalised PSF array (not for ``auto``: that one is measured)."""
+        if self.kind == "auto":
+            raise PSFError("the auto PSF is measured from each frame; it has no fixed array")
         if self.kind == "gaussian":
-            return validate_psf(gaussian_psf(self.fwhm, self.size), str(self))
+            return validate_psf(gaussian_psf(self.fwhm, self.size, self.ellipticity, self.angle),
+                                str(self))
         if self.kind == "moffat":
-            return validate_psf(moffat_psf(self.fwhm, self.beta, self.size), str(self))
+            return validate_psf(moffat_psf(self.fwhm, self.beta, self.size, self.ellipticity,
+                                           self.angle), str(self))
         if self.kind == "streak":
             return validate_psf(
                 streak_psf(self.length, self.angle, self.core, self.size), str(self)
@@ -211,14 +272,18 @@ class PSFSpec(BaseModel):
         return load_psf_fits(self.path)
 
     def __str__(self) -> str:
+        if self.kind == "auto":
+            return "auto"
         if self.kind == "file":
             return f"file:{self.path}"
         fields = {
-            "gaussian": ["fwhm", "size"],
-            "moffat": ["fwhm", "beta", "size"],
+            "gaussian": ["fwhm", "ellipticity", "angle", "size"],
+            "moffat": ["fwhm", "beta", "ellipticity", "angle", "size"],
             "streak": ["length", "angle", "core", "size"],
         }[self.kind]
-        values = [f"{name}={getattr(self, name):g}" for name in fields if getattr(self, name) is not None]
+        defaults = {"ellipticity": 0.0, "angle": 0.0} if self.kind != "streak" else {}
+        values = [f"{name}={getattr(self, name):g}" for name in fields
+                  if getattr(self, name) is not None and getattr(self, name) != defaults.get(name)]
         return f"{self.kind}:{','.join(values)}"
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from streamer.errors import FrameError
-from streamer.imaging.fits_io import output_header, read_image, write_image
+from streamer.errors import FrameError, PSFError
+from streamer.imaging.fits_io import output_header, psf_hdu, read_image, write_restored
 from streamer.imaging.preview import write_before_after
 from streamer.operations.progress import ProgressBar
-from streamer.restoration.provenance import provenance
+from streamer.restoration.provenance import provenance, psf_keywords
 from streamer.restoration.restorer import Restorer
 from streamer.settings import RestorationSettings
 
@@ -35,14 +35,16 @@ def restore_files(files: list[Path], out_dir: Path, settings: RestorationSetting
     for path in files:
         try:
             image = read_image(path)
-            result = restorer.restore(image.data)
+            # Files of one batch come from one camera: its recent PSF helps a starless frame.
+            result = restorer.restore(image.data, header=image.header)
             keywords, history = provenance(settings, restorer.device_name, result, path.name,
                                            image.hdu_index)
             target = out_dir / output_name(path)
-            write_image(target, result.data, output_header(image.header, keywords, history))
+            write_restored(target, result.data, output_header(image.header, keywords, history),
+                           psf_hdu(result.psf.psf, psf_keywords(result.psf)))
             if preview:
                 write_before_after(target.with_suffix(".png"), image.data, result.data)
-        except (FrameError, OSError) as error:
+        except (FrameError, PSFError, OSError) as error:
             failures += 1
             print(f"streamer: error: {path}: {error}", file=sys.stderr)
         progress.advance(path.name)

@@ -1,7 +1,11 @@
 """``streamer bench``: this project's kernels beside the reference libraries, one run.
 
 Not a test: it prints figures. Every ratio is reference time / streamer time from the same
-process on the same frame, so ``> 1`` means streamer is faster.
+process on the same frame, so ``> 1`` means streamer is faster. Rows: the median, one
+Richardson–Lucy iteration with a Gaussian, a realistic Moffat and a trailed-star PSF (each
+beside scikit-image), the PSF measurement against the restore time it must fit in (10 %), the
+whole restoration, and the planning a fresh worker process pays once this device has been
+measured.
 """
 
 from __future__ import annotations
@@ -10,19 +14,24 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 
 from streamer import __version__
+from streamer.imaging.psf import gaussian_psf, moffat_profile, moffat_psf, streak_profile
+from streamer.imaging.psf_measure import measure_psf
+from streamer.imaging.synthetic import analytic_star_field
 from streamer.restoration.device import DEVICE_ENV_VAR
-from streamer.imaging.psf import PSFSpec, gaussian_psf, streak_psf
 from streamer.restoration.restorer import Restorer
-from streamer.settings import RestorationSettings
 from streamer.restoration.richardson_lucy import RichardsonLucy
-from streamer.imaging.synthetic import star_field
+from streamer.settings import RestorationSettings
+
+SKIMAGE = "skimage.restoration.richardson_lucy"
 
 
 def _best_of(function: Callable[[], object], repeats: int) -> float:
@@ -53,9 +62,19 @@ def _row(name: str, ours: float, reference: float | None, reference_name: str) -
     }
 
 
+def full_streak(length: float, angle: float, core: float, side: int) -> np.ndarray:
+    """A streak with a Gaussian core in a ``side × side`` box, every tap non-zero (as a
+    measured trailed PSF is)."""
+    offsets = np.arange(side) - side // 2
+    x, y = np.meshgrid(offsets, offsets, indexing="xy")
+    psf = streak_profile(x.astype(float), y.astype(float), length, angle, core) + 1e-9
+    return psf / psf.sum()
+
+
 def _rl_iteration(restorer: Restorer, frame: np.ndarray, psf: np.ndarray, label: str,
                   with_reference: bool, iterations: int = 5) -> dict[str, Any]:
-    plan = RichardsonLucy(restorer.queue, restorer.library, frame.shape, psf)
+    plan = RichardsonLucy(restorer.queue, restorer.library, frame.shape, psf,
+                          cache=restorer.cache)
     data = frame - frame.min()
     plan.set_weights(None)
     plan.set_data(data)
@@ -68,70 +87,116 @@ def _rl_iteration(restorer: Restorer, frame: np.ndarray, psf: np.ndarray, label:
         reference = _best_of(
             lambda: richardson_lucy(data, psf.astype(np.float32), num_iter=2, clip=False), 1
         ) / 2
-    row = _row(f"RL iteration, {label}", ours, reference, "skimage.restoration.richardson_lucy")
+    row = _row(f"RL iteration, {label}", ours, reference, SKIMAGE)
     row["method"] = plan.method
     return row
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark described by the CLI arguments; print a table or JSON."""
-    size = args.size
-    with_reference = not args.no_reference
-    gaussian = gaussian_psf(5.0, 25)
-    field = star_field((size, size), gaussian, stars=max(50, size * size // 20000))
-    frame = field.image
-    settings = RestorationSettings(window=args.window, psf=PSFSpec(kind="gaussian", fwhm=5.0, size=25),
-                                   iterations=args.iterations)
-    restorer = Restorer(settings, args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR))
-    rows: list[dict[str, Any]] = []
-
-    median_plan = restorer.plan(frame.shape).background.median
-    median_plan(frame)  # warm-up: compilation and first-touch of buffers
-    ours = _best_of(lambda: median_plan(frame), 2)
+def _median_row(restorer: Restorer, frame: np.ndarray, window: int,
+                with_reference: bool) -> dict[str, Any]:
+    median = restorer.background(frame.shape).median
+    median(frame)  # warm-up: compilation and first-touch of buffers
+    ours = _best_of(lambda: median(frame), 2)
     reference = None
     if with_reference:
         from scipy.ndimage import median_filter
 
-        reference = _best_of(lambda: median_filter(frame, size=args.window, mode="reflect"), 1)
-    rows.append(_row(f"median {args.window}x{args.window}", ours, reference,
-                     "scipy.ndimage.median_filter"))
+        reference = _best_of(lambda: median_filter(frame, size=window, mode="reflect"), 1)
+    return _row(f"median {window}x{window}", ours, reference, "scipy.ndimage.median_filter")
 
-    rows.append(_rl_iteration(restorer, frame, gaussian, "25x25 Gaussian PSF", with_reference))
-    streak = streak_psf(41, 30.0, 1.5)
-    rows.append(_rl_iteration(restorer, frame, streak,
-                              f"41-px streak PSF ({streak.shape[0]}x{streak.shape[1]})",
+
+def _planning_seconds(restorer: Restorer, shape: tuple[int, int], psf_side: int,
+                      device: str | None) -> float:
+    """Seconds a fresh process takes to plan ``shape`` frames with a PSF of that side, the
+    method choice already measured (in this run) and cached."""
+    code = ("import sys, time; from streamer.restoration.restorer import Restorer;"
+            "from streamer.settings import RestorationSettings;"
+            "from streamer.imaging.psf import moffat_psf;"
+            "r = Restorer(RestorationSettings()); t = time.perf_counter();"
+            f"r.plan(({shape[0]}, {shape[1]}), moffat_psf(6.0, 2.5, {psf_side})); "
+            "r.queue.finish(); print(time.perf_counter() - t)")
+    environment = {**os.environ, **({DEVICE_ENV_VAR: device} if device else {})}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=environment, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"planning in a fresh process failed: {result.stderr[-2000:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _measured_field(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A camera-like frame: elliptical Moffat seeing, sub-pixel stars; and its true PSF."""
+    profile = partial(moffat_profile, fwhm=4.0, beta=2.5, ellipticity=0.1, angle=35.0)
+    field = analytic_star_field((size, size), profile, 30, stars=max(50, size * size // 5000),
+                                seed=7)
+    return field.image, field.psf
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every row; the JSON document ``--json`` prints."""
+    size = args.size
+    with_reference = not args.no_reference
+    frame, _ = _measured_field(size)
+    device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)
+    restorer = Restorer(RestorationSettings(window=args.window, iterations=args.iterations),
+                        device)
+    rows = [_median_row(restorer, frame, args.window, with_reference)]
+    rows.append(_rl_iteration(restorer, frame, gaussian_psf(5.0, 25), "25x25 Gaussian PSF",
                               with_reference))
-
+    rows.append(_rl_iteration(restorer, frame, moffat_psf(6.0, 2.5, 41),
+                              "41x41 Moffat PSF (FWHM 6, beta 2.5)", with_reference))
+    rows.append(_rl_iteration(restorer, frame, full_streak(41, 30.0, 2.0, 51),
+                              "51x51 streak with core (41 px, every tap non-zero)",
+                              with_reference))
+    measure_psf(frame)  # warm-up of the measurement's imports
+    measured = _best_of(lambda: measure_psf(frame), 2)
     restorer.restore(frame)  # warm-up of the whole path
     whole = _best_of(lambda: restorer.restore(frame), 2)
-    rows.append(_row(f"whole restore (median {args.window} + {args.iterations} RL, 25x25 PSF)",
-                     whole, None, ""))
-
-    result = {
+    result = restorer.restore(frame)
+    rows.append(_row(f"PSF measurement ({result.psf.method}, {result.psf.stars_used} stars)",
+                     measured, None, ""))
+    rows.append(_row(f"whole restore (median {args.window} + {result.deconvolution.iterations}"
+                     f" RL iterations, measured {result.psf.psf.shape[0]}x"
+                     f"{result.psf.psf.shape[1]} PSF)", whole, None, ""))
+    planning = _planning_seconds(restorer, (size, size), 41, device)
+    return {
         "streamer_version": __version__,
         "device": restorer.device_name,
         "host": f"{platform.node()} {platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPUs",
         "frame": f"{size}x{size} float32",
         "rows": rows,
+        "psf_measurement_fraction": measured / whole,
+        "fresh_process_planning_seconds": planning,
         "frames_per_second": 1.0 / whole,
+        **({"keeps_up_with_cadence": whole <= args.cadence} if args.cadence else {}),
     }
-    if args.cadence:
-        result["keeps_up_with_cadence"] = whole <= args.cadence
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
-        return 0
+
+
+def print_table(result: dict[str, Any], cadence: float | None) -> None:
+    """The human-readable form of :func:`collect`'s result."""
     print(f"streamer {__version__} bench — {result['frame']} on {result['device']}")
     print(f"host: {result['host']}")
-    print(f"{'stage':<58} {'streamer':>10} {'reference':>10} {'speedup':>8}")
-    for row in rows:
+    print(f"{'stage':<72} {'streamer':>10} {'reference':>10} {'speedup':>8}")
+    for row in result["rows"]:
         ref = f"{row['reference_seconds']:.3f} s" if row["reference_seconds"] else "-"
         speed = f"{row['speedup']:.1f}x" if row["speedup"] else "-"
         method = f" [{row['method']}]" if "method" in row else ""
-        print(f"{row['name'] + method:<58} {row['streamer_seconds']:>8.3f} s {ref:>10} {speed:>8}")
+        print(f"{row['name'] + method:<72} {row['streamer_seconds']:>8.3f} s {ref:>10} {speed:>8}")
+    print(f"PSF measurement: {result['psf_measurement_fraction'] * 100:.1f} % of the restore time")
+    print(f"planning in a fresh process (choice cached): "
+          f"{result['fresh_process_planning_seconds']:.2f} s")
     print(f"whole restoration: {result['frames_per_second']:.2f} frames/s")
-    if args.cadence:
+    if cadence:
         verdict = "keeps up with" if result["keeps_up_with_cadence"] else "does NOT keep up with"
-        print(f"this device {verdict} a {args.cadence:g} s cadence")
+        print(f"this device {verdict} a {cadence:g} s cadence")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark described by the CLI arguments; print a table or JSON."""
+    result = collect(args)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print_table(result, args.cadence)
     return 0

@@ -19,7 +19,7 @@ _KAFKA_FIELDS = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sa
                  "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 _TOP_FIELDS = ("chunk_bytes", "max_frame_bytes", "compression", "group_id", "worker_id",
                "device", "metrics_address")
-_RESTORATION_FIELDS = ("window", "iterations", "tolerance", "method")
+_RESTORATION_FIELDS = ("window", "iterations", "tolerance", "method", "damping", "pedestal")
 
 
 def kafka_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,14 +55,26 @@ def restoration_flags(parser: argparse.ArgumentParser) -> None:
                        help="median window side in pixels, odd, 3-255; larger than a star "
                             f"(default {defaults.window})")
     group.add_argument("--psf", metavar="SPEC",
-                       help="gaussian:fwhm=F | moffat:fwhm=F,beta=B | "
+                       help="auto (measured from each frame's stars) | gaussian:fwhm=F | "
+                            "moffat:fwhm=F,beta=B[,ellipticity=E,angle=DEG] | "
                             "streak:length=L,angle=DEG,core=F | file:PATH.fits; add size=N "
                             f"for the array side (default {defaults.psf})")
+    group.add_argument("--psf-fallback", metavar="SPEC",
+                       help="PSF for a camera that has not shown a measurable star yet "
+                            f"(default {defaults.psf_fallback})")
     group.add_argument("--iterations", type=int, metavar="N",
-                       help=f"Richardson-Lucy iterations (default {defaults.iterations})")
+                       help="Richardson-Lucy iterations, at most (default "
+                            f"{defaults.iterations}); fewer once the stars fit to the noise")
+    group.add_argument("--damping", type=float, metavar="SIGMA",
+                       help="damped RL threshold in noise sigmas, 0 undamped "
+                            f"(default {defaults.damping:g})")
+    group.add_argument("--pedestal", type=float, metavar="SIGMA",
+                       help="sky pedestal the estimate keeps, noise sigmas; bounds dark moats "
+                            f"around bright stars (default {defaults.pedestal:g})")
     group.add_argument("--tolerance", type=float, metavar="X",
                        help="stop early once the relative change of an iteration is below X")
-    group.add_argument("--method", choices=["auto", "dense", "sparse", "separable", "fft"],
+    group.add_argument("--method",
+                       choices=["auto", "dense", "sparse", "separable", "fft", "host_fft"],
                        help="convolution method; auto times the candidates on the device")
     group.add_argument("--device", metavar="SPEC", help=DEVICE_HELP)
 
@@ -77,6 +89,8 @@ def restoration_from(args: argparse.Namespace, base: RestorationSettings | None 
                    if getattr(args, name, None) is not None})
     if getattr(args, "psf", None):
         values["psf"] = parse_psf_spec(args.psf)
+    if getattr(args, "psf_fallback", None):
+        values["psf_fallback"] = parse_psf_spec(args.psf_fallback)
     return RestorationSettings.model_validate(values)
 
 

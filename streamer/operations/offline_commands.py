@@ -20,6 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _register_restore(commands)
     _register_bench(commands)
     _register_simulate(commands)
+    _register_psf(commands)
     devices = commands.add_parser("devices", help="list the OpenCL devices and their "
                                                   "selection indexes")
     devices.set_defaults(run=run_devices)
@@ -77,6 +78,62 @@ def _register_simulate(commands: argparse._SubParsersAction) -> None:
                           help="PSF the stars are blurred with (default gaussian:fwhm=3)")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.set_defaults(run=run_simulate)
+
+
+def _register_psf(commands: argparse._SubParsersAction) -> None:
+    psf = commands.add_parser(
+        "psf", help="measure the PSF of FITS frames from their stars",
+        description="Measure each frame's PSF from its own stars (as --psf auto does) and "
+                    "write OUTDIR/<name>.psf.fits (the PSF, with FWHM, ellipticity, angle, "
+                    "stars used and method as keywords) and OUTDIR/<name>.psf.png (the PSF "
+                    "and its radial profile).")
+    psf.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files or globs")
+    psf.add_argument("-o", "--output", type=Path, default=Path("."), metavar="OUTDIR",
+                     help="folder for the PSF files (default: here)")
+    psf.add_argument("--max-size", type=int, metavar="N", help="largest PSF side (default 63)")
+    psf.add_argument("--saturation", type=float, metavar="ADU",
+                     help="saturation level (default: header SATURATE, or detected)")
+    psf.add_argument("--detect-sigma", type=float, metavar="X",
+                     help="source detection threshold in sigmas (default 5)")
+    psf.set_defaults(run=run_psf)
+
+
+def run_psf(args: argparse.Namespace) -> int:
+    """``streamer psf``: measure and write each frame's PSF."""
+    from streamer.errors import FrameError, PSFError
+    from streamer.imaging.fits_io import psf_hdu, read_image
+    from streamer.imaging.psf_measure import PSFMeasureSettings, measure_psf
+    from streamer.imaging.psf_plot import write_psf_png
+    from streamer.operations.batch import output_name
+    from streamer.restoration.provenance import psf_keywords
+
+    options = {name: getattr(args, name) for name in ("max_size", "saturation", "detect_sigma")
+               if getattr(args, name) is not None}
+    settings = PSFMeasureSettings(**options)
+    files, missing = expand_inputs(args.inputs)
+    for pattern in missing:
+        print(f"streamer: error: {pattern}: no such file (or the glob matched nothing)",
+              file=sys.stderr)
+    args.output.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in files:
+        try:
+            image = read_image(path)
+            measured = measure_psf(image.data, header=image.header, settings=settings)
+        except (FrameError, PSFError) as error:
+            failures += 1
+            print(f"streamer: error: {path}: {error}", file=sys.stderr)
+            continue
+        stem = output_name(path)[: -len(".fits")]
+        psf_hdu(measured.psf, psf_keywords(measured)).writeto(
+            args.output / f"{stem}.psf.fits", overwrite=True)
+        write_psf_png(args.output / f"{stem}.psf.png", measured)
+        print(f"{path.name}: {measured.method} PSF {measured.psf.shape[0]}x"
+              f"{measured.psf.shape[1]}, FWHM {measured.fwhm:.2f} px, ellipticity "
+              f"{measured.ellipticity:.3f} at {measured.angle:.0f} deg, "
+              f"{measured.stars_used} of {measured.stars_found} sources, "
+              f"{measured.seconds:.2f} s")
+    return EXIT_FRAME_ERRORS if failures or missing else EXIT_OK
 
 
 def run_restore(args: argparse.Namespace) -> int:

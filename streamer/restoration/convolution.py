@@ -1,40 +1,36 @@
 """Valid-mode 2-D correlation on an OpenCL device, by the method that is fastest there.
 
 ``dst[y, x] = sum_ij w[i, j] * src[y + i, x + j]`` for a ``src`` of shape
-``(rows + kh - 1, columns + kw - 1)``. Four methods compute it:
+``(rows + kh - 1, columns + kw - 1)``. Five methods compute it:
 
 * ``dense`` — every tap, the reference direct method;
 * ``sparse`` — only the non-zero taps (a motion streak fills a fraction of its box);
 * ``separable`` — a sum of rank-1 row/column passes from the kernel's SVD, used only when
   the truncated terms hold less than ``SEPARABLE_TOLERANCE`` of the kernel's norm
   (a Gaussian is exactly rank 1);
-* ``fft`` — circular correlation on a padded transform (pyvkfft), when installed.
+* ``fft`` — circular correlation on a padded transform on the device (VkFFT, via pyvkfft);
+* ``host_fft`` — the same on the host's cores (SciPy's pocketfft), on buffers mapped without
+  a copy: for CPU devices, where the host FFT is the fastest there is
+  (:mod:`streamer.restoration.fft_correlation`).
 
-:func:`plan_correlation` prunes them by arithmetic cost, then times the survivors on the
-device and keeps the fastest: measured, not guessed.
+A plan is made for a kernel *shape*; :meth:`Correlation.set_weights` loads the kernel of each
+frame, so a PSF measured per frame costs no re-planning. :mod:`correlation_plan` chooses the
+method by timing the candidates, and remembers the choice on disk.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from abc import ABC, abstractmethod
 
 import numpy as np
 import pyopencl as cl
 
-from streamer.restoration.copy_block import BlockCopy
 from streamer.errors import ParameterError
 from streamer.restoration.kernels import KernelLibrary
 
-log = logging.getLogger(__name__)
-
-METHODS = ("dense", "sparse", "separable", "fft")
 SEPARABLE_TOLERANCE = 1e-6
-_MAX_SEPARABLE_RANK = 8
-
-
-BLOCK_COLUMNS = 8  # must match opencl/convolution.cl
+MAX_SEPARABLE_RANK = 8
+BLOCK_COLUMNS = 8
 BLOCK_ROWS = 4
 
 
@@ -45,29 +41,47 @@ def source_buffer(context: cl.Context, rows: int, columns: int) -> cl.Buffer:
     return cl.Buffer(context, cl.mem_flags.READ_WRITE, (rows * columns + slack) * 4)
 
 
-def _blocks(columns: int, rows: int) -> tuple[int, int]:
+def blocks(columns: int, rows: int) -> tuple[int, int]:
+    """Global size of the blocked correlation kernels for an output of ``rows × columns``."""
     return (-(-columns // BLOCK_COLUMNS), -(-rows // BLOCK_ROWS))
 
 
-def _float_buffer(context: cl.Context, array: np.ndarray) -> cl.Buffer:
-    return cl.Buffer(
-        context,
-        cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
-        hostbuf=np.ascontiguousarray(array, dtype=np.float32),
-    )
+def _array_buffer(context: cl.Context, array: np.ndarray, dtype: type) -> cl.Buffer:
+    return cl.Buffer(context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
+                     hostbuf=np.ascontiguousarray(array, dtype=dtype))
 
 
 class Correlation(ABC):
-    """One planned valid correlation: fixed kernel and output shape, reusable buffers."""
+    """One planned valid correlation: fixed kernel shape and output shape, reusable buffers;
+    the kernel's values are set (and may be changed) with :meth:`set_weights`."""
 
     method: str
 
-    def __init__(self, queue: cl.CommandQueue, weights: np.ndarray, out_shape: tuple[int, int]):
+    def __init__(self, queue: cl.CommandQueue, kernel_shape: tuple[int, int],
+                 out_shape: tuple[int, int]) -> None:
         self.queue = queue
+        self.kh, self.kw = int(kernel_shape[0]), int(kernel_shape[1])
+        self.out_shape = (int(out_shape[0]), int(out_shape[1]))
+        self.src_shape = (self.out_shape[0] + self.kh - 1, self.out_shape[1] + self.kw - 1)
+        self.weights: np.ndarray | None = None
+
+    def accepts(self, weights: np.ndarray) -> bool:
+        """Whether this plan can load ``weights`` (same shape; a method may ask more)."""
+        return tuple(weights.shape) == (self.kh, self.kw)
+
+    def set_weights(self, weights: np.ndarray) -> None:
+        """Load a kernel of the planned shape."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if not self.accepts(weights):
+            raise ParameterError(
+                f"this {self.method} correlation is planned for {self.kh}x{self.kw} kernels "
+                f"of its kind; got {weights.shape[0]}x{weights.shape[1]}")
         self.weights = weights
-        self.out_shape = out_shape
-        self.kh, self.kw = weights.shape
-        self.src_shape = (out_shape[0] + self.kh - 1, out_shape[1] + self.kw - 1)
+        self._load(weights)
+
+    @abstractmethod
+    def _load(self, weights: np.ndarray) -> None:
+        """Put the kernel's values where :meth:`enqueue` reads them."""
 
     @abstractmethod
     def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
@@ -90,41 +104,42 @@ class DenseCorrelation(Correlation):
 
     method = "dense"
 
-    def __init__(self, queue, library: KernelLibrary, weights, out_shape):
-        super().__init__(queue, weights, out_shape)
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
+                 kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
+        super().__init__(queue, kernel_shape, out_shape)
         program = library.program("convolution", KH=self.kh, KW=self.kw)
         self._kernel = cl.Kernel(program, "correlate_dense")
-        self._weights = _float_buffer(queue.context, weights)
+        self._weights = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY, self.kh * self.kw * 4)
 
-    def enqueue(self, src, dst):
+    def _load(self, weights: np.ndarray) -> None:
+        cl.enqueue_copy(self.queue, self._weights, np.ascontiguousarray(weights, np.float32))
+
+    def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
         rows, columns = self.out_shape
-        self._kernel(
-            self.queue, _blocks(columns, rows), None, src, self._weights, dst,
-            np.int32(columns), np.int32(rows),
-        )
-
-
-def _int_buffer(context: cl.Context, array: np.ndarray) -> cl.Buffer:
-    return cl.Buffer(context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
-                     hostbuf=np.ascontiguousarray(array, dtype=np.int32))
+        self._kernel(self.queue, blocks(columns, rows), None, src, self._weights, dst,
+                     np.int32(columns), np.int32(rows))
 
 
 class _Taps:
     """One launch of ``correlate_taps``: fixed offsets and weights."""
 
-    def __init__(self, queue, kernel: cl.Kernel, offsets: np.ndarray, weights: np.ndarray):
+    def __init__(self, queue: cl.CommandQueue, kernel: cl.Kernel, offsets: np.ndarray,
+                 weights: np.ndarray) -> None:
         self.queue = queue
         self.kernel = kernel
         self.count = len(offsets)
-        self.offsets = _int_buffer(queue.context, offsets)
-        self.weights = _float_buffer(queue.context, weights)
+        self.offsets = _array_buffer(queue.context, offsets, np.int32)
+        self.weights = _array_buffer(queue.context, weights, np.float32)
 
-    def enqueue(self, src, pitch: int, dst, columns: int, rows: int, accumulate: bool = False):
-        self.kernel(
-            self.queue, _blocks(columns, rows), None, src, np.int32(pitch), self.offsets,
-            self.weights, np.int32(self.count), dst, np.int32(columns), np.int32(rows),
-            np.int32(accumulate),
-        )
+    def enqueue(self, src: cl.Buffer, pitch: int, dst: cl.Buffer, columns: int, rows: int,
+                accumulate: bool = False) -> None:
+        self.kernel(self.queue, blocks(columns, rows), None, src, np.int32(pitch), self.offsets,
+                    self.weights, np.int32(self.count), dst, np.int32(columns), np.int32(rows),
+                    np.int32(accumulate))
+
+
+def _taps_kernel(library: KernelLibrary, kh: int, kw: int) -> cl.Kernel:
+    return cl.Kernel(library.program("convolution", KH=kh, KW=kw), "correlate_taps")
 
 
 class SparseCorrelation(Correlation):
@@ -132,26 +147,35 @@ class SparseCorrelation(Correlation):
 
     method = "sparse"
 
-    def __init__(self, queue, library: KernelLibrary, weights, out_shape):
-        super().__init__(queue, weights, out_shape)
-        kernel = cl.Kernel(library.program("convolution", KH=self.kh, KW=self.kw), "correlate_taps")
-        rows, columns = np.nonzero(weights)
-        self.taps = len(rows)
-        self._taps = _Taps(queue, kernel, rows * self.src_shape[1] + columns, weights[rows, columns])
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
+                 kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
+        super().__init__(queue, kernel_shape, out_shape)
+        self._kernel = _taps_kernel(library, self.kh, self.kw)
+        self._taps: _Taps | None = None
+        self.taps = 0
 
-    def enqueue(self, src, dst):
+    def _load(self, weights: np.ndarray) -> None:
+        rows, columns = np.nonzero(weights)
+        if rows.size == 0:  # an all-zero kernel still needs one (zero) tap
+            rows, columns = np.array([0]), np.array([0])
+        self.taps = len(rows)
+        self._taps = _Taps(self.queue, self._kernel, rows * self.src_shape[1] + columns,
+                           weights[rows, columns])
+
+    def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
         rows, columns = self.out_shape
         self._taps.enqueue(src, self.src_shape[1], dst, columns, rows)
 
 
-def separable_terms(weights: np.ndarray, tolerance: float = SEPARABLE_TOLERANCE):
+def separable_terms(weights: np.ndarray, tolerance: float = SEPARABLE_TOLERANCE
+                    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Column/row vector pairs whose outer products sum to ``weights`` within ``tolerance``
     (relative Frobenius norm), or None when more than a few terms would be needed."""
-    u, s, vt = np.linalg.svd(weights.astype(np.float64))
+    u, s, vt = np.linalg.svd(np.asarray(weights, dtype=np.float64))
     norm = np.sqrt((s**2).sum())
     if norm == 0:
         return None
-    for rank in range(1, min(_MAX_SEPARABLE_RANK, len(s)) + 1):
+    for rank in range(1, min(MAX_SEPARABLE_RANK, len(s)) + 1):
         residual = np.sqrt((s[rank:] ** 2).sum()) / norm
         if residual <= tolerance:
             return [(u[:, r] * s[r], vt[r]) for r in range(rank)]
@@ -163,178 +187,29 @@ class SeparableCorrelation(Correlation):
 
     method = "separable"
 
-    def __init__(self, queue, library: KernelLibrary, weights, out_shape, terms):
-        super().__init__(queue, weights, out_shape)
-        kernel = cl.Kernel(library.program("convolution", KH=self.kh, KW=self.kw), "correlate_taps")
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
+                 kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
+        super().__init__(queue, kernel_shape, out_shape)
+        self._kernel = _taps_kernel(library, self.kh, self.kw)
+        self._scratch = source_buffer(queue.context, self.src_shape[0], self.out_shape[1])
+        self._terms: list[tuple[_Taps, _Taps]] = []
+        self.rank = 0
+
+    def accepts(self, weights: np.ndarray) -> bool:
+        return super().accepts(weights) and separable_terms(weights) is not None
+
+    def _load(self, weights: np.ndarray) -> None:
+        width = self.out_shape[1]
+        terms = separable_terms(weights)
         self.rank = len(terms)
-        width = out_shape[1]
         self._terms = [
-            (_Taps(queue, kernel, np.arange(self.kw), row),
-             _Taps(queue, kernel, np.arange(self.kh) * width, column))
+            (_Taps(self.queue, self._kernel, np.arange(self.kw), row),
+             _Taps(self.queue, self._kernel, np.arange(self.kh) * width, column))
             for column, row in terms
         ]
-        self._scratch = source_buffer(queue.context, self.src_shape[0], width)
 
-    def enqueue(self, src, dst):
+    def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
         rows, columns = self.out_shape
         for index, (row_pass, column_pass) in enumerate(self._terms):
             row_pass.enqueue(src, self.src_shape[1], self._scratch, columns, self.src_shape[0])
             column_pass.enqueue(self._scratch, columns, dst, columns, rows, accumulate=index > 0)
-
-
-def fft_available() -> bool:
-    """Whether pyvkfft (the OpenCL FFT used by the ``fft`` method) is importable."""
-    try:
-        import pyvkfft.opencl  # noqa: F401
-    except Exception:  # ImportError, or a build without OpenCL support
-        return False
-    return True
-
-
-def _fast_length(n: int) -> int:
-    """Smallest length >= n whose prime factors are 2, 3, 5 and 7 (fast for VkFFT)."""
-    while True:
-        m = n
-        for p in (2, 3, 5, 7):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
-
-
-class FFTCorrelation(Correlation):
-    """Circular correlation on a transform at least as large as ``src``: since every output
-    reads ``src`` rows/columns below ``rows + kh - 1``, nothing wraps around."""
-
-    method = "fft"
-
-    def __init__(self, queue, library: KernelLibrary, weights, out_shape):
-        super().__init__(queue, weights, out_shape)
-        from pyvkfft.opencl import VkFFTApp
-
-        import pyopencl.array as cl_array
-
-        program = library.program("convolution", KH=self.kh, KW=self.kw)
-        self._copy = BlockCopy(queue, library)
-        self._multiply = cl.Kernel(program, "multiply_conjugate")
-        self.fft_shape = (_fast_length(self.src_shape[0]), _fast_length(self.src_shape[1]))
-        height, width = self.fft_shape
-        self._real = cl_array.zeros(queue, self.fft_shape, np.float32)
-        self._spectrum = cl_array.empty(queue, (height, width // 2 + 1), np.complex64)
-        self._app = VkFFTApp(self.fft_shape, np.float32, queue, r2c=True, inplace=False, ndim=2)
-        padded = np.zeros(self.fft_shape, dtype=np.float32)
-        padded[: self.kh, : self.kw] = weights
-        self._real.set(padded)
-        self._kernel_spectrum = cl_array.empty_like(self._spectrum)
-        self._app.fft(self._real, self._kernel_spectrum)
-        self._real.fill(0)
-
-    def enqueue(self, src, dst):
-        rows, columns = self.out_shape
-        src_rows, src_columns = self.src_shape
-        width = self.fft_shape[1]
-        self._copy(src, src_columns, self._real.data, width, src_rows, src_columns)
-        self._app.fft(self._real, self._spectrum)
-        count = self._spectrum.size
-        self._multiply(
-            self.queue, ((count + 255) // 256 * 256,), None, self._spectrum.data,
-            self._kernel_spectrum.data, np.int32(count),
-        )
-        self._app.ifft(self._spectrum, self._real)
-        self._copy(self._real.data, width, dst, columns, rows, columns)
-        # The next call writes only the src block; the rest of the transform must be 0 again.
-        self._real.fill(0)
-
-
-def _estimated_cost(method: str, weights: np.ndarray, out_shape, terms) -> float | None:
-    """Rough multiply-adds per output pixel, to skip methods that cannot win."""
-    kh, kw = weights.shape
-    if method == "dense":
-        return float(kh * kw)
-    if method == "sparse":
-        taps = np.count_nonzero(weights)
-        return 1.5 * taps if taps < 0.7 * kh * kw else None
-    if method == "separable":
-        return 1.2 * len(terms) * (kh + kw) if terms else None
-    if method == "fft":
-        if not fft_available():
-            return None
-        size = (out_shape[0] + kh) * (out_shape[1] + kw)
-        return 40.0 * np.log2(size)
-    raise ParameterError(f"unknown convolution method {method!r}; choose from {METHODS}")
-
-
-def build_correlation(
-    method: str, queue, library: KernelLibrary, weights: np.ndarray, out_shape
-) -> Correlation:
-    """Construct one method's correlation (no timing)."""
-    if method == "dense":
-        return DenseCorrelation(queue, library, weights, out_shape)
-    if method == "sparse":
-        return SparseCorrelation(queue, library, weights, out_shape)
-    if method == "separable":
-        terms = separable_terms(weights)
-        if terms is None:
-            raise ParameterError(
-                "this PSF is not separable within "
-                f"{SEPARABLE_TOLERANCE:g} with at most {_MAX_SEPARABLE_RANK} terms; "
-                "use method dense, sparse or fft"
-            )
-        return SeparableCorrelation(queue, library, weights, out_shape, terms)
-    if method == "fft":
-        if not fft_available():
-            raise ParameterError("the fft method needs pyvkfft: pip install 'streamer[fft]'")
-        return FFTCorrelation(queue, library, weights, out_shape)
-    raise ParameterError(f"unknown convolution method {method!r}; choose from {METHODS}")
-
-
-def time_correlation(correlation: Correlation, repeats: int = 2) -> float:
-    """Best wall time of ``repeats`` runs on scratch buffers, seconds."""
-    context = correlation.queue.context
-    src = source_buffer(context, *correlation.src_shape)
-    dst = cl.Buffer(context, cl.mem_flags.READ_WRITE, int(np.prod(correlation.out_shape)) * 4)
-    cl.enqueue_fill_buffer(correlation.queue, src, np.float32(1), 0, src.size)
-    correlation.enqueue(src, dst)  # warm-up: first launch pays lazy compilation
-    correlation.queue.finish()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        correlation.enqueue(src, dst)
-        correlation.queue.finish()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
-def plan_correlation(
-    queue, library: KernelLibrary, weights: np.ndarray, out_shape, method: str = "auto"
-) -> tuple[Correlation, dict[str, float]]:
-    """Plan the correlation by ``method``, or with ``auto`` the fastest measured one.
-
-    Returns the plan and the seconds measured for each method timed (empty unless auto).
-    """
-    if method != "auto":
-        return build_correlation(method, queue, library, weights, out_shape), {}
-    terms = separable_terms(weights)
-    costs = {
-        name: cost
-        for name in METHODS
-        if (cost := _estimated_cost(name, weights, out_shape, terms)) is not None
-    }
-    cheapest = min(costs.values())
-    candidates = [name for name, cost in costs.items() if cost <= 4.0 * cheapest]
-    if len(candidates) == 1:
-        return build_correlation(candidates[0], queue, library, weights, out_shape), {}
-    timings: dict[str, float] = {}
-    best: Correlation | None = None
-    for name in candidates:
-        correlation = build_correlation(name, queue, library, weights, out_shape)
-        timings[name] = time_correlation(correlation)
-        if best is None or timings[name] < timings[best.method]:
-            best = correlation
-    log.info(
-        "convolution %dx%d on %s: %s (measured %s)",
-        *weights.shape, out_shape, best.method,
-        ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in timings.items()),
-    )
-    return best, timings

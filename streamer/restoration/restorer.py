@@ -1,8 +1,12 @@
-"""The per-frame restoration on numpy arrays: background equalisation, then Richardson–Lucy.
+"""The per-frame restoration on numpy arrays: background equalisation, then Richardson–Lucy
+with the frame's PSF and noise.
 
 :class:`Restorer` is what a worker holds: it owns the OpenCL context and queue, builds each
-kernel once, and keeps one plan (device buffers, chosen convolution method) per frame shape,
-so a stream of same-shaped frames pays no compilation or allocation after the first.
+kernel once, and keeps plans (device buffers, chosen convolution method) per frame shape and
+PSF size — a bounded number of each, least recently used dropped — so a stream of frames pays
+no compilation or allocation after the first. With ``psf=auto`` it measures each frame's PSF
+(:class:`~streamer.imaging.psf_tracker.PSFTracker`, per camera) unless the caller (the
+worker's decode stage) measured it already.
 """
 
 from __future__ import annotations
@@ -10,21 +14,32 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 import pyopencl as cl
 
-from streamer.restoration.background import BackgroundEqualiser
-from streamer.restoration.device import DEVICE_ENV_VAR, describe_device, select_device
 from streamer.errors import FrameError, ParameterError
-from streamer.settings import RestorationSettings
+from streamer.imaging.noise import NoiseModel, noise_model
+from streamer.imaging.psf_measure import PSFMeasurement, describe
+from streamer.imaging.psf_tracker import PSFTracker
+from streamer.restoration.background import BackgroundEqualiser
+from streamer.restoration.correlation_plan import PlanCache
+from streamer.restoration.device import DEVICE_ENV_VAR, describe_device, select_device
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.median import validate_window
-from streamer.restoration.richardson_lucy import DeconvolutionReport, RichardsonLucy, validate_iterations
+from streamer.restoration.richardson_lucy import (
+    STAT, DeconvolutionReport, RichardsonLucy, validate_damping, validate_iterations,
+)
+from streamer.settings import RestorationSettings
 
 log = logging.getLogger(__name__)
 
+MAX_PLANS = 4   # plans kept per kind (frame shapes, PSF sizes): device memory stays bounded
+# PSF sides a measured PSF is padded up to, so that frame-to-frame size changes reuse a plan.
+PSF_SIDES = (3, 5, 7, 9, 11, 13, 15, 17, 21, 25, 29, 33, 41, 49, 57, 65, 81, 97, 129)
 
 
 @dataclass
@@ -34,16 +49,12 @@ class Restoration:
     data: np.ndarray
     background_shift: float
     deconvolution: DeconvolutionReport
+    psf: PSFMeasurement
+    noise: NoiseModel
     timings: dict[str, float] = field(default_factory=dict)
     masked_pixels: int = 0
     flux_in: float = 0.0   # sum of C (eq. 2) over valid pixels
     flux_out: float = 0.0  # sum of the restored frame over the same pixels
-
-
-@dataclass
-class _ShapePlan:
-    background: BackgroundEqualiser
-    deconvolution: RichardsonLucy
 
 
 def validated_frame(frame: np.ndarray, mask: np.ndarray | None = None
@@ -75,15 +86,54 @@ def validated_frame(frame: np.ndarray, mask: np.ndarray | None = None
     return image, valid
 
 
+def padded_psf(psf: np.ndarray) -> np.ndarray:
+    """``psf`` zero-padded to a square side from :data:`PSF_SIDES` (its next size up)."""
+    side = max(psf.shape)
+    target = next((s for s in PSF_SIDES if s >= side), side)
+    pad_y, pad_x = (target - psf.shape[0]) // 2, (target - psf.shape[1]) // 2
+    return np.pad(psf, ((pad_y, pad_y), (pad_x, pad_x)))
+
+
+Key = TypeVar("Key")
+Plan = TypeVar("Plan")
+
+
+class _Plans(Generic[Key, Plan]):
+    """At most ``limit`` plans, the least recently used dropped first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._plans: OrderedDict[Key, Plan] = OrderedDict()
+
+    def get(self, key: Key) -> Plan | None:
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+        return plan
+
+    def put(self, key: Key, plan: Plan) -> None:
+        self._plans[key] = plan
+        self._plans.move_to_end(key)
+        while len(self._plans) > self.limit:
+            self._plans.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
 class Restorer:
     """Restores frames on one OpenCL device, reusing compiled kernels and buffers.
 
     Parameters
     ----------
     settings : RestorationSettings
-        Window, PSF, iterations, tolerance and convolution method.
+        Window, PSF (``auto``: measured per frame), iterations, damping, stopping rules and
+        convolution method.
     device : str, optional
-        Device spec (see :mod:`streamer.restoration.device`); default: ``$STREAMER_DEVICE`` or auto.
+        Device spec (see :mod:`streamer.restoration.device`); default: ``$STREAMER_DEVICE``
+        or auto.
+    cache : PlanCache, optional
+        Where measured convolution choices are kept (default: the user's cache folder).
 
     Example
     -------
@@ -91,37 +141,74 @@ class Restorer:
     >>> restored = restorer.restore(frame).data                   # doctest: +SKIP
     """
 
-    def __init__(self, settings: RestorationSettings, device: str | None = None) -> None:
+    def __init__(self, settings: RestorationSettings, device: str | None = None,
+                 cache: PlanCache | None = None) -> None:
         validate_window(settings.window)
         validate_iterations(settings.iterations, settings.tolerance)
+        validate_damping(settings.damping)
         self.settings = settings
-        self.psf = settings.psf.build()
+        self.fixed_psf = None if settings.psf.measured else settings.psf.build()
+        self.tracker = PSFTracker(settings.psf_fallback.build(), str(settings.psf_fallback),
+                                  settings.psf_measure, settings.psf_smoothing)
         self.device = select_device(device if device is not None else os.environ.get(DEVICE_ENV_VAR))
         self.device_name = describe_device(self.device)
         self.context = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.context)
         self.library = KernelLibrary(self.context)
-        self._plans: dict[tuple[int, int], _ShapePlan] = {}
+        self.cache = cache if cache is not None else PlanCache()
+        self._backgrounds: _Plans[tuple[int, int], BackgroundEqualiser] = _Plans(MAX_PLANS)
+        self._deconvolutions: _Plans[tuple, RichardsonLucy] = _Plans(MAX_PLANS)
 
-    def plan(self, shape: tuple[int, int]) -> _ShapePlan:
-        """The plan (background equaliser and RL, buffers, convolution choice) for a shape,
-        built on first use."""
-        plan = self._plans.get(shape)
+    # -- plans ------------------------------------------------------------------------------
+    def background(self, shape: tuple[int, int]) -> BackgroundEqualiser:
+        """The background equaliser for frames of ``shape`` (built on first use)."""
+        plan = self._backgrounds.get(shape)
         if plan is None:
-            started = time.perf_counter()
-            plan = _ShapePlan(
-                BackgroundEqualiser(self.queue, self.library, shape, self.settings.window),
-                RichardsonLucy(self.queue, self.library, shape, self.psf, self.settings.method),
-            )
-            self.queue.finish()
-            log.info(
-                "planned %dx%d frames in %.2f s (convolution: %s)",
-                *shape, time.perf_counter() - started, plan.deconvolution.method,
-            )
-            self._plans[shape] = plan
+            plan = BackgroundEqualiser(self.queue, self.library, shape, self.settings.window)
+            self._backgrounds.put(shape, plan)
         return plan
 
-    def restore(self, frame: np.ndarray, mask: np.ndarray | None = None) -> Restoration:
+    def deconvolution(self, shape: tuple[int, int], psf: np.ndarray) -> RichardsonLucy:
+        """The Richardson–Lucy plan for ``shape`` loaded with ``psf`` (planned on first use
+        of this frame shape and PSF size, or when the PSF needs another method)."""
+        key = (shape, psf.shape)
+        plan = self._deconvolutions.get(key)
+        if plan is not None and plan.accepts(psf):
+            plan.set_psf(psf)
+            return plan
+        started = time.perf_counter()
+        plan = RichardsonLucy(self.queue, self.library, shape, psf, self.settings.method,
+                              self.cache)
+        self.queue.finish()
+        log.info("planned %dx%d frames with %dx%d PSFs in %.2f s (convolution: %s)",
+                 *shape, *psf.shape, time.perf_counter() - started, plan.method)
+        self._deconvolutions.put(key, plan)
+        return plan
+
+    def plan(self, shape: tuple[int, int], psf: np.ndarray | None = None) -> RichardsonLucy:
+        """Make the plans for ``shape`` (and ``psf``, default the configured or fallback one)
+        ahead of the first frame; returns the Richardson–Lucy plan."""
+        self.background(shape)
+        chosen = psf if psf is not None else (self.fixed_psf if self.fixed_psf is not None
+                                              else self.tracker.fallback)
+        return self.deconvolution(shape, padded_psf(chosen))
+
+    @property
+    def plan_count(self) -> int:
+        """Plans held (bounded by ``MAX_PLANS`` per kind)."""
+        return len(self._backgrounds) + len(self._deconvolutions)
+
+    # -- per frame --------------------------------------------------------------------------
+    def choose_psf(self, image: np.ndarray, valid: np.ndarray, header=None,
+                   camera_id: str = "default") -> PSFMeasurement:
+        """The PSF for this frame: the configured one, or measured (per camera)."""
+        if self.fixed_psf is not None:
+            return describe(self.fixed_psf, "configured", 0, 0)
+        return self.tracker.psf_for(camera_id, image, ~valid, header)
+
+    def restore(self, frame: np.ndarray, mask: np.ndarray | None = None, *, header=None,
+                camera_id: str = "default", psf: PSFMeasurement | np.ndarray | None = None,
+                noise: NoiseModel | None = None) -> Restoration:
         """Restore one frame.
 
         Parameters
@@ -130,12 +217,20 @@ class Restorer:
             2-D image, any real dtype; NaN/inf pixels are excluded.
         mask : ndarray of bool, optional
             True where a pixel is bad (saturated, hot, cosmic ray): excluded like NaN.
+        header : astropy.io.fits.Header, optional
+            For the gain and the saturation level.
+        camera_id : str
+            Whose recent PSF helps a frame with few stars (``psf=auto``).
+        psf : PSFMeasurement or ndarray, optional
+            The PSF to use, when measured already (the worker measures it while decoding).
+        noise : NoiseModel, optional
+            The frame's noise, when measured already.
 
         Returns
         -------
         Restoration
             float32 restored image (NaN where the input was excluded), the background shift
-            ``min(B)``, the Richardson–Lucy report and stage timings in seconds.
+            ``min(B)``, the Richardson–Lucy report, the PSF, the noise and stage timings.
 
         Raises
         ------
@@ -146,38 +241,50 @@ class Restorer:
         started = time.perf_counter()
         image, valid = validated_frame(frame, mask)
         excluded = int(valid.size - np.count_nonzero(valid))
-        filled = image
-        if excluded:
-            filled = np.where(valid, image, np.median(image[valid])).astype(np.float32)
-        weight = valid.astype(np.float32)
-        plan = self.plan(image.shape)
+        filled = image if not excluded else np.where(
+            valid, image, np.median(image[valid])).astype(np.float32)
+        noise = noise or noise_model(filled, header)
         timings["prepare"] = time.perf_counter() - started
-
         started = time.perf_counter()
-        deconvolution = plan.deconvolution
-        deconvolution.set_weights(weight)
-        shift = plan.background.run(filled, deconvolution.weight, deconvolution.data)
+        if isinstance(psf, np.ndarray):
+            psf = describe(psf, "given", 0, 0)
+        psf = psf or self.choose_psf(image, valid, header, camera_id)
+        timings["psf"] = time.perf_counter() - started
+        return self._restore_on_device(filled, valid, excluded, psf, noise, timings)
+
+    def _restore_on_device(self, filled: np.ndarray, valid: np.ndarray, excluded: int,
+                           psf: PSFMeasurement, noise: NoiseModel,
+                           timings: dict[str, float]) -> Restoration:
+        started = time.perf_counter()
+        shape = filled.shape
+        background = self.background(shape)
+        deconvolution = self.deconvolution(shape, padded_psf(psf.psf))
+        deconvolution.set_weights(valid.astype(np.float32) if excluded else None)
+        background.run(filled, deconvolution.weight, deconvolution.data,
+                       deconvolution.statistics, STAT["SKY"])
         self.queue.finish()
         timings["median"] = time.perf_counter() - started
-
         started = time.perf_counter()
-        report = deconvolution.run(self.settings.iterations, self.settings.tolerance)
+        settings = self.settings
+        report = deconvolution.run(settings.iterations, settings.tolerance, noise,
+                                   settings.damping, settings.stop_at_noise, settings.pedestal)
         restored = deconvolution.download()
         timings["richardson_lucy"] = time.perf_counter() - started
         if excluded:
             restored[~valid] = np.nan
         flux_out = float(np.nansum(restored, dtype=np.float64))
-        return Restoration(restored, shift, report, timings, excluded,
-                           deconvolution.data_flux, flux_out)
+        return Restoration(restored, background.read_shift(), report, psf, noise, timings,
+                           excluded, deconvolution.read_data_flux(), flux_out)
 
     def background_equalised(self, frame: np.ndarray) -> np.ndarray:
         """Eq. 1 + eq. 2 only (``C``), for inspection and tests."""
         image = np.ascontiguousarray(frame, dtype=np.float32)
+        background = self.background(image.shape)
         plan = self.plan(image.shape)
-        plan.deconvolution.set_weights(None)
-        plan.background.run(image, plan.deconvolution.weight, plan.deconvolution.data)
+        plan.set_weights(None)
+        background.run(image, plan.weight, plan.data, plan.statistics, STAT["SKY"])
         out = np.empty(image.shape, dtype=np.float32)
-        cl.enqueue_copy(self.queue, out, plan.deconvolution.data)
+        cl.enqueue_copy(self.queue, out, plan.data)
         return out
 
     @property

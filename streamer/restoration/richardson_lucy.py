@@ -1,10 +1,10 @@
-"""Richardson–Lucy deconvolution on an OpenCL device.
+"""Richardson–Lucy deconvolution on an OpenCL device, damped where the data are explained.
 
 Notes
 -----
 Richardson (1972), Lucy (1974); eq. 3 of the brief::
 
-    u_{t+1} = u_t · ( h' ⊛ ( w·C / (h ⊛ u_t) ) ) / ( h' ⊛ w )
+    u_{t+1} = u_t · ( h' ⊛ ( w · r_t ) ) / ( h' ⊛ w ),   r_t = C / (h ⊛ u_t + b)
 
 with ``h`` the PSF (sum 1, centred), ``h'`` it flipped, ``C`` the non-negative data and ``w``
 the pixel weights (1 valid, 0 for NaN/masked pixels: they leave the likelihood instead of
@@ -12,9 +12,33 @@ spreading). The estimate ``u`` lives on the *extended* domain — the frame plus
 on every side — so light that the PSF carries across the frame edge has somewhere to come
 from; dividing by ``h' ⊛ w`` keeps the update unbiased near edges and masked pixels
 (Bertero & Boccacci 2005, A&A 437, 369). This is what removes the edge ringing and dark halos
-of zero- or wrap-around boundaries. Ratios where the model is below ``TINY`` are 0 (no
-division by zero); margin pixels that send less than ``NORM_FLOOR`` of their light onto valid
-pixels are not estimated (0); the multiplicative update keeps ``u >= 0``.
+of zero- or wrap-around boundaries.
+
+**Damping** (White 1994, in *The Restoration of HST Images and Spectra II*, 104; the STSDAS
+``lucy`` task): with a noise model, the ratio becomes ``r = 1 + f(U) (C − M) / M``, where
+``U = (C − M)² / (T² var)`` and ``f(U) = U^(N−1) (N − (N−1) U)`` below 1, else 1. Where the
+model fits within ``T`` sigma the update stops, so noise is not fitted and no dark moats are
+dug around bright stars; elsewhere it is plain RL. ``T = 0`` is plain RL.
+
+**The sky as a known background** (as in STSDAS ``lucy``): the model is ``h ⊛ u + b`` with
+``b`` the sky level of ``C`` less a small pedestal (``pedestal`` sigmas of the noise), so the
+estimate holds the sources and that pedestal; being non-negative, it cannot dip deeper below
+the sky than the pedestal. This is what keeps dark moats from forming around bright stars,
+where plain RL leaves the profile several sigma below the sky. The pedestal keeps sky noise
+below the sky representable. The output is ``u + b``, levelled by a constant so that its sum
+over the valid pixels is the data's: RL's positivity leaves the sky slightly high where the
+noise dips below it, and the constant takes that out without touching the sources. With no noise model
+(plain use) ``b`` is the given sky, 0 by default: eq. 3 as written.
+
+**Stopping** (the discrepancy principle, Morozov 1966): iterations stop once the model explains
+the pixels that hold signal (model above sky + 3σ) to within their noise, reduced
+``χ² ≤ 1``; or at the iteration limit; or, when asked, once the relative change of an iteration
+falls below a tolerance.
+
+Ratios where the model is below ``TINY`` are 0 (no division by zero); margin pixels that send
+less than ``NORM_FLOOR`` of their light onto valid pixels are not estimated (0); the
+multiplicative update keeps ``u >= 0``. Sums for the initial estimate and the stopping rules are
+reduced on the device: a run reads back a handful of floats, never a frame.
 """
 
 from __future__ import annotations
@@ -24,14 +48,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyopencl as cl
 
-from streamer.restoration.convolution import Correlation, plan_correlation, source_buffer
-from streamer.restoration.copy_block import BlockCopy
 from streamer.errors import ParameterError
+from streamer.imaging.noise import NoiseModel
+from streamer.restoration.convolution import Correlation, source_buffer
+from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.correlation_plan import PlanCache, build_correlation, plan_correlation
 from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.reduction import Reduction, reduction_items
 
 TINY = 1e-12
 NORM_FLOOR = 1e-6
-_GROUP = 256  # must match GROUP in opencl/richardson_lucy.cl
+DAMPING_POWER = 10      # White's N
+SIGNAL_SIGMAS = 3.0     # a pixel holds signal when its model is this far above the sky
+STATISTICS = ("SKY", "DATA_SUM", "DATA_COUNT", "CHI2", "CHI2_COUNT", "CHANGE", "TOTAL",
+              "ESTIMATE_SUM")
+STAT = {name: index for index, name in enumerate(STATISTICS)}
 
 
 def validate_iterations(num_iter: int, tolerance: float | None) -> None:
@@ -42,6 +73,13 @@ def validate_iterations(num_iter: int, tolerance: float | None) -> None:
         raise ParameterError(f"stopping tolerance must be in (0, 1), got {tolerance!r}")
 
 
+def validate_damping(damping: float) -> float:
+    """Return ``damping`` (the threshold T in sigmas) if it is finite and >= 0."""
+    if not np.isfinite(damping) or damping < 0:
+        raise ParameterError(f"damping threshold must be >= 0 sigmas (0: off), got {damping!r}")
+    return float(damping)
+
+
 @dataclass
 class DeconvolutionReport:
     """What a run of Richardson–Lucy did."""
@@ -50,6 +88,9 @@ class DeconvolutionReport:
     relative_change: float
     method: str
     method_timings: dict[str, float] = field(default_factory=dict)
+    chi2: float | None = None          # reduced chi² of the signal pixels, last iteration
+    stopped_by: str = "iterations"     # iterations | tolerance | discrepancy
+    damping: float = 0.0
 
 
 def _grid(columns: int, rows: int) -> tuple[int, int]:
@@ -57,7 +98,7 @@ def _grid(columns: int, rows: int) -> tuple[int, int]:
 
 
 class RichardsonLucy:
-    """Richardson–Lucy planned for one frame shape and PSF on one device.
+    """Richardson–Lucy planned for one frame shape and PSF shape on one device.
 
     Parameters
     ----------
@@ -66,49 +107,55 @@ class RichardsonLucy:
     shape : (int, int)
         Frame rows and columns.
     psf : ndarray
-        Validated PSF (odd sides, sum 1; see :func:`streamer.imaging.psf.validate_psf`).
+        Validated PSF (odd sides, sum 1; see :func:`streamer.imaging.psf.validate_psf`). The
+        plan is made for its shape; :meth:`set_psf` loads another of the same shape.
     method : str
-        ``auto`` (fastest measured), ``dense``, ``sparse``, ``separable`` or ``fft``.
+        ``auto`` (fastest measured), ``dense``, ``sparse``, ``separable``, ``fft`` or
+        ``host_fft``.
+    cache : PlanCache, optional
+        Where ``auto`` finds and keeps its measured choices.
     """
 
-    def __init__(
-        self,
-        queue: cl.CommandQueue,
-        library: KernelLibrary,
-        shape: tuple[int, int],
-        psf: np.ndarray,
-        method: str = "auto",
-    ) -> None:
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary, shape: tuple[int, int],
+                 psf: np.ndarray, method: str = "auto", cache: PlanCache | None = None) -> None:
         self.queue = queue
+        self.library = library
         self.shape = (int(shape[0]), int(shape[1]))
         height, width = self.shape
+        self.psf_shape = tuple(psf.shape)
         self.radius = (psf.shape[0] // 2, psf.shape[1] // 2)
         ry, rx = self.radius
         self.extended_shape = (height + 2 * ry, width + 2 * rx)
         self.ratio_shape = (height + 4 * ry, width + 4 * rx)
-        program = library.program(
-            "richardson_lucy", TINY=f"{TINY:e}f", NORM_FLOOR=f"{NORM_FLOOR:e}f"
-        )
+        defines = {f"STAT_{name}": index for name, index in STAT.items()}
+        program = library.program("richardson_lucy", TINY=f"{TINY:e}f",
+                                  NORM_FLOOR=f"{NORM_FLOOR:e}f", DAMPING_POWER=DAMPING_POWER,
+                                  **defines)
+        self._data_sums = cl.Kernel(program, "rl_data_sums")
         self._ratio = cl.Kernel(program, "rl_ratio")
-        self._copy = BlockCopy(queue, library)
         self._initial = cl.Kernel(program, "rl_initial_estimate")
         self._update = cl.Kernel(program, "rl_update")
+        self._output = cl.Kernel(program, "rl_output")
+        self._estimate_sums = cl.Kernel(program, "rl_estimate_sums")
+        self._copy = BlockCopy(queue, library)
+        self._reduce = Reduction(queue, library)
 
         weights = np.asarray(psf, dtype=np.float64)
         # model = h ⊛ u on the frame: a valid correlation of u with the flipped PSF.
         self.forward: Correlation
         self.forward, self.method_timings = plan_correlation(
-            queue, library, weights[::-1, ::-1], self.shape, method
-        )
+            queue, library, weights[::-1, ::-1], self.shape, method, cache)
         # h' ⊛ ratio on the extended domain: a valid correlation with the PSF itself.
-        self.backward, _ = plan_correlation(
-            queue, library, weights, self.extended_shape, self.forward.method
-        )
+        self.backward = build_correlation(self.forward.method, queue, library, weights,
+                                          self.extended_shape)
         self.method = self.forward.method
+        self.psf = weights
+        self._allocate()
 
-        context = queue.context
+    def _allocate(self) -> None:
+        context, queue = self.queue.context, self.queue
         flags = cl.mem_flags
-        frame_bytes = height * width * 4
+        frame_bytes = self.shape[0] * self.shape[1] * 4
         extended_count = self.extended_shape[0] * self.extended_shape[1]
         self.data = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
         self.weight = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
@@ -117,21 +164,42 @@ class RichardsonLucy:
         self.ratio = source_buffer(context, *self.ratio_shape)
         cl.enqueue_fill_buffer(queue, self.ratio, np.float32(0), 0, self.ratio.size)
         self.estimate = source_buffer(context, *self.extended_shape)
+        cl.enqueue_fill_buffer(queue, self.estimate, np.float32(0), 0, self.estimate.size)
         self.correction = cl.Buffer(context, flags.READ_WRITE, extended_count * 4)
         self.norm = cl.Buffer(context, flags.READ_WRITE, extended_count * 4)
-        self._groups = (extended_count + _GROUP - 1) // _GROUP
-        self._partial_change = np.empty(self._groups, dtype=np.float32)
-        self._partial_total = np.empty(self._groups, dtype=np.float32)
-        self._partial_change_buffer = cl.Buffer(context, flags.READ_WRITE, self._groups * 4)
-        self._partial_total_buffer = cl.Buffer(context, flags.READ_WRITE, self._groups * 4)
+        self.statistics = cl.Buffer(context, flags.READ_WRITE, len(STAT) * 4)
+        cl.enqueue_fill_buffer(queue, self.statistics, np.float32(0), 0, len(STAT) * 4)
+        self._items = reduction_items(queue.device, self.shape[0] * self.shape[1])
+        self._partial_a = cl.Buffer(context, flags.READ_WRITE, self._items * 4)
+        self._partial_b = cl.Buffer(context, flags.READ_WRITE, self._items * 4)
         self._weights_signature: bytes | None = None
-        self._valid: np.ndarray | None = None
+        self._pedestal = 0.0
         self.data_flux = 0.0  # sum of the valid data C of the last run (flux in)
 
     # -- per frame --------------------------------------------------------------------------
+    def accepts(self, psf: np.ndarray) -> bool:
+        """Whether :meth:`set_psf` can load ``psf`` into this plan."""
+        weights = np.asarray(psf, dtype=np.float64)
+        return (tuple(weights.shape) == self.psf_shape
+                and self.forward.accepts(weights[::-1, ::-1]) and self.backward.accepts(weights))
+
+    def set_psf(self, psf: np.ndarray) -> None:
+        """Load another PSF of the planned shape (the next :meth:`run` deconvolves with it)."""
+        weights = np.asarray(psf, dtype=np.float64)
+        if not self.accepts(weights):
+            raise ParameterError(
+                f"this Richardson-Lucy plan ({self.method}) takes {self.psf_shape} PSFs of "
+                f"its kind, not a {weights.shape} one; plan anew")
+        if np.array_equal(weights, self.psf):
+            return
+        self.forward.set_weights(weights[::-1, ::-1])
+        self.backward.set_weights(weights)
+        self.psf = weights
+        self._weights_signature = None  # h' ⊛ w depends on the PSF
+
     def set_weights(self, weight: np.ndarray | None) -> None:
         """Upload the pixel weights (1 valid, 0 excluded) and compute ``h' ⊛ w``; skipped when
-        they equal the previous frame's."""
+        they and the PSF equal the previous frame's."""
         height, width = self.shape
         if weight is None:
             weight = np.ones(self.shape, dtype=np.float32)
@@ -139,68 +207,114 @@ class RichardsonLucy:
         signature = weight.tobytes() if not np.all(weight == 1) else b"all-valid"
         if signature == self._weights_signature:
             return
-        self._valid = None if signature == b"all-valid" else weight > 0
         cl.enqueue_copy(self.queue, self.weight, weight)
-        # The weights go where the ratio goes (2 radii in), for h' ⊛ w.
+        self.compute_norm()
+        self._weights_signature = signature
+
+    def compute_norm(self) -> None:
+        """``h' ⊛ w`` from the weights already in ``self.weight``."""
+        height, width = self.shape
         ry, rx = self.radius
+        # The weights go where the ratio goes (2 radii in), for h' ⊛ w.
         self._copy(self.weight, width, self.ratio, self.ratio_shape[1], height, width,
                    dst_origin=(2 * ry, 2 * rx))
         self.backward.enqueue(self.ratio, self.norm)
-        self._weights_signature = signature
 
     def set_data(self, data: np.ndarray) -> None:
         """Upload non-negative data ``C`` (excluded pixels may hold anything finite)."""
         cl.enqueue_copy(self.queue, self.data, np.ascontiguousarray(data, dtype=np.float32))
 
-    def run(self, num_iter: int, tolerance: float | None = None) -> DeconvolutionReport:
-        """Iterate on the data in ``self.data`` (weights already set); the result is left in
-        ``self.restored`` (frame-sized) and ``self.estimate`` (extended)."""
+    def set_sky(self, sky: float) -> None:
+        """The sky level of the data ``C`` (the background equaliser writes it on the
+        device; standalone use sets it here)."""
+        cl.enqueue_copy(self.queue, self.statistics, np.array([sky], np.float32),
+                        dst_offset=STAT["SKY"] * 4)
+
+    def run(self, num_iter: int, tolerance: float | None = None,
+            noise: NoiseModel | None = None, damping: float = 0.0,
+            stop_at_noise: bool = True, pedestal: float = 0.0) -> DeconvolutionReport:
+        """Iterate on the data in ``self.data`` (weights set); the result is left in
+        ``self.restored`` (frame-sized) and ``self.estimate`` (extended).
+
+        ``noise`` (sigma and inverse gain of the data; its sky is read on the device) enables
+        damping at ``damping`` sigmas, the sky pedestal of ``pedestal`` sigmas and, with
+        ``stop_at_noise``, the discrepancy stopping rule."""
         validate_iterations(num_iter, tolerance)
+        damping = validate_damping(damping)
+        self._pedestal = pedestal * noise.sigma if noise is not None else 0.0
+        self._initial_estimate()
+        variance = noise.sigma**2 if noise is not None else 1.0
+        inverse_gain = noise.inverse_gain if noise is not None else 0.0
+        threshold_squared = damping**2 if noise is not None else 0.0
+        change, chi2, stopped_by, done = float("nan"), None, "iterations", 0
+        for done in range(1, num_iter + 1):
+            self._iterate(threshold_squared, variance, inverse_gain)
+            measure = tolerance is not None or noise is not None or done == num_iter
+            if not measure:
+                continue
+            values = self._read_statistics()
+            total = values[STAT["TOTAL"]]
+            change = values[STAT["CHANGE"]] / total if total > 0 else 0.0
+            count = values[STAT["CHI2_COUNT"]]
+            chi2 = values[STAT["CHI2"]] / count if noise is not None and count > 0 else None
+            if stop_at_noise and chi2 is not None and chi2 <= 1.0:
+                stopped_by = "discrepancy"
+                break
+            if tolerance is not None and change < tolerance:
+                stopped_by = "tolerance"
+                break
         height, width = self.shape
         ry, rx = self.radius
-        mean = self._mean_valid_data()
-        self._initial(
-            self.queue, _grid(*self.extended_shape[::-1]), None, self.data, self.weight,
-            self.estimate, np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
-            np.float32(mean), np.float32(max(mean * 1e-3, TINY * 10)),
-        )
-        change = float("nan")
-        done = 0
-        for done in range(1, num_iter + 1):
-            measure = tolerance is not None or done == num_iter
-            self.forward.enqueue(self.estimate, self.model)
-            self._ratio(
-                self.queue, _grid(width, height), None, self.data, self.weight, self.model,
-                self.ratio, np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
-            )
-            self.backward.enqueue(self.ratio, self.correction)
-            count = self.extended_shape[0] * self.extended_shape[1]
-            self._update(
-                self.queue, (self._groups * _GROUP,), (_GROUP,), self.estimate,
-                self.correction, self.norm, np.int32(count), np.int32(measure),
-                self._partial_change_buffer, self._partial_total_buffer,
-            )
-            if measure:
-                change = self._relative_change()
-                if tolerance is not None and change < tolerance:
-                    break
-        self._copy(self.estimate, self.extended_shape[1], self.restored, width, height, width,
-                   src_origin=(ry, rx))
-        return DeconvolutionReport(done, change, self.method, dict(self.method_timings))
+        self._estimate_sums(self.queue, (self._items,), None, self.estimate, self.weight,
+                            np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
+                            self._partial_a)
+        self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["ESTIMATE_SUM"])
+        self._output(self.queue, _grid(width, height), None, self.estimate, self.restored,
+                     np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
+                     np.float32(self._pedestal), self.statistics)
+        return DeconvolutionReport(done, change, self.method, dict(self.method_timings), chi2,
+                                   stopped_by, damping if noise is not None else 0.0)
 
-    def _relative_change(self) -> float:
-        cl.enqueue_copy(self.queue, self._partial_change, self._partial_change_buffer)
-        cl.enqueue_copy(self.queue, self._partial_total, self._partial_total_buffer)
-        total = float(self._partial_total.astype(np.float64).sum())
-        return float(self._partial_change.astype(np.float64).sum()) / total if total > 0 else 0.0
+    def _initial_estimate(self) -> None:
+        height, width = self.shape
+        ry, rx = self.radius
+        items = self._items
+        self._data_sums(self.queue, (items,), None, self.data, self.weight,
+                        np.int32(height * width), self._partial_a, self._partial_b)
+        self._reduce.sum(self._partial_a, items, self.statistics, STAT["DATA_SUM"])
+        self._reduce.sum(self._partial_b, items, self.statistics, STAT["DATA_COUNT"])
+        self._initial(self.queue, _grid(*self.extended_shape[::-1]), None, self.data,
+                      self.weight, self.estimate, np.int32(width), np.int32(height),
+                      np.int32(ry), np.int32(rx), np.float32(self._pedestal), self.statistics)
 
-    def _mean_valid_data(self) -> float:
-        # u0 needs a fill value and a floor scale; the host copy is cheap next to iterating.
-        data = np.empty(self.shape, dtype=np.float32)
-        cl.enqueue_copy(self.queue, data, self.data)
-        values = data[self._valid] if self._valid is not None else data
-        self.data_flux = float(values.sum(dtype=np.float64))
-        return self.data_flux / max(values.size, 1)
+    def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float) -> None:
+        height, width = self.shape
+        ry, rx = self.radius
+        self.forward.enqueue(self.estimate, self.model)
+        items = self._items
+        self._ratio(self.queue, (items,), None, self.data, self.weight,
+                    self.model, self.ratio, np.int32(width), np.int32(height), np.int32(ry),
+                    np.int32(rx), np.float32(threshold_squared), np.float32(variance),
+                    np.float32(inverse_gain), np.float32(SIGNAL_SIGMAS),
+                    np.float32(self._pedestal), self.statistics,
+                    self._partial_a, self._partial_b)
+        self._reduce.sum(self._partial_a, items, self.statistics, STAT["CHI2"])
+        self._reduce.sum(self._partial_b, items, self.statistics, STAT["CHI2_COUNT"])
+        self.backward.enqueue(self.ratio, self.correction)
+        extended = self.extended_shape[0] * self.extended_shape[1]
+        self._update(self.queue, (items,), None, self.estimate, self.correction,
+                     self.norm, np.int32(extended), self._partial_a, self._partial_b)
+        self._reduce.sum(self._partial_a, items, self.statistics, STAT["CHANGE"])
+        self._reduce.sum(self._partial_b, items, self.statistics, STAT["TOTAL"])
+
+    def _read_statistics(self) -> np.ndarray:
+        values = np.empty(len(STAT), dtype=np.float32)
+        cl.enqueue_copy(self.queue, values, self.statistics)
+        return values.astype(np.float64)
+
+    def read_data_flux(self) -> float:
+        """Sum of the valid data of the last run (one float read)."""
+        return float(self._read_statistics()[STAT["DATA_SUM"]])
 
     def download(self) -> np.ndarray:
         """The restored frame (rows×cols float32) from the last run."""
@@ -208,18 +322,16 @@ class RichardsonLucy:
         cl.enqueue_copy(self.queue, out, self.restored)
         return out
 
-    def __call__(
-        self,
-        data: np.ndarray,
-        num_iter: int = 30,
-        weight: np.ndarray | None = None,
-        tolerance: float | None = None,
-    ) -> tuple[np.ndarray, DeconvolutionReport]:
-        """Deconvolve host data; returns the restored frame and the report."""
+    def __call__(self, data: np.ndarray, num_iter: int = 30, weight: np.ndarray | None = None,
+                 tolerance: float | None = None, noise: NoiseModel | None = None,
+                 damping: float = 0.0, sky: float = 0.0, stop_at_noise: bool = True,
+                 pedestal: float = 0.0) -> tuple[np.ndarray, DeconvolutionReport]:
+        """Deconvolve host data (``sky``: its sky level); returns the restored frame and the
+        report."""
         if data.shape != self.shape:
             raise ParameterError(f"this plan is for frames of shape {self.shape}, got {data.shape}")
         self.set_weights(weight)
         self.set_data(data)
-        report = self.run(num_iter, tolerance)
+        self.set_sky(sky)
+        report = self.run(num_iter, tolerance, noise, damping, stop_at_noise, pedestal)
         return self.download(), report
-

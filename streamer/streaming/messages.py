@@ -6,6 +6,10 @@ record **value** carries that chunk of the payload. Metrics travel as a JSON val
 chunks of one frame are written in one Kafka transaction, so a ``read_committed`` consumer
 never sees part of a frame. ``schemas/`` holds the JSON Schema of each model
 (``streamer schemas``); a test fails when they drift.
+
+Versions: 2 added the PSF summary (``psf_summary`` of restored frames, ``psf`` of metrics),
+the Richardson–Lucy stopping figures and the moat depth; all optional, so version-1 records
+still validate.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENVELOPE_HEADER = "streamer-envelope"
 CHUNK_HEADER = "streamer-chunk"
 KIND_HEADER = "streamer-kind"
@@ -24,7 +28,7 @@ KIND_HEADER = "streamer-kind"
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="contract version")
+    schema_version: Literal[1, 2] = Field(default=SCHEMA_VERSION, description="contract version")
 
 
 class FramePayload(_Message):
@@ -52,6 +56,23 @@ class RawFrame(FramePayload):
     published_at: dt.datetime
 
 
+class PSFSummary(_Message):
+    """The PSF a frame was restored with, and how it was obtained."""
+
+    method: str = Field(description="empirical | streak | moffat (measured from this frame), "
+                                    "previous (the camera's recent PSF), fallback (configured), "
+                                    "configured | given")
+    fwhm: float = Field(description="FWHM, pixels (geometric mean of the axes)")
+    ellipticity: float = Field(description="1 - b/a")
+    angle: float = Field(description="major axis, degrees from +x")
+    size: int = Field(description="side of the PSF array, pixels")
+    stars_used: int
+    stars_found: int
+    fallback: bool = Field(default=False, description="no PSF could be measured on this frame")
+    warning: str | None = None
+    seconds: float = Field(default=0.0, description="time spent measuring")
+
+
 class RestoredFrame(FramePayload):
     """A restored frame (encoding fits, float32) and where it came from."""
 
@@ -64,6 +85,7 @@ class RestoredFrame(FramePayload):
     window: int
     psf: str
     iterations: int
+    psf_summary: PSFSummary | None = None
 
 
 class QualityMetrics(_Message):
@@ -77,6 +99,9 @@ class QualityMetrics(_Message):
     fwhm_after: float | None = Field(description="median FWHM of the same stars, restored")
     ellipticity_before: float | None
     ellipticity_after: float | None
+    moat_depth: float | None = Field(
+        default=None, description="median depth, local-noise sigmas, of the restored profile "
+                                  "below the local sky 1.5-4 FWHM around bright stars")
 
 
 class FrameMetrics(_Message):
@@ -93,12 +118,16 @@ class FrameMetrics(_Message):
     stage_seconds: dict[str, float]
     iterations: int
     relative_change: float | None
+    chi2: float | None = Field(default=None, description="reduced chi2 of the signal pixels")
+    stopped_by: str | None = Field(default=None,
+                                   description="iterations | tolerance | discrepancy")
     convolution_method: str
     background_shift: float
     flux_in: float
     flux_out: float
     masked_pixels: int
     quality: QualityMetrics | None = None
+    psf: PSFSummary | None = None
     worker_id: str
     device: str
 

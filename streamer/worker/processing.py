@@ -1,5 +1,11 @@
 """The worker's processing, free of Kafka: a decoded raw frame in, the restored frame's
-envelope and payload plus its metrics out. Transport lives in :mod:`streamer.worker.worker`."""
+envelope and payload plus its metrics out. Transport lives in :mod:`streamer.worker.worker`.
+
+Two halves, so the device never waits for the host: :func:`prepare_frame` is host work done
+while decoding (input quality, the noise model and the frame's PSF, measured from its stars
+with the camera's recent PSF to fall back on); :func:`restore_frame` runs the device and
+encodes the result.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.imaging.fits_io import FitsImage, image_bytes, output_header
+from streamer.imaging.fits_io import FitsImage, output_header, psf_hdu, restored_bytes
+from streamer.imaging.noise import NoiseModel, noise_model
+from streamer.imaging.psf_measure import PSFMeasurement
+from streamer.imaging.quality import InputQuality, frame_quality, measure_input
+from streamer.restoration.provenance import provenance, psf_keywords
+from streamer.restoration.restorer import Restoration, Restorer, validated_frame
 from streamer.streaming.framing import sha256_hex
-from streamer.streaming.messages import FrameMetrics, QualityMetrics, RawFrame, RestoredFrame, utc_now
-from streamer.imaging.quality import InputQuality, frame_quality
-from streamer.restoration.provenance import provenance
-from streamer.restoration.restorer import Restorer
+from streamer.streaming.messages import (
+    FrameMetrics, PSFSummary, QualityMetrics, RawFrame, RestoredFrame, utc_now,
+)
+
+
+@dataclass
+class PreparedFrame:
+    """Host-side measurements of a decoded frame, made before it reaches the device."""
+
+    quality: InputQuality
+    noise: NoiseModel
+    psf: PSFMeasurement
+    seconds: float
 
 
 @dataclass
@@ -26,25 +46,45 @@ class ProcessedFrame:
     metrics: FrameMetrics
 
 
+def prepare_frame(restorer: Restorer, raw: RawFrame, image: FitsImage) -> PreparedFrame:
+    """Measure the input's quality, noise and PSF (the camera's PSF state is updated).
+    Raises what :func:`~streamer.restoration.restorer.validated_frame` raises."""
+    started = time.perf_counter()
+    data, valid = validated_frame(image.data)
+    quality = measure_input(image.data)
+    noise = noise_model(data, image.header, quality.sky)
+    psf = restorer.choose_psf(data, valid, image.header, raw.camera_id)
+    return PreparedFrame(quality, noise, psf, time.perf_counter() - started)
+
+
+def psf_summary(psf: PSFMeasurement) -> PSFSummary:
+    """The message form of a PSF measurement."""
+    return PSFSummary(method=psf.method, fwhm=psf.fwhm, ellipticity=psf.ellipticity,
+                      angle=psf.angle, size=int(max(psf.psf.shape)), stars_used=psf.stars_used,
+                      stars_found=psf.stars_found, fallback=psf.is_fallback,
+                      warning=psf.warning, seconds=psf.seconds)
+
+
 def restore_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: RawFrame,
                   image: FitsImage, decode_seconds: float = 0.0,
-                  input_quality: InputQuality | None = None) -> ProcessedFrame:
+                  prepared: PreparedFrame | None = None) -> ProcessedFrame:
     """Restore a decoded frame; build the restored FITS payload (input header kept, with
-    provenance) and the metrics record. ``input_quality`` (measured while decoding, off the
-    device's critical path) is measured here when not given. Raises what
-    :meth:`Restorer.restore` raises."""
-    result = restorer.restore(image.data)
-    settings = restorer.settings
-    keywords, history = provenance(settings, restorer.device_name, result,
+    provenance, and the PSF as an extension) and the metrics record. ``prepared`` (made while
+    decoding) is made here when not given. Raises what :meth:`Restorer.restore` raises."""
+    prepared = prepared or prepare_frame(restorer, raw, image)
+    result = restorer.restore(image.data, header=image.header, camera_id=raw.camera_id,
+                              psf=prepared.psf, noise=prepared.noise)
+    result.timings["psf"] = prepared.psf.seconds
+    keywords, history = provenance(restorer.settings, restorer.device_name, result,
                                    raw.source_name or raw.frame_id, image.hdu_index)
     keywords["STRMFID"] = (raw.frame_id, "frame id")
     started = time.perf_counter()
-    payload = image_bytes(result.data.astype(np.float32),
-                          output_header(image.header, keywords, history))
+    payload = restored_bytes(result.data, output_header(image.header, keywords, history),
+                             psf_hdu(result.psf.psf, psf_keywords(result.psf)))
     encode_seconds = time.perf_counter() - started
-    quality = frame_quality(input_quality if input_quality is not None else image.data,
-                            result.data)
+    quality = frame_quality(prepared.quality, result.data)
     restored_at = utc_now()
+    summary = psf_summary(result.psf)
     envelope = RestoredFrame(
         frame_id=raw.frame_id, camera_id=raw.camera_id, exposure_start=raw.exposure_start,
         exposure_seconds=raw.exposure_seconds, shape=result.data.shape, dtype="float32",
@@ -52,23 +92,32 @@ def restore_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: Raw
         chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)),
         source_name=raw.source_name, published_at=raw.published_at, restored_at=restored_at,
         input_sha256=raw.payload_sha256, worker_id=worker_id, device=restorer.device_name,
-        window=settings.window, psf=str(settings.psf),
-        iterations=result.deconvolution.iterations,
+        window=restorer.settings.window, psf=str(restorer.settings.psf),
+        iterations=result.deconvolution.iterations, psf_summary=summary,
     )
+    metrics = _metrics(raw, result, restored_at, decode_seconds, encode_seconds, quality,
+                       summary, worker_id, restorer.device_name)
+    return ProcessedFrame(envelope, payload, metrics)
+
+
+def _metrics(raw: RawFrame, result: Restoration, restored_at, decode_seconds: float,
+             encode_seconds: float, quality, summary: PSFSummary, worker_id: str,
+             device: str) -> FrameMetrics:
     exposure_end = raw.exposure_start.timestamp() + raw.exposure_seconds
-    change = result.deconvolution.relative_change
-    metrics = FrameMetrics(
+    report = result.deconvolution
+    change = report.relative_change
+    return FrameMetrics(
         frame_id=raw.frame_id, camera_id=raw.camera_id, source_name=raw.source_name,
         exposure_start=raw.exposure_start, published_at=raw.published_at,
         restored_at=restored_at,
         exposure_to_restored_seconds=restored_at.timestamp() - exposure_end,
         stage_seconds={"decode": decode_seconds, **result.timings, "encode": encode_seconds},
-        iterations=result.deconvolution.iterations,
+        iterations=report.iterations,
         relative_change=None if math.isnan(change) else change,
-        convolution_method=result.deconvolution.method,
+        chi2=report.chi2, stopped_by=report.stopped_by,
+        convolution_method=report.method,
         background_shift=result.background_shift, flux_in=result.flux_in,
         flux_out=result.flux_out, masked_pixels=result.masked_pixels,
-        quality=QualityMetrics(**vars(quality)), worker_id=worker_id,
-        device=restorer.device_name,
+        quality=QualityMetrics(**vars(quality)), psf=summary, worker_id=worker_id,
+        device=device,
     )
-    return ProcessedFrame(envelope, payload, metrics)

@@ -39,8 +39,7 @@ from streamer.streaming.framing import AssembledFrame, PartitionAssembler, frame
 from streamer.streaming.kafka_clients import consumer, transactional_producer
 from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, utc_now
 from streamer.metrics import StreamerMetrics
-from streamer.worker.processing import ProcessedFrame, restore_frame
-from streamer.imaging.quality import InputQuality, measure_input
+from streamer.worker.processing import PreparedFrame, ProcessedFrame, prepare_frame, restore_frame
 from streamer.restoration.restorer import Restorer
 from streamer.settings import StreamerSettings
 
@@ -57,7 +56,7 @@ class DecodedFrame:
     image: FitsImage | None
     error: StreamerError | None
     decode_seconds: float
-    quality: InputQuality | None = None
+    prepared: PreparedFrame | None = None
 
 
 @dataclass
@@ -171,7 +170,7 @@ class Worker:
     # -- stages -------------------------------------------------------------------------------
     def _decode(self, item: AssembledFrame, generation: int) -> DecodedFrame:
         started = time.perf_counter()
-        raw = image = quality = None
+        raw = image = prepared = None
         error = item.error
         if error is None:
             try:
@@ -180,9 +179,12 @@ class Worker:
             except FrameError as failure:
                 error = failure
         decode_seconds = time.perf_counter() - started
-        if image is not None:
-            quality = measure_input(image.data)  # here, not on the device's critical path
-        return DecodedFrame(generation, item, raw, image, error, decode_seconds, quality)
+        if image is not None and error is None:
+            try:  # host measurements here, not on the device's critical path
+                prepared = prepare_frame(self.restorer, raw, image)
+            except (FrameError, PSFError) as failure:
+                error = failure
+        return DecodedFrame(generation, item, raw, image, error, decode_seconds, prepared)
 
     async def _fetch(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -256,7 +258,7 @@ class Worker:
                 processed: ProcessedFrame = await loop.run_in_executor(
                     self._device, restore_frame, self.restorer, self.worker_id,
                     self.settings.chunk_bytes, decoded.raw, decoded.image, decoded.decode_seconds,
-                    decoded.quality,
+                    decoded.prepared,
                 )
             except (FrameError, PSFError) as failure:  # the frame's fault; device faults raise
                 error = failure

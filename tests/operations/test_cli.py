@@ -203,10 +203,12 @@ def test_bench_json(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     names = [row["name"] for row in report["rows"]]
-    assert names[0] == "median 31x31" and any("streak" in n for n in names)
-    for row in report["rows"][:3]:
+    assert names[0] == "median 31x31"
+    assert any("Moffat" in n for n in names) and any("streak" in n for n in names)
+    for row in report["rows"][:4]:
         assert row["streamer_seconds"] > 0 and row["reference_seconds"] > 0
         assert row["speedup"] == pytest.approx(row["reference_seconds"] / row["streamer_seconds"])
+    assert 0 < report["psf_measurement_fraction"] and report["fresh_process_planning_seconds"] > 0
 
 
 def test_simulate_then_restore(tmp_path):

@@ -32,7 +32,8 @@ def test_metric_names_follow_prometheus_conventions():
     for family in StreamerMetrics("test").registry.collect():
         assert family.name.startswith("streamer_")
         if family.type == "histogram":
-            assert family.name.endswith(("_seconds", "_pixels", "_ratio", "_level", "_sources")), family.name
+            assert family.name.endswith(("_seconds", "_pixels", "_ratio", "_level", "_sources",
+                                         "_sigma", "_iterations")), family.name
         if "seconds" in family.name or "bytes" in family.name:
             assert not any(unit in family.name for unit in ("_ms", "milli", "_kb", "_mb"))
 

@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 from scipy.signal import correlate
 
-from streamer.restoration.convolution import (
-    build_correlation,
-    fft_available,
-    plan_correlation,
-    separable_terms,
-)
+from streamer.restoration.convolution import separable_terms
+from streamer.restoration.correlation_plan import build_correlation, plan_correlation
+from streamer.restoration.fft_correlation import fft_available
 from streamer.errors import ParameterError
 from streamer.imaging.psf import gaussian_psf, moffat_psf, streak_psf
 
@@ -21,7 +18,7 @@ PSFS = {
     "streak": streak_psf(15, 35.0, 1.5),
     "rectangular": np.outer(np.hanning(7) + 0.1, np.hanning(11) + 0.1),
 }
-METHODS = ["dense", "sparse", "separable"] + (["fft"] if fft_available() else [])
+METHODS = ["dense", "sparse", "separable", "host_fft"] + (["fft"] if fft_available() else [])
 
 
 @pytest.mark.parametrize("psf_name", sorted(PSFS))

@@ -8,7 +8,7 @@ from scipy.ndimage import median_filter
 
 from streamer.errors import FrameError, ParameterError
 from streamer.imaging.psf import PSFSpec, gaussian_psf
-from streamer.restoration.restorer import Restorer
+from streamer.restoration.restorer import MAX_PLANS, Restorer, padded_psf
 from streamer.settings import RestorationSettings
 from streamer.imaging.synthetic import star_field
 from tests.reference import measure_fwhm
@@ -88,13 +88,17 @@ def test_nan_pixels_excluded_not_spread(restorer, gaussian_field):
     assert np.max(np.abs(result.data[far] - clean[far])) < 0.05 * clean.max()
 
 
-def test_plans_are_reused_per_shape(restorer, gaussian_field):
-    restorer.restore(gaussian_field.image)
-    plans = dict(restorer._plans)
-    restorer.restore(gaussian_field.image[:100, :120])
-    restorer.restore(gaussian_field.image)
-    assert restorer._plans[gaussian_field.image.shape] is plans[gaussian_field.image.shape]
-    assert len(restorer._plans) == len(plans) + 1
+def test_plans_are_reused_per_shape_and_bounded(restorer, gaussian_field):
+    image = gaussian_field.image
+    psf = padded_psf(restorer.fixed_psf)
+    restorer.restore(image)
+    plan = restorer.deconvolution(image.shape, psf)
+    restorer.restore(image[:100, :120])
+    restorer.restore(image)
+    assert restorer.deconvolution(image.shape, psf) is plan
+    for extra in range(MAX_PLANS + 3):  # a stream of odd shapes must not grow device memory
+        restorer.restore(image[: 40 + extra, :50])
+    assert restorer.plan_count <= 2 * MAX_PLANS
 
 
 def test_integer_frames_are_accepted(restorer, gaussian_field):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
-from streamer.restoration.convolution import fft_available
+from streamer.restoration.fft_correlation import fft_available
 from streamer.errors import ParameterError
 from streamer.imaging.psf import gaussian_psf, moffat_psf, streak_psf
 from streamer.restoration.richardson_lucy import RichardsonLucy
 from streamer.imaging.synthetic import star_field
 from tests.reference import richardson_lucy_reference
 
-METHODS = ["dense", "sparse"] + (["fft"] if fft_available() else [])
+METHODS = ["dense", "sparse", "host_fft"] + (["fft"] if fft_available() else [])
 
 
 def _data(shape=(64, 80), seed=0):

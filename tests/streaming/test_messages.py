@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from streamer.errors import EnvelopeError
 from streamer.streaming.codec import parse_envelope
-from streamer.streaming.messages import MODELS, RawFrame
+from streamer.streaming.messages import SCHEMA_VERSION, MODELS, RawFrame
 from streamer.streaming.schemas import SCHEMA_DIR, render_schemas, stale_schemas
 
 
@@ -33,7 +33,15 @@ def test_every_model_has_a_versioned_schema():
     assert {f"{name}.schema.json" for name in MODELS} == {p.name for p in SCHEMA_DIR.glob("*.json")}
     for path in SCHEMA_DIR.glob("*.json"):
         schema = json.loads(path.read_text())
-        assert schema["properties"]["schema_version"]["const"] == 1
+        assert schema["properties"]["schema_version"]["default"] == SCHEMA_VERSION == 2
+        assert schema["properties"]["schema_version"]["enum"] == [1, 2]
+        assert schema["$id"].endswith(f"/v{SCHEMA_VERSION}/{path.name}")
+
+
+def test_version_1_records_still_validate():
+    record = _raw().model_dump(mode="json")
+    record["schema_version"] = 1
+    assert RawFrame.model_validate(record).schema_version == 1
 
 
 def _raw(**changes):

@@ -376,7 +376,7 @@ def test_long_device_work_keeps_the_worker_in_its_group(kafka_bootstrap):
     from streamer.settings import RestorationSettings
 
     slow = RestorationSettings(window=31, psf=PSFSpec(kind="gaussian", fwhm=2.0),
-                               iterations=2000, method="dense")
+                               iterations=2000, method="dense", stop_at_noise=False)
     settings = unique_settings(kafka_bootstrap, partitions=1, restoration=slow,
                                max_poll_interval_seconds=2.0)
 

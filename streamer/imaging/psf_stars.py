@@ -1,0 +1,143 @@
+"""Finding the stars a PSF can be measured on, and cutting them out.
+
+Sources come from Source Extractor's algorithm (``sep``, Barbary 2016): a mesh background and
+its noise, then sources above a threshold, deblended, with a segmentation map. A PSF star is
+unblended, high in S/N, unsaturated, away from edges and masked pixels, of the frame's
+typical size, and has no bright neighbour over its core. Fainter or farther neighbours do not
+disqualify it — their pixels (their segments, grown by two pixels) are masked out of its
+stamp — which is what lets a crowded field such as a globular cluster still give stars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_PEAK_SNR = 20.0
+SATURATION_MARGIN = 0.8   # stars peaking above this fraction of saturation are left out
+OBJECT_FLAGS = 1 | 2 | 8 | 16   # sep: merged, truncated, singular, deblending overflow
+CORE_NEIGHBOUR_FLUX = 0.01      # a neighbour this bright (relative) over the core disqualifies
+
+
+@dataclass
+class Detection:
+    """A frame's sources and what was learnt detecting them."""
+
+    objects: np.ndarray        # sep's catalogue
+    subtracted: np.ndarray     # the frame less the mesh background, float32
+    segments: np.ndarray       # sep's segmentation map (object index + 1; 0 sky)
+    noise: float               # global background rms
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.rint(self.objects["y"]).astype(int)
+
+    @property
+    def columns(self) -> np.ndarray:
+        return np.rint(self.objects["x"]).astype(int)
+
+    def unflagged(self) -> np.ndarray:
+        """Indices of the sources sep did not flag (blended, truncated, ...)."""
+        return np.flatnonzero((self.objects["flag"] & OBJECT_FLAGS) == 0)
+
+
+def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detection:
+    """Background, noise and sources of a frame (``invalid`` pixels masked)."""
+    import sep
+
+    filled = np.where(invalid, np.median(data[~invalid]), data).astype(np.float32)
+    background = sep.Background(filled, mask=invalid, bw=64, bh=64, fw=3, fh=3)
+    subtracted = filled - background.back()
+    noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
+    threshold = detect_sigma
+    for _ in range(4):  # crowded frames overflow sep's buffers: raise the threshold
+        try:
+            objects, segments = sep.extract(subtracted, threshold, err=noise, mask=invalid,
+                                             minarea=5, deblend_cont=0.005,
+                                             segmentation_map=True)
+            return Detection(objects, subtracted, segments, noise)
+        except Exception as error:  # sep raises a bare Exception on buffer overflows
+            if "overflow" not in str(error) and "full" not in str(error):
+                raise
+            threshold *= 2.0
+    empty = np.zeros(0, dtype=[("x", float), ("y", float), ("flag", int), ("flux", float),
+                                ("peak", float), ("a", float)])
+    return Detection(empty, subtracted, np.zeros(data.shape, np.int32), noise)
+
+
+def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
+               saturation: float | None, half: int) -> np.ndarray:
+    """Indices of unflagged, high-S/N, unsaturated sources whose ``half``-box is inside the
+    frame and free of invalid pixels, brightest first."""
+    objects = detection.objects
+    rows, columns = detection.rows, detection.columns
+    height, width = image.shape
+    keep = np.zeros(len(objects), dtype=bool)
+    keep[detection.unflagged()] = True
+    keep &= objects["peak"] >= MIN_PEAK_SNR * detection.noise
+    keep &= (rows >= half) & (rows < height - half) & (columns >= half) & (columns < width - half)
+    chosen = []
+    for index in np.flatnonzero(keep):
+        box = (slice(rows[index] - half, rows[index] + half + 1),
+               slice(columns[index] - half, columns[index] + half + 1))
+        if invalid[box].any():
+            continue
+        if saturation is not None and np.nanmax(image[box]) >= SATURATION_MARGIN * saturation:
+            continue
+        chosen.append(index)
+    chosen = np.asarray(chosen, dtype=int)
+    return chosen[np.argsort(objects["flux"][chosen])[::-1]]
+
+
+def clear_cores(detection: Detection, indices: np.ndarray, core_radius: float) -> np.ndarray:
+    """The ``indices`` with no neighbour brighter than ``CORE_NEIGHBOUR_FLUX`` of their flux
+    within ``core_radius`` (any source at all, flagged or not)."""
+    from scipy.spatial import cKDTree
+
+    if indices.size == 0:
+        return indices
+    objects = detection.objects
+    points = np.column_stack([objects["y"], objects["x"]])
+    tree = cKDTree(points)
+    keep = [index for index in indices
+            if not any(n != index and objects["flux"][n] > CORE_NEIGHBOUR_FLUX * objects["flux"][index]
+                       for n in tree.query_ball_point(points[index], core_radius))]
+    return np.asarray(keep, dtype=int)
+
+
+def stamp(detection: Detection, index: int, half: int) -> np.ndarray:
+    """The background-subtracted box of side ``2 half + 1`` around source ``index``, its
+    neighbours' pixels (their segments grown by two pixels) set to NaN, less its local sky."""
+    from scipy.ndimage import binary_dilation
+
+    row, column = detection.rows[index], detection.columns[index]
+    box = (slice(row - half, row + half + 1), slice(column - half, column + half + 1))
+    values = np.asarray(detection.subtracted[box], dtype=np.float64)
+    segments = detection.segments[box]
+    others = binary_dilation((segments != 0) & (segments != index + 1), iterations=2)
+    values = np.where(others, np.nan, values)
+    return values - local_sky(values)
+
+
+def local_sky(values: np.ndarray) -> np.ndarray | float:
+    """A plane fitted to a stamp's outer ring (its three outermost pixel rings), outliers
+    clipped: the mesh background is too coarse near galaxies, nebulae and cluster cores, and a
+    constant or a slope left in every stamp would stack into a pedestal under the PSF."""
+    half = values.shape[0] // 2
+    ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
+    ring = (np.maximum(np.abs(ys), np.abs(xs)) >= half - 2) & np.isfinite(values)
+    if ring.sum() < 12:
+        return 0.0
+    design = np.column_stack([np.ones(ring.sum()), ys[ring], xs[ring]])
+    target = values[ring]
+    keep = np.ones(target.size, dtype=bool)
+    for _ in range(3):  # fit, then drop 3-sigma outliers (sigma from the MAD) and refit
+        coefficients = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0]
+        residual = target - design @ coefficients
+        spread = 1.4826 * np.median(np.abs(residual[keep] - np.median(residual[keep])))
+        new_keep = np.abs(residual) <= 3.0 * spread if spread > 0 else keep
+        if new_keep.sum() < 12 or np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return coefficients[0] + coefficients[1] * ys + coefficients[2] * xs

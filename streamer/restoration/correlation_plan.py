@@ -1,0 +1,176 @@
+"""Choosing the correlation method: by arithmetic estimate, then by timing on the device —
+and remembering the measured choice on disk, so a fresh worker process plans in a moment.
+
+The choice depends on the device, the frame shape, the kernel shape and which methods apply
+to the kernel (a streak's zero taps make ``sparse`` a candidate, a Gaussian's rank 1 makes
+``separable`` one), so those form the cache key. The cache is a small JSON file
+(``$STREAMER_CACHE_DIR/plans.json``, default ``~/.cache/streamer``), written atomically;
+delete it to measure again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyopencl as cl
+
+from streamer.errors import ParameterError
+from streamer.restoration.convolution import (
+    MAX_SEPARABLE_RANK, SEPARABLE_TOLERANCE, Correlation, DenseCorrelation,
+    SeparableCorrelation, SparseCorrelation, separable_terms, source_buffer,
+)
+from streamer.restoration.fft_correlation import (
+    FFTCorrelation, HostFFTCorrelation, fft_available,
+)
+from streamer.restoration.kernels import KernelLibrary
+
+log = logging.getLogger(__name__)
+
+METHODS = ("dense", "sparse", "separable", "fft", "host_fft")
+CACHE_ENV_VAR = "STREAMER_CACHE_DIR"
+_CACHE_VERSION = 1
+_CLASSES = {"dense": DenseCorrelation, "sparse": SparseCorrelation,
+            "separable": SeparableCorrelation, "fft": FFTCorrelation,
+            "host_fft": HostFFTCorrelation}
+
+
+def cache_directory() -> Path:
+    """``$STREAMER_CACHE_DIR``, else ``~/.cache/streamer``."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "streamer")
+
+
+class PlanCache:
+    """Measured method choices, one JSON file shared by the processes of a machine."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_directory() / "plans.json"
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+    def get(self, key: str) -> dict | None:
+        """The stored choice for ``key``, or None."""
+        return self._read().get(key)
+
+    def put(self, key: str, entry: dict) -> None:
+        """Store a choice (merged with what other processes stored meanwhile)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            entries = self._read()
+            entries[key] = entry
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(entries, indent=1, sort_keys=True))
+            os.replace(temporary, self.path)
+        except OSError as error:  # a read-only home only costs a re-measurement next time
+            log.warning("cannot write the plan cache %s: %s", self.path, error)
+
+
+def device_key(device: cl.Device) -> str:
+    """Platform, device and driver: what makes timings comparable."""
+    return " | ".join(" ".join(part.split()) for part in (
+        device.platform.name, device.platform.version, device.name, device.driver_version))
+
+
+def is_cpu(device: cl.Device) -> bool:
+    """Whether ``device`` is a CPU (its buffers live in host memory)."""
+    return bool(device.type & cl.device_type.CPU)
+
+
+def candidate_costs(weights: np.ndarray, out_shape: tuple[int, int], device: cl.Device
+                    ) -> dict[str, float]:
+    """Methods that apply to this kernel on this device, with rough multiply-adds per output
+    pixel (only to skip methods that cannot win)."""
+    kh, kw = weights.shape
+    costs = {"dense": float(kh * kw)}
+    taps = np.count_nonzero(weights)
+    if taps < 0.7 * kh * kw:
+        costs["sparse"] = 1.5 * taps
+    terms = separable_terms(weights)
+    if terms:
+        costs["separable"] = 1.2 * len(terms) * (kh + kw)
+    size = (out_shape[0] + kh) * (out_shape[1] + kw)
+    if is_cpu(device):
+        costs["host_fft"] = 25.0 * np.log2(size)
+    elif fft_available():
+        costs["fft"] = 40.0 * np.log2(size)
+    return costs
+
+
+def build_correlation(method: str, queue: cl.CommandQueue, library: KernelLibrary,
+                      weights: np.ndarray, out_shape: tuple[int, int]) -> Correlation:
+    """Construct one method's correlation for ``weights`` (no timing)."""
+    if method not in _CLASSES:
+        raise ParameterError(f"unknown convolution method {method!r}; choose from {METHODS}")
+    if method == "fft" and not fft_available():
+        raise ParameterError("the fft method needs pyvkfft: pip install 'streamer[fft]'")
+    if method == "separable" and separable_terms(weights) is None:
+        raise ParameterError(
+            f"this PSF is not separable within {SEPARABLE_TOLERANCE:g} with at most "
+            f"{MAX_SEPARABLE_RANK} terms; use method dense, sparse, fft or host_fft")
+    correlation = _CLASSES[method](queue, library, weights.shape, out_shape)
+    correlation.set_weights(weights)
+    return correlation
+
+
+def time_correlation(correlation: Correlation, repeats: int = 2) -> float:
+    """Best wall time of ``repeats`` runs on scratch buffers, seconds."""
+    context = correlation.queue.context
+    src = source_buffer(context, *correlation.src_shape)
+    dst = cl.Buffer(context, cl.mem_flags.READ_WRITE, int(np.prod(correlation.out_shape)) * 4)
+    cl.enqueue_fill_buffer(correlation.queue, src, np.float32(1), 0, src.size)
+    correlation.enqueue(src, dst)  # warm-up: first launch pays lazy compilation
+    correlation.queue.finish()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        correlation.enqueue(src, dst)
+        correlation.queue.finish()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarray,
+                     out_shape: tuple[int, int], method: str = "auto",
+                     cache: PlanCache | None = None) -> tuple[Correlation, dict[str, float]]:
+    """Plan the correlation by ``method``, or with ``auto`` the fastest measured one (taken
+    from ``cache`` when this device measured this case before).
+
+    Returns the plan and the seconds measured for each method timed (empty unless measured
+    now or cached).
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if method != "auto":
+        return build_correlation(method, queue, library, weights, out_shape), {}
+    costs = candidate_costs(weights, out_shape, queue.device)
+    cheapest = min(costs.values())
+    candidates = sorted(name for name, cost in costs.items() if cost <= 4.0 * cheapest)
+    if len(candidates) == 1:
+        return build_correlation(candidates[0], queue, library, weights, out_shape), {}
+    key = json.dumps([_CACHE_VERSION, device_key(queue.device), list(out_shape),
+                      list(weights.shape), candidates])
+    known = cache.get(key) if cache is not None else None
+    if known is not None and known.get("method") in candidates:
+        return (build_correlation(known["method"], queue, library, weights, out_shape),
+                dict(known.get("timings", {})))
+    timings: dict[str, float] = {}
+    best: Correlation | None = None
+    for name in candidates:
+        correlation = build_correlation(name, queue, library, weights, out_shape)
+        timings[name] = time_correlation(correlation)
+        if best is None or timings[name] < timings[best.method]:
+            best = correlation
+    log.info("convolution %dx%d on %s: %s (measured %s)", *weights.shape, out_shape,
+             best.method, ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in timings.items()))
+    if cache is not None:
+        cache.put(key, {"method": best.method, "timings": timings,
+                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return best, timings

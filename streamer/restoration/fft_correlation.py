@@ -1,0 +1,134 @@
+"""Correlation by FFT: on the device (VkFFT, through pyvkfft) or on the host's cores.
+
+Both compute the valid correlation as a circular one on a transform at least as large as the
+source: every output ``(y, x)`` reads source rows ``y … y + kh - 1`` and columns
+``x … x + kw - 1``, all inside the transform, so nothing wraps around.
+
+The host path exists because on a CPU device the best FFT is the host's own: SciPy's pocketfft
+on all cores, reading and writing the device buffers through zero-copy maps (PoCL keeps its
+buffers in host memory). The multiplications and the rest of Richardson–Lucy stay in the
+OpenCL kernels.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import pyopencl as cl
+
+from streamer.restoration.convolution import Correlation
+from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.kernels import KernelLibrary
+
+
+def fft_available() -> bool:
+    """Whether pyvkfft (the device FFT of the ``fft`` method) is importable."""
+    try:
+        import pyvkfft.opencl  # noqa: F401
+    except Exception:  # ImportError, or a build without OpenCL support
+        return False
+    return True
+
+
+def fast_length(n: int) -> int:
+    """Smallest length >= n whose prime factors are 2, 3, 5 and 7 (fast for VkFFT)."""
+    while True:
+        m = n
+        for p in (2, 3, 5, 7):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+class FFTCorrelation(Correlation):
+    """Correlation with VkFFT on the device."""
+
+    method = "fft"
+
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
+                 kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
+        super().__init__(queue, kernel_shape, out_shape)
+        import pyopencl.array as cl_array
+        from pyvkfft.opencl import VkFFTApp
+
+        program = library.program("convolution", KH=self.kh, KW=self.kw)
+        self._copy = BlockCopy(queue, library)
+        self._multiply = cl.Kernel(program, "multiply_conjugate")
+        self.fft_shape = (fast_length(self.src_shape[0]), fast_length(self.src_shape[1]))
+        height, width = self.fft_shape
+        self._real = cl_array.zeros(queue, self.fft_shape, np.float32)
+        self._spectrum = cl_array.empty(queue, (height, width // 2 + 1), np.complex64)
+        self._kernel_spectrum = cl_array.empty_like(self._spectrum)
+        self._app = VkFFTApp(self.fft_shape, np.float32, queue, r2c=True, inplace=False, ndim=2)
+
+    def _load(self, weights: np.ndarray) -> None:
+        padded = np.zeros(self.fft_shape, dtype=np.float32)
+        padded[: self.kh, : self.kw] = weights
+        self._real.set(padded)
+        self._app.fft(self._real, self._kernel_spectrum)
+        self._real.fill(0)
+
+    def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
+        rows, columns = self.out_shape
+        src_rows, src_columns = self.src_shape
+        width = self.fft_shape[1]
+        self._copy(src, src_columns, self._real.data, width, src_rows, src_columns)
+        self._app.fft(self._real, self._spectrum)
+        count = self._spectrum.size
+        self._multiply(self.queue, ((count + 255) // 256 * 256,), None, self._spectrum.data,
+                       self._kernel_spectrum.data, np.int32(count))
+        self._app.ifft(self._spectrum, self._real)
+        self._copy(self._real.data, width, dst, columns, rows, columns)
+        # The next call writes only the src block; the rest of the transform must be 0 again.
+        self._real.fill(0)
+
+
+@contextmanager
+def mapped(queue: cl.CommandQueue, buffer: cl.Buffer, flags: int,
+           shape: tuple[int, int]) -> Iterator[np.ndarray]:
+    """The first ``shape`` floats of a device buffer as a host array, for the duration of the
+    block (a blocking map: the queue's earlier commands have finished)."""
+    array, _ = cl.enqueue_map_buffer(queue, buffer, flags, 0, shape, np.float32,
+                                     is_blocking=True)
+    try:
+        yield array
+    finally:
+        array.base.release(queue)
+
+
+class HostFFTCorrelation(Correlation):
+    """Correlation with SciPy's FFT on the host's cores, on mapped device buffers."""
+
+    method = "host_fft"
+
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
+                 kernel_shape: tuple[int, int], out_shape: tuple[int, int],
+                 workers: int | None = None) -> None:
+        super().__init__(queue, kernel_shape, out_shape)
+        import scipy.fft
+
+        self._fft = scipy.fft
+        self.workers = workers or os.cpu_count() or 1
+        self.fft_shape = (scipy.fft.next_fast_len(self.src_shape[0], real=True),
+                          scipy.fft.next_fast_len(self.src_shape[1], real=True))
+        self._kernel_conjugate: np.ndarray | None = None
+
+    def _load(self, weights: np.ndarray) -> None:
+        spectrum = self._fft.rfft2(weights, s=self.fft_shape, workers=self.workers)
+        self._kernel_conjugate = np.conj(spectrum).astype(np.complex64)
+
+    def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
+        rows, columns = self.out_shape
+        with mapped(self.queue, src, cl.map_flags.READ, self.src_shape) as source:
+            spectrum = self._fft.rfft2(source, s=self.fft_shape, workers=self.workers)
+        spectrum *= self._kernel_conjugate
+        product = self._fft.irfft2(spectrum, s=self.fft_shape, workers=self.workers,
+                                   overwrite_x=True)
+        with mapped(self.queue, dst, cl.map_flags.WRITE_INVALIDATE_REGION,
+                    self.out_shape) as out:
+            out[...] = product[:rows, :columns]

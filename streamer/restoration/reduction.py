@@ -1,0 +1,40 @@
+"""Thin wrapper of ``opencl/reduce.cl``: per-group partial sums or minima folded into one value
+on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyopencl as cl
+
+from streamer.restoration.kernels import KernelLibrary
+
+GROUP = 256  # the work-group size of reduce.cl, passed to it as a define
+
+
+def reduction_items(device: cl.Device, count: int) -> int:
+    """Work items of a grid-stride reducing kernel over ``count`` elements: enough to fill
+    the device (a GPU wants thousands per compute unit, a CPU a few dozen), never more than
+    the elements."""
+    per_unit = 1024 if device.type & cl.device_type.GPU else 64
+    return int(max(1, min(count, device.max_compute_units * per_unit)))
+
+
+class Reduction:
+    """Folds a partials buffer into ``out[index]`` with one work group."""
+
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary) -> None:
+        self.queue = queue
+        self._kernel = cl.Kernel(library.program("reduce", GROUP=GROUP), "reduce_partials")
+
+    def sum(self, partials: cl.Buffer, count: int, out: cl.Buffer, index: int) -> None:
+        """Enqueue ``out[index] = sum(partials[:count])``."""
+        self._fold(partials, count, out, index, minimum=False)
+
+    def minimum(self, partials: cl.Buffer, count: int, out: cl.Buffer, index: int) -> None:
+        """Enqueue ``out[index] = min(partials[:count])``."""
+        self._fold(partials, count, out, index, minimum=True)
+
+    def _fold(self, partials: cl.Buffer, count: int, out: cl.Buffer, index: int,
+              minimum: bool) -> None:
+        self._kernel(self.queue, (GROUP,), (GROUP,), partials, np.int32(count),
+                     np.int32(minimum), out, np.int32(index))
