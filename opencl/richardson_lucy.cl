@@ -59,9 +59,22 @@ __kernel void rl_data_sums(__global const float * restrict data,
     partial_count[g] = counted;
 }
 
+// The model's value M = h * u + b and White's damped ratio at one pixel.
+inline float damped_ratio(const float d, const float m, const float sky,
+                          const float threshold_squared, const float variance,
+                          const float inverse_gain)
+{
+    const float residual = d - m;
+    float factor = 1.0f;
+    if (threshold_squared > 0.0f) {
+        const float pixel_variance = variance + fmax(m - sky, 0.0f) * inverse_gain;
+        const float u = fmin(residual * residual / (threshold_squared * pixel_variance), 1.0f);
+        factor = damping_power(u) * (DAMPING_POWER - (DAMPING_POWER - 1) * u);
+    }
+    return 1.0f + factor * residual / m;
+}
+
 // ratio_padded[y + 2*ry][x + 2*rx] = w * ratio (damped), 0 where the weight or model is 0.
-// Per work item: chi^2 and the count of the valid pixels whose model is above
-// sky + SIGNAL_SIGMAS sigma (the pixels with signal, for the discrepancy stopping rule).
 __kernel void rl_ratio(__global const float * restrict data,
                        __global const float * restrict weight,
                        __global const float * restrict model,
@@ -73,46 +86,47 @@ __kernel void rl_ratio(__global const float * restrict data,
                        const float threshold_squared,
                        const float variance,
                        const float inverse_gain,
-                       const float signal_sigmas,
                        const float pedestal,
-                       __global const float * restrict stats,
-                       __global float * restrict partial_chi2,
-                       __global float * restrict partial_count)
+                       __global const float * restrict stats)
+{
+    const int x = get_global_id(0);
+    const int y = get_global_id(1);
+    if (x >= width || y >= height) return;
+    const size_t at = (size_t)y * width + x;
+    const float sky = stats[STAT_SKY];
+    const float m = model[at] + sky - pedestal;
+    const float w = weight[at];
+    const float value = (w > 0.0f && m > TINY)
+        ? w * damped_ratio(data[at], m, sky, threshold_squared, variance, inverse_gain) : 0.0f;
+    ratio_padded[(size_t)(y + 2 * radius_y) * (width + 4 * radius_x) + x + 2 * radius_x] = value;
+}
+
+// Per work item: chi^2 and the count of the valid pixels whose model is above
+// sky + signal_sigmas sigma (the pixels with signal, for the discrepancy stopping rule). Run
+// only on the iterations that check it.
+__kernel void rl_chi2(__global const float * restrict data,
+                      __global const float * restrict weight,
+                      __global const float * restrict model,
+                      const int count,
+                      const float variance,
+                      const float inverse_gain,
+                      const float signal_sigmas,
+                      const float pedestal,
+                      __global const float * restrict stats,
+                      __global float * restrict partial_chi2,
+                      __global float * restrict partial_count)
 {
     const int g = get_global_id(0);
     const int stride = get_global_size(0);
-    const int count = width * height;
-    const int pitch = width + 4 * radius_x;
     const float sky = stats[STAT_SKY];
-    const float background = sky - pedestal;
     const float signal_level = sky + signal_sigmas * sqrt(variance);
-    const int row_step = stride / width, column_step = stride - row_step * width;
-    int y = g / width, x = g - (g / width) * width;
     float chi2 = 0.0f, counted = 0.0f;
     for (int i = g; i < count; i += stride) {
-        const float m = model[i] + background;
-        const float w = weight[i];
-        float value = 0.0f;
-        if (w > 0.0f && m > TINY) {
+        const float m = model[i] + sky - pedestal;
+        if (weight[i] > 0.0f && m > signal_level) {
             const float residual = data[i] - m;
-            const float pixel_variance = variance + fmax(m - sky, 0.0f) * inverse_gain;
-            float factor = 1.0f;
-            if (threshold_squared > 0.0f) {
-                const float u = fmin(residual * residual / (threshold_squared * pixel_variance), 1.0f);
-                factor = damping_power(u) * (DAMPING_POWER - (DAMPING_POWER - 1) * u);
-            }
-            value = w * (1.0f + factor * residual / m);
-            if (m > signal_level) {
-                chi2 += residual * residual / pixel_variance;
-                counted += 1.0f;
-            }
-        }
-        ratio_padded[(size_t)(y + 2 * radius_y) * pitch + x + 2 * radius_x] = value;
-        y += row_step;      // the next pixel of this item, without a division
-        x += column_step;
-        if (x >= width) {
-            x -= width;
-            y += 1;
+            chi2 += residual * residual / (variance + (m - sky) * inverse_gain);
+            counted += 1.0f;
         }
     }
     partial_chi2[g] = chi2;
@@ -146,14 +160,26 @@ __kernel void rl_initial_estimate(__global const float * restrict data,
     estimate[(size_t)ey * ext_width + ex] = fmax(value, floor_value);
 }
 
-// u <- u * (h' * ratio) / (h' * w). Per work item: the sums of |u_new - u_old| and of u_new
-// (for the relative-change stopping rule and the report).
+// u <- u * (h' * ratio) / (h' * w).
 __kernel void rl_update(__global float * restrict estimate,
                         __global const float * restrict correction,
                         __global const float * restrict norm,
-                        const int count,
-                        __global float * restrict partial_change,
-                        __global float * restrict partial_total)
+                        const int count)
+{
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    const float n = norm[i];
+    estimate[i] = n > NORM_FLOOR ? estimate[i] * correction[i] / n : 0.0f;
+}
+
+// The same update, and per work item the sums of |u_new - u_old| and of u_new (for the
+// relative-change stopping rule and the report), on the iterations that measure them.
+__kernel void rl_update_measured(__global float * restrict estimate,
+                                 __global const float * restrict correction,
+                                 __global const float * restrict norm,
+                                 const int count,
+                                 __global float * restrict partial_change,
+                                 __global float * restrict partial_total)
 {
     const int g = get_global_id(0);
     const int stride = get_global_size(0);

@@ -137,6 +137,14 @@ def psf_hdu(psf: np.ndarray, keywords: dict[str, tuple[object, str]]) -> fits.Im
     return hdu
 
 
+def write_psf(path: str | Path, psf: np.ndarray, keywords: dict[str, tuple[object, str]]) -> None:
+    """A PSF as its own FITS file (primary HDU), readable by ``--psf file:PATH``."""
+    hdu = fits.PrimaryHDU(data=np.asarray(psf, dtype=np.float32))
+    for keyword, (value, comment) in keywords.items():
+        hdu.header.append(_card(keyword, value, comment), end=True)
+    hdu.writeto(path, overwrite=True)
+
+
 def restored_bytes(data: np.ndarray, header: fits.Header, psf: fits.ImageHDU | None) -> bytes:
     """A restored frame as a FITS file in memory: float32 primary HDU with ``header``, then
     the PSF extension when given."""

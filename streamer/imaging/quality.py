@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+from streamer.imaging.moments import adaptive_moments
+
 _SAMPLE = 1 << 18
 
 
@@ -88,42 +89,19 @@ def find_sources(image: np.ndarray, sky: SkyStatistics, threshold: float = 5.0,
 
 
 def star_shape(image: np.ndarray, row: int, column: int, background: float,
-               half: int = 8, iterations: int = 30) -> StarShape | None:
-    """Adaptive-moment FWHM and ellipticity of the star near (row, column); None when the
-    moments do not converge (blends, edges, NaN)."""
-    box = np.asarray(image[row - half : row + half + 1, column - half : column + half + 1],
+               half: int = 8) -> StarShape | None:
+    """Adaptive-moment FWHM and ellipticity of the star near (row, column)
+    (:func:`~streamer.imaging.moments.adaptive_moments`, which falls back on aperture moments
+    for stars too sharp for them, as restored stars can be); None when they do not converge
+    (blends, edges, NaN)."""
+    box = np.asarray(image[row - half: row + half + 1, column - half: column + half + 1],
                      dtype=np.float64) - background
     if box.shape != (2 * half + 1, 2 * half + 1) or not np.all(np.isfinite(box)):
         return None
-    ys, xs = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
-    cy = cx = 0.0
-    m = np.array([[2.0, 0.0], [0.0, 2.0]])
-    for _ in range(iterations):
-        inverse = np.linalg.inv(m)
-        dy, dx = ys - cy, xs - cx
-        r2 = inverse[0, 0] * dy * dy + 2 * inverse[0, 1] * dy * dx + inverse[1, 1] * dx * dx
-        weighted = box * np.exp(-0.5 * r2)
-        total = weighted.sum()
-        if not total > 0:
-            return None
-        cy_new, cx_new = (weighted * ys).sum() / total, (weighted * xs).sum() / total
-        dy, dx = ys - cy_new, xs - cx_new
-        new = np.array([[(weighted * dy * dy).sum(), (weighted * dy * dx).sum()],
-                        [(weighted * dy * dx).sum(), (weighted * dx * dx).sum()]]) / total
-        # The weighted covariance of a Gaussian is half of it: the weight must be 2M.
-        new = 2.0 * new
-        if not np.all(np.isfinite(new)) or np.linalg.det(new) <= 0 or abs(cy_new) > half / 2 \
-                or abs(cx_new) > half / 2:
-            return None
-        converged = np.allclose(new, m, rtol=1e-4, atol=1e-6)
-        m, cy, cx = new, cy_new, cx_new
-        if converged:
-            break
-    eigen = np.linalg.eigvalsh(m)
-    if eigen[0] <= 0:
+    moments = adaptive_moments(box)
+    if moments is None or abs(moments.row - half) > half / 2 or abs(moments.column - half) > half / 2:
         return None
-    sigma = math.sqrt(math.sqrt(eigen[0] * eigen[1]))
-    return StarShape(fwhm=_FWHM_PER_SIGMA * sigma, ellipticity=1.0 - math.sqrt(eigen[0] / eigen[1]))
+    return StarShape(fwhm=moments.fwhm, ellipticity=moments.ellipticity)
 
 
 @dataclass(frozen=True)

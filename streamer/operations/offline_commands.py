@@ -101,7 +101,7 @@ def _register_psf(commands: argparse._SubParsersAction) -> None:
 def run_psf(args: argparse.Namespace) -> int:
     """``streamer psf``: measure and write each frame's PSF."""
     from streamer.errors import FrameError, PSFError
-    from streamer.imaging.fits_io import psf_hdu, read_image
+    from streamer.imaging.fits_io import read_image, write_psf
     from streamer.imaging.psf_measure import PSFMeasureSettings, measure_psf
     from streamer.imaging.psf_plot import write_psf_png
     from streamer.operations.batch import output_name
@@ -125,8 +125,7 @@ def run_psf(args: argparse.Namespace) -> int:
             print(f"streamer: error: {path}: {error}", file=sys.stderr)
             continue
         stem = output_name(path)[: -len(".fits")]
-        psf_hdu(measured.psf, psf_keywords(measured)).writeto(
-            args.output / f"{stem}.psf.fits", overwrite=True)
+        write_psf(args.output / f"{stem}.psf.fits", measured.psf, psf_keywords(measured))
         write_psf_png(args.output / f"{stem}.psf.png", measured)
         print(f"{path.name}: {measured.method} PSF {measured.psf.shape[0]}x"
               f"{measured.psf.shape[1]}, FWHM {measured.fwhm:.2f} px, ellipticity "

@@ -117,6 +117,8 @@ class HostFFTCorrelation(Correlation):
         self.fft_shape = (scipy.fft.next_fast_len(self.src_shape[0], real=True),
                           scipy.fft.next_fast_len(self.src_shape[1], real=True))
         self._kernel_conjugate: np.ndarray | None = None
+        # The transform's input, zero outside the source block; only that block is rewritten.
+        self._padded = np.zeros(self.fft_shape, dtype=np.float32)
 
     def _load(self, weights: np.ndarray) -> None:
         spectrum = self._fft.rfft2(weights, s=self.fft_shape, workers=self.workers)
@@ -124,9 +126,11 @@ class HostFFTCorrelation(Correlation):
 
     def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
         rows, columns = self.out_shape
+        src_rows, src_columns = self.src_shape
         with mapped(self.queue, src, cl.map_flags.READ, self.src_shape) as source:
-            spectrum = self._fft.rfft2(source, s=self.fft_shape, workers=self.workers)
-        spectrum *= self._kernel_conjugate
+            self._padded[:src_rows, :src_columns] = source
+        spectrum = self._fft.rfft2(self._padded, workers=self.workers)
+        np.multiply(spectrum, self._kernel_conjugate, out=spectrum)
         product = self._fft.irfft2(spectrum, s=self.fft_shape, workers=self.workers,
                                    overwrite_x=True)
         with mapped(self.queue, dst, cl.map_flags.WRITE_INVALIDATE_REGION,

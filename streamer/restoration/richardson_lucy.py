@@ -135,6 +135,8 @@ class RichardsonLucy:
         self._ratio = cl.Kernel(program, "rl_ratio")
         self._initial = cl.Kernel(program, "rl_initial_estimate")
         self._update = cl.Kernel(program, "rl_update")
+        self._update_measured = cl.Kernel(program, "rl_update_measured")
+        self._chi2 = cl.Kernel(program, "rl_chi2")
         self._output = cl.Kernel(program, "rl_output")
         self._estimate_sums = cl.Kernel(program, "rl_estimate_sums")
         self._copy = BlockCopy(queue, library)
@@ -248,8 +250,10 @@ class RichardsonLucy:
         threshold_squared = damping**2 if noise is not None else 0.0
         change, chi2, stopped_by, done = float("nan"), None, "iterations", 0
         for done in range(1, num_iter + 1):
-            self._iterate(threshold_squared, variance, inverse_gain)
-            measure = tolerance is not None or noise is not None or done == num_iter
+            check_noise = noise is not None and stop_at_noise
+            measure = tolerance is not None or check_noise or done == num_iter
+            self._iterate(threshold_squared, variance, inverse_gain, measure,
+                          noise is not None and (check_noise or done == num_iter))
             if not measure:
                 continue
             values = self._read_statistics()
@@ -257,7 +261,7 @@ class RichardsonLucy:
             change = values[STAT["CHANGE"]] / total if total > 0 else 0.0
             count = values[STAT["CHI2_COUNT"]]
             chi2 = values[STAT["CHI2"]] / count if noise is not None and count > 0 else None
-            if stop_at_noise and chi2 is not None and chi2 <= 1.0:
+            if check_noise and chi2 is not None and chi2 <= 1.0:
                 stopped_by = "discrepancy"
                 break
             if tolerance is not None and change < tolerance:
@@ -287,25 +291,34 @@ class RichardsonLucy:
                       self.weight, self.estimate, np.int32(width), np.int32(height),
                       np.int32(ry), np.int32(rx), np.float32(self._pedestal), self.statistics)
 
-    def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float) -> None:
+    def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
+                 measure_change: bool, measure_chi2: bool) -> None:
         height, width = self.shape
         ry, rx = self.radius
         self.forward.enqueue(self.estimate, self.model)
-        items = self._items
-        self._ratio(self.queue, (items,), None, self.data, self.weight,
+        if measure_chi2:  # the model of the current estimate, before it moves
+            self._chi2(self.queue, (self._items,), None, self.data, self.weight, self.model,
+                       np.int32(height * width), np.float32(variance),
+                       np.float32(inverse_gain), np.float32(SIGNAL_SIGMAS),
+                       np.float32(self._pedestal), self.statistics, self._partial_a,
+                       self._partial_b)
+            self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["CHI2"])
+            self._reduce.sum(self._partial_b, self._items, self.statistics, STAT["CHI2_COUNT"])
+        self._ratio(self.queue, _grid(width, height), None, self.data, self.weight,
                     self.model, self.ratio, np.int32(width), np.int32(height), np.int32(ry),
                     np.int32(rx), np.float32(threshold_squared), np.float32(variance),
-                    np.float32(inverse_gain), np.float32(SIGNAL_SIGMAS),
-                    np.float32(self._pedestal), self.statistics,
-                    self._partial_a, self._partial_b)
-        self._reduce.sum(self._partial_a, items, self.statistics, STAT["CHI2"])
-        self._reduce.sum(self._partial_b, items, self.statistics, STAT["CHI2_COUNT"])
+                    np.float32(inverse_gain), np.float32(self._pedestal), self.statistics)
         self.backward.enqueue(self.ratio, self.correction)
         extended = self.extended_shape[0] * self.extended_shape[1]
-        self._update(self.queue, (items,), None, self.estimate, self.correction,
-                     self.norm, np.int32(extended), self._partial_a, self._partial_b)
-        self._reduce.sum(self._partial_a, items, self.statistics, STAT["CHANGE"])
-        self._reduce.sum(self._partial_b, items, self.statistics, STAT["TOTAL"])
+        if measure_change:
+            self._update_measured(self.queue, (self._items,), None, self.estimate,
+                                  self.correction, self.norm, np.int32(extended),
+                                  self._partial_a, self._partial_b)
+            self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["CHANGE"])
+            self._reduce.sum(self._partial_b, self._items, self.statistics, STAT["TOTAL"])
+        else:
+            self._update(self.queue, ((extended + 255) // 256 * 256,), None, self.estimate,
+                         self.correction, self.norm, np.int32(extended))
 
     def _read_statistics(self) -> np.ndarray:
         values = np.empty(len(STAT), dtype=np.float32)

@@ -222,3 +222,49 @@ def test_simulate_then_restore(tmp_path):
                      "--window", "15", "--iterations", "5", "--psf", "streak:length=9,angle=20")
     assert result.returncode == 0, result.stderr
     assert fits.getheader(tmp_path / "out" / "sim_0000.fits")["SIMPSF"].startswith("streak")
+
+
+def test_psf_command_writes_fits_and_png(tmp_path, astropy_m13):
+    frames = tmp_path / "frames"
+    result = run_cli("simulate", "-o", frames, "--count", "1", "--size", "512",
+                     "--psf", "moffat:fwhm=3.5,beta=3,ellipticity=0.2,angle=30")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("psf", frames / "sim_0000.fits", astropy_m13["RICE"], "-o", tmp_path / "psf")
+    assert result.returncode == 0, result.stderr
+    assert "sim_0000.fits: empirical PSF" in result.stdout and "FWHM 3." in result.stdout
+    with fits.open(tmp_path / "psf" / "sim_0000.psf.fits") as hdus:
+        psf, header = hdus[0].data, hdus[0].header
+    assert psf.shape[0] % 2 == 1 and abs(psf.sum() - 1) < 1e-4
+    assert header["PSFMETH"] == "empirical" and 3.2 < header["PSFFWHM"] < 3.8
+    assert abs(header["PSFELLIP"] - 0.2) < 0.03 and header["PSFNSTAR"] >= 5
+    png = (tmp_path / "psf" / "sim_0000.psf.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (tmp_path / "psf" / "m13_rice.psf.png").exists()
+    # The measured PSF is a valid --psf file for another run.
+    result = run_cli("restore", frames / "sim_0000.fits", "-o", tmp_path / "out", "--window",
+                     "15", "--iterations", "3", "--psf", f"file:{tmp_path / 'psf' / 'sim_0000.psf.fits'}")
+    assert result.returncode == 0, result.stderr
+
+
+def test_psf_command_reports_a_frame_without_stars(tmp_path):
+    flat = tmp_path / "flat.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(100, 5, (128, 128)).astype(np.float32)
+                    ).writeto(flat)
+    result = run_cli("psf", flat, "-o", tmp_path / "psf")
+    assert result.returncode == 1
+    assert "flat.fits" in result.stderr and "no" in result.stderr.lower()
+
+
+def test_restored_file_carries_its_psf(tmp_path):
+    source = tmp_path / "frame.fits"
+    _synthetic_fits(source, shape=(160, 170))
+    result = run_cli("restore", source, "-o", tmp_path / "out", "--window", "15",
+                     "--iterations", "5", "--psf-fallback", "gaussian:fwhm=2")
+    assert result.returncode == 0, result.stderr
+    with fits.open(tmp_path / "out" / "frame.fits") as hdus:
+        assert hdus[1].name == "PSF" and abs(hdus[1].data.sum() - 1) < 1e-4
+        primary = hdus[0].header
+        assert primary["STRMPSF"] == "auto"
+        assert primary["PSFMETH"] in ("empirical", "moffat", "fallback")
+        assert primary["PSFMETH"] == hdus[1].header["PSFMETH"]
+        assert primary["STRMSTOP"] in ("iterations", "discrepancy") and primary["STRMDAMP"] == 1.0

@@ -56,3 +56,35 @@ def test_auto_times_the_candidates_and_keeps_the_fastest(opencl):
 def test_unknown_method_is_refused(opencl):
     with pytest.raises(ParameterError, match="unknown convolution method"):
         plan_correlation(opencl.queue, opencl.library, gaussian_psf(2.0), (10, 10), "wavelet")
+
+
+def test_the_measured_choice_is_cached_on_disk(opencl, tmp_path, monkeypatch):
+    from streamer.restoration import correlation_plan
+    from streamer.restoration.correlation_plan import PlanCache
+
+    cache = PlanCache(tmp_path / "plans.json")
+    weights = streak_psf(21, 30.0, 1.5)
+    first, timings = plan_correlation(opencl.queue, opencl.library, weights, (300, 300), "auto",
+                                      cache)
+    assert timings and cache.path.exists()
+
+    def no_timing(*_):  # a fresh process with a warm cache must not time anything
+        raise AssertionError("timed again despite the cache")
+
+    monkeypatch.setattr(correlation_plan, "time_correlation", no_timing)
+    again, cached = plan_correlation(opencl.queue, opencl.library, weights, (300, 300), "auto",
+                                     PlanCache(tmp_path / "plans.json"))
+    assert again.method == first.method and cached == timings
+    # Another frame shape is another case: measured, not taken from the cache.
+    with pytest.raises(AssertionError, match="timed again"):
+        plan_correlation(opencl.queue, opencl.library, weights, (320, 300), "auto", cache)
+
+
+def test_a_corrupt_cache_is_ignored(opencl, tmp_path):
+    from streamer.restoration.correlation_plan import PlanCache
+
+    (tmp_path / "plans.json").write_text("{not json")
+    correlation, timings = plan_correlation(opencl.queue, opencl.library,
+                                            streak_psf(21, 30.0, 1.5), (200, 200), "auto",
+                                            PlanCache(tmp_path / "plans.json"))
+    assert correlation.method in timings

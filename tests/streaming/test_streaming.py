@@ -4,6 +4,7 @@ metrics topics (exactly once) → sink; dead letters; SIGKILL recovery; two work
 from __future__ import annotations
 
 import asyncio
+import io
 import collections
 import json
 import datetime as dt
@@ -85,6 +86,42 @@ def test_frames_flow_and_equal_the_offline_restoration(kafka_bootstrap, restorer
     for m in records:
         assert m.iterations == 3 and m.exposure_to_restored_seconds > 0
         assert abs(m.flux_out / m.flux_in - 1) < 0.01
+
+
+def test_each_frame_is_restored_with_its_measured_psf(kafka_bootstrap):
+    from streamer.settings import RestorationSettings
+
+    auto = RestorationSettings(window=15, iterations=5)  # psf auto, the default
+    settings = unique_settings(kafka_bootstrap, partitions=1, restoration=auto)
+    seeing = PSFSpec(kind="moffat", fwhm=3.0, beta=3.0)
+
+    async def scenario():
+        await create_topics(settings)
+        async with CameraPublisher(settings, "camP") as camera:
+            await simulate(camera, count=3, size=384, cadence=0.0, psf=seeing)
+        worker = Worker(settings)
+        await asyncio.wait_for(worker.run(asyncio.Event(), max_frames=3), 180)
+        restored = await read_topic(settings, settings.topics.restored, expect=3)
+        metrics = await read_topic(settings, settings.topics.metrics, expect=3, frames=False)
+        return worker, restored, metrics
+
+    worker, restored, metrics = run(scenario())
+    for m in (FrameMetrics.model_validate_json(r.value) for r in metrics):
+        assert m.psf is not None and m.psf.method in ("empirical", "previous")
+        assert m.psf.fwhm == pytest.approx(3.0, rel=0.1) and not m.psf.fallback
+        assert m.quality.moat_depth is not None and m.stopped_by in ("iterations", "discrepancy")
+        assert "psf" in m.stage_seconds
+    for item in restored:
+        envelope = RestoredFrame.model_validate_json(item.envelope_json)
+        assert envelope.psf == "auto" and envelope.psf_summary.fwhm == pytest.approx(3.0, rel=0.1)
+        with fits.open(io.BytesIO(item.payload)) as hdus:
+            assert hdus["PSF"].header["PSFFWHM"] == pytest.approx(envelope.psf_summary.fwhm,
+                                                                  rel=1e-3)
+    gauge = worker.metrics.registry.get_sample_value("streamer_psf_fwhm_pixels",
+                                                     {"camera": "camP"})
+    assert gauge == pytest.approx(3.0, rel=0.1)
+    assert worker.metrics.registry.get_sample_value(
+        "streamer_psf_fallbacks_total", {"camera": "camP"}) in (None, 0.0)
 
 
 def _bad_records(settings):
