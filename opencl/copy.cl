@@ -15,3 +15,11 @@ __kernel void copy_block(__global const float * restrict src,
     if (x >= columns || y >= rows) return;
     dst[dst_offset + (size_t)y * dst_pitch + x] = src[src_offset + (size_t)y * src_pitch + x];
 }
+
+// dst[i] = value for i < count. (clEnqueueFillBuffer does the same, but simulators such as
+// Oclgrind do not count it as initialising memory, so every later read would be reported.)
+__kernel void fill_floats(__global float * restrict dst, const float value, const int count)
+{
+    const int i = get_global_id(0);
+    if (i < count) dst[i] = value;
+}

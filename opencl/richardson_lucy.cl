@@ -218,11 +218,12 @@ __kernel void rl_estimate_sums(__global const float * restrict estimate,
 }
 
 // The restored frame: the estimate's frame part plus the model's background, levelled so its
-// sum over the valid pixels equals the data's. RL's positivity leaves the sky a little high
+// sum over the valid pixels equals the data's; NaN where the input was excluded. RL's positivity leaves the sky a little high
 // where the noise dips below it (more so with a pedestal); a constant removes that without
 // touching the sources (their photometry is measured against the local sky) and keeps the
 // flux exactly. With a zero background (plain RL) the level is already the data's.
 __kernel void rl_output(__global const float * restrict estimate,
+                        __global const float * restrict weight,
                         __global float * restrict restored,
                         const int width,
                         const int height,
@@ -239,6 +240,7 @@ __kernel void rl_output(__global const float * restrict estimate,
     const float count = fmax(stats[STAT_DATA_COUNT], 1.0f);
     const float excess = (stats[STAT_ESTIMATE_SUM] + count * background - stats[STAT_DATA_SUM])
                          / count;
-    restored[(size_t)y * width + x] =
-        estimate[(size_t)(y + radius_y) * ext_width + x + radius_x] + background - excess;
+    const size_t at = (size_t)y * width + x;
+    restored[at] = weight[at] > 0.0f
+        ? estimate[(size_t)(y + radius_y) * ext_width + x + radius_x] + background - excess : NAN;
 }

@@ -19,6 +19,8 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 # AMD Zen 5); Debian's ties each kernel library to a named CPU and works there. Device
 # selection skips a device that cannot build a kernel, so either one serves.
 apt_packages=(ocl-icd-opencl-dev opencl-headers g++ pocl-opencl-icd)
+# Oclgrind simulates an OpenCL device and checks every access: the kernel tests run under it.
+apt_packages+=(oclgrind)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -55,6 +55,18 @@ class StreamerMetrics:
         self.in_flight = Gauge("streamer_frames_in_flight",
                                "Frames fetched and not yet committed", registry=r)
         self.device = Info("streamer_device", "The OpenCL device restoring frames", registry=r)
+        self.device_busy = Counter("streamer_device_busy_seconds",
+                                   "Seconds the device thread spent restoring", registry=r)
+        self.device_busy_ratio = Gauge("streamer_device_busy_ratio",
+                                       "Fraction of the last interval the device was busy",
+                                       registry=r)
+        self.device_stage_seconds = Histogram("streamer_device_stage_seconds",
+                                              "Device time per frame by stage (OpenCL profiling "
+                                              "events)", ["stage"], buckets=_STAGE_BUCKETS,
+                                              registry=r)
+        self.transfer_bytes = Counter("streamer_device_transfer_bytes",
+                                      "Bytes moved between host and device", ["direction"],
+                                      registry=r)
         self.kernel_build_seconds = Gauge("streamer_kernel_build_seconds",
                                           "Total OpenCL compile time of this process", registry=r)
         self.background = Histogram("streamer_frame_background_level",
@@ -129,6 +141,11 @@ class StreamerMetrics:
         if metrics.relative_change is not None:
             self.convergence.observe(metrics.relative_change)
         self.rl_iterations.observe(metrics.iterations)
+        for stage, seconds in metrics.device_seconds.items():
+            self.device_stage_seconds.labels(stage).observe(seconds)
+        if metrics.transfer_bytes is not None:
+            self.transfer_bytes.labels("up").inc(metrics.transfer_bytes.get("uploaded", 0))
+            self.transfer_bytes.labels("down").inc(metrics.transfer_bytes.get("downloaded", 0))
         if metrics.psf is not None:
             self._observe_psf(metrics.camera_id, metrics.psf)
         if metrics.quality is not None:

@@ -2,8 +2,9 @@
 
 ``B = A - median_window(A)`` removes the sky background and its gradients (the window must be
 larger than a star); ``C = B - min(B)`` makes the frame non-negative for Richardson–Lucy.
-Pixels with weight 0 (NaN, masked) are filled with the frame's median before filtering, so
-they neither poison the median nor set ``min(B)``.
+Everything happens on the device, from the frame as uploaded in its own type: excluded pixels
+(NaN, inf, masked) get weight 0 and enter the median as the frame's median value, so they
+neither poison it nor set ``min(B)``.
 """
 
 from __future__ import annotations
@@ -13,20 +14,27 @@ import pyopencl as cl
 
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.median import MedianFilter
-
 from streamer.restoration.reduction import Reduction, reduction_items
 
 
-class BackgroundEqualiser:
-    """Eq. 1 + eq. 2 on a device, planned for one float32 frame shape and window."""
+def key_dtype(input_dtype: np.dtype) -> np.dtype:
+    """The median's value type for frames of ``input_dtype``: uint16 stays integer, anything
+    else is filtered as float32."""
+    return np.dtype(np.uint16) if np.dtype(input_dtype) == np.uint16 else np.dtype(np.float32)
 
-    def __init__(
-        self, queue: cl.CommandQueue, library: KernelLibrary, shape: tuple[int, int], window: int
-    ) -> None:
+
+class BackgroundEqualiser:
+    """Eq. 1 + eq. 2 on a device, planned for one frame shape, window and input type."""
+
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary, shape: tuple[int, int],
+                 window: int, input_dtype: np.dtype | type = np.float32) -> None:
         self.queue = queue
         self.shape = shape
-        self.median = MedianFilter(queue, library, shape, window, np.float32)
-        program = library.program("background", KEY_IS_FLOAT=1)
+        self.input_dtype = np.dtype(input_dtype)
+        values = key_dtype(self.input_dtype)
+        self.median = MedianFilter(queue, library, shape, window, values,
+                                   input_dtype=self.input_dtype)
+        program = library.program("background", KEY_IS_FLOAT=int(values == np.float32))
         self._subtract = cl.Kernel(program, "subtract_median")
         self._shift = cl.Kernel(program, "shift_nonnegative")
         self._reduce = Reduction(queue, library)
@@ -36,25 +44,22 @@ class BackgroundEqualiser:
         context = queue.context
         self.image = cl.Buffer(context, cl.mem_flags.READ_WRITE, count * 4)
         self._partial_min = cl.Buffer(context, cl.mem_flags.READ_WRITE, self._items * 4)
-        self._minimum = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4)
+        self.minimum = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4)
 
-    def run(self, filled: np.ndarray, weight: cl.Buffer, out: cl.Buffer, sky: cl.Buffer,
-            sky_index: int) -> None:
-        """Enqueue ``C`` of the (NaN-free) frame into ``out`` and its sky level ``-min(B)``
-        into ``sky[sky_index]``; :meth:`read_shift` reads ``min(B)`` back.
+    @property
+    def raw(self) -> cl.Buffer:
+        """Where a frame is uploaded (``input_dtype``, rows × columns)."""
+        return self.median.input_buffer
 
-        ``weight`` is the device buffer of pixel weights (0 = excluded)."""
-        self.median.upload(filled)
-        cl.enqueue_copy(self.queue, self.image, filled)
+    def run(self, weight: cl.Buffer, out: cl.Buffer, sky: cl.Buffer, sky_index: int,
+            mask: cl.Buffer | None = None) -> None:
+        """From the frame in :attr:`raw`, enqueue its pixel weights into ``weight``, ``C``
+        into ``out`` and its sky level ``-min(B)`` into ``sky[sky_index]``; ``min(B)`` stays
+        on the device in :attr:`minimum`."""
+        self.median.prepare(self.raw, mask, self.image, weight, exclude_nonfinite=True)
         median_keys = self.median.run()
         self._subtract(self.queue, (self._items,), None, self.image, median_keys, weight,
                        out, np.int32(self.count), self._partial_min)
-        self._reduce.minimum(self._partial_min, self._items, self._minimum, 0)
-        self._shift(self.queue, (self.count,), None, out, weight, self._minimum,
+        self._reduce.minimum(self._partial_min, self._items, self.minimum, 0)
+        self._shift(self.queue, (self.count,), None, out, weight, self.minimum,
                     np.int32(self.count), sky, np.int32(sky_index))
-
-    def read_shift(self) -> float:
-        """``min(B)`` of the last run (one float read)."""
-        value = np.empty(1, dtype=np.float32)
-        cl.enqueue_copy(self.queue, value, self._minimum)
-        return float(value[0])

@@ -91,7 +91,10 @@ class Correlation(ABC):
         """Host convenience (tests): correlate a host array, return the host result."""
         context = self.queue.context
         src_buffer = source_buffer(context, *self.src_shape)
-        cl.enqueue_copy(self.queue, src_buffer, np.ascontiguousarray(src, dtype=np.float32))
+        # The slack after the source is read by the blocked kernels' unused lanes: zero it.
+        whole = np.zeros(src_buffer.size // 4, dtype=np.float32)
+        whole[: src.size] = np.ascontiguousarray(src, dtype=np.float32).ravel()
+        cl.enqueue_copy(self.queue, src_buffer, whole)
         dst_buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE, int(np.prod(self.out_shape)) * 4)
         self.enqueue(src_buffer, dst_buffer)
         out = np.empty(self.out_shape, dtype=np.float32)

@@ -1,4 +1,5 @@
-"""Thin wrapper of ``opencl/copy.cl``: a block copied between two buffer layouts."""
+"""Thin wrapper of ``opencl/copy.cl``: a block copied between two buffer layouts, and a
+buffer filled with a value."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ class BlockCopy:
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary) -> None:
         self.queue = queue
-        self._kernel = cl.Kernel(library.program("copy"), "copy_block")
+        program = library.program("copy")
+        self._kernel = cl.Kernel(program, "copy_block")
+        self._fill = cl.Kernel(program, "fill_floats")
 
     def __call__(self, src: cl.Buffer, src_pitch: int, dst: cl.Buffer, dst_pitch: int,
                  rows: int, columns: int, src_origin: tuple[int, int] = (0, 0),
@@ -25,3 +28,9 @@ class BlockCopy:
             dst, np.int32(dst_origin[0] * dst_pitch + dst_origin[1]), np.int32(dst_pitch),
             np.int32(columns), np.int32(rows),
         )
+
+    def fill(self, dst: cl.Buffer, value: float, count: int | None = None) -> None:
+        """Enqueue ``dst[:count] = value`` (default: the whole buffer)."""
+        count = dst.size // 4 if count is None else count
+        self._fill(self.queue, ((count + 255) // 256 * 256,), None, dst, np.float32(value),
+                   np.int32(count))

@@ -126,7 +126,7 @@ def time_correlation(correlation: Correlation, repeats: int = 2) -> float:
     context = correlation.queue.context
     src = source_buffer(context, *correlation.src_shape)
     dst = cl.Buffer(context, cl.mem_flags.READ_WRITE, int(np.prod(correlation.out_shape)) * 4)
-    cl.enqueue_fill_buffer(correlation.queue, src, np.float32(1), 0, src.size)
+    cl.enqueue_copy(correlation.queue, src, np.ones(src.size // 4, dtype=np.float32))
     correlation.enqueue(src, dst)  # warm-up: first launch pays lazy compilation
     correlation.queue.finish()
     best = float("inf")

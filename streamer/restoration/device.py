@@ -30,7 +30,7 @@ from streamer.errors import DeviceError
 log = logging.getLogger(__name__)
 
 DEVICE_ENV_VAR = "STREAMER_DEVICE"
-_PROBE_SOURCE = "__kernel void probe(__global float *x) { x[get_global_id(0)] += 1.0f; }"
+_PROBE_SOURCE = "__kernel void probe(__global float *x) { x[get_global_id(0)] = 1.0f; }"
 _probed: dict[int, str | None] = {}
 
 
@@ -122,7 +122,6 @@ def device_problem(device: cl.Device) -> str | None:
             queue = cl.CommandQueue(context)
             program = cl.Program(context, _PROBE_SOURCE).build()
             buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * 4)
-            cl.enqueue_fill_buffer(queue, buffer, np.float32(0), 0, 16)
             program.probe(queue, (4,), None, buffer)
             out = np.empty(4, dtype=np.float32)
             cl.enqueue_copy(queue, out, buffer)

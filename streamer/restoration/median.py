@@ -2,7 +2,10 @@
 
 Equal, element for element, to ``scipy.ndimage.median_filter(image, size=window,
 mode="reflect")`` for float32 and uint16 frames, with a cost of O(window) per pixel instead
-of a sort of window² values (see ``opencl/median.cl`` for the algorithm).
+of a sort of window² values (see ``opencl/median.cl`` for the algorithm). Everything a frame
+needs before the filter — its keys, the reflect padding, the quantile bins — is made on the
+device from the frame as uploaded, in its own type (``opencl/prepare.cl``,
+``opencl/quantiles.cl``).
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ import numpy as np
 import pyopencl as cl
 
 from streamer.errors import ParameterError
+from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.kernels import KernelLibrary
 
 NBINS = 16384
-COARSE_SHIFT = 7  # must match opencl/median.cl
+COARSE_SHIFT = 7
+INVALID_KEY = 0xFFFFFFFF
 MAX_WINDOW = 255
+MAX_SAMPLE = 1 << 16           # keys sorted on the device to place the bin edges
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.uint16))
-_SAMPLE_LIMIT = 1 << 20
+INPUT_TYPES = {np.dtype(np.float32): "float", np.dtype(np.uint16): "ushort",
+               np.dtype(np.int16): "short", np.dtype(np.uint8): "uchar",
+               np.dtype(np.int32): "int", np.dtype(np.uint32): "uint"}
 
 
 def validate_window(window: int) -> int:
@@ -34,7 +42,7 @@ def validate_window(window: int) -> int:
 
 
 def to_keys(image: np.ndarray) -> np.ndarray:
-    """Order-preserving uint32 keys: comparing keys compares the pixel values."""
+    """Order-preserving uint32 keys (the host form of ``prepare.cl``'s, for tests)."""
     if image.dtype == np.uint16:
         return image.astype(np.uint32)
     bits = np.ascontiguousarray(image, dtype=np.float32).view(np.uint32)
@@ -50,21 +58,14 @@ def from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return bits.astype(np.uint32).view(np.float32)
 
 
-def _quantile_bins(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bin edges at the quantiles of a sample of the frame, so every bin holds few pixels of
-    any window. Any monotone binning gives the exact median; this one keeps it fast."""
-    flat = keys.ravel()
-    step = max(1, flat.size // _SAMPLE_LIMIT)
-    sample = np.sort(flat[::step])
-    positions = (np.arange(NBINS, dtype=np.int64) * sample.size) // NBINS
-    low = sample[positions].astype(np.int64)
-    low[0] = 0
-    high = np.empty_like(low)
-    high[:-1] = low[1:] - 1
-    high[-1] = 0xFFFFFFFF
-    # Empty bins (equal edges) are never the median bin; keep their bounds well formed.
-    high = np.maximum(high, low)
-    return low.astype(np.uint32), high.astype(np.uint32)
+def input_type(dtype: np.dtype) -> str:
+    """The OpenCL type a frame of ``dtype`` is uploaded as (raise ParameterError if none)."""
+    try:
+        return INPUT_TYPES[np.dtype(dtype).newbyteorder("=")]
+    except KeyError:
+        raise ParameterError(
+            f"frames of dtype {np.dtype(dtype)} are not uploaded as they are; convert to "
+            f"one of {sorted(str(d) for d in INPUT_TYPES)}") from None
 
 
 class MedianFilter:
@@ -84,13 +85,19 @@ class MedianFilter:
     window : int
         Odd window side, 3 to 255.
     dtype : numpy dtype
-        ``float32`` or ``uint16``.
+        ``float32`` or ``uint16``: the values the median is taken of (a uint16 frame is
+        filtered as integers, anything else as float32).
+    input_dtype : numpy dtype, optional
+        The type frames arrive in (default ``dtype``); any of :data:`INPUT_TYPES`.
     memory_budget_bytes : int, optional
         Device memory the per-column window state may use; columns are processed in batches
         to stay under it. Default: a quarter of the device memory, at most 1 GiB.
     strips : int, optional
         Horizontal strips each column is cut into (more parallel work for GPUs); default
         chosen from the device type.
+    interleaved : bool, optional
+        Window state laid out entry by entry across work items (coalesced on GPUs) rather
+        than item by item (cache-friendly on CPUs); default from the device type.
     """
 
     def __init__(
@@ -102,6 +109,8 @@ class MedianFilter:
         dtype: np.dtype | type = np.float32,
         memory_budget_bytes: int | None = None,
         strips: int | None = None,
+        input_dtype: np.dtype | type | None = None,
+        interleaved: bool | None = None,
     ) -> None:
         self.window = validate_window(window)
         self.dtype = np.dtype(dtype)
@@ -112,36 +121,32 @@ class MedianFilter:
             )
         if len(shape) != 2 or min(shape) < 1:
             raise ParameterError(f"median filter needs a non-empty 2-D shape, got {shape}")
+        self.input_dtype = np.dtype(input_dtype or self.dtype)
         self.queue = queue
         self.shape = (int(shape[0]), int(shape[1]))
         self.radius = self.window // 2
-        height, width = self.shape
-        self.padded_shape = (height + 2 * self.radius, width + 2 * self.radius)
-        context = queue.context
+        self.padded_shape = (self.shape[0] + 2 * self.radius, self.shape[1] + 2 * self.radius)
         device = queue.device
-        program = library.program("median", WINDOW=self.window, NBINS=NBINS)
-        self._assign_bins = cl.Kernel(program, "assign_bins")
-        self._median_columns = cl.Kernel(program, "median_columns")
-
+        self.interleaved = (bool(device.type & cl.device_type.GPU) if interleaved is None
+                            else interleaved)
+        self._build_kernels(library)
         self._plan_work(device, memory_budget_bytes, strips)
-        flags = cl.mem_flags
-        padded_count = self.padded_shape[0] * self.padded_shape[1]
-        self.keys_buffer = cl.Buffer(context, flags.READ_ONLY, padded_count * 4)
-        self.bins_buffer = cl.Buffer(context, flags.READ_WRITE, padded_count * 2)
-        self.bin_low_buffer = cl.Buffer(context, flags.READ_ONLY, NBINS * 4)
-        self.bin_high_buffer = cl.Buffer(context, flags.READ_ONLY, NBINS * 4)
-        self.output_buffer = cl.Buffer(context, flags.READ_WRITE, height * width * 4)
-        items = self.columns_per_launch * self.strips
-        kcount = self.window * self.window
-        self._scratch = [
-            cl.Buffer(context, flags.READ_WRITE, items * NBINS * 2),  # hist
-            cl.Buffer(context, flags.READ_WRITE, items * (NBINS >> COARSE_SHIFT) * 2),
-            cl.Buffer(context, flags.READ_WRITE, items * NBINS * 2),  # list heads
-            cl.Buffer(context, flags.READ_WRITE, items * kcount * 4),  # slot keys
-            cl.Buffer(context, flags.READ_WRITE, items * kcount * 2),  # slot bins
-            cl.Buffer(context, flags.READ_WRITE, items * kcount * 2),  # next
-            cl.Buffer(context, flags.READ_WRITE, items * kcount * 2),  # prev
-        ]
+        self._allocate(queue.context, library)
+
+    def _build_kernels(self, library: KernelLibrary) -> None:
+        key_is_float = int(self.dtype == np.float32)
+        prepare = library.program("prepare", INPUT_TYPE=input_type(self.input_dtype),
+                                  KEY_IS_FLOAT=key_is_float, INVALID_KEY=f"{INVALID_KEY}u")
+        quantiles = library.program("quantiles", NBINS=NBINS, INVALID_KEY=f"{INVALID_KEY}u")
+        median = library.program("median", WINDOW=self.window, NBINS=NBINS,
+                                 COARSE_SHIFT=COARSE_SHIFT, INVALID_KEY=f"{INVALID_KEY}u",
+                                 INTERLEAVED=int(self.interleaved))
+        self._prepare = cl.Kernel(prepare, "prepare_frame")
+        self._sample = cl.Kernel(quantiles, "sample_keys")
+        self._bitonic = cl.Kernel(quantiles, "bitonic_step")
+        self._edges = cl.Kernel(quantiles, "quantile_edges")
+        self._assign_bins = cl.Kernel(median, "assign_bins")
+        self._median_columns = cl.Kernel(median, "median_columns")
 
     def _plan_work(
         self, device: cl.Device, memory_budget_bytes: int | None, strips: int | None
@@ -149,8 +154,7 @@ class MedianFilter:
         height, width = self.shape
         kcount = self.window * self.window
         per_item = NBINS * 4 + (NBINS >> COARSE_SHIFT) * 2 + kcount * 10
-        is_gpu = bool(device.type & cl.device_type.GPU)
-        wanted_items = device.max_compute_units * (256 if is_gpu else 8)
+        wanted_items = device.max_compute_units * (256 if self.interleaved else 8)
         # Each strip re-reads a window of rows, so strips are never shorter than the window.
         max_strips = max(1, math.ceil(height / max(self.window, 32)))
         self.strips = min(max_strips, strips or max(1, math.ceil(wanted_items / width)))
@@ -161,31 +165,79 @@ class MedianFilter:
         columns = max(1, budget // (per_item * self.strips))
         self.columns_per_launch = min(width, columns)
 
+    def _allocate(self, context: cl.Context, library: KernelLibrary) -> None:
+        flags = cl.mem_flags
+        height, width = self.shape
+        padded_count = self.padded_shape[0] * self.padded_shape[1]
+        self.samples = min(MAX_SAMPLE, 1 << max(0, math.ceil(math.log2(height * width))))
+        self.sampled = min(self.samples, height * width)
+        self.input_buffer = cl.Buffer(context, flags.READ_ONLY,
+                                      height * width * self.input_dtype.itemsize)
+        self.keys_buffer = cl.Buffer(context, flags.READ_WRITE, padded_count * 4)
+        self.bins_buffer = cl.Buffer(context, flags.READ_WRITE, padded_count * 2)
+        self.sample_buffer = cl.Buffer(context, flags.READ_WRITE, self.samples * 4)
+        self.bin_low_buffer = cl.Buffer(context, flags.READ_WRITE, NBINS * 4)
+        self.bin_high_buffer = cl.Buffer(context, flags.READ_WRITE, NBINS * 4)
+        self.fill_buffer = cl.Buffer(context, flags.READ_WRITE, 4)
+        self.output_buffer = cl.Buffer(context, flags.READ_WRITE, height * width * 4)
+        self._unused = cl.Buffer(context, flags.READ_WRITE, 4)  # for absent optional inputs
+        items = self.columns_per_launch * self.strips
+        kcount = self.window * self.window
+        sizes = [items * NBINS * 2, items * (NBINS >> COARSE_SHIFT) * 2, items * NBINS * 2,
+                 items * kcount * 4, items * kcount * 2, items * kcount * 2, items * kcount * 2]
+        # hist, coarse, list heads, slot keys, slot bins, next, prev
+        self._scratch = [cl.Buffer(context, flags.READ_WRITE, (size + 3) // 4 * 4)
+                         for size in sizes]
+        # The kernel initialises every entry it reads; zeroing the state once per plan as well
+        # costs little and keeps memory checkers (Oclgrind) from flagging a reused allocation.
+        fill = BlockCopy(self.queue, library)
+        for buffer in self._scratch + [self._unused]:
+            fill.fill(buffer, 0.0)
+
+    def prepare(self, raw: cl.Buffer, mask: cl.Buffer | None = None,
+                image: cl.Buffer | None = None, weight: cl.Buffer | None = None,
+                exclude_nonfinite: bool = False) -> None:
+        """Enqueue the keys (padded), bins and quantile edges of the frame in ``raw`` (its
+        ``input_dtype``, on the device). With ``image``/``weight``, also write the frame as
+        float32 and its pixel weights; ``exclude_nonfinite`` excludes inf and ``mask``ed
+        pixels too (NaN always is): they take the frame's median in the filter."""
+        height, width = self.shape
+        padded_height, padded_width = self.padded_shape
+        queue = self.queue
+        self._prepare(queue, ((padded_width + 15) // 16 * 16, padded_height), None, raw,
+                      mask or self._unused, np.int32(mask is not None),
+                      np.int32(exclude_nonfinite), self.keys_buffer, image or self._unused,
+                      weight or self._unused, np.int32(image is not None), np.int32(width),
+                      np.int32(height), np.int32(self.radius))
+        self._sample(queue, (self.samples,), None, self.keys_buffer, np.int32(width),
+                     np.int32(height), np.int32(self.radius), np.int32(self.samples),
+                     np.int32(self.sampled), self.sample_buffer)
+        k = 2
+        while k <= self.samples:
+            j = k // 2
+            while j > 0:
+                self._bitonic(queue, (self.samples,), None, self.sample_buffer, np.int32(j),
+                              np.int32(k))
+                j //= 2
+            k *= 2
+        self._edges(queue, (NBINS,), None, self.sample_buffer, np.int32(self.samples),
+                    self.bin_low_buffer, self.bin_high_buffer, self.fill_buffer)
+        count = padded_height * padded_width
+        self._assign_bins(queue, (count,), None, self.keys_buffer, self.bin_low_buffer,
+                          self.fill_buffer, self.bins_buffer, np.uint32(count))
+
     def upload(self, image: np.ndarray) -> None:
-        """Send a frame's padded keys and its bins to the device (host work: keys, padding,
-        a quantile sample)."""
-        if image.shape != self.shape or image.dtype != self.dtype:
+        """Send a frame (its ``input_dtype``) to the device and prepare it."""
+        if image.shape != self.shape or image.dtype != self.input_dtype:
             raise ParameterError(
-                f"this median plan is for {self.dtype} frames of shape {self.shape}, "
+                f"this median plan is for {self.input_dtype} frames of shape {self.shape}, "
                 f"got {image.dtype} {image.shape}"
             )
-        keys = to_keys(image)
-        bin_low, bin_high = _quantile_bins(keys)
-        # numpy's "symmetric" padding is SciPy's "reflect" (d c b a | a b c d | d c b a),
-        # repeated for windows larger than the frame.
-        padded = np.pad(keys, self.radius, mode="symmetric")
-        queue = self.queue
-        cl.enqueue_copy(queue, self.keys_buffer, np.ascontiguousarray(padded))
-        cl.enqueue_copy(queue, self.bin_low_buffer, bin_low)
-        cl.enqueue_copy(queue, self.bin_high_buffer, bin_high)
-        count = padded.size
-        self._assign_bins(
-            queue, (count,), None, self.keys_buffer, self.bin_low_buffer, self.bins_buffer,
-            np.uint32(count),
-        )
+        cl.enqueue_copy(self.queue, self.input_buffer, np.ascontiguousarray(image))
+        self.prepare(self.input_buffer)
 
     def run(self) -> cl.Buffer:
-        """Filter the uploaded frame; return the device buffer of median keys (rows×cols)."""
+        """Filter the prepared frame; return the device buffer of median keys (rows×cols)."""
         height, width = self.shape
         for offset in range(0, width, self.columns_per_launch):
             columns = min(self.columns_per_launch, width - offset)

@@ -29,7 +29,8 @@ from streamer.restoration.background import BackgroundEqualiser
 from streamer.restoration.correlation_plan import PlanCache
 from streamer.restoration.device import DEVICE_ENV_VAR, describe_device, select_device
 from streamer.restoration.kernels import KernelLibrary
-from streamer.restoration.median import validate_window
+from streamer.restoration.median import INPUT_TYPES, validate_window
+from streamer.restoration.transfers import Transfers
 from streamer.restoration.richardson_lucy import (
     STAT, DeconvolutionReport, RichardsonLucy, validate_damping, validate_iterations,
 )
@@ -55,6 +56,8 @@ class Restoration:
     masked_pixels: int = 0
     flux_in: float = 0.0   # sum of C (eq. 2) over valid pixels
     flux_out: float = 0.0  # sum of the restored frame over the same pixels
+    transfers: Transfers = field(default_factory=Transfers)
+    device_seconds: dict[str, float] = field(default_factory=dict)  # from profiling events
 
 
 def validated_frame(frame: np.ndarray, mask: np.ndarray | None = None
@@ -84,6 +87,34 @@ def validated_frame(frame: np.ndarray, mask: np.ndarray | None = None
     if not valid.any():
         raise FrameError("the frame has no valid pixel (all NaN/inf or masked)")
     return image, valid
+
+
+def upload_form(frame: np.ndarray) -> np.ndarray:
+    """The frame as it is uploaded: C-contiguous, native byte order, in its own type when the
+    device path reads that type, else float32. Checks that it is a non-empty 2-D image of real
+    numbers (FrameError otherwise)."""
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise FrameError(f"a frame must be a 2-D image, got shape {frame.shape}")
+    if frame.size == 0:
+        raise FrameError("the frame is empty (0 pixels)")
+    if not np.issubdtype(frame.dtype, np.number) or np.iscomplexobj(frame):
+        raise FrameError(f"a frame must hold real numbers, got dtype {frame.dtype}")
+    native = frame.dtype.newbyteorder("=")
+    if native not in INPUT_TYPES:
+        native = np.dtype(np.float32)
+    return np.ascontiguousarray(frame, dtype=native)
+
+
+def device_seconds(marks: list[cl.Event]) -> dict[str, float]:
+    """Device time of each stage, from markers enqueued between them (profiling events; empty
+    when the queue does not profile)."""
+    try:
+        ends = [mark.profile.end for mark in marks]
+    except (cl.Error, cl.RuntimeError):
+        return {}
+    names = ("upload", "median", "richardson_lucy", "download")
+    return {name: (b - a) * 1e-9 for name, a, b in zip(names, ends, ends[1:])}
 
 
 def padded_psf(psf: np.ndarray) -> np.ndarray:
@@ -153,19 +184,24 @@ class Restorer:
         self.device = select_device(device if device is not None else os.environ.get(DEVICE_ENV_VAR))
         self.device_name = describe_device(self.device)
         self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(self.context)
+        self.queue = cl.CommandQueue(
+            self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
         self.library = KernelLibrary(self.context)
         self.cache = cache if cache is not None else PlanCache()
-        self._backgrounds: _Plans[tuple[int, int], BackgroundEqualiser] = _Plans(MAX_PLANS)
+        self._backgrounds: _Plans[tuple, BackgroundEqualiser] = _Plans(MAX_PLANS)
         self._deconvolutions: _Plans[tuple, RichardsonLucy] = _Plans(MAX_PLANS)
 
     # -- plans ------------------------------------------------------------------------------
-    def background(self, shape: tuple[int, int]) -> BackgroundEqualiser:
-        """The background equaliser for frames of ``shape`` (built on first use)."""
-        plan = self._backgrounds.get(shape)
+    def background(self, shape: tuple[int, int], dtype: np.dtype | type = np.float32
+                   ) -> BackgroundEqualiser:
+        """The background equaliser for frames of ``shape`` arriving as ``dtype`` (built on
+        first use)."""
+        key = (shape, np.dtype(dtype).str)
+        plan = self._backgrounds.get(key)
         if plan is None:
-            plan = BackgroundEqualiser(self.queue, self.library, shape, self.settings.window)
-            self._backgrounds.put(shape, plan)
+            plan = BackgroundEqualiser(self.queue, self.library, shape, self.settings.window,
+                                       dtype)
+            self._backgrounds.put(key, plan)
         return plan
 
     def deconvolution(self, shape: tuple[int, int], psf: np.ndarray) -> RichardsonLucy:
@@ -214,7 +250,8 @@ class Restorer:
         Parameters
         ----------
         frame : ndarray
-            2-D image, any real dtype; NaN/inf pixels are excluded.
+            2-D image, any real dtype (uint8/16, int16/32, uint32 and float32 are uploaded as
+            they are; others as float32); NaN/inf pixels are excluded.
         mask : ndarray of bool, optional
             True where a pixel is bad (saturated, hot, cosmic ray): excluded like NaN.
         header : astropy.io.fits.Header, optional
@@ -230,62 +267,82 @@ class Restorer:
         -------
         Restoration
             float32 restored image (NaN where the input was excluded), the background shift
-            ``min(B)``, the Richardson–Lucy report, the PSF, the noise and stage timings.
+            ``min(B)``, the Richardson–Lucy report, the PSF, the noise, stage timings and the
+            bytes moved between host and device.
 
         Raises
         ------
         FrameError
-            Not 2-D, empty, or no valid pixel.
+            Not 2-D, empty, not real numbers, or no valid pixel.
         """
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        image, valid = validated_frame(frame, mask)
-        excluded = int(valid.size - np.count_nonzero(valid))
-        filled = image if not excluded else np.where(
-            valid, image, np.median(image[valid])).astype(np.float32)
-        noise = noise or noise_model(filled, header)
-        timings["prepare"] = time.perf_counter() - started
-        started = time.perf_counter()
+        frame = upload_form(frame)
+        if mask is not None and np.shape(mask) != frame.shape:
+            raise ParameterError(f"mask shape {np.shape(mask)} differs from frame {frame.shape}")
+        if psf is None or noise is None:  # host measurements, when the caller made none
+            image, valid = validated_frame(frame, mask)
+            noise = noise or noise_model(image, header)
+            timings["prepare"] = time.perf_counter() - started
+            started = time.perf_counter()
+            psf = psf if psf is not None else self.choose_psf(image, valid, header, camera_id)
+            timings["psf"] = time.perf_counter() - started
         if isinstance(psf, np.ndarray):
             psf = describe(psf, "given", 0, 0)
-        psf = psf or self.choose_psf(image, valid, header, camera_id)
-        timings["psf"] = time.perf_counter() - started
-        return self._restore_on_device(filled, valid, excluded, psf, noise, timings)
+        return self._restore_on_device(frame, mask, psf, noise, timings)
 
-    def _restore_on_device(self, filled: np.ndarray, valid: np.ndarray, excluded: int,
+    def _restore_on_device(self, frame: np.ndarray, mask: np.ndarray | None,
                            psf: PSFMeasurement, noise: NoiseModel,
                            timings: dict[str, float]) -> Restoration:
+        """One upload, the device work, one download."""
         started = time.perf_counter()
-        shape = filled.shape
-        background = self.background(shape)
+        shape = frame.shape
+        background = self.background(shape, frame.dtype)
         deconvolution = self.deconvolution(shape, padded_psf(psf.psf))
-        deconvolution.set_weights(valid.astype(np.float32) if excluded else None)
-        background.run(filled, deconvolution.weight, deconvolution.data,
-                       deconvolution.statistics, STAT["SKY"])
-        self.queue.finish()
+        meter = deconvolution.meter
+        meter.reset()
+        marks = [cl.enqueue_marker(self.queue)]
+        meter.upload(background.raw, frame)
+        mask_buffer = None
+        if mask is not None:
+            mask_buffer = self._mask_buffer(shape)
+            meter.upload(mask_buffer, np.ascontiguousarray(mask, dtype=np.uint8))
+        marks.append(cl.enqueue_marker(self.queue))
+        background.run(deconvolution.weight, deconvolution.data, deconvolution.statistics,
+                       STAT["SKY"], mask_buffer)
+        marks.append(cl.enqueue_marker(self.queue))
+        valid, data_flux = deconvolution.count_valid()
+        if valid == 0:
+            raise FrameError("the frame has no valid pixel (all NaN/inf or masked)")
+        deconvolution.update_norm(valid == frame.size)
         timings["median"] = time.perf_counter() - started
         started = time.perf_counter()
         settings = self.settings
         report = deconvolution.run(settings.iterations, settings.tolerance, noise,
                                    settings.damping, settings.stop_at_noise, settings.pedestal)
+        marks.append(cl.enqueue_marker(self.queue))
         restored = deconvolution.download()
+        shift = float(meter.download(np.empty(1, np.float32), background.minimum)[0])
+        marks.append(cl.enqueue_marker(self.queue))
+        self.queue.finish()
         timings["richardson_lucy"] = time.perf_counter() - started
-        if excluded:
-            restored[~valid] = np.nan
         flux_out = float(np.nansum(restored, dtype=np.float64))
-        return Restoration(restored, background.read_shift(), report, psf, noise, timings,
-                           excluded, deconvolution.read_data_flux(), flux_out)
+        return Restoration(restored, shift, report, psf, noise, timings, frame.size - valid,
+                           data_flux, flux_out, meter.frame, device_seconds(marks))
+
+    def _mask_buffer(self, shape: tuple[int, int]) -> cl.Buffer:
+        if getattr(self, "_mask", None) is None or self._mask.size < shape[0] * shape[1]:
+            self._mask = cl.Buffer(self.context, cl.mem_flags.READ_ONLY, shape[0] * shape[1])
+        return self._mask
 
     def background_equalised(self, frame: np.ndarray) -> np.ndarray:
         """Eq. 1 + eq. 2 only (``C``), for inspection and tests."""
-        image = np.ascontiguousarray(frame, dtype=np.float32)
-        background = self.background(image.shape)
-        plan = self.plan(image.shape)
-        plan.set_weights(None)
-        background.run(image, plan.weight, plan.data, plan.statistics, STAT["SKY"])
-        out = np.empty(image.shape, dtype=np.float32)
-        cl.enqueue_copy(self.queue, out, plan.data)
-        return out
+        frame = upload_form(frame)
+        background = self.background(frame.shape, frame.dtype)
+        plan = self.plan(frame.shape)
+        plan.meter.upload(background.raw, frame)
+        background.run(plan.weight, plan.data, plan.statistics, STAT["SKY"])
+        return plan.meter.download(np.empty(frame.shape, dtype=np.float32), plan.data)
 
     @property
     def kernel_build_seconds(self) -> float:

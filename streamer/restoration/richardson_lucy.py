@@ -55,6 +55,7 @@ from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.correlation_plan import PlanCache, build_correlation, plan_correlation
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.reduction import Reduction, reduction_items
+from streamer.restoration.transfers import TransferMeter
 
 TINY = 1e-12
 NORM_FLOOR = 1e-6
@@ -164,17 +165,19 @@ class RichardsonLucy:
         self.model = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
         self.restored = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
         self.ratio = source_buffer(context, *self.ratio_shape)
-        cl.enqueue_fill_buffer(queue, self.ratio, np.float32(0), 0, self.ratio.size)
+        self._copy.fill(self.ratio, 0.0)
         self.estimate = source_buffer(context, *self.extended_shape)
-        cl.enqueue_fill_buffer(queue, self.estimate, np.float32(0), 0, self.estimate.size)
+        self._copy.fill(self.estimate, 0.0)
         self.correction = cl.Buffer(context, flags.READ_WRITE, extended_count * 4)
         self.norm = cl.Buffer(context, flags.READ_WRITE, extended_count * 4)
         self.statistics = cl.Buffer(context, flags.READ_WRITE, len(STAT) * 4)
-        cl.enqueue_fill_buffer(queue, self.statistics, np.float32(0), 0, len(STAT) * 4)
+        self._copy.fill(self.statistics, 0.0)
         self._items = reduction_items(queue.device, self.shape[0] * self.shape[1])
         self._partial_a = cl.Buffer(context, flags.READ_WRITE, self._items * 4)
         self._partial_b = cl.Buffer(context, flags.READ_WRITE, self._items * 4)
-        self._weights_signature: bytes | None = None
+        self._norm_for: tuple[int, bool] | None = None   # (PSF version, all pixels valid)
+        self._psf_version = 0
+        self.meter = TransferMeter(queue)
         self._pedestal = 0.0
         self.data_flux = 0.0  # sum of the valid data C of the last run (flux in)
 
@@ -197,21 +200,38 @@ class RichardsonLucy:
         self.forward.set_weights(weights[::-1, ::-1])
         self.backward.set_weights(weights)
         self.psf = weights
-        self._weights_signature = None  # h' ⊛ w depends on the PSF
+        self._psf_version += 1  # h' ⊛ w depends on the PSF
 
     def set_weights(self, weight: np.ndarray | None) -> None:
-        """Upload the pixel weights (1 valid, 0 excluded) and compute ``h' ⊛ w``; skipped when
-        they and the PSF equal the previous frame's."""
-        height, width = self.shape
+        """Upload host pixel weights (1 valid, 0 excluded; None: all valid) and compute
+        ``h' ⊛ w``. The restorer's device path writes the weights on the device instead and
+        calls :meth:`update_norm`."""
         if weight is None:
             weight = np.ones(self.shape, dtype=np.float32)
         weight = np.ascontiguousarray(weight, dtype=np.float32)
-        signature = weight.tobytes() if not np.all(weight == 1) else b"all-valid"
-        if signature == self._weights_signature:
+        self.meter.upload(self.weight, weight)
+        self._norm_for = None
+        self.update_norm(bool(np.all(weight > 0)))
+
+    def update_norm(self, all_valid: bool) -> None:
+        """Compute ``h' ⊛ w`` from the weights in ``self.weight`` — unless every pixel is
+        valid and it was computed for all-valid weights and this PSF already."""
+        key = (self._psf_version, True)
+        if all_valid and self._norm_for == key:
             return
-        cl.enqueue_copy(self.queue, self.weight, weight)
         self.compute_norm()
-        self._weights_signature = signature
+        self._norm_for = key if all_valid else None
+
+    def count_valid(self) -> tuple[int, float]:
+        """The number of valid pixels and the sum of the valid data (one small read)."""
+        height, width = self.shape
+        items = self._items
+        self._data_sums(self.queue, (items,), None, self.data, self.weight,
+                        np.int32(height * width), self._partial_a, self._partial_b)
+        self._reduce.sum(self._partial_a, items, self.statistics, STAT["DATA_SUM"])
+        self._reduce.sum(self._partial_b, items, self.statistics, STAT["DATA_COUNT"])
+        values = self._read_statistics()
+        return int(round(values[STAT["DATA_COUNT"]])), float(values[STAT["DATA_SUM"]])
 
     def compute_norm(self) -> None:
         """``h' ⊛ w`` from the weights already in ``self.weight``."""
@@ -224,13 +244,12 @@ class RichardsonLucy:
 
     def set_data(self, data: np.ndarray) -> None:
         """Upload non-negative data ``C`` (excluded pixels may hold anything finite)."""
-        cl.enqueue_copy(self.queue, self.data, np.ascontiguousarray(data, dtype=np.float32))
+        self.meter.upload(self.data, np.ascontiguousarray(data, dtype=np.float32))
 
     def set_sky(self, sky: float) -> None:
         """The sky level of the data ``C`` (the background equaliser writes it on the
         device; standalone use sets it here)."""
-        cl.enqueue_copy(self.queue, self.statistics, np.array([sky], np.float32),
-                        dst_offset=STAT["SKY"] * 4)
+        self._copy.fill(self.statistics, float(sky), 1)  # the SKY slot is the first
 
     def run(self, num_iter: int, tolerance: float | None = None,
             noise: NoiseModel | None = None, damping: float = 0.0,
@@ -273,7 +292,8 @@ class RichardsonLucy:
                             np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
                             self._partial_a)
         self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["ESTIMATE_SUM"])
-        self._output(self.queue, _grid(width, height), None, self.estimate, self.restored,
+        self._output(self.queue, _grid(width, height), None, self.estimate, self.weight,
+                     self.restored,
                      np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
                      np.float32(self._pedestal), self.statistics)
         return DeconvolutionReport(done, change, self.method, dict(self.method_timings), chi2,
@@ -322,8 +342,7 @@ class RichardsonLucy:
 
     def _read_statistics(self) -> np.ndarray:
         values = np.empty(len(STAT), dtype=np.float32)
-        cl.enqueue_copy(self.queue, values, self.statistics)
-        return values.astype(np.float64)
+        return self.meter.download(values, self.statistics).astype(np.float64)
 
     def read_data_flux(self) -> float:
         """Sum of the valid data of the last run (one float read)."""
@@ -331,9 +350,7 @@ class RichardsonLucy:
 
     def download(self) -> np.ndarray:
         """The restored frame (rows×cols float32) from the last run."""
-        out = np.empty(self.shape, dtype=np.float32)
-        cl.enqueue_copy(self.queue, out, self.restored)
-        return out
+        return self.meter.download(np.empty(self.shape, dtype=np.float32), self.restored)
 
     def __call__(self, data: np.ndarray, num_iter: int = 30, weight: np.ndarray | None = None,
                  tolerance: float | None = None, noise: NoiseModel | None = None,

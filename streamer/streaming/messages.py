@@ -8,8 +8,8 @@ never sees part of a frame. ``schemas/`` holds the JSON Schema of each model
 (``streamer schemas``); a test fails when they drift.
 
 Versions: 2 added the PSF summary (``psf_summary`` of restored frames, ``psf`` of metrics),
-the Richardson–Lucy stopping figures and the moat depth; all optional, so version-1 records
-still validate.
+the Richardson–Lucy stopping figures, the moat depth, device stage times and bytes moved; all
+optional, so version-1 records still validate.
 """
 
 from __future__ import annotations
@@ -116,6 +116,10 @@ class FrameMetrics(_Message):
     restored_at: dt.datetime
     exposure_to_restored_seconds: float = Field(description="restored_at - exposure end")
     stage_seconds: dict[str, float]
+    device_seconds: dict[str, float] = Field(
+        default_factory=dict, description="device time by stage, from profiling events")
+    transfer_bytes: dict[str, int] | None = Field(
+        default=None, description="bytes uploaded/downloaded for this frame")
     iterations: int
     relative_change: float | None
     chi2: float | None = Field(default=None, description="reduced chi2 of the signal pixels")

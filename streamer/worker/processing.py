@@ -1,10 +1,11 @@
 """The worker's processing, free of Kafka: a decoded raw frame in, the restored frame's
 envelope and payload plus its metrics out. Transport lives in :mod:`streamer.worker.worker`.
 
-Two halves, so the device never waits for the host: :func:`prepare_frame` is host work done
+Three parts, so the device never waits for the host: :func:`prepare_frame` is host work done
 while decoding (input quality, the noise model and the frame's PSF, measured from its stars
-with the camera's recent PSF to fall back on); :func:`restore_frame` runs the device and
-encodes the result.
+with the camera's recent PSF to fall back on); :func:`restore_on_device` is the device's
+work alone; :func:`finish_frame` encodes, checksums and measures the result on the host while
+the device restores the next frame.
 """
 
 from __future__ import annotations
@@ -65,16 +66,22 @@ def psf_summary(psf: PSFMeasurement) -> PSFSummary:
                       warning=psf.warning, seconds=psf.seconds)
 
 
-def restore_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: RawFrame,
-                  image: FitsImage, decode_seconds: float = 0.0,
-                  prepared: PreparedFrame | None = None) -> ProcessedFrame:
-    """Restore a decoded frame; build the restored FITS payload (input header kept, with
-    provenance, and the PSF as an extension) and the metrics record. ``prepared`` (made while
-    decoding) is made here when not given. Raises what :meth:`Restorer.restore` raises."""
-    prepared = prepared or prepare_frame(restorer, raw, image)
+def restore_on_device(restorer: Restorer, raw: RawFrame, image: FitsImage,
+                      prepared: PreparedFrame) -> Restoration:
+    """The device part: one upload, the restoration, one download. Raises what
+    :meth:`Restorer.restore` raises."""
     result = restorer.restore(image.data, header=image.header, camera_id=raw.camera_id,
                               psf=prepared.psf, noise=prepared.noise)
     result.timings["psf"] = prepared.psf.seconds
+    return result
+
+
+def finish_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: RawFrame,
+                 image: FitsImage, prepared: PreparedFrame, result: Restoration,
+                 decode_seconds: float = 0.0) -> ProcessedFrame:
+    """The host part after the device: the restored FITS payload (input header kept, with
+    provenance, and the PSF as an extension), its checksum, the output quality and the
+    metrics record — CPU work that overlaps the next frame's device work."""
     keywords, history = provenance(restorer.settings, restorer.device_name, result,
                                    raw.source_name or raw.frame_id, image.hdu_index)
     keywords["STRMFID"] = (raw.frame_id, "frame id")
@@ -100,6 +107,16 @@ def restore_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: Raw
     return ProcessedFrame(envelope, payload, metrics)
 
 
+def restore_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: RawFrame,
+                  image: FitsImage, decode_seconds: float = 0.0,
+                  prepared: PreparedFrame | None = None) -> ProcessedFrame:
+    """All of it in one call (offline use and tests): prepare, restore, finish."""
+    prepared = prepared or prepare_frame(restorer, raw, image)
+    result = restore_on_device(restorer, raw, image, prepared)
+    return finish_frame(restorer, worker_id, chunk_bytes, raw, image, prepared, result,
+                        decode_seconds)
+
+
 def _metrics(raw: RawFrame, result: Restoration, restored_at, decode_seconds: float,
              encode_seconds: float, quality, summary: PSFSummary, worker_id: str,
              device: str) -> FrameMetrics:
@@ -112,6 +129,9 @@ def _metrics(raw: RawFrame, result: Restoration, restored_at, decode_seconds: fl
         restored_at=restored_at,
         exposure_to_restored_seconds=restored_at.timestamp() - exposure_end,
         stage_seconds={"decode": decode_seconds, **result.timings, "encode": encode_seconds},
+        device_seconds=result.device_seconds,
+        transfer_bytes={"uploaded": result.transfers.uploaded,
+                        "downloaded": result.transfers.downloaded},
         iterations=report.iterations,
         relative_change=None if math.isnan(change) else change,
         chi2=report.chi2, stopped_by=report.stopped_by,

@@ -39,7 +39,10 @@ from streamer.streaming.framing import AssembledFrame, PartitionAssembler, frame
 from streamer.streaming.kafka_clients import consumer, transactional_producer
 from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, utc_now
 from streamer.metrics import StreamerMetrics
-from streamer.worker.processing import PreparedFrame, ProcessedFrame, prepare_frame, restore_frame
+from streamer.restoration.restorer import Restoration
+from streamer.worker.processing import (
+    PreparedFrame, ProcessedFrame, finish_frame, prepare_frame, restore_on_device,
+)
 from streamer.restoration.restorer import Restorer
 from streamer.settings import StreamerSettings
 
@@ -57,6 +60,15 @@ class DecodedFrame:
     error: StreamerError | None
     decode_seconds: float
     prepared: PreparedFrame | None = None
+
+
+@dataclass
+class DeviceResult:
+    """A frame after the device stage: its restoration, or the error that stopped it."""
+
+    decoded: DecodedFrame
+    restoration: Restoration | None
+    error: StreamerError | None
 
 
 @dataclass
@@ -122,11 +134,15 @@ class Worker:
         # Restored frames waiting for their transaction: one, so the device works on the next
         # frame while this one is committed.
         self.results: asyncio.Queue[FrameOutcome] = asyncio.Queue(maxsize=1)
+        # Frames off the device waiting to be encoded: one, so encoding overlaps the device.
+        self.encoding: asyncio.Queue[DeviceResult] = asyncio.Queue(maxsize=1)
+        self.device_busy_seconds = 0.0
         self._busy: collections.Counter[int] = collections.Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
         self._device = ThreadPoolExecutor(1, thread_name_prefix="device")
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode")
         self.restored = 0
         self.failed = 0
 
@@ -211,8 +227,14 @@ class Worker:
 
     async def _watch_lag(self, stop: asyncio.Event, every: float = 2.0) -> None:
         """Consumer lag per partition: readable end (last stable offset, read_committed)
-        minus the position."""
+        minus the position; and the device's busy fraction since the last look."""
+        last_wall, last_busy = time.perf_counter(), self.device_busy_seconds
         while not stop.is_set():
+            now = time.perf_counter()
+            if now > last_wall:
+                self.metrics.device_busy_ratio.set(
+                    min(1.0, (self.device_busy_seconds - last_busy) / (now - last_wall)))
+            last_wall, last_busy = now, self.device_busy_seconds
             for tp in self.consumer.assignment():
                 end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
                 if end is None:
@@ -229,7 +251,8 @@ class Worker:
                 pass
 
     async def _restore(self, stop: asyncio.Event) -> None:
-        """Device stage: restore decoded frames, one at a time, in fetch order."""
+        """Device stage: restore decoded frames, one at a time, in fetch order; the device
+        thread does device work only."""
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
@@ -242,39 +265,63 @@ class Worker:
                 continue  # the partition was revoked after this frame was fetched
             self._busy[partition] += 1
             try:
-                outcome = await self._outcome(loop, decoded)
+                result = await self._on_device(loop, decoded)
             except BaseException:
                 self._busy[partition] -= 1  # the worker is ending; nothing waits for this frame
                 self._idle.set()
                 raise
-            await self.results.put(outcome)
+            await self.encoding.put(result)
+
+    async def _on_device(self, loop: asyncio.AbstractEventLoop,
+                         decoded: DecodedFrame) -> DeviceResult:
+        if decoded.error is not None:
+            return DeviceResult(decoded, None, decoded.error)
+        started = time.perf_counter()
+        try:
+            restoration = await loop.run_in_executor(
+                self._device, restore_on_device, self.restorer, decoded.raw, decoded.image,
+                decoded.prepared)
+        except (FrameError, PSFError) as failure:  # the frame's fault; device faults raise
+            return DeviceResult(decoded, None, failure)
+        finally:
+            busy = time.perf_counter() - started
+            self.device_busy_seconds += busy
+            self.metrics.device_busy.inc(busy)
+        return DeviceResult(decoded, restoration, None)
+
+    async def _encode(self, stop: asyncio.Event) -> None:
+        """CPU stage: encode, checksum and measure a restored frame while the device works
+        on the next one; dead-letter records for frames that failed."""
+        loop = asyncio.get_running_loop()
+        while not (stop.is_set() and self.encoding.empty() and not any(self._busy.values())):
+            try:
+                result = await asyncio.wait_for(self.encoding.get(), 0.5)
+            except asyncio.TimeoutError:
+                continue
+            await self.results.put(await self._outcome(loop, result))
 
     async def _outcome(self, loop: asyncio.AbstractEventLoop,
-                       decoded: DecodedFrame) -> FrameOutcome:
+                       result: DeviceResult) -> FrameOutcome:
+        decoded = result.decoded
         key = (decoded.raw.camera_id if decoded.raw else "unknown").encode()
-        error = decoded.error
-        if error is None:
-            try:
-                processed: ProcessedFrame = await loop.run_in_executor(
-                    self._device, restore_frame, self.restorer, self.worker_id,
-                    self.settings.chunk_bytes, decoded.raw, decoded.image, decoded.decode_seconds,
-                    decoded.prepared,
-                )
-            except (FrameError, PSFError) as failure:  # the frame's fault; device faults raise
-                error = failure
-            else:
-                topics = self.settings.topics
-                records = [
-                    OutgoingRecord(topics.restored, key, value, headers)
-                    for value, headers in frame_records(
-                        processed.envelope.model_dump_json().encode(), "restored",
-                        processed.payload, self.settings.chunk_bytes)
-                ]
-                records.append(OutgoingRecord(
-                    topics.metrics, key, processed.metrics.model_dump_json().encode(),
-                    [("streamer-kind", b"metrics")]))
-                return FrameOutcome(decoded, records, None, processed.metrics)
-        return FrameOutcome(decoded, self._dead_letter(decoded, error, key), error, None)
+        if result.error is not None:
+            return FrameOutcome(decoded, self._dead_letter(decoded, result.error, key),
+                                result.error, None)
+        processed: ProcessedFrame = await loop.run_in_executor(
+            self._encoder, finish_frame, self.restorer, self.worker_id,
+            self.settings.chunk_bytes, decoded.raw, decoded.image, decoded.prepared,
+            result.restoration, decoded.decode_seconds)
+        topics = self.settings.topics
+        records = [
+            OutgoingRecord(topics.restored, key, value, headers)
+            for value, headers in frame_records(
+                processed.envelope.model_dump_json().encode(), "restored",
+                processed.payload, self.settings.chunk_bytes)
+        ]
+        records.append(OutgoingRecord(
+            topics.metrics, key, processed.metrics.model_dump_json().encode(),
+            [("streamer-kind", b"metrics")]))
+        return FrameOutcome(decoded, records, None, processed.metrics)
 
     async def _publish(self, stop: asyncio.Event, max_frames: int | None) -> None:
         """Transaction stage: while the device restores the next frame, commit this one's
@@ -359,6 +406,7 @@ class Worker:
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()
         stages = [asyncio.create_task(self._fetch(stop)), asyncio.create_task(self._restore(stop)),
+                  asyncio.create_task(self._encode(stop)),
                   asyncio.create_task(self._publish(stop, max_frames)),
                   asyncio.create_task(self._watch_lag(stop))]
         try:
@@ -377,3 +425,4 @@ class Worker:
             self.producers.clear()
             self._decoder.shutdown(wait=False)
             self._device.shutdown(wait=False)
+            self._encoder.shutdown(wait=False)

@@ -71,6 +71,35 @@ def test_column_batches_and_strips_give_the_same_answer(opencl):
     _check(opencl, image, 11, memory_budget_bytes=1, strips=4)
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("window", [5, 31])
+def test_both_state_layouts_are_exact(opencl, interleaved, window):
+    # The GPU layout (interleaved) and the CPU layout give the same, exact answer anywhere.
+    rng = np.random.default_rng(window)
+    image = rng.normal(300, 20, (70, 90)).astype(np.float32)
+    _check(opencl, image, window, interleaved=interleaved, strips=3)
+
+
+@pytest.mark.parametrize("input_dtype", [np.uint8, np.int16, np.int32, np.uint32])
+def test_frames_are_filtered_from_their_own_type(opencl, input_dtype):
+    rng = np.random.default_rng(9)
+    image = rng.integers(0, 200, (40, 51)).astype(input_dtype)
+    plan = MedianFilter(opencl.queue, opencl.library, image.shape, 7, np.float32,
+                        input_dtype=input_dtype)
+    got = plan(image)
+    expected = median_filter(image.astype(np.float32), size=7, mode="reflect")
+    assert np.array_equal(got, expected)
+
+
+def test_nan_pixels_take_the_frames_median(opencl):
+    image = np.full((20, 20), 5.0, dtype=np.float32)
+    image[::3, ::2] = 9.0
+    image[4:8, 4:8] = np.nan
+    got = MedianFilter(opencl.queue, opencl.library, image.shape, 5)(image)
+    filled = np.where(np.isnan(image), np.median(image[~np.isnan(image)]), image)
+    assert np.array_equal(got, median_filter(filled, size=5, mode="reflect"))
+
+
 def test_keys_round_trip_and_order():
     values = np.array([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, np.inf], dtype=np.float32)
     keys = to_keys(values)

@@ -111,6 +111,8 @@ def test_each_frame_is_restored_with_its_measured_psf(kafka_bootstrap):
         assert m.psf.fwhm == pytest.approx(3.0, rel=0.1) and not m.psf.fallback
         assert m.quality.moat_depth is not None and m.stopped_by in ("iterations", "discrepancy")
         assert "psf" in m.stage_seconds
+        assert set(m.device_seconds) == {"upload", "median", "richardson_lucy", "download"}
+        assert m.transfer_bytes["uploaded"] == 384 * 384 * 2  # the uint16 frame, once
     for item in restored:
         envelope = RestoredFrame.model_validate_json(item.envelope_json)
         assert envelope.psf == "auto" and envelope.psf_summary.fwhm == pytest.approx(3.0, rel=0.1)
@@ -122,6 +124,9 @@ def test_each_frame_is_restored_with_its_measured_psf(kafka_bootstrap):
     assert gauge == pytest.approx(3.0, rel=0.1)
     assert worker.metrics.registry.get_sample_value(
         "streamer_psf_fallbacks_total", {"camera": "camP"}) in (None, 0.0)
+    assert worker.metrics.registry.get_sample_value("streamer_device_busy_seconds_total") > 0
+    assert worker.metrics.registry.get_sample_value(
+        "streamer_device_transfer_bytes_total", {"direction": "up"}) == 3 * 384 * 384 * 2
 
 
 def _bad_records(settings):

@@ -1,0 +1,74 @@
+"""The per-frame device path: one upload in the frame's own type, one download, a handful of
+scalar reads; excluded pixels handled on the device; stage times from profiling events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import median_filter
+
+from streamer.errors import FrameError
+from streamer.imaging.psf import PSFSpec, gaussian_psf
+from streamer.imaging.synthetic import star_field
+from streamer.restoration.restorer import Restorer
+from streamer.settings import RestorationSettings
+
+
+@pytest.fixture(scope="module")
+def restorer() -> Restorer:
+    return Restorer(RestorationSettings(window=15, psf=PSFSpec(kind="gaussian", fwhm=2.5),
+                                        iterations=10, method="dense"))
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    return star_field((256, 300), gaussian_psf(2.5), stars=40, seed=8).image
+
+
+@pytest.mark.parametrize("dtype, budget", [(np.float32, 8.5), (np.uint16, 6.5)])
+def test_bytes_per_pixel_within_budget(restorer, frame, dtype, budget):
+    result = restorer.restore(frame.astype(dtype))
+    transfers = result.transfers
+    assert transfers.uploaded == frame.size * np.dtype(dtype).itemsize  # once, its own type
+    assert transfers.downloaded - frame.size * 4 < 4096                 # once, plus scalars
+    assert transfers.per_pixel(frame.size) <= budget
+    assert transfers.copies - transfers.scalar_reads == 2
+    assert set(result.device_seconds) == {"upload", "median", "richardson_lucy", "download"}
+    assert all(seconds >= 0 for seconds in result.device_seconds.values())
+
+
+def test_uint16_and_float32_frames_restore_alike(restorer, frame):
+    as_int = np.clip(np.round(frame), 0, 65535)
+    a = restorer.restore(as_int.astype(np.uint16)).data
+    b = restorer.restore(as_int.astype(np.float32)).data
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * b.max())
+
+
+def test_background_of_a_uint16_frame_is_exact(restorer, frame):
+    image = np.clip(np.round(frame), 0, 65535).astype(np.uint16)
+    expected = image.astype(np.float32) - median_filter(image, size=15, mode="reflect")
+    expected -= expected.min()
+    np.testing.assert_array_equal(restorer.background_equalised(image), expected)
+
+
+def test_excluded_pixels_are_found_on_the_device(restorer, frame):
+    image = frame.copy()
+    image[10:14, 20:25] = np.nan
+    image[50, 60] = np.inf
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[100, 100:103] = True
+    result = restorer.restore(image, mask=mask)
+    assert result.masked_pixels == 20 + 1 + 3
+    excluded = ~np.isfinite(image) | mask
+    assert np.isnan(result.data[excluded]).all() and np.isfinite(result.data[~excluded]).all()
+    assert result.transfers.uploaded == image.size * 4 + mask.size  # the mask: one byte a pixel
+
+
+def test_no_valid_pixel_is_a_frame_error(restorer):
+    with pytest.raises(FrameError, match="no valid pixel"):
+        restorer.restore(np.full((40, 40), np.nan, np.float32))
+
+
+def test_other_types_are_uploaded_as_float32(restorer, frame):
+    result = restorer.restore(frame.astype(np.float64))
+    assert result.transfers.uploaded == frame.size * 4
