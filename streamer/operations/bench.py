@@ -193,6 +193,14 @@ def print_table(result: dict[str, Any], cadence: float | None) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by the CLI arguments; print a table or JSON."""
+    if getattr(args, "profile", "cpu") == "gpu":
+        from streamer.operations.gpu_bench import collect as collect_gpu
+
+        device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)
+        result = collect_gpu(device, args.size if args.size != 2048 else 4096)
+        json.dump(result, sys.stdout, indent=2)
+        print()
+        return 0
     result = collect(args)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
