@@ -66,3 +66,17 @@ class LocalKafkaError(StreamerError):
 
 class TooFewStarsError(PSFError):
     """A frame without enough isolated, unsaturated, high-S/N stars to measure its PSF."""
+
+
+class NoSignalError(FrameError):
+    """A frame with no signal to restore: constant (all zero, all saturated), or one pixel — a
+    camera fault more often than a sky."""
+
+
+class FrameDeadlineError(FrameError):
+    """A frame that was still being restored when its processing deadline passed."""
+
+
+class DeviceFaultError(DeviceError):
+    """The device failed in a way that is not the frame's fault (a lost or reset GPU, a broken
+    driver): the worker stops without consuming the frame."""

@@ -123,7 +123,26 @@ class StreamerSettings(BaseSettings):
     worker_id: str = Field(default="", description="stable worker name; default host-pid")
     chunk_bytes: int = Field(default=1 * MIB, ge=64 * 1024, le=64 * MIB,
                              description="payload bytes per Kafka record")
-    max_frame_bytes: int = Field(default=512 * MIB, ge=1, description="largest frame accepted")
+    max_frame_bytes: int = Field(default=512 * MIB, ge=1,
+                                 description="largest frame accepted, as sent and as decoded")
+    max_frame_pixels: int = Field(default=100_000_000, ge=1,
+                                  description="most pixels a frame may have (checked from its "
+                                              "header, before decompressing)")
+    frame_deadline_seconds: float = Field(
+        default=600.0, gt=0, description="a frame still on the device after this goes to dead "
+                                         "letters (checked between median batches and RL "
+                                         "iterations)")
+    retry_budget: int = Field(default=2, ge=1,
+                              description="attempts a frame gets before it goes to dead letters "
+                                          "(worker crashes and device faults included)")
+    shutdown_grace_seconds: float = Field(
+        default=20.0, gt=0, description="on SIGTERM, finish in-flight frames for this long, "
+                                        "then abandon them uncommitted and exit")
+    chunk_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="a frame whose chunks have not all arrived after this "
+                                         "goes to dead letters")
+    chunk_span_records: int = Field(
+        default=10_000, ge=1, description="... or once this many later records have arrived")
     # Off by default: restored float32 frames barely compress, and on a small machine the
     # codec's CPU time is taken from the device. Turn it on where the network is the limit.
     compression: Literal["none", "gzip", "lz4", "zstd"] = "none"

@@ -127,6 +127,6 @@ def test_camera_and_sink_run_where_pyopencl_does_not_import(kafka_bootstrap, tmp
     sink = subprocess.run([*streamer, "sink", "--out", str(archive), "--expect", "3"],
                           env=env, capture_output=True, text=True, timeout=180)
     assert sink.returncode == 0, sink.stderr
-    assert len(list((archive / "output").glob("*.fits"))) == 3
-    assert len(list((archive / "input").glob("*.fits"))) == 3
+    assert len(list((archive / "output").rglob("*.fits"))) == 3
+    assert len(list((archive / "input").rglob("*.fits"))) == 3
     assert "pyopencl" not in sink.stderr + camera.stderr, textwrap.shorten(sink.stderr, 500)

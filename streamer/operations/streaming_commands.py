@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -236,15 +237,25 @@ def run_worker(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_NO_CLUSTER
 
+    state: dict[str, Worker] = {}
+
     async def worker_main(stop: asyncio.Event) -> int:
-        worker = Worker(settings)
+        worker = state["worker"] = Worker(settings)
         serve_metrics(settings, worker.metrics)
         await worker.run(stop, args.max_frames)
         print(f"worker {worker.worker_id}: restored {worker.restored}, "
-              f"dead letters {worker.failed}")
+              f"dead letters {worker.failed}", flush=True)
         return 0
 
-    return run_until_signal(worker_main)
+    code = run_until_signal(worker_main)
+    worker = state.get("worker")
+    if worker is not None and worker.device_running:
+        # A kernel outlived the grace period; its thread cannot be interrupted, and waiting
+        # for it is what the grace period is there to avoid. Its frame was not committed.
+        print("worker: exiting with a frame still on the device (left uncommitted)",
+              file=sys.stderr, flush=True)
+        os._exit(code)
+    return code
 
 
 def run_sink(args: argparse.Namespace) -> int:

@@ -52,12 +52,12 @@ class BackgroundEqualiser:
         return self.median.input_buffer
 
     def run(self, weight: cl.Buffer, out: cl.Buffer, sky: cl.Buffer, sky_index: int,
-            mask: cl.Buffer | None = None) -> None:
+            mask: cl.Buffer | None = None, deadline: float | None = None) -> None:
         """From the frame in :attr:`raw`, enqueue its pixel weights into ``weight``, ``C``
         into ``out`` and its sky level ``-min(B)`` into ``sky[sky_index]``; ``min(B)`` stays
         on the device in :attr:`minimum`."""
         self.median.prepare(self.raw, mask, self.image, weight, exclude_nonfinite=True)
-        median_keys = self.median.run()
+        median_keys = self.median.run(deadline)
         self._subtract(self.queue, (self._items,), None, self.image, median_keys, weight,
                        out, np.int32(self.count), self._partial_min)
         self._reduce.minimum(self._partial_min, self._items, self.minimum, 0)

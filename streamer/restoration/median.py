@@ -11,11 +11,12 @@ device from the frame as uploaded, in its own type (``opencl/prepare.cl``,
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyopencl as cl
 
-from streamer.errors import ParameterError
+from streamer.errors import FrameDeadlineError, ParameterError
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.kernels import KernelLibrary
 
@@ -163,6 +164,8 @@ class MedianFilter:
         budget = memory_budget_bytes or min(device.global_mem_size // 4, 1 << 30)
         budget = min(budget, device.max_mem_alloc_size // 4 * 10 // NBINS * per_item)
         columns = max(1, budget // (per_item * self.strips))
+        # Batches short enough for a deadline to be checked between them on a CPU.
+        columns = min(columns, max(64, device.max_compute_units * 256))
         self.columns_per_launch = min(width, columns)
 
     def _allocate(self, context: cl.Context, library: KernelLibrary) -> None:
@@ -236,10 +239,18 @@ class MedianFilter:
         cl.enqueue_copy(self.queue, self.input_buffer, np.ascontiguousarray(image))
         self.prepare(self.input_buffer)
 
-    def run(self) -> cl.Buffer:
-        """Filter the prepared frame; return the device buffer of median keys (rows×cols)."""
+    def run(self, deadline: float | None = None) -> cl.Buffer:
+        """Filter the prepared frame; return the device buffer of median keys (rows×cols).
+        With a ``deadline`` (``time.monotonic()``), each column batch waits for the previous
+        and the filter stops with FrameDeadlineError once it has passed."""
         height, width = self.shape
         for offset in range(0, width, self.columns_per_launch):
+            if deadline is not None:
+                self.queue.finish()
+                if time.monotonic() > deadline:
+                    raise FrameDeadlineError(
+                        f"median {self.window}x{self.window} of a {height}x{width} frame not "
+                        f"done by its deadline ({offset} of {width} columns)")
             columns = min(self.columns_per_launch, width - offset)
             self._median_columns(
                 self.queue, (columns, self.strips), None,

@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import pyopencl as cl
 
-from streamer.errors import FrameError, ParameterError
+from streamer.errors import FrameError, FrameTooLargeError, ParameterError
 from streamer.imaging.noise import NoiseModel, noise_model
 from streamer.imaging.psf_measure import PSFMeasurement, describe
 from streamer.imaging.psf_tracker import PSFTracker
@@ -115,6 +115,45 @@ def device_seconds(marks: list[cl.Event]) -> dict[str, float]:
         return {}
     names = ("upload", "median", "richardson_lucy", "download")
     return {name: (b - a) * 1e-9 for name, a, b in zip(names, ends, ends[1:])}
+
+
+def _available_host_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def capacity_problem(device: cl.Device, shape: tuple[int, ...], dtype: np.dtype, window: int,
+                     psf_side: int) -> str | None:
+    """Why a frame of ``shape`` would not fit (device memory, one allocation, host memory),
+    or None. Estimates from the buffers the plans allocate."""
+    if len(shape) != 2:
+        return None
+    height, width = shape
+    pixels = height * width
+    radius = window // 2
+    padded = (height + 2 * radius) * (width + 2 * radius)
+    extended = (height + 4 * psf_side) * (width + 4 * psf_side)
+    largest = max(padded * 4, extended * 4)
+    device_bytes = (pixels * (dtype.itemsize + 4 * 6) + padded * 6 + extended * 16
+                    + min(device.global_mem_size // 4, 1 << 30))  # + the median's state
+    if largest > device.max_mem_alloc_size:
+        return (f"a {height}x{width} frame needs a {largest >> 20} MiB buffer, above the "
+                f"device's largest allocation ({device.max_mem_alloc_size >> 20} MiB)")
+    if device_bytes > 0.9 * device.global_mem_size:
+        return (f"a {height}x{width} frame needs about {device_bytes >> 20} MiB of device "
+                f"memory, above the {device.global_mem_size >> 20} MiB the device has")
+    available = _available_host_memory()
+    host_bytes = pixels * (dtype.itemsize + 4 * 6) + extended * 12
+    if available is not None and host_bytes > 0.8 * available:
+        return (f"a {height}x{width} frame needs about {host_bytes >> 20} MiB of host memory, "
+                f"above the {available >> 20} MiB available")
+    return None
 
 
 def padded_psf(psf: np.ndarray) -> np.ndarray:
@@ -244,7 +283,7 @@ class Restorer:
 
     def restore(self, frame: np.ndarray, mask: np.ndarray | None = None, *, header=None,
                 camera_id: str = "default", psf: PSFMeasurement | np.ndarray | None = None,
-                noise: NoiseModel | None = None) -> Restoration:
+                noise: NoiseModel | None = None, deadline: float | None = None) -> Restoration:
         """Restore one frame.
 
         Parameters
@@ -262,6 +301,9 @@ class Restorer:
             The PSF to use, when measured already (the worker measures it while decoding).
         noise : NoiseModel, optional
             The frame's noise, when measured already.
+        deadline : float, optional
+            ``time.monotonic()`` by which the frame must be done; checked between median
+            batches and RL iterations (FrameDeadlineError).
 
         Returns
         -------
@@ -274,6 +316,10 @@ class Restorer:
         ------
         FrameError
             Not 2-D, empty, not real numbers, or no valid pixel.
+        FrameTooLargeError
+            More than the device (or this host) can hold.
+        FrameDeadlineError
+            Not done by ``deadline``.
         """
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -289,11 +335,36 @@ class Restorer:
             timings["psf"] = time.perf_counter() - started
         if isinstance(psf, np.ndarray):
             psf = describe(psf, "given", 0, 0)
-        return self._restore_on_device(frame, mask, psf, noise, timings)
+        self.check_capacity(frame.shape, frame.dtype, max(psf.psf.shape))
+        return self._restore_on_device(frame, mask, psf, noise, timings, deadline)
+
+    def check_capacity(self, shape: tuple[int, ...], dtype: np.dtype, psf_side: int = 65
+                       ) -> None:
+        """Raise FrameTooLargeError when a frame of ``shape`` would not fit the device's
+        memory (or one of its allocations), or this host's — checked before allocating."""
+        problem = capacity_problem(self.device, shape, np.dtype(dtype), self.settings.window,
+                                   psf_side)
+        if problem:
+            raise FrameTooLargeError(problem)
+
+    def device_healthy(self) -> bool:
+        """Whether this restorer's device still builds and runs a kernel (after an OpenCL
+        error: a frame's fault, or the device's?)."""
+        try:
+            from streamer.restoration.device import _PROBE_SOURCE
+
+            program = cl.Program(self.context, _PROBE_SOURCE).build()
+            buffer = cl.Buffer(self.context, cl.mem_flags.READ_WRITE, 16)
+            program.probe(self.queue, (4,), None, buffer)
+            out = np.empty(4, dtype=np.float32)
+            cl.enqueue_copy(self.queue, out, buffer)
+            return bool(np.all(out == 1))
+        except Exception:  # any failure at all means the device is not usable
+            return False
 
     def _restore_on_device(self, frame: np.ndarray, mask: np.ndarray | None,
                            psf: PSFMeasurement, noise: NoiseModel,
-                           timings: dict[str, float]) -> Restoration:
+                           timings: dict[str, float], deadline: float | None) -> Restoration:
         """One upload, the device work, one download."""
         started = time.perf_counter()
         shape = frame.shape
@@ -309,7 +380,7 @@ class Restorer:
             meter.upload(mask_buffer, np.ascontiguousarray(mask, dtype=np.uint8))
         marks.append(cl.enqueue_marker(self.queue))
         background.run(deconvolution.weight, deconvolution.data, deconvolution.statistics,
-                       STAT["SKY"], mask_buffer)
+                       STAT["SKY"], mask_buffer, deadline)
         marks.append(cl.enqueue_marker(self.queue))
         valid, data_flux = deconvolution.count_valid()
         if valid == 0:
@@ -319,7 +390,8 @@ class Restorer:
         started = time.perf_counter()
         settings = self.settings
         report = deconvolution.run(settings.iterations, settings.tolerance, noise,
-                                   settings.damping, settings.stop_at_noise, settings.pedestal)
+                                   settings.damping, settings.stop_at_noise, settings.pedestal,
+                                   deadline)
         marks.append(cl.enqueue_marker(self.queue))
         restored = deconvolution.download()
         shift = float(meter.download(np.empty(1, np.float32), background.minimum)[0])

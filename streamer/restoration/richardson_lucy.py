@@ -43,12 +43,13 @@ reduced on the device: a run reads back a handful of floats, never a frame.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyopencl as cl
 
-from streamer.errors import ParameterError
+from streamer.errors import FrameDeadlineError, ParameterError
 from streamer.imaging.noise import NoiseModel
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
@@ -253,7 +254,8 @@ class RichardsonLucy:
 
     def run(self, num_iter: int, tolerance: float | None = None,
             noise: NoiseModel | None = None, damping: float = 0.0,
-            stop_at_noise: bool = True, pedestal: float = 0.0) -> DeconvolutionReport:
+            stop_at_noise: bool = True, pedestal: float = 0.0,
+            deadline: float | None = None) -> DeconvolutionReport:
         """Iterate on the data in ``self.data`` (weights set); the result is left in
         ``self.restored`` (frame-sized) and ``self.estimate`` (extended).
 
@@ -273,6 +275,12 @@ class RichardsonLucy:
             measure = tolerance is not None or check_noise or done == num_iter
             self._iterate(threshold_squared, variance, inverse_gain, measure,
                           noise is not None and (check_noise or done == num_iter))
+            if deadline is not None:
+                self.queue.finish()
+                if time.monotonic() > deadline:
+                    raise FrameDeadlineError(
+                        f"Richardson-Lucy not done by the frame's deadline ({done} of "
+                        f"{num_iter} iterations)")
             if not measure:
                 continue
             values = self._read_statistics()

@@ -1,17 +1,51 @@
-"""Frame payloads: building them from arrays or files, and decoding them with checks."""
+"""Frame payloads: decoding them, with every check made before the cost is paid.
+
+A payload is checked against its envelope (size, SHA-256), its pixel count and decoded size
+against the limits *before* anything is decompressed or allocated — a 1 MB tile-compressed
+FITS file can claim 32768×32768 pixels — and raw payloads must hold real numbers.
+"""
 
 from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
 from pydantic import ValidationError
 
-from streamer.errors import ChecksumError, EnvelopeError, FrameDecodeError
+from streamer.errors import (
+    ChecksumError, EnvelopeError, FrameDecodeError, FrameError, FrameTooLargeError,
+    NoSignalError,
+)
 from streamer.imaging.fits_io import FitsImage, read_image_bytes
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import FramePayload, RawFrame
 
+RAW_DTYPES = frozenset(np.dtype(name) for name in (
+    "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32",
+    "float64"))
 
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """The largest frame a process takes: pixels, and bytes as decoded."""
+
+    max_pixels: int
+    max_bytes: int
+
+    def check(self, shape: tuple[int, ...], itemsize: int, what: str) -> None:
+        """Raise FrameTooLargeError when a frame of ``shape`` and ``itemsize`` is over."""
+        pixels = int(np.prod(shape, dtype=np.int64)) if shape else 0
+        if pixels > self.max_pixels:
+            raise FrameTooLargeError(
+                f"{what} has {pixels} pixels {tuple(shape)}, above max_frame_pixels="
+                f"{self.max_pixels}; bin the frame or raise the limit")
+        if pixels * itemsize > self.max_bytes:
+            raise FrameTooLargeError(
+                f"{what} decodes to {pixels * itemsize} bytes, above max_frame_bytes="
+                f"{self.max_bytes}; bin the frame or raise the limit")
 
 
 def parse_envelope(envelope_json: bytes | None) -> RawFrame:
@@ -25,13 +59,8 @@ def parse_envelope(envelope_json: bytes | None) -> RawFrame:
         raise EnvelopeError(f"envelope fails the raw_frame schema: {detail}") from error
 
 
-def decode_payload(envelope: FramePayload, payload: bytes) -> FitsImage:
-    """The image of a payload, after checking its size and checksum against the envelope.
-
-    Raises
-    ------
-    ChecksumError, FrameDecodeError, FrameError
-    """
+def check_payload(envelope: FramePayload, payload: bytes) -> None:
+    """Raise ChecksumError unless the payload has the envelope's size and SHA-256."""
     if len(payload) != envelope.payload_bytes:
         raise ChecksumError(
             f"payload has {len(payload)} bytes, the envelope says {envelope.payload_bytes}"
@@ -40,19 +69,87 @@ def decode_payload(envelope: FramePayload, payload: bytes) -> FitsImage:
     if digest != envelope.payload_sha256:
         raise ChecksumError(f"payload SHA-256 {digest[:12]}… differs from the envelope's "
                             f"{envelope.payload_sha256[:12]}…")
+
+
+def raw_dtype(name: str) -> np.dtype:
+    """The little-endian numpy dtype of a raw payload (real numbers only)."""
+    try:
+        dtype = np.dtype(name)
+    except TypeError as error:
+        raise FrameDecodeError(f"raw payload dtype {name!r} is not a numpy dtype") from error
+    if dtype.newbyteorder("=") not in RAW_DTYPES:
+        raise FrameDecodeError(
+            f"raw payload dtype {dtype} is not accepted: frames hold real numbers "
+            f"({', '.join(sorted(str(d) for d in RAW_DTYPES))})")
+    return dtype.newbyteorder("<")
+
+
+def fits_image_shape(payload: bytes) -> tuple[tuple[int, ...], int]:
+    """Shape and bytes per pixel of the first image HDU with data, from the headers alone
+    (nothing decompressed)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(io.BytesIO(payload), memmap=False, lazy_load_hdus=True) as hdus:
+                for hdu in hdus:
+                    # A tile-compressed HDU presents the image's header (NAXISn of the image,
+                    # from ZNAXISn) without decompressing anything.
+                    header = hdu.header
+                    axes = int(header.get("NAXIS", 0) or 0)
+                    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) \
+                            or axes == 0:
+                        continue
+                    shape = tuple(int(header.get(f"NAXIS{k}", 0)) for k in range(axes, 0, -1))
+                    bitpix = int(header.get("BITPIX", -32))
+                    scaled = "BSCALE" in header or "BZERO" in header
+                    return shape, 4 if scaled and bitpix > 0 else abs(bitpix) // 8
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as error:
+        raise FrameDecodeError(f"not a readable FITS file ({error})") from error
+    raise FrameDecodeError("no image HDU with data (empty primary and no image extension)")
+
+
+def decode_payload(envelope: FramePayload, payload: bytes,
+                   limits: FrameLimits | None = None) -> FitsImage:
+    """The image of a payload, after checking its size and checksum against the envelope and
+    its size against ``limits`` — all before decoding.
+
+    Raises
+    ------
+    ChecksumError, FrameTooLargeError, FrameDecodeError, FrameError
+    """
+    check_payload(envelope, payload)
+    if limits is not None:
+        limits.check(tuple(envelope.shape), 8, "the envelope")
     if envelope.encoding == "fits":
+        if limits is not None:
+            shape, itemsize = fits_image_shape(payload)
+            limits.check(shape, itemsize, "the FITS image")
         image = read_image_bytes(payload)
     else:
-        try:
-            dtype = np.dtype(envelope.dtype).newbyteorder("<")
-            data = np.frombuffer(payload, dtype=dtype).reshape(envelope.shape)
-        except (TypeError, ValueError) as error:
+        dtype = raw_dtype(envelope.dtype)
+        expected = int(np.prod(envelope.shape)) * dtype.itemsize
+        if len(payload) != expected:
             raise FrameDecodeError(
-                f"raw payload of {len(payload)} bytes is not {envelope.dtype} {envelope.shape}"
-            ) from error
-        image = FitsImage(data=data, header=fits.Header(), hdu_index=0)
+                f"raw payload of {len(payload)} bytes is not {dtype} {tuple(envelope.shape)} "
+                f"({expected} bytes)")
+        data = np.frombuffer(payload, dtype=dtype).reshape(envelope.shape)
+        image = FitsImage(data=data.astype(dtype.newbyteorder("=")), header=fits.Header(),
+                          hdu_index=0)
     if tuple(image.data.shape) != tuple(envelope.shape):
         raise FrameDecodeError(
             f"image shape {image.data.shape} differs from the envelope's {tuple(envelope.shape)}"
         )
     return image
+
+
+def check_signal(data: np.ndarray) -> None:
+    """Raise NoSignalError for a frame with nothing to restore: one pixel, or every finite
+    pixel the same value (all zero, all saturated: a camera fault)."""
+    finite = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data.ravel()
+    if finite.size == 0:
+        raise FrameError("the frame has no finite pixel (all NaN/inf)")
+    if data.size < 2:
+        raise NoSignalError(f"the frame has {data.size} pixel: nothing to restore")
+    low, high = finite.min(), finite.max()
+    if low == high:
+        raise NoSignalError(f"every pixel is {low}: no signal (a camera fault?)")

@@ -12,8 +12,11 @@ and is skipped.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from streamer.errors import ChunkError, FrameError, FrameTooLargeError
 from streamer.streaming.messages import CHUNK_HEADER, ENVELOPE_HEADER, KIND_HEADER
@@ -75,6 +78,7 @@ class _Pending:
     envelope_json: bytes
     count: int
     headers: dict[str, bytes]
+    started: float = 0.0
     chunks: list[bytes] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     size: int = 0
@@ -98,12 +102,33 @@ def _parse_chunk(headers: dict[str, bytes]) -> tuple[int, int]:
     return index, count
 
 
-class PartitionAssembler:
-    """Reassembles the frames of one partition from a given start offset."""
+def _envelope_count(envelope: bytes) -> int | None:
+    """The envelope's ``chunk_count`` (None when the envelope is not a JSON object with one:
+    the decoder reports that)."""
+    try:
+        value = json.loads(envelope).get("chunk_count")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, int) else None
 
-    def __init__(self, partition: int, max_frame_bytes: int) -> None:
+
+class PartitionAssembler:
+    """Reassembles the frames of one partition from a given start offset.
+
+    A frame that cannot complete never blocks the partition: one whose chunk count disagrees
+    with its envelope, or could not fit ``max_frame_bytes`` even in chunks of its first one's
+    size, fails at once; one still incomplete ``timeout_seconds`` after its first chunk, or
+    ``span_records`` records later, fails then. A failed frame is handed out with its error
+    (the worker dead-letters it) and the partition moves on.
+    """
+
+    def __init__(self, partition: int, max_frame_bytes: int, timeout_seconds: float = 120.0,
+                 span_records: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.partition = partition
         self.max_frame_bytes = max_frame_bytes
+        self.timeout_seconds = timeout_seconds
+        self.span_records = span_records
+        self._clock = clock
         self._items: dict[int, _Pending] = {}   # first offset → frame, insertion = offset order
         self._open: dict[bytes, int] = {}       # envelope → first offset of its open frame
         self._handed_out: set[int] = set()       # first offsets handed out, not yet finished
@@ -117,8 +142,8 @@ class PartitionAssembler:
         try:
             index, count = _parse_chunk(headers)
         except ChunkError as error:
-            self._items[offset] = _Pending(offset, b"", 1, headers, [value], [offset],
-                                           len(value), True, error)
+            self._items[offset] = _Pending(offset, b"", 1, headers, self._clock(), [value],
+                                           [offset], len(value), True, error)
             return
         envelope = headers[ENVELOPE_HEADER]
         first = self._open.get(envelope)
@@ -126,12 +151,13 @@ class PartitionAssembler:
             if index != 0:
                 self.skipped += 1  # its frame began before our start: already handled
                 return
-            pending = _Pending(offset, envelope, count, headers)
+            pending = _Pending(offset, envelope, count, headers, self._clock())
+            pending.error = self._implausible(count, len(value), envelope)
             self._items[offset] = pending
             self._open[envelope] = offset
         else:
             pending = self._items[first]
-        if index != len(pending.chunks) or count != pending.count:
+        if pending.error is None and (index != len(pending.chunks) or count != pending.count):
             pending.error = ChunkError(
                 f"chunk {index}/{count} arrived after {len(pending.chunks)} of {pending.count}"
             )
@@ -143,13 +169,41 @@ class PartitionAssembler:
                 f"frame exceeds the {self.max_frame_bytes}-byte limit (max_frame_bytes)"
             )
         if pending.error is not None or len(pending.chunks) == pending.count:
-            pending.done = True
-            self._open.pop(envelope, None)
-            if pending.error is not None:
-                pending.chunks = [b"".join(pending.chunks)] if pending.size <= self.max_frame_bytes else []
+            self._close(pending)
+
+    def _implausible(self, count: int, first_size: int, envelope: bytes) -> FrameError | None:
+        declared = _envelope_count(envelope)
+        if declared is not None and declared != count:
+            return ChunkError(f"the chunk header says {count} chunks, the envelope {declared}")
+        if count > 1 and (count - 1) * max(first_size, 1) > self.max_frame_bytes:
+            return FrameTooLargeError(
+                f"{count} chunks of {first_size} bytes exceed the {self.max_frame_bytes}-byte "
+                "limit (max_frame_bytes)")
+        return None
+
+    def _close(self, pending: _Pending) -> None:
+        pending.done = True
+        self._open.pop(pending.envelope_json, None)
+        if pending.error is not None:
+            pending.chunks = [b"".join(pending.chunks)] if pending.size <= self.max_frame_bytes else []
+
+    def _expire(self) -> None:
+        """Fail the incomplete frames past their time or record bound."""
+        now = self._clock()
+        for pending in self._items.values():
+            if pending.done:
+                continue
+            waited = now - pending.started
+            behind = self._max_seen - pending.first_offset
+            if waited > self.timeout_seconds or behind > self.span_records:
+                pending.error = ChunkError(
+                    f"incomplete frame: {len(pending.chunks)} of {pending.count} chunks after "
+                    f"{waited:.0f} s and {behind} later records (the rest never came)")
+                self._close(pending)
 
     def ready(self) -> list[AssembledFrame]:
         """Complete frames (and rejected records) from the head of the partition, in order."""
+        self._expire()
         out = []
         for first, pending in list(self._items.items()):
             if first in self._handed_out:

@@ -67,11 +67,11 @@ def psf_summary(psf: PSFMeasurement) -> PSFSummary:
 
 
 def restore_on_device(restorer: Restorer, raw: RawFrame, image: FitsImage,
-                      prepared: PreparedFrame) -> Restoration:
+                      prepared: PreparedFrame, deadline: float | None = None) -> Restoration:
     """The device part: one upload, the restoration, one download. Raises what
     :meth:`Restorer.restore` raises."""
     result = restorer.restore(image.data, header=image.header, camera_id=raw.camera_id,
-                              psf=prepared.psf, noise=prepared.noise)
+                              psf=prepared.psf, noise=prepared.noise, deadline=deadline)
     result.timings["psf"] = prepared.psf.seconds
     return result
 

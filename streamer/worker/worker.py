@@ -1,6 +1,8 @@
-"""``streamer worker``: consume raw frames, restore them, publish results — exactly once.
+"""``streamer worker``: consume raw frames, restore them, publish results — exactly once, and
+never stopped by a record.
 
-Transport only; the processing is :func:`streamer.worker.processing.restore_frame`.
+Transport only; decoding is :mod:`streamer.worker.decoding`, the processing
+:mod:`streamer.worker.processing`.
 
 Exactly once: each input partition has its own transactional producer
 (``transactional.id = streamer-worker.<raw topic>.<partition>``). For every frame the worker
@@ -10,11 +12,19 @@ the same id, which fences the previous owner and aborts its open transaction —
 SIGKILLed or is a zombie after a rebalance — so downstream ``read_committed`` consumers see
 each frame exactly once.
 
-Throughput: three stages overlap. A fetch task keeps polling and decoding frames ahead
-(``prefetch_frames``); the device restores one frame at a time in a thread; a publish task
-commits the previous frame's transaction meanwhile. When the prefetch queue is full the
-partitions are paused, not left unpolled, so long device work never trips
-``max.poll.interval.ms``.
+Failures: anything wrong with a frame is the frame's fault and sends it to dead letters with
+the reason. An OpenCL error is checked against the device with a probe kernel: a healthy
+device makes it the frame's fault too (retried up to ``retry_budget``), a failed probe is a
+device fault that stops the worker (exit code 3) without committing the frame. A frame some
+earlier owner was decoding or restoring when it died is counted
+(:mod:`streamer.worker.attempts`), so a frame that kills workers goes to dead letters instead of
+around again.
+
+Throughput: four stages overlap. A fetch task keeps polling and decoding frames ahead
+(``prefetch_frames``); the device restores one frame at a time in a thread; an encode thread
+builds the previous frame's FITS and metrics; a publish task commits the frame before that.
+When the prefetch queue is full the partitions are paused, not left unpolled, so long device
+work never trips ``max.poll.interval.ms``.
 """
 
 from __future__ import annotations
@@ -26,70 +36,31 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.producer import AIOKafkaProducer
 
-from streamer.errors import FrameError, PSFError, StreamerError
-from streamer.imaging.fits_io import FitsImage
-from streamer.streaming.codec import decode_payload, parse_envelope
-from streamer.streaming.framing import AssembledFrame, PartitionAssembler, frame_records, headers_dict, sha256_hex
-from streamer.streaming.kafka_clients import consumer, transactional_producer
-from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, utc_now
-from streamer.metrics import StreamerMetrics
-from streamer.restoration.restorer import Restoration
-from streamer.worker.processing import (
-    PreparedFrame, ProcessedFrame, finish_frame, prepare_frame, restore_on_device,
+from streamer.errors import (
+    DeviceFaultError, FrameDeadlineError, FrameError, FrameTooLargeError, PSFError,
+    StreamerError,
 )
+from streamer.metrics import StreamerMetrics
 from streamer.restoration.restorer import Restorer
 from streamer.settings import StreamerSettings
+from streamer.streaming.codec import FrameLimits
+from streamer.streaming.framing import AssembledFrame, PartitionAssembler, frame_records, headers_dict, sha256_hex
+from streamer.streaming.kafka_clients import admin_client, consumer, transactional_producer
+from streamer.streaming.messages import DeadLetter, utc_now
+from streamer.worker.attempts import marker, recorded_attempts
+from streamer.worker.decoding import decode_frame
+from streamer.worker.items import DecodedFrame, DeviceResult, FrameOutcome, OutgoingRecord
+from streamer.worker.processing import ProcessedFrame, finish_frame, restore_on_device
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class DecodedFrame:
-    """A fetched frame after decoding (or the reason it could not be), queued for the device."""
-
-    generation: int
-    item: AssembledFrame
-    raw: RawFrame | None
-    image: FitsImage | None
-    error: StreamerError | None
-    decode_seconds: float
-    prepared: PreparedFrame | None = None
-
-
-@dataclass
-class DeviceResult:
-    """A frame after the device stage: its restoration, or the error that stopped it."""
-
-    decoded: DecodedFrame
-    restoration: Restoration | None
-    error: StreamerError | None
-
-
-@dataclass
-class OutgoingRecord:
-    """One Kafka record of a frame's transaction."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-@dataclass
-class FrameOutcome:
-    """What the device stage made of a frame, queued for its transaction: the records to
-    publish, and either the restored frame's metrics or the error that dead-lettered it."""
-
-    decoded: DecodedFrame
-    records: list[OutgoingRecord]
-    error: StreamerError | None
-    metrics: FrameMetrics | None
+# Errors no retry can cure: the frame goes to dead letters at once.
+_FINAL = (FrameError, PSFError)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -111,6 +82,7 @@ class Worker:
     settings : StreamerSettings
     restorer : Restorer, optional
         Built from ``settings`` when not given (tests pass one to share the device).
+    metrics : StreamerMetrics, optional
     """
 
     def __init__(self, settings: StreamerSettings, restorer: Restorer | None = None,
@@ -120,6 +92,7 @@ class Worker:
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.restorer = restorer or Restorer(settings.restoration, settings.device)
         self.topic = settings.topics.raw
+        self.limits = FrameLimits(settings.max_frame_pixels, settings.max_frame_bytes)
         self.consumer = consumer(
             settings, group_id=settings.group_id,
             max_poll_interval_ms=int(settings.max_poll_interval_seconds * 1000),
@@ -130,19 +103,25 @@ class Worker:
         self.producers: dict[int, AIOKafkaProducer] = {}
         self.generation: dict[int, int] = {}
         self._producer_ready: dict[int, asyncio.Event] = {}
+        # The frame at a partition's committed offset when it was assigned (None: the first
+        # frame, nothing committed yet) and its earlier attempts. It is counted before the
+        # device touches it.
+        self._suspects: dict[int, tuple[int | None, int]] = {}
         self.queue: asyncio.Queue[DecodedFrame] = asyncio.Queue()
+        # Frames off the device waiting to be encoded: one, so encoding overlaps the device.
+        self.encoding: asyncio.Queue[DeviceResult] = asyncio.Queue(maxsize=1)
         # Restored frames waiting for their transaction: one, so the device works on the next
         # frame while this one is committed.
         self.results: asyncio.Queue[FrameOutcome] = asyncio.Queue(maxsize=1)
-        # Frames off the device waiting to be encoded: one, so encoding overlaps the device.
-        self.encoding: asyncio.Queue[DeviceResult] = asyncio.Queue(maxsize=1)
-        self.device_busy_seconds = 0.0
         self._busy: collections.Counter[int] = collections.Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
         self._device = ThreadPoolExecutor(1, thread_name_prefix="device")
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode")
+        self._admin = None
+        self.device_busy_seconds = 0.0
+        self.device_running = False
         self.restored = 0
         self.failed = 0
 
@@ -152,10 +131,11 @@ class Worker:
         # these partitions while the producers below are still starting.
         for tp in assigned:
             self.assemblers[tp.partition] = PartitionAssembler(
-                tp.partition, self.settings.max_frame_bytes
-            )
+                tp.partition, self.settings.max_frame_bytes, self.settings.chunk_timeout_seconds,
+                self.settings.chunk_span_records)
             self.generation[tp.partition] = self.generation.get(tp.partition, 0) + 1
             self._producer_ready[tp.partition] = asyncio.Event()
+        await self._read_suspects(assigned)
         for tp in sorted(assigned):
             producer = transactional_producer(
                 self.settings, f"streamer-worker.{self.topic}.{tp.partition}"
@@ -166,6 +146,20 @@ class Worker:
         log.info("worker %s: assigned partitions %s", self.worker_id,
                  sorted(tp.partition for tp in assigned))
 
+    async def _read_suspects(self, assigned: set[TopicPartition]) -> None:
+        try:
+            recorded = await recorded_attempts(self._admin, self.settings.group_id,
+                                               sorted(assigned))
+            committed = {tp.partition: await self.consumer.committed(tp) for tp in assigned}
+        except (KafkaError, OSError) as error:  # counted from zero then; logged, not fatal
+            log.warning("worker %s: cannot read committed offsets (%s)", self.worker_id, error)
+            return
+        for tp in assigned:
+            offset = committed.get(tp.partition)
+            earlier = recorded.get(tp.partition)
+            self._suspects[tp.partition] = (offset, earlier[1] if earlier and
+                                            earlier[0] == offset else 0)
+
     async def _release(self, revoked: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in revoked}
         while any(self._busy[p] for p in partitions):  # let frames past the fetch commit
@@ -173,6 +167,7 @@ class Worker:
             await self._idle.wait()
         for partition in partitions:
             self.assemblers.pop(partition, None)
+            self._suspects.pop(partition, None)
             self.generation[partition] = self.generation.get(partition, 0) + 1
             ready = self._producer_ready.pop(partition, None)
             if ready is not None:
@@ -184,24 +179,6 @@ class Worker:
             log.info("worker %s: released partitions %s", self.worker_id, sorted(partitions))
 
     # -- stages -------------------------------------------------------------------------------
-    def _decode(self, item: AssembledFrame, generation: int) -> DecodedFrame:
-        started = time.perf_counter()
-        raw = image = prepared = None
-        error = item.error
-        if error is None:
-            try:
-                raw = parse_envelope(item.envelope_json)
-                image = decode_payload(raw, item.payload)
-            except FrameError as failure:
-                error = failure
-        decode_seconds = time.perf_counter() - started
-        if image is not None and error is None:
-            try:  # host measurements here, not on the device's critical path
-                prepared = prepare_frame(self.restorer, raw, image)
-            except (FrameError, PSFError) as failure:
-                error = failure
-        return DecodedFrame(generation, item, raw, image, error, decode_seconds, prepared)
-
     async def _fetch(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
@@ -211,23 +188,29 @@ class Worker:
             else:
                 self.consumer.resume(*assignment)
             batches = await self.consumer.getmany(timeout_ms=200, max_records=256)
-            for tp, records in batches.items():
+            for tp in assignment:  # also expires stalled frames of quiet partitions
                 assembler = self.assemblers.get(tp.partition)
                 if assembler is None:
                     continue
-                for record in records:
+                for record in batches.get(tp, ()):
                     assembler.add(record.offset, record.value, headers_dict(record.headers))
                 for item in assembler.ready():
                     self.metrics.frames_consumed.labels(self.topic).inc()
                     self.metrics.consumed_bytes.labels(self.topic).inc(len(item.payload))
                     self.metrics.in_flight.inc()
                     generation = self.generation[tp.partition]
-                    decoded = await loop.run_in_executor(self._decoder, self._decode, item, generation)
+                    spent = await self._count_attempt(item)
+                    if spent is not None:
+                        decoded = DecodedFrame(generation, item, None, None, spent, 0.0)
+                    else:
+                        decoded = await loop.run_in_executor(
+                            self._decoder, decode_frame, item, generation, self.restorer,
+                            self.limits)
                     await self.queue.put(decoded)
 
-    async def _watch_lag(self, stop: asyncio.Event, every: float = 2.0) -> None:
-        """Consumer lag per partition: readable end (last stable offset, read_committed)
-        minus the position; and the device's busy fraction since the last look."""
+    async def _watch(self, stop: asyncio.Event, every: float = 2.0) -> None:
+        """Consumer lag per partition, from the committed offset (a stuck partition shows: its
+        fetch position runs ahead, its commits do not), and the device's busy fraction."""
         last_wall, last_busy = time.perf_counter(), self.device_busy_seconds
         while not stop.is_set():
             now = time.perf_counter()
@@ -237,13 +220,13 @@ class Worker:
             last_wall, last_busy = now, self.device_busy_seconds
             for tp in self.consumer.assignment():
                 end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
-                if end is None:
-                    continue
                 try:
-                    position = await self.consumer.position(tp)
-                except IllegalStateError:  # revoked meanwhile; measured again next round
+                    committed = await self.consumer.committed(tp)
+                except (IllegalStateError, KafkaError):  # revoked or unreachable: next round
                     continue
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - position, 0))
+                if end is not None:
+                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                        max(end - (committed or 0), 0))
             self.metrics.kernel_build_seconds.set(self.restorer.kernel_build_seconds)
             try:
                 await asyncio.wait_for(stop.wait(), every)
@@ -272,22 +255,63 @@ class Worker:
                 raise
             await self.encoding.put(result)
 
+    async def _count_attempt(self, item: AssembledFrame) -> StreamerError | None:
+        """For the frame a previous owner may have died on: an error when its attempts are
+        spent, else record one more attempt (committed before it is decoded)."""
+        suspect = self._suspects.get(item.partition)
+        if suspect is None or suspect[0] not in (None, item.first_offset):
+            return None
+        offset, earlier = item.first_offset, suspect[1]
+        del self._suspects[item.partition]
+        if earlier >= self.settings.retry_budget:
+            return FrameError(
+                f"gave up after {earlier} attempts: a worker stopped (crashed, killed, or its "
+                "device failed) each time it restored this frame")
+        await self._producer_ready[item.partition].wait()
+        producer = self.producers.get(item.partition)
+        if producer is not None:
+            async with producer.transaction():
+                await producer.send_offsets_to_transaction(
+                    {TopicPartition(self.topic, item.partition): marker(offset, earlier + 1)},
+                    self.settings.group_id)
+        return None
+
     async def _on_device(self, loop: asyncio.AbstractEventLoop,
                          decoded: DecodedFrame) -> DeviceResult:
         if decoded.error is not None:
             return DeviceResult(decoded, None, decoded.error)
+        last: StreamerError | None = None
+        for attempt in range(1, self.settings.retry_budget + 1):
+            try:
+                restoration = await self._device_work(loop, decoded)
+            except _FINAL as failure:  # the frame's fault, whatever the device
+                return DeviceResult(decoded, None, failure)
+            except Exception as failure:  # an OpenCL error: the frame's, or the device's?
+                if not await loop.run_in_executor(self._device, self.restorer.device_healthy):
+                    raise DeviceFaultError(
+                        f"the OpenCL device failed ({type(failure).__name__}: {failure}) and no "
+                        f"longer runs a probe kernel; stopping without consuming frame "
+                        f"{decoded.raw.frame_id}") from failure
+                last = FrameError(f"{type(failure).__name__} on the device (attempt {attempt} "
+                                  f"of {self.settings.retry_budget}): {failure}")
+                log.warning("worker %s: %s", self.worker_id, last)
+                continue
+            return DeviceResult(decoded, restoration, None)
+        return DeviceResult(decoded, None, last)
+
+    async def _device_work(self, loop: asyncio.AbstractEventLoop, decoded: DecodedFrame):
         started = time.perf_counter()
+        deadline = time.monotonic() + self.settings.frame_deadline_seconds
+        self.device_running = True
         try:
-            restoration = await loop.run_in_executor(
+            return await loop.run_in_executor(
                 self._device, restore_on_device, self.restorer, decoded.raw, decoded.image,
-                decoded.prepared)
-        except (FrameError, PSFError) as failure:  # the frame's fault; device faults raise
-            return DeviceResult(decoded, None, failure)
+                decoded.prepared, deadline)
         finally:
+            self.device_running = False
             busy = time.perf_counter() - started
             self.device_busy_seconds += busy
             self.metrics.device_busy.inc(busy)
-        return DeviceResult(decoded, restoration, None)
 
     async def _encode(self, stop: asyncio.Event) -> None:
         """CPU stage: encode, checksum and measure a restored frame while the device works
@@ -304,13 +328,21 @@ class Worker:
                        result: DeviceResult) -> FrameOutcome:
         decoded = result.decoded
         key = (decoded.raw.camera_id if decoded.raw else "unknown").encode()
-        if result.error is not None:
-            return FrameOutcome(decoded, self._dead_letter(decoded, result.error, key),
-                                result.error, None)
-        processed: ProcessedFrame = await loop.run_in_executor(
-            self._encoder, finish_frame, self.restorer, self.worker_id,
-            self.settings.chunk_bytes, decoded.raw, decoded.image, decoded.prepared,
-            result.restoration, decoded.decode_seconds)
+        error = result.error
+        if error is None:
+            try:
+                processed: ProcessedFrame = await loop.run_in_executor(
+                    self._encoder, finish_frame, self.restorer, self.worker_id,
+                    self.settings.chunk_bytes, decoded.raw, decoded.image, decoded.prepared,
+                    result.restoration, decoded.decode_seconds)
+            except Exception as failure:  # encoding a frame's output is still that frame
+                error = FrameError(f"{type(failure).__name__} while encoding: {failure}")
+            else:
+                return FrameOutcome(decoded, self._restored_records(processed, key), None,
+                                    processed.metrics)
+        return FrameOutcome(decoded, self._dead_letter(decoded, error, key), error, None)
+
+    def _restored_records(self, processed: ProcessedFrame, key: bytes) -> list[OutgoingRecord]:
         topics = self.settings.topics
         records = [
             OutgoingRecord(topics.restored, key, value, headers)
@@ -321,7 +353,7 @@ class Worker:
         records.append(OutgoingRecord(
             topics.metrics, key, processed.metrics.model_dump_json().encode(),
             [("streamer-kind", b"metrics")]))
-        return FrameOutcome(decoded, records, None, processed.metrics)
+        return records
 
     async def _publish(self, stop: asyncio.Event, max_frames: int | None) -> None:
         """Transaction stage: while the device restores the next frame, commit this one's
@@ -399,30 +431,53 @@ class Worker:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, max_frames: int | None = None) -> None:
-        """Work until ``stop`` is set (or ``max_frames`` are handled), then leave the group
-        cleanly: frames on the device or awaiting their transaction are finished and
-        committed, prefetched ones are left to the next owner."""
+        """Work until ``stop`` is set (or ``max_frames`` are handled), then leave the group:
+        frames on the device or awaiting their transaction are finished and committed within
+        ``shutdown_grace_seconds``, abandoned uncommitted after it; prefetched frames are left
+        to the next owner. A device fault ends the run with DeviceFaultError."""
         self.metrics.device.info({"device": self.restorer.device_name, "worker": self.worker_id})
+        self._admin = admin_client(self.settings)
+        await self._admin.start()
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         await self.consumer.start()
         stages = [asyncio.create_task(self._fetch(stop)), asyncio.create_task(self._restore(stop)),
                   asyncio.create_task(self._encode(stop)),
                   asyncio.create_task(self._publish(stop, max_frames)),
-                  asyncio.create_task(self._watch_lag(stop))]
+                  asyncio.create_task(self._watch(stop))]
+        stopping = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait(stages, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
+            done, _ = await asyncio.wait({*stages, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
                 task.result()  # a crashed stage ends the worker with its exception
+            await self._finish(stages)
         finally:
             stop.set()
-            for task in stages:
-                if not task.done():
-                    await asyncio.wait({task}, timeout=self.settings.transaction_timeout_seconds)
-                    task.cancel()
-            await self.consumer.stop()  # leaves the group
-            for producer in self.producers.values():
-                await producer.stop()
-            self.producers.clear()
-            self._decoder.shutdown(wait=False)
-            self._device.shutdown(wait=False)
-            self._encoder.shutdown(wait=False)
+            stopping.cancel()
+            await self._close(stages)
+
+    async def _finish(self, stages: list[asyncio.Task]) -> None:
+        """Let in-flight frames commit, for at most the grace period."""
+        done, pending = await asyncio.wait(stages, timeout=self.settings.shutdown_grace_seconds)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+        if pending:
+            log.warning("worker %s: in-flight frames not finished within %.0f s of the stop; "
+                        "abandoned uncommitted (the next owner restores them)", self.worker_id,
+                        self.settings.shutdown_grace_seconds)
+
+    async def _close(self, stages: list[asyncio.Task]) -> None:
+        for task in stages:
+            task.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)
+        await self.consumer.stop()  # leaves the group
+        for producer in self.producers.values():
+            try:  # an open transaction is aborted by the next owner's fencing
+                await asyncio.wait_for(producer.stop(), 10)
+            except (asyncio.TimeoutError, KafkaError):
+                pass
+        self.producers.clear()
+        if self._admin is not None:
+            await self._admin.close()
+        for executor in (self._decoder, self._device, self._encoder):
+            executor.shutdown(wait=False, cancel_futures=True)

@@ -96,10 +96,54 @@ def test_frames_over_the_limit_are_rejected_without_buffering_them():
         assembler.add(offset, value, headers)
     (item,) = assembler.ready()
     assert isinstance(item.error, FrameTooLargeError)
-    assert assembler.skipped == len(chunks) - 4  # the rest of the frame is not held
+    assert assembler.skipped == len(chunks) - 1  # refused at its first chunk: nothing held
     assert assembler.finish(item) == len(chunks)
 
 
 @pytest.mark.parametrize("size", [0, 1, 9, 10, 11, 100])
 def test_chunk_counts(size):
     assert len(frame_records(b"E", "raw", b"z" * size, 10)) == max(1, -(-size // 10))
+
+
+def _chunk(envelope: bytes, index: int, count: int, value: bytes = b"x"):
+    return value, {"streamer-kind": b"raw", "streamer-envelope": envelope,
+                   "streamer-chunk": f"{index}/{count}".encode()}
+
+
+def test_an_absurd_chunk_count_fails_at_once():
+    assembler = PartitionAssembler(0, 1 << 20)
+    assembler.add(0, *_chunk(b"E1", 0, 1_000_000_000, b"x" * 100))
+    assembler.add(1, *_records(b"E2", b"good", 10)[0])
+    first, second = assembler.ready()
+    assert isinstance(first.error, FrameTooLargeError) and second.error is None
+
+
+def test_the_header_count_must_match_the_envelope():
+    envelope = b'{"frame_id": "f", "chunk_count": 3}'
+    assembler = PartitionAssembler(0, 1 << 20)
+    assembler.add(0, *_chunk(envelope, 0, 2))
+    (item,) = assembler.ready()
+    assert isinstance(item.error, ChunkError) and "envelope 3" in str(item.error)
+
+
+def test_an_incomplete_frame_expires_after_its_timeout():
+    now = [0.0]
+    assembler = PartitionAssembler(0, 1 << 20, timeout_seconds=60, clock=lambda: now[0])
+    assembler.add(0, *_chunk(b"E1", 0, 2))            # its second chunk never comes
+    assembler.add(1, *_records(b"E2", b"later", 10)[0])
+    assert assembler.ready() == []                     # the head waits …
+    now[0] = 61.0
+    stalled, later = assembler.ready()                 # … but not forever
+    assert isinstance(stalled.error, ChunkError) and "1 of 2 chunks" in str(stalled.error)
+    assert later.error is None and later.payload == b"later"
+    assembler.finish(stalled)
+    assert assembler.finish(later) == 2
+
+
+def test_an_incomplete_frame_expires_after_enough_later_records():
+    assembler = PartitionAssembler(0, 1 << 20, span_records=5)
+    assembler.add(0, *_chunk(b"E1", 0, 2))
+    for offset in range(1, 8):
+        assembler.add(offset, *_records(f"E{offset + 1}".encode(), b"ok", 10)[0])
+    items = assembler.ready()
+    assert isinstance(items[0].error, ChunkError) and len(items) == 8

@@ -334,12 +334,14 @@ def test_sink_archives_with_matching_names_idempotently(kafka_bootstrap, restore
     run(scenario("sink-2"))  # a new group redelivers everything into the same folder
     second = {p: p.read_bytes() for p in (tmp_path / "archive").rglob("*") if p.is_file()}
     assert first.keys() == second.keys()
-    inputs = sorted(p.name for p in (tmp_path / "archive" / "input").iterdir())
-    outputs = sorted(p.name for p in (tmp_path / "archive" / "output").iterdir())
+    archive = tmp_path / "archive"
+    inputs = sorted(p.relative_to(archive / "input") for p in (archive / "input").rglob("*.fits"))
+    outputs = sorted(p.relative_to(archive / "output") for p in (archive / "output").rglob("*.fits"))
     assert inputs == outputs and len(inputs) == 3
     for name in outputs:
-        assert fits.getheader(tmp_path / "archive" / "output" / name)["STRMITER"] == 3
-        assert first[tmp_path / "archive" / "output" / name] == second[tmp_path / "archive" / "output" / name]
+        assert name.parts[1] == "cam1"  # <night>/<camera>/<name>.fits
+        assert fits.getheader(archive / "output" / name)["STRMITER"] == 3
+        assert first[archive / "output" / name] == second[archive / "output" / name]
     manifests = Archive(tmp_path / "archive").manifests()
     assert len(manifests) == 3
     for entry in manifests:
@@ -408,7 +410,7 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "frames published: 3, restored: 3, dead letters: 0" in result.stdout
     assert "p50" in result.stdout and "p99" in result.stdout
-    assert len(list((tmp_path / "out" / "output").glob("*.fits"))) == 3
+    assert len(list((tmp_path / "out" / "output").rglob("*.fits"))) == 3
     assert not (tmp_path / "broker" / "broker.json").exists()  # the broker was stopped
 
 
