@@ -84,6 +84,7 @@ class _Pending:
     size: int = 0
     done: bool = False
     error: FrameError | None = None
+    gathering: bool = False
 
 
 def _parse_chunk(headers: dict[str, bytes]) -> tuple[int, int]:
@@ -153,14 +154,19 @@ class PartitionAssembler:
                 return
             pending = _Pending(offset, envelope, count, headers, self._clock())
             pending.error = self._implausible(count, len(value), envelope)
+            # A count that disagrees with the envelope still gathers its chunks (the dead
+            # letter keeps all the bytes); a frame too large is refused unread.
+            pending.gathering = isinstance(pending.error, ChunkError)
             self._items[offset] = pending
             self._open[envelope] = offset
         else:
             pending = self._items[first]
-        if pending.error is None and (index != len(pending.chunks) or count != pending.count):
+        if (pending.error is None or pending.gathering) and \
+                (index != len(pending.chunks) or count != pending.count):
             pending.error = ChunkError(
                 f"chunk {index}/{count} arrived after {len(pending.chunks)} of {pending.count}"
             )
+            pending.gathering = False
         pending.chunks.append(value)
         pending.offsets.append(offset)
         pending.size += len(value)
@@ -168,7 +174,8 @@ class PartitionAssembler:
             pending.error = FrameTooLargeError(
                 f"frame exceeds the {self.max_frame_bytes}-byte limit (max_frame_bytes)"
             )
-        if pending.error is not None or len(pending.chunks) == pending.count:
+        if (pending.error is not None and not pending.gathering) \
+                or len(pending.chunks) == pending.count:
             self._close(pending)
 
     def _implausible(self, count: int, first_size: int, envelope: bytes) -> FrameError | None:

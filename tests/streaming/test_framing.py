@@ -121,9 +121,12 @@ def test_an_absurd_chunk_count_fails_at_once():
 def test_the_header_count_must_match_the_envelope():
     envelope = b'{"frame_id": "f", "chunk_count": 3}'
     assembler = PartitionAssembler(0, 1 << 20)
-    assembler.add(0, *_chunk(envelope, 0, 2))
-    (item,) = assembler.ready()
+    assembler.add(0, *_chunk(envelope, 0, 2, b"a"))
+    assert assembler.ready() == []                 # its chunks are still gathered …
+    assembler.add(1, *_chunk(envelope, 1, 2, b"b"))
+    (item,) = assembler.ready()                    # … so the dead letter keeps every byte
     assert isinstance(item.error, ChunkError) and "envelope 3" in str(item.error)
+    assert item.payload == b"ab" and item.offsets == [0, 1]
 
 
 def test_an_incomplete_frame_expires_after_its_timeout():
