@@ -135,6 +135,9 @@ class StreamerSettings(BaseSettings):
     retry_budget: int = Field(default=2, ge=1,
                               description="attempts a frame gets before it goes to dead letters "
                                           "(worker crashes and device faults included)")
+    publish_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="the camera retries a frame through a broker outage "
+                                         "for this long before giving up")
     shutdown_grace_seconds: float = Field(
         default=20.0, gt=0, description="on SIGTERM, finish in-flight frames for this long, "
                                         "then abandon them uncommitted and exit")

@@ -10,6 +10,7 @@ import sys
 from streamer import __version__
 from streamer.errors import DeviceError, KernelBuildError, ParameterError, PSFError, StreamerError
 from streamer.operations import offline_commands, streaming_commands
+from streamer.operations.kafka_logs import quiet_kafka_logs
 
 EXIT_OK, EXIT_FRAME_ERRORS, EXIT_USAGE, EXIT_DEVICE = 0, 1, 2, 3
 
@@ -30,33 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _TransientKafkaErrors(logging.Filter):
-    """aiokafka logs the coordinator being unavailable while a fresh cluster creates its
-    internal topics as ERROR; it retries by itself, so show those at DEBUG only."""
-
-    TRANSIENT = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead",
-                 "CoordinatorNotAvailableError")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if any(text in record.getMessage() for text in self.TRANSIENT):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
-        return True
-
-
-def quiet_transient_kafka_errors() -> None:
-    """Install :class:`_TransientKafkaErrors` on aiokafka's loggers."""
-    for name in ("aiokafka.consumer.group_coordinator", "aiokafka.producer.sender",
-                 "aiokafka.cluster", "aiokafka"):
-        logging.getLogger(name).addFilter(_TransientKafkaErrors())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``streamer`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_transient_kafka_errors()
+    quiet_kafka_logs()
     try:
         return args.run(args)
     except (DeviceError, KernelBuildError) as error:

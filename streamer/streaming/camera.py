@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from aiokafka.errors import KafkaError
 from astropy.io import fits
 
 from streamer.errors import FrameDecodeError, FrameError
@@ -80,16 +81,54 @@ class CameraPublisher:
             source_name=source_name, published_at=utc_now(),
         )
         records = frame_records(envelope.model_dump_json().encode(), "raw", payload, chunk_bytes)
-        key = self.camera_id.encode()
         started = asyncio.get_running_loop().time()
-        async with self.producer.transaction():
-            for value, headers in records:
-                await self.producer.send(self.settings.topics.raw, value, key=key, headers=headers)
+        await self._send_riding_outages(envelope, records)
         self.metrics.stage_seconds.labels("publish").observe(asyncio.get_running_loop().time() - started)
         self.metrics.frames_published.labels(self.settings.topics.raw).inc()
         self.metrics.published_bytes.labels(self.settings.topics.raw).inc(len(payload))
         self.published += 1
         return envelope
+
+    async def _send_riding_outages(self, envelope: RawFrame, records: list) -> None:
+        """One transaction for the frame's records; through a broker outage, retried — after
+        checking the raw topic, since a commit whose answer was lost may have landed — until
+        ``publish_timeout_seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.publish_timeout_seconds
+        since_ms = int(utc_now().timestamp() * 1000)
+        delay = 1.0
+        while True:
+            try:
+                async with self.producer.transaction():
+                    for value, headers in records:
+                        await self.producer.send(self.settings.topics.raw, value,
+                                                 key=self.camera_id.encode(), headers=headers)
+                return
+            except (KafkaError, asyncio.TimeoutError, OSError) as error:
+                if loop.time() > deadline:
+                    raise
+                log.warning("camera %s: publishing %s failed (%s); retrying", self.camera_id,
+                            envelope.frame_id, type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            await self._restart_producer()
+            try:
+                if envelope.frame_id in await self.committed_frame_ids(since_ms):
+                    return  # the lost answer was a commit after all
+            except (KafkaError, asyncio.TimeoutError, OSError):
+                pass  # still away: try again later
+
+    async def _restart_producer(self) -> None:
+        """A new producer with the same transactional id (it fences the failed one)."""
+        try:
+            await asyncio.wait_for(self.producer.stop(), 10)
+        except (KafkaError, asyncio.TimeoutError, OSError):
+            pass
+        self.producer = transactional_producer(self.settings, f"streamer-camera.{self.camera_id}")
+        try:
+            await self.producer.start()
+        except (KafkaError, asyncio.TimeoutError, OSError):
+            pass  # started again at the next try
 
     async def committed_frame_ids(self, since_ms: int, margin_ms: int = 60000) -> set[str]:
         """Frame ids of this camera committed to the raw topic since ``since_ms`` (epoch ms,

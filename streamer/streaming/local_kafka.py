@@ -168,6 +168,11 @@ class LocalKafka:
             pid = self._state()["pid"]
         except LocalKafkaError:
             return False
+        try:  # a broker this process started and that died is a zombie until reaped
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return False
+        except ChildProcessError:
+            pass  # not our child
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

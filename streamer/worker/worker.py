@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError, ProducerFenced
 from aiokafka.producer import AIOKafkaProducer
 
 from streamer.errors import (
@@ -379,10 +379,37 @@ class Worker:
                 stop.set()
 
     async def _commit(self, outcome: FrameOutcome) -> None:
+        """The frame's records and offset in one transaction — retried, through a broker
+        outage, on a new producer (which aborts the failed transaction) until it commits or
+        the partition is gone."""
         item = outcome.decoded.item
-        error, frame_metrics = outcome.error, outcome.metrics
+        generation = outcome.decoded.generation
         commit_offset = self.assemblers[item.partition].finish(item)
-        producer = self.producers[item.partition]
+        delay = 1.0
+        while self.generation.get(item.partition) == generation:
+            producer = self.producers.get(item.partition)
+            try:
+                if producer is None:
+                    raise KafkaConnectionError("no producer for the partition yet")
+                await self._transaction(producer, outcome, commit_offset)
+            except ProducerFenced:
+                log.warning("worker %s: partition %d fenced by its next owner; it redoes the "
+                            "frame", self.worker_id, item.partition)
+                return
+            except (KafkaError, asyncio.TimeoutError, OSError) as error:
+                log.warning("worker %s: committing the frame at %s[%d]@%d failed (%s); "
+                            "retrying", self.worker_id, self.topic, item.partition,
+                            item.first_offset, type(error).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                await self._renew_producer(item.partition, generation)
+                continue
+            self._count(outcome, item)
+            return
+
+    async def _transaction(self, producer: AIOKafkaProducer, outcome: FrameOutcome,
+                           commit_offset: int) -> None:
+        item = outcome.decoded.item
         started = time.perf_counter()
         async with producer.transaction():
             for record in outcome.records:
@@ -396,6 +423,28 @@ class Worker:
         committed = time.perf_counter()
         self.metrics.stage_seconds.labels("publish").observe(published - started)
         self.metrics.stage_seconds.labels("commit").observe(committed - published)
+
+    async def _renew_producer(self, partition: int, generation: int) -> None:
+        """A new producer for the partition, same transactional id: it fences the failed one
+        and aborts its open transaction."""
+        old = self.producers.pop(partition, None)
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), 10)
+            except (KafkaError, asyncio.TimeoutError, OSError):
+                pass
+        if self.generation.get(partition) != generation:
+            return
+        producer = transactional_producer(self.settings,
+                                          f"streamer-worker.{self.topic}.{partition}")
+        try:
+            await producer.start()
+        except (KafkaError, asyncio.TimeoutError, OSError):
+            return  # the broker is still away: the next try starts one again
+        self.producers[partition] = producer
+
+    def _count(self, outcome: FrameOutcome, item: AssembledFrame) -> None:
+        error, frame_metrics = outcome.error, outcome.metrics
         if error is None:
             self.restored += 1
             self.metrics.frames_restored.inc()
