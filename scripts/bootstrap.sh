@@ -28,6 +28,8 @@ done
 # Java 17+ and Maven fetch and run the local Kafka broker (tests, demo).
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# openssl makes the local broker's TLS certificate (the secured-cluster tests).
+command -v openssl >/dev/null || missing+=(openssl)
 # A real Prometheus (and promtool) for the observability tests.
 command -v prometheus >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then

@@ -60,6 +60,14 @@ class FrameTooLargeError(FrameError):
     """A frame above the configured limits (bytes, pixels, device or host memory)."""
 
 
+class ClusterConnectionError(StreamerError):
+    """The Kafka cluster cannot be reached from here (address, port, listener, TLS)."""
+
+
+class ClusterAuthenticationError(ClusterConnectionError):
+    """The Kafka cluster refused these credentials (SASL user, password or mechanism)."""
+
+
 class LocalKafkaError(StreamerError):
     """The local broker could not be fetched, started or stopped."""
 

@@ -160,8 +160,9 @@ class StreamerSettings(BaseSettings):
         description="Kafka's limit between polls; the worker keeps polling during device work")
 
     def to_environment(self) -> dict[str, str]:
-        """``STREAMER_*`` variables that give a child process these settings (connection,
-        topics, group, sizes and restoration; secrets are not copied)."""
+        """``STREAMER_*`` variables that give a child process these settings (connection and
+        its security options, topics, group, sizes and restoration). The SASL password is not
+        copied: a child reads it from ``STREAMER_KAFKA__SASL_PASSWORD`` like any process."""
         topics = self.topics
         environment = {
             "STREAMER_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
@@ -175,6 +176,11 @@ class StreamerSettings(BaseSettings):
             "STREAMER_COMPRESSION": self.compression,
             "STREAMER_RESTORATION": self.restoration.model_dump_json(),
         }
+        kafka = self.kafka
+        for name in ("security_protocol", "sasl_mechanism", "sasl_username", "ssl_cafile",
+                     "ssl_certfile", "ssl_keyfile"):
+            if getattr(kafka, name) is not None:
+                environment[f"STREAMER_KAFKA__{name.upper()}"] = str(getattr(kafka, name))
         if self.metrics_address is not None:
             environment["STREAMER_METRICS_ADDRESS"] = self.metrics_address
         return environment

@@ -41,10 +41,14 @@ def settings_env(settings: StreamerSettings) -> dict[str, str]:
 
 
 def start_cli(settings: StreamerSettings, *args: str, log: Path) -> subprocess.Popen:
-    """Start ``streamer ARGS`` as a separate process (output to ``log``)."""
+    """Start ``streamer ARGS`` as a separate process (output to ``log``); the SASL password,
+    which settings never pass on, goes in the environment as an operator would set it."""
     handle = open(log, "ab")
+    env = settings_env(settings)
+    if settings.kafka.sasl_password is not None:
+        env["STREAMER_KAFKA__SASL_PASSWORD"] = settings.kafka.sasl_password.get_secret_value()
     return subprocess.Popen([sys.executable, "-m", "streamer", *args],
-                            env=settings_env(settings), stdout=handle, stderr=subprocess.STDOUT)
+                            env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
 async def read_topic(settings: StreamerSettings, topic: str, *, expect: int, timeout: float = 120,
@@ -52,7 +56,7 @@ async def read_topic(settings: StreamerSettings, topic: str, *, expect: int, tim
     """Everything committed in ``topic`` (read_committed), as assembled frames or raw records;
     waits until ``expect`` items are in, then ``settle`` more seconds for any extra."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None,
+        **settings.kafka.client_options(), group_id=None,
         isolation_level="read_committed", auto_offset_reset="earliest", enable_auto_commit=False,
         max_partition_fetch_bytes=record_limit(settings), fetch_max_bytes=64 << 20,
     )

@@ -8,11 +8,12 @@ import logging
 import sys
 
 from streamer import __version__
-from streamer.errors import DeviceError, KernelBuildError, ParameterError, PSFError, StreamerError
+from streamer.errors import (ClusterConnectionError, DeviceError, KernelBuildError, ParameterError,
+                             PSFError, StreamerError)
 from streamer.operations import offline_commands, streaming_commands
 from streamer.operations.kafka_logs import quiet_kafka_logs
 
-EXIT_OK, EXIT_FRAME_ERRORS, EXIT_USAGE, EXIT_DEVICE = 0, 1, 2, 3
+EXIT_OK, EXIT_FRAME_ERRORS, EXIT_USAGE, EXIT_DEVICE, EXIT_CLUSTER = 0, 1, 2, 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DeviceError, KernelBuildError) as error:
         print(f"streamer: error: {error}", file=sys.stderr)
         return EXIT_DEVICE
+    except ClusterConnectionError as error:
+        print(f"streamer: error: {error}", file=sys.stderr)
+        return EXIT_CLUSTER
     except (PSFError, ParameterError) as error:
         print(f"streamer: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,6 +5,11 @@ retry — an 18 s outage wrote 2,334 ERROR lines. :class:`OutageLogs` lets the f
 through, marked as the start of an outage, then one summary a minute while it lasts; a quiet
 half-minute ends the outage, and the next failure starts a new one. A fresh cluster's
 "coordinator not available" while it creates its internal topics is shown at DEBUG only.
+
+A refusal (wrong password, untrusted certificate) is not an outage: the command that meets it
+at start says so itself in one line (:mod:`streamer.streaming.cluster_check`), so the first
+refusal is DEBUG; if refusals go on for a minute (credentials changed under a running
+process), one ERROR line a minute says so.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ OUTAGE_MARKERS = ("Unable connect", "Unable to connect", "Connection", "connecti
                   "Timeout", "Error sending", "coordinator", "Coordinator",
                   "UnknownMemberId", "RebalanceInProgress", "CommitFailed")
 STARTUP_MARKERS = ("GroupCoordinatorNotAvailableError", "CoordinatorNotAvailableError")
+REFUSAL_MARKERS = ("SaslAuthenticationFailed", "UnsupportedSaslMechanism",
+                   "CERTIFICATE_VERIFY_FAILED", "SSLCertVerificationError")
 QUIET_SECONDS = 30.0
 SUMMARY_SECONDS = 60.0
 
@@ -33,12 +40,15 @@ class OutageLogs(logging.Filter):
         self._last_failure: float | None = None
         self._last_line = 0.0
         self._suppressed = 0
+        self._refused_since: float | None = None
+        self._last_refusal = self._last_refusal_line = 0.0
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if any(marker in message for marker in STARTUP_MARKERS):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
+            return _demote(record)
+        if any(marker in message for marker in REFUSAL_MARKERS):
+            return self._refusal(record, message)
         if record.levelno < logging.WARNING or not any(m in message for m in OUTAGE_MARKERS):
             return True
         now = self._clock()
@@ -56,6 +66,27 @@ class OutageLogs(logging.Filter):
             return True
         self._suppressed += 1
         return False
+
+
+    def _refusal(self, record: logging.LogRecord, message: str) -> bool:
+        now = self._clock()
+        if self._refused_since is None or now - self._last_refusal > QUIET_SECONDS:
+            self._refused_since = self._last_refusal_line = now
+        self._last_refusal = now
+        if now - self._last_refusal_line < SUMMARY_SECONDS:
+            return _demote(record)
+        self._last_refusal_line = now
+        record.levelno, record.levelname = logging.ERROR, "ERROR"
+        record.msg, record.args = ("Kafka has refused the connection for %.0f s (credentials or "
+                                   "TLS certificate): %s", (now - self._refused_since,
+                                                            message[:300]))
+        return True
+
+
+def _demote(record: logging.LogRecord) -> bool:
+    """Show ``record`` at DEBUG only."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def quiet_kafka_logs() -> OutageLogs:

@@ -16,9 +16,12 @@ import sys
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from streamer.errors import ClusterConnectionError, LocalKafkaError
 from streamer.metrics import StreamerMetrics
 from streamer.operations.cli_options import kafka_flags, restoration_flags, settings_from
 from streamer.settings import StreamerSettings
+from streamer.streaming.local_kafka import (SUPPORTED_VERSIONS, LocalKafka, SecuredListener,
+                                            fetch_broker)
 
 DEFAULT_METRICS_PORTS = {"camera": 9471, "worker": 9472, "sink": 9473}
 EXIT_NO_CLUSTER = 2
@@ -45,7 +48,16 @@ def _register_broker(commands: argparse._SubParsersAction) -> None:
                        help="broker folder (default .kafka); start on a folder that holds a "
                             "broker's data restarts it on that data and address")
     kafka.add_argument("--fresh", action="store_true",
-                       help="start: wipe the folder and format a new cluster on free ports")
+                       help="start: stop a broker running there, wipe the folder and format a "
+                            "new cluster on free ports")
+    kafka.add_argument("--version", dest="kafka_version", default=None,
+                       help="Kafka release for a new folder or fetch (default "
+                            "$STREAMER_KAFKA_VERSION, else the newest supported: "
+                            f"{', '.join(SUPPORTED_VERSIONS)}); a folder with data keeps its own")
+    kafka.add_argument("--sasl-user", default=None,
+                       help="start --fresh: add a SASL_SSL listener (SCRAM-SHA-512, certificate "
+                            "from a local CA in DIR/tls) with this user; the password is "
+                            "$STREAMER_KAFKA__SASL_PASSWORD")
     kafka.set_defaults(run=run_kafka)
     topics = commands.add_parser("topics", help="create the topics with their configs",
                                  description="Create (or update) the raw, restored, metrics and "
@@ -139,7 +151,8 @@ def serve_metrics(settings: StreamerSettings, metrics: StreamerMetrics) -> None:
               file=sys.stderr, flush=True)
 
 
-def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+def run_until_signal(settings: StreamerSettings,
+                     main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     """Run ``main(stop)``; SIGTERM/SIGINT set ``stop`` for a graceful shutdown."""
     async def runner() -> int:
         stop = asyncio.Event()
@@ -148,7 +161,21 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
             loop.add_signal_handler(signum, stop.set)
         return await main(stop)
 
-    return asyncio.run(runner())
+    return asyncio.run(explain_connection_errors(settings, runner()))
+
+
+async def explain_connection_errors(settings: StreamerSettings, work: Awaitable[int]) -> int:
+    """Await ``work``; a client that cannot reach the cluster becomes one clear error (wrong
+    password, untrusted certificate, wrong protocol, nothing listening)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from streamer.streaming.cluster_check import diagnose
+
+    try:
+        return await work
+    except KafkaConnectionError as error:
+        problem = await diagnose(settings.kafka)
+        raise problem or ClusterConnectionError(f"lost the Kafka cluster: {error}") from None
 
 
 def _cluster_settings(args: argparse.Namespace) -> StreamerSettings | None:
@@ -164,18 +191,33 @@ def _cluster_settings(args: argparse.Namespace) -> StreamerSettings | None:
 
 def run_kafka(args: argparse.Namespace) -> int:
     """``streamer kafka fetch|start|stop|status``."""
-    from streamer.streaming.local_kafka import LocalKafka, fetch_broker
-
-    broker = LocalKafka(args.dir)
+    broker = LocalKafka(args.dir, version=args.kafka_version, secured=_secured_listener(args))
     if args.action == "fetch":
-        print(fetch_broker())
+        print(fetch_broker(args.kafka_version))
     elif args.action == "start":
         print(broker.start(fresh=args.fresh))
+        if "SASL_SSL://" in broker.config_file.read_text():
+            print(f"SASL_SSL {broker.secured_bootstrap_servers} "
+                  f"(SCRAM-SHA-512, --ssl-cafile {broker.ca_file})")
     elif args.action == "stop":
         broker.stop()
     else:
-        print(broker.bootstrap_servers if broker.running() else "stopped")
+        print(f"{broker.bootstrap_servers} (Kafka {broker.version})" if broker.running()
+              else "stopped")
     return 0
+
+
+def _secured_listener(args: argparse.Namespace) -> SecuredListener | None:
+    """The SASL_SSL listener ``--sasl-user`` asks for (password from the environment)."""
+    if args.sasl_user is None:
+        return None
+    password = os.environ.get("STREAMER_KAFKA__SASL_PASSWORD")
+    if not password:
+        raise LocalKafkaError("--sasl-user needs the password in STREAMER_KAFKA__SASL_PASSWORD")
+    try:
+        return SecuredListener(users={args.sasl_user: password})
+    except ValueError as error:
+        raise LocalKafkaError(str(error).splitlines()[-1].strip()) from None
 
 
 def run_schemas(args: argparse.Namespace) -> int:
@@ -199,7 +241,8 @@ def run_topics(args: argparse.Namespace) -> int:
     settings = _cluster_settings(args)
     if settings is None:
         return EXIT_NO_CLUSTER
-    for name, action in asyncio.run(create_topics(settings)).items():
+    changes = asyncio.run(explain_connection_errors(settings, create_topics(settings)))
+    for name, action in changes.items():
         print(f"{name}: {action}")
     return 0
 
@@ -226,7 +269,7 @@ def run_camera(args: argparse.Namespace) -> int:
                 await watch_directory(camera, args.watch, stop, settle_seconds=args.settle)
         return 0
 
-    return run_until_signal(camera_main)
+    return run_until_signal(settings, camera_main)
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -247,7 +290,7 @@ def run_worker(args: argparse.Namespace) -> int:
               f"dead letters {worker.failed}", flush=True)
         return 0
 
-    code = run_until_signal(worker_main)
+    code = run_until_signal(settings, worker_main)
     worker = state.get("worker")
     if worker is not None and worker.device_running:
         # A kernel outlived the grace period; its thread cannot be interrupted, and waiting
@@ -273,7 +316,7 @@ def run_sink(args: argparse.Namespace) -> int:
         print(f"archived {len(sink.restored_frames)} restored frames in {args.out}")
         return 0
 
-    return run_until_signal(sink_main)
+    return run_until_signal(settings, sink_main)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -291,7 +334,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(summary.text())
         return 0 if summary.restored == args.frames else 1
 
-    return run_until_signal(demo_main)
+    return run_until_signal(settings, demo_main)
 
 
 def run_pipeline_bench(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from streamer.errors import FrameDecodeError, FrameError
 from streamer.imaging.fits_io import image_bytes, read_image_bytes
 from streamer.errors import FrameTooLargeError
 from streamer.streaming.framing import frame_records, headers_dict, sha256_hex
-from streamer.streaming.kafka_clients import transactional_producer
+from streamer.streaming.kafka_clients import start_client, transactional_producer
 from streamer.streaming.messages import ENVELOPE_HEADER, RawFrame, utc_now
 from streamer.metrics import StreamerMetrics
 from streamer.imaging.psf import PSFSpec
@@ -49,7 +49,7 @@ class CameraPublisher:
         self.published = 0
 
     async def __aenter__(self) -> CameraPublisher:
-        await self.producer.start()
+        await start_client(self.producer)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

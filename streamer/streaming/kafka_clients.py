@@ -52,6 +52,16 @@ def consumer(settings: StreamerSettings, *topics: str, group_id: str | None,
     )
 
 
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient) -> None:
+    """Start an aiokafka client; one that fails to start is closed before the error goes on
+    (else it is left half open and asyncio complains about it at exit)."""
+    try:
+        await client.start()
+    except BaseException:
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise
+
+
 def admin_client(settings: StreamerSettings) -> AIOKafkaAdminClient:
     """An admin client for topic management."""
     return AIOKafkaAdminClient(**settings.kafka.client_options())

@@ -2,6 +2,8 @@
 
 The broker's jars come from Maven Central once (``kafka/pom.xml``, resolved with the
 machine's Maven into ``~/.cache/streamer/kafka-<version>``, or ``$STREAMER_KAFKA_CACHE``).
+The version is the newest one the streaming suite passes on (:data:`SUPPORTED_VERSIONS`, first),
+or ``$STREAMER_KAFKA_VERSION``; a broker folder remembers the version it was formatted with.
 :class:`LocalKafka` formats a KRaft log directory on free ports, starts the broker, waits until
 it serves, and stops it cleanly; started again on the same folder it comes back on its data and
 at its address, as a broker does after a crash or a reboot. Production points ``bootstrap_servers`` at its own
@@ -23,9 +25,18 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
-from streamer.errors import LocalKafkaError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-KAFKA_VERSION = "3.9.1"
+from streamer.errors import LocalKafkaError
+from streamer.streaming.local_tls import make_certificates
+
+# Newest first: the first is the default. Each passes the whole streaming suite
+# (STREAMER_KAFKA_VERSION=... bin/test -m kafka); .ci/run runs a smoke subset on the others.
+SUPPORTED_VERSIONS = ("4.4.0", "3.9.1")
+KAFKA_VERSION = SUPPORTED_VERSIONS[0]
+_VERSION_PATTERN = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_SCRAM_TEXT = re.compile(r"^[A-Za-z0-9._~-]+$")
+# Kafka 3.x logs through log4j 1 (reload4j), 4.x through Log4j 2.
 _LOG4J = """log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.FileAppender
 log4j.appender.file.File={log}
@@ -34,6 +45,35 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.request.logger=WARN
 log4j.logger.state.change.logger=WARN
 """
+_LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def requested_version() -> str:
+    """The broker version to fetch and format with: ``$STREAMER_KAFKA_VERSION`` or the newest
+    supported one. Any released ``X.Y.Z`` may be asked for; only the supported ones are tested."""
+    version = os.environ.get("STREAMER_KAFKA_VERSION", "").strip() or KAFKA_VERSION
+    if not _VERSION_PATTERN.match(version):
+        raise LocalKafkaError(
+            f"STREAMER_KAFKA_VERSION={version!r} is not a Kafka release number like "
+            f"{KAFKA_VERSION}; supported: {', '.join(SUPPORTED_VERSIONS)}")
+    return version
+
+
+def major(version: str) -> int:
+    """The major release of a version string (``"4.4.0"`` → 4)."""
+    return int(version.split(".", 1)[0])
 
 
 
@@ -45,33 +85,38 @@ def broker_pom_text() -> str:
     return resources.files("streamer.kafka_broker").joinpath("pom.xml").read_text()
 
 
-def cache_dir() -> Path:
-    """Where the broker jars are kept (outside the repository)."""
+def cache_dir(version: str = KAFKA_VERSION) -> Path:
+    """Where one version's broker jars are kept (outside the repository)."""
     root = os.environ.get("STREAMER_KAFKA_CACHE") or Path.home() / ".cache" / "streamer"
-    return Path(root) / f"kafka-{KAFKA_VERSION}"
+    return Path(root) / f"kafka-{version}"
 
 
-def fetch_broker() -> Path:
-    """Resolve the broker jars with Maven once; return the folder holding them."""
-    libs = cache_dir() / "libs"
-    stamp = cache_dir() / "fetched"
+def fetch_broker(version: str | None = None) -> Path:
+    """Resolve one version's broker jars with Maven once; return the folder holding them."""
+    version = version or requested_version()
+    folder = cache_dir(version)
+    libs, stamp = folder / "libs", folder / "fetched"
     if stamp.exists():
         return libs
     if shutil.which("mvn") is None or shutil.which("java") is None:
         raise LocalKafkaError("fetching the Kafka broker needs Java 17+ and Maven on PATH")
-    libs.mkdir(parents=True, exist_ok=True)
-    pom = cache_dir() / "pom.xml"
+    if libs.exists():  # a fetch that stopped half way: start clean
+        shutil.rmtree(libs)
+    libs.mkdir(parents=True)
+    pom = folder / "pom.xml"
     pom.write_text(broker_pom_text())
     result = subprocess.run(
         ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+         f"-Dkafka.version={version}", f"-Dkafka.major={major(version)}",
          f"-DoutputDirectory={libs}"],
         capture_output=True, text=True,
     )
     if result.returncode != 0:
         raise LocalKafkaError(
-            f"Maven could not fetch Kafka {KAFKA_VERSION}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+            f"Maven could not fetch Kafka {version} (is it a released version on Maven "
+            f"Central?): {result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
-    stamp.write_text(KAFKA_VERSION)
+    stamp.write_text(version)
     return libs
 
 
@@ -84,17 +129,56 @@ def _cluster_id() -> str:
             return text
 
 
-def _server_properties(port: int, controller: int, data: Path) -> str:
-    """A single-node broker+controller on 127.0.0.1."""
+class SecuredListener(BaseModel):
+    """A SASL_SSL listener (SCRAM-SHA-512 over TLS) beside the plaintext one, which stays on
+    loopback for the broker's own traffic. Its certificate is made in the broker folder by a
+    throwaway local CA (``tls/ca.pem`` is what clients trust)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: dict[str, SecretStr] = Field(min_length=1, description="SCRAM users and passwords")
+
+    @field_validator("users")
+    @classmethod
+    def _plain_credentials(cls, users: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # Kafka's --add-scram syntax has no escapes for these.
+        for name, password in users.items():
+            for text in (name, password.get_secret_value()):
+                if not _SCRAM_TEXT.match(text):
+                    raise ValueError(
+                        "local SCRAM user names and passwords are letters, digits and ._~- "
+                        f"only (user {name!r})")
+        return users
+
+
+def _server_properties(port: int, controller: int, data: Path,
+                       secured: tuple[int, Path] | None = None) -> str:
+    """A single-node broker+controller on 127.0.0.1; ``secured`` adds a SASL_SSL listener on
+    that port with that PEM keystore."""
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}"]
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    security: list[str] = []
+    if secured is not None:
+        secured_port, keystore = secured
+        listeners.append(f"SASL_SSL://127.0.0.1:{secured_port}")
+        protocols += ",SASL_SSL:SASL_SSL"
+        security = [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
+        ]
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners={','.join(listeners)}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"listener.security.protocol.map={protocols}",
         "inter.broker.listener.name=PLAINTEXT",
+        *security,
         f"log.dirs={data}",
         "num.partitions=1",
         "offsets.topic.replication.factor=1",
@@ -124,12 +208,29 @@ class LocalKafka:
     Parameters
     ----------
     directory : Path
-        Holds the config, the log directory, ``server.log`` and ``broker.json`` (pid, ports).
+        Holds the config, the log directory, ``server.log``, ``broker.json`` (pid) and
+        ``version`` (the Kafka release it was formatted with).
+    version : str, optional
+        The release for a new folder; default :func:`requested_version`. A folder with data
+        restarts on the release that formatted it.
+    secured : SecuredListener, optional
+        Adds a SASL_SSL listener (SCRAM-SHA-512) with these users to a new folder.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, version: str | None = None,
+                 secured: SecuredListener | None = None) -> None:
         self.directory = Path(directory).resolve()
         self.state_file = self.directory / "broker.json"
+        self._requested = version
+        self._secured = secured
+
+    @property
+    def version(self) -> str:
+        """The release this folder runs: the one it was formatted with, else the requested one."""
+        recorded = self.directory / "version"
+        if recorded.exists():
+            return recorded.read_text().strip()
+        return self._requested or requested_version()
 
     @property
     def config_file(self) -> Path:
@@ -146,11 +247,28 @@ class LocalKafka:
         """``127.0.0.1:PORT`` of the broker in this folder (running or not)."""
         return f"127.0.0.1:{self._ports()[0]}"
 
-    def _ports(self) -> tuple[int, int]:
-        """The client and controller ports written in the folder's config."""
+    @property
+    def secured_bootstrap_servers(self) -> str:
+        """``127.0.0.1:PORT`` of the SASL_SSL listener (a folder made with ``secured``)."""
+        match = re.search(r"^advertised\.listeners=.*SASL_SSL://[^:]+:(\d+)",
+                          self._config_text(), re.M)
+        if match is None:
+            raise LocalKafkaError(f"the broker in {self.directory} has no SASL_SSL listener")
+        return f"127.0.0.1:{match.group(1)}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The local CA certificate that clients of the SASL_SSL listener trust."""
+        return self.directory / "tls" / "ca.pem"
+
+    def _config_text(self) -> str:
         if not self.config_file.exists():
             raise LocalKafkaError(f"no broker configured in {self.directory}")
-        text = self.config_file.read_text()
+        return self.config_file.read_text()
+
+    def _ports(self) -> tuple[int, int]:
+        """The client and controller ports written in the folder's config."""
+        text = self._config_text()
         client = re.search(r"^advertised\.listeners=PLAINTEXT://[^:]+:(\d+)", text, re.M)
         controller = re.search(r"^controller\.quorum\.voters=1@[^:]+:(\d+)", text, re.M)
         if not (client and controller):
@@ -187,30 +305,56 @@ class LocalKafka:
         """Start the broker and wait until it serves; return the bootstrap address.
 
         A folder that already holds a broker's data is restarted on that data and at the
-        same address (as after a crash or a reboot); ``fresh=True`` wipes it and formats a
-        new cluster on free ports. Starting a running broker returns its address."""
+        same address (as after a crash or a reboot); ``fresh=True`` stops a broker running
+        there, wipes the folder and formats a new cluster on free ports. Starting a running
+        broker otherwise returns its address."""
+        keep = not fresh and self.formatted()
+        if keep and self._requested and self._requested != self.version:
+            raise LocalKafkaError(
+                f"{self.directory} holds a Kafka {self.version} cluster; start it fresh "
+                f"(streamer kafka start --fresh) to run {self._requested}")
+        if keep and self._secured and "SASL_SSL://" not in self._config_text():
+            raise LocalKafkaError(
+                f"{self.directory} holds a broker without a SASL_SSL listener; start it "
+                "fresh to add one")
         if self.running():
-            return self.bootstrap_servers
-        libs = fetch_broker()
-        if fresh or not self.formatted():
-            self._create(libs)
+            if not fresh:
+                return self.bootstrap_servers
+            self.stop()
+        if keep:
+            libs = fetch_broker(self.version)
+        else:
+            version = self._requested or requested_version()
+            libs = fetch_broker(version)
+            self._create(libs, version)
         return self._launch(libs, timeout)
 
     def _java(self, libs: Path) -> list[str]:
-        return ["java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-cp", f"{libs}/*",
-                f"-Dlog4j.configuration=file:{self.directory / 'log4j.properties'}"]
+        logging = (f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}"
+                   if major(self.version) >= 4 else
+                   f"-Dlog4j.configuration=file:{self.directory / 'log4j.properties'}")
+        return ["java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-cp", f"{libs}/*", logging]
 
-    def _create(self, libs: Path) -> None:
+    def _create(self, libs: Path, version: str) -> None:
         """A new folder: config on two free ports, and a formatted KRaft log directory."""
         if self.directory.exists():
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True)
+        (self.directory / "version").write_text(version)
         (self.directory / "log4j.properties").write_text(_LOG4J.format(log=self.log_file))
+        (self.directory / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
+        secured, scram = None, []
+        if self._secured is not None:
+            certificates = make_certificates(self.directory / "tls")
+            secured = (_free_port(), certificates.keystore_file)
+            for name, password in self._secured.users.items():
+                scram += ["--add-scram",
+                          f"SCRAM-SHA-512=[name={name},password={password.get_secret_value()}]"]
         self.config_file.write_text(
-            _server_properties(_free_port(), _free_port(), self.directory / "data"))
+            _server_properties(_free_port(), _free_port(), self.directory / "data", secured))
         formatted = subprocess.run(
             [*self._java(libs), "kafka.tools.StorageTool", "format",
-             f"--cluster-id={_cluster_id()}", "-c", str(self.config_file)],
+             f"--cluster-id={_cluster_id()}", "-c", str(self.config_file), *scram],
             capture_output=True, text=True,
         )
         if formatted.returncode != 0:
@@ -224,7 +368,7 @@ class LocalKafka:
                 [*self._java(libs), "kafka.Kafka", str(self.config_file)], stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,  # outlives the CLI
             )
-        self.state_file.write_text(json.dumps({"pid": process.pid, "version": KAFKA_VERSION}))
+        self.state_file.write_text(json.dumps({"pid": process.pid, "version": self.version}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:

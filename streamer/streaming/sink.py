@@ -26,7 +26,7 @@ from streamer.settings import StreamerSettings
 from streamer.streaming.archive import Archive
 from streamer.streaming.codec import FrameLimits
 from streamer.streaming.framing import AssembledFrame, PartitionAssembler, headers_dict
-from streamer.streaming.kafka_clients import consumer
+from streamer.streaming.kafka_clients import consumer, start_client
 from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, RestoredFrame
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class Sink:
     async def run(self, stop: asyncio.Event, expected_frames: int | None = None) -> None:
         """Archive until ``stop`` is set, or until ``expected_frames`` restored frames are in."""
         self.consumer.subscribe(list(self.topics), listener=_Forget(self))
-        await self.consumer.start()
+        await start_client(self.consumer)
         try:
             while not stop.is_set():
                 try:

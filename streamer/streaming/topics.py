@@ -19,7 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streamer.settings import StreamerSettings
-from streamer.streaming.kafka_clients import admin_client, record_limit
+from streamer.streaming.kafka_clients import admin_client, record_limit, start_client
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ async def create_topics(settings: StreamerSettings) -> dict[str, TopicChange]:
     """Create missing topics and bring existing ones to our configs (keeping the operator's);
     returns name → what changed."""
     admin = admin_client(settings)
-    await admin.start()
+    await start_client(admin)
     changes: dict[str, TopicChange] = {}
     try:
         existing = set(await admin.list_topics())

@@ -50,7 +50,8 @@ from streamer.restoration.restorer import Restorer
 from streamer.settings import StreamerSettings
 from streamer.streaming.codec import FrameLimits
 from streamer.streaming.framing import AssembledFrame, PartitionAssembler, frame_records, headers_dict, sha256_hex
-from streamer.streaming.kafka_clients import admin_client, consumer, transactional_producer
+from streamer.streaming.kafka_clients import (admin_client, consumer, start_client,
+                                              transactional_producer)
 from streamer.streaming.messages import DeadLetter, utc_now
 from streamer.worker.attempts import marker, recorded_attempts
 from streamer.worker.decoding import decode_frame
@@ -486,9 +487,17 @@ class Worker:
         to the next owner. A device fault ends the run with DeviceFaultError."""
         self.metrics.device.info({"device": self.restorer.device_name, "worker": self.worker_id})
         self._admin = admin_client(self.settings)
-        await self._admin.start()
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
-        await self.consumer.start()
+        try:
+            await start_client(self._admin)
+        except BaseException:
+            await self.consumer.stop()  # never started, but aiokafka wants it closed
+            raise
+        try:
+            await start_client(self.consumer)
+        except BaseException:
+            await self._admin.close()
+            raise
         stages = [asyncio.create_task(self._fetch(stop)), asyncio.create_task(self._restore(stop)),
                   asyncio.create_task(self._encode(stop)),
                   asyncio.create_task(self._publish(stop, max_frames)),

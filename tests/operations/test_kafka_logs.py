@@ -36,3 +36,22 @@ def test_other_messages_pass_and_startup_noise_is_debug():
     record = _record("GroupCoordinatorNotAvailableError: coordinator not ready")
     outage.filter(record)
     assert record.levelno == logging.DEBUG
+
+
+def test_a_refusal_is_left_to_the_command_then_one_line_a_minute():
+    now = [0.0]
+    outage = OutageLogs(clock=lambda: now[0])
+    refusal = ('Unable connect to "127.0.0.1:9093": [Error 58] SaslAuthenticationFailed: '
+               "Authentication failed during authentication due to invalid credentials")
+    first = _record(refusal)
+    outage.filter(first)
+    assert first.levelno == logging.DEBUG  # a command at start reports it in its own words
+    shown = []
+    for second in range(1, 130):
+        now[0] = float(second)
+        record = _record(refusal)
+        if outage.filter(record):
+            shown.append((record.levelno, record.getMessage()))
+    assert [message[:45] for _, message in shown] == \
+        ["Kafka has refused the connection for 60 s (cr", "Kafka has refused the connection for 120 s (c"]
+    assert all(level == logging.ERROR for level, _ in shown)
