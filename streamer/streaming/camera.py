@@ -4,6 +4,11 @@ Three ways in: :meth:`CameraPublisher.publish_image` (a camera driver's Python c
 :func:`watch_directory` (FITS files as the camera finishes writing them, each once, also
 across restarts), and :func:`simulate` (synthetic star fields at a cadence). Records are keyed
 by camera id, so each camera's frames stay in order on one partition.
+
+Everything that touches the disk or a whole frame — listing and reading files, decoding,
+encoding, hashing, splitting into chunks, fsync of the state file — runs in worker threads, so
+the event loop that keeps the producer's connection and transactions alive never stalls on a
+big frame.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from aiokafka.errors import KafkaError
 from astropy.io import fits
 
-from streamer.errors import FrameDecodeError, FrameError
+from streamer.errors import FrameDecodeError, FrameError, FrameTooLargeError
 from streamer.imaging.fits_io import image_bytes, read_image_bytes
-from streamer.errors import FrameTooLargeError
 from streamer.streaming.framing import frame_records, headers_dict, sha256_hex
 from streamer.streaming.kafka_clients import start_client, transactional_producer
 from streamer.streaming.messages import ENVELOPE_HEADER, RawFrame, utc_now
@@ -72,15 +77,20 @@ class CameraPublisher:
                 f"{self.settings.max_frame_bytes}; raise the limit or bin the frame"
             )
         chunk_bytes = self.settings.chunk_bytes
-        envelope = RawFrame(
-            frame_id=frame_id, camera_id=self.camera_id,
-            exposure_start=exposure_start, exposure_seconds=exposure_seconds,
-            shape=shape, dtype=dtype, encoding=encoding, payload_bytes=len(payload),
-            payload_sha256=sha256_hex(payload),
-            chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)),
-            source_name=source_name, published_at=utc_now(),
-        )
-        records = frame_records(envelope.model_dump_json().encode(), "raw", payload, chunk_bytes)
+
+        def prepare() -> tuple[RawFrame, list]:
+            envelope = RawFrame(
+                frame_id=frame_id, camera_id=self.camera_id,
+                exposure_start=exposure_start, exposure_seconds=exposure_seconds,
+                shape=shape, dtype=dtype, encoding=encoding, payload_bytes=len(payload),
+                payload_sha256=sha256_hex(payload),
+                chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)),
+                source_name=source_name, published_at=utc_now(),
+            )
+            return envelope, frame_records(envelope.model_dump_json().encode(), "raw", payload,
+                                           chunk_bytes)
+
+        envelope, records = await asyncio.to_thread(prepare)
         started = asyncio.get_running_loop().time()
         await self._send_riding_outages(envelope, records)
         self.metrics.stage_seconds.labels("publish").observe(asyncio.get_running_loop().time() - started)
@@ -184,8 +194,9 @@ class CameraPublisher:
             raise FrameError(f"a frame must be 2-D, got shape {data.shape}")
         start = exposure_start or utc_now()
         frame_id = frame_id or f"{self.camera_id}:{start.strftime('%Y%m%dT%H%M%S.%f')}"
+        payload = await asyncio.to_thread(image_bytes, data, header)
         return await self.publish_payload(
-            image_bytes(data, header), shape=data.shape, dtype=str(data.dtype),
+            payload, shape=data.shape, dtype=str(data.dtype),
             exposure_start=start, exposure_seconds=exposure_seconds, frame_id=frame_id,
             source_name=source_name,
         )
@@ -265,10 +276,55 @@ class PublishedFiles:
         committed = await camera.committed_frame_ids(since)
         for key, (frame_id, _) in list(self.pending.items()):
             if frame_id in committed:
-                self.add(key, frame_id)
+                await asyncio.to_thread(self.add, key, frame_id)
                 log.info("camera: %s was published before the restart", key[0])
             else:
                 self.pending.pop(key)  # never committed: it will be published again
+
+
+class _Candidate(NamedTuple):
+    """A FITS file in the watched folder, as one listing saw it."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.path.name, self.size, self.mtime_ns)
+
+
+def _list_fits(folder: Path) -> list[_Candidate]:
+    """The folder's FITS files (not hidden, not partial), sorted by name."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if name.startswith(".") or not name.lower().endswith(FITS_SUFFIXES):
+            continue
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed between the listing and the stat
+            continue
+        if path.is_file():
+            found.append(_Candidate(path, stat.st_size, stat.st_mtime_ns))
+    return found
+
+
+class _ReadFile(NamedTuple):
+    payload: bytes
+    shape: tuple[int, ...]
+    dtype: str
+    exposure_start: dt.datetime
+    exposure_seconds: float
+
+
+def _read_file(candidate: _Candidate) -> _ReadFile:
+    """Read and check one file (raises FrameDecodeError/FrameError for a bad one)."""
+    payload = candidate.path.read_bytes()
+    image = read_image_bytes(payload)
+    fallback = dt.datetime.fromtimestamp(candidate.mtime_ns / 1e9, dt.timezone.utc)
+    start, exposure = _exposure_from_header(image.header, fallback)
+    return _ReadFile(payload, image.data.shape, str(image.data.dtype), start, exposure)
 
 
 async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.Event, *,
@@ -276,49 +332,56 @@ async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.E
                           state_file: Path | None = None) -> None:
     """Publish each FITS file of ``folder`` once the camera has finished writing it (its size
     and modification time unchanged for ``settle_seconds``). Hidden and ``.tmp``/``.part``
-    files are ignored; a file that is not a readable FITS image is reported and skipped."""
-    published = PublishedFiles(state_file or folder / ".streamer-published.jsonl")
+    files are ignored; a file that is not a readable FITS image is reported and skipped.
+    Listing, reading, decoding and the state file's fsync run in threads."""
+    published = await asyncio.to_thread(
+        PublishedFiles, state_file or folder / ".streamer-published.jsonl")
     await published.resolve_pending(camera)
     observed: dict[str, tuple[int, int, float]] = {}
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
-        now = asyncio.get_running_loop().time()
-        for path in sorted(folder.iterdir()):
-            name = path.name
-            if name.startswith(".") or not name.lower().endswith(FITS_SUFFIXES) or not path.is_file():
+        now = loop.time()
+        for candidate in await asyncio.to_thread(_list_fits, folder):
+            if candidate.key in published:
                 continue
-            stat = path.stat()
-            key = (name, stat.st_size, stat.st_mtime_ns)
-            if key in published:
-                continue
+            name = candidate.path.name
             previous = observed.get(name)
-            if previous is None or previous[:2] != (stat.st_size, stat.st_mtime_ns):
-                observed[name] = (stat.st_size, stat.st_mtime_ns, now)
+            if previous is None or previous[:2] != (candidate.size, candidate.mtime_ns):
+                observed[name] = (candidate.size, candidate.mtime_ns, now)
                 continue
             if now - previous[2] < settle_seconds:
                 continue
-            payload = path.read_bytes()
-            try:
-                image = read_image_bytes(payload)
-            except (FrameDecodeError, FrameError) as error:
-                log.error("camera: %s: %s (skipped)", path, error)
-                published.add(key, "")
-                continue
-            fallback = dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc)
-            start, exposure = _exposure_from_header(image.header, fallback)
-            frame_id = f"{camera.camera_id}:{Path(name).stem}:{stat.st_mtime_ns}"
-            published.begin(key, frame_id)
-            await camera.publish_payload(
-                payload, shape=image.data.shape, dtype=str(image.data.dtype),
-                exposure_start=start, exposure_seconds=exposure, frame_id=frame_id,
-                source_name=name,
-            )
-            published.add(key, frame_id)
+            await _publish_file(camera, published, candidate)
             observed.pop(name, None)
-            log.info("camera: published %s as %s", name, frame_id)
+            if stop.is_set():
+                break
         try:
             await asyncio.wait_for(stop.wait(), poll_seconds)
         except asyncio.TimeoutError:
             pass
+
+
+async def _publish_file(camera: CameraPublisher, published: PublishedFiles,
+                        candidate: _Candidate) -> None:
+    """Publish one settled file once (or record it as skipped when it is not an image)."""
+    name = candidate.path.name
+    try:
+        frame = await asyncio.to_thread(_read_file, candidate)
+    except (FrameDecodeError, FrameError) as error:
+        log.error("camera: %s: %s (skipped)", candidate.path, error)
+        await asyncio.to_thread(published.add, candidate.key, "")
+        return
+    except FileNotFoundError:
+        return  # removed after it settled: nothing to publish
+    frame_id = f"{camera.camera_id}:{Path(name).stem}:{candidate.mtime_ns}"
+    await asyncio.to_thread(published.begin, candidate.key, frame_id)
+    await camera.publish_payload(
+        frame.payload, shape=frame.shape, dtype=frame.dtype,
+        exposure_start=frame.exposure_start, exposure_seconds=frame.exposure_seconds,
+        frame_id=frame_id, source_name=name,
+    )
+    await asyncio.to_thread(published.add, candidate.key, frame_id)
+    log.info("camera: published %s as %s", name, frame_id)
 
 
 async def simulate(camera: CameraPublisher, *, count: int, size: int, cadence: float,
