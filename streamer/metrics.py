@@ -50,8 +50,12 @@ class StreamerMetrics:
             "From the end of the exposure to the restored frame's commit",
             buckets=_LATENCY_BUCKETS, registry=r)
         self.consumer_lag = Gauge("streamer_consumer_lag_records",
-                                  "Records between the consumer position and the end of the partition",
+                                  "Records between the group's committed offset and the end of "
+                                  "the partition (a stuck partition keeps its lag)",
                                   ["topic", "partition"], registry=r)
+        self.committed_offset = Gauge("streamer_committed_offset",
+                                      "The group's committed offset of each partition this "
+                                      "process owns", ["topic", "partition"], registry=r)
         self.in_flight = Gauge("streamer_frames_in_flight",
                                "Frames fetched and not yet committed", registry=r)
         self.device = Info("streamer_device", "The OpenCL device restoring frames", registry=r)

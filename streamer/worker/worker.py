@@ -115,6 +115,8 @@ class Worker:
         # frame while this one is committed.
         self.results: asyncio.Queue[FrameOutcome] = asyncio.Queue(maxsize=1)
         self._busy: collections.Counter[int] = collections.Counter()
+        # Per partition, the offset after the last data record fetched (for the lag).
+        self._fetched_to: dict[int, int] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
@@ -166,7 +168,14 @@ class Worker:
         while any(self._busy[p] for p in partitions):  # let frames past the fetch commit
             self._idle.clear()
             await self._idle.wait()
+        for tp in revoked:  # another worker reports these now; a stale series would alert
+            for gauge in (self.metrics.consumer_lag, self.metrics.committed_offset):
+                try:
+                    gauge.remove(tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
         for partition in partitions:
+            self._fetched_to.pop(partition, None)
             self.assemblers.pop(partition, None)
             self._suspects.pop(partition, None)
             self.generation[partition] = self.generation.get(partition, 0) + 1
@@ -195,6 +204,7 @@ class Worker:
                     continue
                 for record in batches.get(tp, ()):
                     assembler.add(record.offset, record.value, headers_dict(record.headers))
+                    self._fetched_to[tp.partition] = record.offset + 1
                 for item in assembler.ready():
                     self.metrics.frames_consumed.labels(self.topic).inc()
                     self.metrics.consumed_bytes.labels(self.topic).inc(len(item.payload))
@@ -225,14 +235,29 @@ class Worker:
                     committed = await self.consumer.committed(tp)
                 except (IllegalStateError, KafkaError):  # revoked or unreachable: next round
                     continue
+                labels = (tp.topic, str(tp.partition))
+                self.metrics.committed_offset.labels(*labels).set(committed or 0)
                 if end is not None:
-                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                        max(end - (committed or 0), 0))
+                    self.metrics.consumer_lag.labels(*labels).set(
+                        await self._lag(tp, committed or 0, end))
             self.metrics.kernel_build_seconds.set(self.restorer.kernel_build_seconds)
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:
                 pass
+
+    async def _lag(self, tp: TopicPartition, committed: int, end: int) -> int:
+        """Records of ``tp`` not yet committed. Each transaction leaves a commit marker after
+        its records, so ``end - committed`` reads 1 on a partition that is all done; when the
+        consumer has read to the end and every data record it saw is committed, what is left
+        is markers only, and the lag is 0."""
+        try:
+            position = await self.consumer.position(tp)
+        except (IllegalStateError, KafkaError):
+            position = committed
+        if position >= end and committed >= self._fetched_to.get(tp.partition, committed):
+            return 0
+        return max(end - committed, 0)
 
     async def _restore(self, stop: asyncio.Event) -> None:
         """Device stage: restore decoded frames, one at a time, in fetch order; the device

@@ -117,6 +117,16 @@ def test_real_prometheus_scrapes_a_worker(kafka_bootstrap, tmp_path):
         assert _value(prometheus_port, "streamer_kernel_build_seconds") > 0
         lag = _query(prometheus_port, "streamer_consumer_lag_records")
         assert lag and lag[0]["metric"]["partition"] == "0"
+        # Lag is counted from the group's committed offset: once everything is committed it
+        # is zero, and the committed offset (frames, the bad record, transaction markers) shows.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                _query(prometheus_port, "streamer_committed_offset")
+                and _value(prometheus_port, "streamer_consumer_lag_records") == 0
+                and _value(prometheus_port, "streamer_committed_offset") >= frames + 1):
+            time.sleep(1)
+        assert _value(prometheus_port, "streamer_consumer_lag_records") == 0
+        assert _value(prometheus_port, "streamer_committed_offset") >= frames + 1
         median_fwhm = _value(prometheus_port, 'histogram_quantile(0.5, streamer_star_fwhm_pixels_bucket{state="before"})')
         assert 1.0 < median_fwhm < 4.0  # the camera blurred with a 2-pixel FWHM
     finally:
