@@ -27,7 +27,13 @@ class StreamerMetrics:
     def __init__(self, role: str) -> None:
         self.role = role
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._flow_metrics(self.registry)
+        self._device_metrics(self.registry)
+        self._frame_metrics(self.registry)
+        self._psf_metrics(self.registry)
+
+    def _flow_metrics(self, r: CollectorRegistry) -> None:
+        """Frames and bytes through Kafka, stage times, latency, lag."""
         self.frames_consumed = Counter("streamer_frames_consumed_total",
                                        "Frames read from Kafka (whole, reassembled)", ["topic"], registry=r)
         self.frames_published = Counter("streamer_frames_published_total",
@@ -58,6 +64,9 @@ class StreamerMetrics:
                                       "process owns", ["topic", "partition"], registry=r)
         self.in_flight = Gauge("streamer_frames_in_flight",
                                "Frames fetched and not yet committed", registry=r)
+
+    def _device_metrics(self, r: CollectorRegistry) -> None:
+        """The OpenCL device: what it is, how busy, what it moved, what it holds."""
         self.device = Info("streamer_device", "The OpenCL device restoring frames", registry=r)
         self.device_busy = Counter("streamer_device_busy_seconds",
                                    "Seconds the device thread spent restoring", registry=r)
@@ -73,6 +82,12 @@ class StreamerMetrics:
                                       registry=r)
         self.kernel_build_seconds = Gauge("streamer_kernel_build_seconds",
                                           "Total OpenCL compile time of this process", registry=r)
+        self.plans_cached = Gauge("streamer_plans_cached",
+                                  "Device plans (frame shapes, PSF sizes) held; bounded",
+                                  registry=r)
+
+    def _frame_metrics(self, r: CollectorRegistry) -> None:
+        """What frames look like before and after: sky, noise, sources, stars, flux."""
         self.background = Histogram("streamer_frame_background_level",
                                     "Sigma-clipped sky level of input frames (ADU)",
                                     buckets=(10, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000),
@@ -91,6 +106,9 @@ class StreamerMetrics:
         self.flux_ratio = Histogram("streamer_flux_ratio", "Restored flux over input flux",
                                     buckets=(0.9, 0.95, 0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.02, 1.05, 1.1),
                                     registry=r)
+
+    def _psf_metrics(self, r: CollectorRegistry) -> None:
+        """The PSF each camera's frames were restored with, and how RL ran."""
         self.psf_fwhm = Gauge("streamer_psf_fwhm_pixels",
                               "FWHM of the PSF the camera's latest frame was restored with",
                               ["camera"], registry=r)

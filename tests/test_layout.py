@@ -130,3 +130,23 @@ def test_camera_and_sink_run_where_pyopencl_does_not_import(kafka_bootstrap, tmp
     assert len(list((archive / "output").rglob("*.fits"))) == 3
     assert len(list((archive / "input").rglob("*.fits"))) == 3
     assert "pyopencl" not in sink.stderr + camera.stderr, textwrap.shorten(sink.stderr, 500)
+
+
+def _code_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function without its docstring."""
+    lines = function.end_lineno - function.lineno + 1
+    docstring = function.body[0]
+    if (isinstance(docstring, ast.Expr) and isinstance(docstring.value, ast.Constant)
+            and isinstance(docstring.value.value, str)):
+        lines -= docstring.end_lineno - docstring.lineno + 1
+    return lines
+
+
+def test_no_function_is_over_sixty_lines():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _code_lines(node) > 60:
+                long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} "
+                            f"({_code_lines(node)} lines)")
+    assert not long, "split these: " + ", ".join(long)

@@ -14,6 +14,7 @@ process), one ERROR line a minute says so.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import Callable
@@ -25,6 +26,14 @@ OUTAGE_MARKERS = ("Unable connect", "Unable to connect", "Connection", "connecti
                   "Timeout", "Error sending", "coordinator", "Coordinator",
                   "UnknownMemberId", "RebalanceInProgress", "CommitFailed")
 STARTUP_MARKERS = ("GroupCoordinatorNotAvailableError", "CoordinatorNotAvailableError")
+# Since Kafka 3.6 a partition leader checks each transactional produce with the coordinator
+# (KIP-890); while the previous transaction's markers are still being written it answers
+# clients of aiokafka's protocol version with a retriable NOT_ENOUGH_REPLICAS. At a frame a
+# second that is several a minute on a healthy cluster, each retried once: DEBUG. A real ISR
+# shortage retries every 100 ms: TRANSIENT_BURST of them within TRANSIENT_SECONDS is an outage.
+TRANSIENT_MARKERS = ("NotEnoughReplicas", "ConcurrentTransactions")
+TRANSIENT_SECONDS = 10.0
+TRANSIENT_BURST = 5
 REFUSAL_MARKERS = ("SaslAuthenticationFailed", "UnsupportedSaslMechanism",
                    "CERTIFICATE_VERIFY_FAILED", "SSLCertVerificationError")
 QUIET_SECONDS = 30.0
@@ -40,6 +49,7 @@ class OutageLogs(logging.Filter):
         self._last_failure: float | None = None
         self._last_line = 0.0
         self._suppressed = 0
+        self._transients: collections.deque[float] = collections.deque(maxlen=TRANSIENT_BURST)
         self._refused_since: float | None = None
         self._last_refusal = self._last_refusal_line = 0.0
 
@@ -52,6 +62,12 @@ class OutageLogs(logging.Filter):
         if record.levelno < logging.WARNING or not any(m in message for m in OUTAGE_MARKERS):
             return True
         now = self._clock()
+        if any(marker in message for marker in TRANSIENT_MARKERS) and not self._in_outage(now):
+            self._transients.append(now)
+            burst = (len(self._transients) == TRANSIENT_BURST
+                     and now - self._transients[0] <= TRANSIENT_SECONDS)
+            if not burst:
+                return _demote(record)
         new_outage = self._last_failure is None or now - self._last_failure > QUIET_SECONDS
         self._last_failure = now
         if new_outage:
@@ -67,6 +83,9 @@ class OutageLogs(logging.Filter):
         self._suppressed += 1
         return False
 
+
+    def _in_outage(self, now: float) -> bool:
+        return self._last_failure is not None and now - self._last_failure <= QUIET_SECONDS
 
     def _refusal(self, record: logging.LogRecord, message: str) -> bool:
         now = self._clock()

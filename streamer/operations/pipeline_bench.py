@@ -133,45 +133,60 @@ def run_pipeline_bench(settings: StreamerSettings, frames: int, size: int,
             settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
                 update={"bootstrap_servers": broker.start()})})
         try:
-            images = _frames(frames, size)
-            payloads = [image_bytes(image) for image in images]
-            offline = _offline_seconds(settings, payloads)
-            result: dict = {"frame": f"{size}x{size} uint16", "frames": frames,
-                            "restoration": json.loads(settings.restoration.model_dump_json()),
-                            "offline_seconds_per_frame": offline, "workers": {}}
-            for workers in worker_counts:
-                metrics = asyncio.run(_run(settings, payloads, images[0].shape, workers, 0.0, Path(folder)))
-                stamps = sorted(m.restored_at.timestamp() for m in metrics)
-                per_frame = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
-                # The workers' own restore time of these frames, from their metrics: the
-                # same process, so the overhead below is what the pipeline adds to it.
-                restore = float(np.mean([sum(m.stage_seconds.get(k, 0.0) for k in
-                                             ("prepare", "median", "richardson_lucy"))
-                                         for m in metrics]))
-                result["workers"][workers] = {
-                    "restored": len(metrics), "seconds_per_frame": per_frame,
-                    "frames_per_second": 1 / per_frame,
-                    "worker_restore_seconds": restore,
-                    # With several workers sharing one device the per-worker figure means
-                    # little (their restores contend); throughput is the figure then.
-                    "overhead_vs_worker_restore": per_frame / restore - 1 if workers == 1 else None,
-                    "overhead_vs_offline": per_frame / offline - 1 if workers == 1 else None,
-                    "speedup_vs_one_offline": offline / per_frame,
-                }
-            paced = asyncio.run(_run(settings, payloads, images[0].shape, 1, offline * 1.5, Path(folder)))
-            latencies = [m.exposure_to_restored_seconds for m in paced]
-            result["paced_latency_seconds"] = {
-                "cadence": offline * 1.5, "p50": float(np.percentile(latencies, 50)),
-                "p99": float(np.percentile(latencies, 99)), "restored": len(paced)}
+            result = _measure(settings, frames, size, worker_counts, Path(folder))
         finally:
             if broker is not None:
                 broker.stop()
     if as_json:
         print(json.dumps(result, indent=2))
-        return 0
-    print(f"pipeline bench — {result['frame']}, {frames} frames, restoration "
-          f"window {settings.restoration.window}, {settings.restoration.iterations} RL iterations")
-    print(f"offline restore (decode + restore, no Kafka): {offline:.3f} s/frame")
+    else:
+        print(_report(settings, result))
+    return 0
+
+
+def _measure(settings: StreamerSettings, frames: int, size: int, worker_counts: list[int],
+             folder: Path) -> dict:
+    """Offline restore time, then the pipeline with each worker count, then paced latency."""
+    images = _frames(frames, size)
+    payloads = [image_bytes(image) for image in images]
+    offline = _offline_seconds(settings, payloads)
+    result: dict = {"frame": f"{size}x{size} uint16", "frames": frames,
+                    "restoration": json.loads(settings.restoration.model_dump_json()),
+                    "offline_seconds_per_frame": offline, "workers": {}}
+    for workers in worker_counts:
+        metrics = asyncio.run(_run(settings, payloads, images[0].shape, workers, 0.0, folder))
+        stamps = sorted(m.restored_at.timestamp() for m in metrics)
+        per_frame = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
+        # The workers' own restore time of these frames, from their metrics: the same
+        # process, so the overhead below is what the pipeline adds to it.
+        restore = float(np.mean([sum(m.stage_seconds.get(k, 0.0) for k in
+                                     ("prepare", "median", "richardson_lucy"))
+                                 for m in metrics]))
+        result["workers"][workers] = {
+            "restored": len(metrics), "seconds_per_frame": per_frame,
+            "frames_per_second": 1 / per_frame,
+            "worker_restore_seconds": restore,
+            # With several workers sharing one device the per-worker figure means little
+            # (their restores contend); throughput is the figure then.
+            "overhead_vs_worker_restore": per_frame / restore - 1 if workers == 1 else None,
+            "overhead_vs_offline": per_frame / offline - 1 if workers == 1 else None,
+            "speedup_vs_one_offline": offline / per_frame,
+        }
+    paced = asyncio.run(_run(settings, payloads, images[0].shape, 1, offline * 1.5, folder))
+    latencies = [m.exposure_to_restored_seconds for m in paced]
+    result["paced_latency_seconds"] = {
+        "cadence": offline * 1.5, "p50": float(np.percentile(latencies, 50)),
+        "p99": float(np.percentile(latencies, 99)), "restored": len(paced)}
+    return result
+
+
+def _report(settings: StreamerSettings, result: dict) -> str:
+    """The figures as lines of text."""
+    lines = [f"pipeline bench — {result['frame']}, {result['frames']} frames, restoration "
+             f"window {settings.restoration.window}, {settings.restoration.iterations} RL "
+             f"iterations",
+             f"offline restore (decode + restore, no Kafka): "
+             f"{result['offline_seconds_per_frame']:.3f} s/frame"]
     for workers, row in result["workers"].items():
         line = (f"{workers} worker(s): {row['seconds_per_frame']:.3f} s/frame through Kafka "
                 f"({row['frames_per_second']:.2f} frames/s, {row['speedup_vs_one_offline']:.2f}x "
@@ -180,8 +195,8 @@ def run_pipeline_bench(settings: StreamerSettings, frames: int, size: int,
             line += (f"; the worker restores in {row['worker_restore_seconds']:.3f} s, so Kafka + "
                      f"encoding + transactions add {row['overhead_vs_worker_restore'] * 100:+.1f}% "
                      f"to it ({row['overhead_vs_offline'] * 100:+.1f}% against offline)")
-        print(line)
+        lines.append(line)
     lat = result["paced_latency_seconds"]
-    print(f"paced at {lat['cadence']:.2f} s, 1 worker: exposure-to-restored p50 {lat['p50']:.3f} s, "
-          f"p99 {lat['p99']:.3f} s")
-    return 0
+    lines.append(f"paced at {lat['cadence']:.2f} s, 1 worker: exposure-to-restored p50 "
+                 f"{lat['p50']:.3f} s, p99 {lat['p99']:.3f} s")
+    return "\n".join(lines)

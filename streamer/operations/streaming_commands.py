@@ -1,5 +1,5 @@
 """The streaming subcommands: ``kafka``, ``topics``, ``camera``, ``worker``, ``sink``,
-``demo``, ``bench-pipeline`` and ``schemas``. Each builds one :class:`StreamerSettings` from
+``demo``, ``bench-pipeline``, ``soak`` and ``schemas``. Each builds one :class:`StreamerSettings` from
 the environment (``STREAMER_*``) and then the flags given.
 
 Nothing here imports OpenCL at module level: ``streamer camera`` and ``streamer sink`` run
@@ -34,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _register_worker_and_sink(commands)
     _register_demo(commands)
     _register_pipeline_bench(commands)
+    _register_soak(commands)
     schemas = commands.add_parser("schemas", help="write or check schemas/*.schema.json")
     schemas.add_argument("action", choices=["write", "check"])
     schemas.set_defaults(run=run_schemas)
@@ -137,6 +138,38 @@ def _register_pipeline_bench(commands: argparse._SubParsersAction) -> None:
     kafka_flags(pipeline)
     restoration_flags(pipeline)
     pipeline.set_defaults(run=run_pipeline_bench)
+
+
+def _register_soak(commands: argparse._SubParsersAction) -> None:
+    soak = commands.add_parser(
+        "soak", help="run the system for a long time and watch its memory",
+        description="A worker and a sink as processes, this process as a camera publishing "
+                    "frames of several sizes (and a dead letter every 50th); RSS sampled; "
+                    "prints growth after the warm-up and writes OUT/soak.json.")
+    soak.add_argument("--minutes", type=float, default=30.0)
+    soak.add_argument("--warmup", type=float, default=5.0, help="minutes not counted (default 5)")
+    soak.add_argument("--cadence", type=float, default=1.0, help="seconds between frames")
+    soak.add_argument("--sizes", default="384,448,512,576,640,704",
+                      help="frame sides, published in turn (more than the worker's plan cache)")
+    soak.add_argument("--out", type=Path, default=Path("soak-output"))
+    soak.add_argument("--max-growth", type=float, default=0.05,
+                      help="exit 1 if a process's RSS grew more than this fraction (0.05)")
+    kafka_flags(soak)
+    restoration_flags(soak)
+    soak.set_defaults(run=run_soak)
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    """``streamer soak``."""
+    from streamer.operations.soak import run_soak as soak
+
+    settings = settings_from(args)
+    sizes = tuple(int(side) for side in args.sizes.split(","))
+    report = asyncio.run(explain_connection_errors(settings, soak(
+        settings, args.out, minutes=args.minutes, warmup_minutes=args.warmup,
+        cadence=args.cadence, sizes=sizes)))
+    print(report.text())
+    return 0 if max(report.growth.values()) <= args.max_growth else 1
 
 
 def serve_metrics(settings: StreamerSettings, metrics: StreamerMetrics) -> None:

@@ -51,6 +51,7 @@ import pyopencl as cl
 
 from streamer.errors import FrameDeadlineError, ParameterError
 from streamer.imaging.noise import NoiseModel
+from streamer.imaging.psf import validate_psf
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.correlation_plan import PlanCache, build_correlation, plan_correlation
@@ -109,8 +110,9 @@ class RichardsonLucy:
     shape : (int, int)
         Frame rows and columns.
     psf : ndarray
-        Validated PSF (odd sides, sum 1; see :func:`streamer.imaging.psf.validate_psf`). The
-        plan is made for its shape; :meth:`set_psf` loads another of the same shape.
+        The PSF: odd sides, finite, non-negative, centred (checked here, PSFError otherwise,
+        see :func:`streamer.imaging.psf.validate_psf`); normalised to sum 1. The plan is made
+        for its shape; :meth:`set_psf` loads another of the same shape.
     method : str
         ``auto`` (fastest measured), ``dense``, ``sparse``, ``separable``, ``fft`` or
         ``host_fft``.
@@ -120,6 +122,7 @@ class RichardsonLucy:
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary, shape: tuple[int, int],
                  psf: np.ndarray, method: str = "auto", cache: PlanCache | None = None) -> None:
+        psf = validate_psf(psf)  # odd, finite, non-negative, centred; normalised to sum 1
         self.queue = queue
         self.library = library
         self.shape = (int(shape[0]), int(shape[1]))
@@ -191,7 +194,7 @@ class RichardsonLucy:
 
     def set_psf(self, psf: np.ndarray) -> None:
         """Load another PSF of the planned shape (the next :meth:`run` deconvolves with it)."""
-        weights = np.asarray(psf, dtype=np.float64)
+        weights = validate_psf(psf)
         if not self.accepts(weights):
             raise ParameterError(
                 f"this Richardson-Lucy plan ({self.method}) takes {self.psf_shape} PSFs of "

@@ -241,6 +241,7 @@ class Worker:
                     self.metrics.consumer_lag.labels(*labels).set(
                         await self._lag(tp, committed or 0, end))
             self.metrics.kernel_build_seconds.set(self.restorer.kernel_build_seconds)
+            self.metrics.plans_cached.set(self.restorer.plan_count)
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:

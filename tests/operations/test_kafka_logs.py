@@ -55,3 +55,22 @@ def test_a_refusal_is_left_to_the_command_then_one_line_a_minute():
     assert [message[:45] for _, message in shown] == \
         ["Kafka has refused the connection for 60 s (cr", "Kafka has refused the connection for 120 s (c"]
     assert all(level == logging.ERROR for level, _ in shown)
+
+
+def test_scattered_not_enough_replicas_are_debug_a_burst_is_an_outage():
+    now = [0.0]
+    outage = OutageLogs(clock=lambda: now[0])
+    line = ("Got error produce response on topic-partition TopicPartition(topic='frames.restored', "
+            "partition=0), retrying. Error: <class 'aiokafka.errors.NotEnoughReplicasError'>")
+    for tick in range(60):  # one every 6 s, as a healthy cluster checks back-to-back transactions
+        now[0] = tick * 6.0
+        record = _record(line, logging.WARNING)
+        outage.filter(record)
+        assert record.levelno == logging.DEBUG
+    shown = []
+    for tick in range(10):  # a real shortage: the producer retries every 100 ms
+        now[0] = 400.0 + tick * 0.1
+        record = _record(line, logging.WARNING)
+        if outage.filter(record):
+            shown.append(record.getMessage())
+    assert len(shown) == 1 and shown[0].startswith("Kafka unreachable")
