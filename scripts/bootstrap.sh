@@ -28,6 +28,8 @@ done
 # Java 17+ and Maven fetch and run the local Kafka broker (tests, demo).
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# Headless Chromium looks at the quick-look page as a person would (its tests).
+command -v chromium >/dev/null || missing+=(chromium)
 # openssl makes the local broker's TLS certificate (the secured-cluster tests).
 command -v openssl >/dev/null || missing+=(openssl)
 # A real Prometheus (and promtool) for the observability tests.
@@ -48,7 +50,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 log "installing streamer and its dependencies"
-"$venv/bin/python" -m pip install -q -e ".[pocl,test]"
+"$venv/bin/python" -m pip install -q -e ".[pocl,test,view]"
 if ! "$venv/bin/python" -m pip install -q -e ".[fft]"; then
   log "pyvkfft did not build: the fft convolution method is unavailable (others work)"
 fi

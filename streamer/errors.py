@@ -68,6 +68,14 @@ class ClusterAuthenticationError(ClusterConnectionError):
     """The Kafka cluster refused these credentials (SASL user, password or mechanism)."""
 
 
+class NotInArchiveError(StreamerError):
+    """A frame, night or file the archive does not hold, or a path that would leave it."""
+
+
+class UploadError(StreamerError):
+    """An uploaded file that cannot be published: too large, not a FITS image, no broker."""
+
+
 class LocalKafkaError(StreamerError):
     """The local broker could not be fetched, started or stopped."""
 

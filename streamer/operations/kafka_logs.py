@@ -29,11 +29,12 @@ STARTUP_MARKERS = ("GroupCoordinatorNotAvailableError", "CoordinatorNotAvailable
 # Since Kafka 3.6 a partition leader checks each transactional produce with the coordinator
 # (KIP-890); while the previous transaction's markers are still being written it answers
 # clients of aiokafka's protocol version with a retriable NOT_ENOUGH_REPLICAS. At a frame a
-# second that is several a minute on a healthy cluster, each retried once: DEBUG. A real ISR
-# shortage retries every 100 ms: TRANSIENT_BURST of them within TRANSIENT_SECONDS is an outage.
+# second that is a dozen a minute on a healthy cluster, each retried once: DEBUG, and they
+# never start or prolong an outage. A real ISR shortage retries every 100 ms: TRANSIENT_BURST
+# of them within TRANSIENT_SECONDS is an outage.
 TRANSIENT_MARKERS = ("NotEnoughReplicas", "ConcurrentTransactions")
 TRANSIENT_SECONDS = 10.0
-TRANSIENT_BURST = 5
+TRANSIENT_BURST = 20
 REFUSAL_MARKERS = ("SaslAuthenticationFailed", "UnsupportedSaslMechanism",
                    "CERTIFICATE_VERIFY_FAILED", "SSLCertVerificationError")
 QUIET_SECONDS = 30.0
@@ -62,7 +63,7 @@ class OutageLogs(logging.Filter):
         if record.levelno < logging.WARNING or not any(m in message for m in OUTAGE_MARKERS):
             return True
         now = self._clock()
-        if any(marker in message for marker in TRANSIENT_MARKERS) and not self._in_outage(now):
+        if any(marker in message for marker in TRANSIENT_MARKERS):
             self._transients.append(now)
             burst = (len(self._transients) == TRANSIENT_BURST
                      and now - self._transients[0] <= TRANSIENT_SECONDS)
@@ -83,9 +84,6 @@ class OutageLogs(logging.Filter):
         self._suppressed += 1
         return False
 
-
-    def _in_outage(self, now: float) -> bool:
-        return self._last_failure is not None and now - self._last_failure <= QUIET_SECONDS
 
     def _refusal(self, record: logging.LogRecord, message: str) -> bool:
         now = self._clock()

@@ -1,5 +1,5 @@
 """The streaming subcommands: ``kafka``, ``topics``, ``camera``, ``worker``, ``sink``,
-``demo``, ``bench-pipeline``, ``soak`` and ``schemas``. Each builds one :class:`StreamerSettings` from
+``demo``, ``bench-pipeline``, ``soak``, ``view`` and ``schemas``. Each builds one :class:`StreamerSettings` from
 the environment (``STREAMER_*``) and then the flags given.
 
 Nothing here imports OpenCL at module level: ``streamer camera`` and ``streamer sink`` run
@@ -35,6 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _register_demo(commands)
     _register_pipeline_bench(commands)
     _register_soak(commands)
+    _register_view(commands)
     schemas = commands.add_parser("schemas", help="write or check schemas/*.schema.json")
     schemas.add_argument("action", choices=["write", "check"])
     schemas.set_defaults(run=run_schemas)
@@ -114,13 +115,18 @@ def _register_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="the whole system for N frames, then a summary",
                                description="Starts the local broker (unless bootstrap servers "
                                            "are set), a simulated camera, a worker and the "
-                                           "sink; prints frames/s and latency percentiles.")
+                                           "sink; prints frames/s, latency percentiles, the "
+                                           "time per stage and whether this device keeps up "
+                                           "with the cadence.")
     demo.add_argument("--frames", type=int, default=20)
     demo.add_argument("--size", type=int, default=1024)
     demo.add_argument("--cadence", type=float, default=1.0)
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--broker-dir", type=Path, default=Path(".kafka-demo"))
     demo.add_argument("--blur", default="gaussian:fwhm=3", help="PSF of the simulated frames")
+    demo.add_argument("--view", action="store_true",
+                      help="serve the quick-look page over the demo's archive (until Ctrl-C)")
+    demo.add_argument("--view-bind", default="127.0.0.1:8470", metavar="HOST:PORT")
     kafka_flags(demo)
     restoration_flags(demo)
     demo.set_defaults(run=run_demo)
@@ -170,6 +176,36 @@ def run_soak(args: argparse.Namespace) -> int:
         cadence=args.cadence, sizes=sizes)))
     print(report.text())
     return 0 if max(report.growth.values()) <= args.max_growth else 1
+
+
+def _register_view(commands: argparse._SubParsersAction) -> None:
+    view = commands.add_parser(
+        "view", help="the quick-look web page over the sink's archive",
+        description="Serves a page with the latest frame (input beside restored, its PSF), a "
+                    "table of frames that updates by itself, downloads of frames and nights, "
+                    "and FITS uploads published to the raw topic when a broker is configured. "
+                    "Needs the view extra: pip install 'streamer[view]'.")
+    view.add_argument("--archive", type=Path, required=True, metavar="DIR",
+                      help="the sink's --out folder")
+    view.add_argument("--bind", default="127.0.0.1:8470", metavar="HOST:PORT",
+                      help="where to listen (default 127.0.0.1:8470, this machine only)")
+    view.add_argument("--max-upload-mb", type=float, default=512.0,
+                      help="largest FITS file an upload may be (default 512 MB)")
+    kafka_flags(view)
+    view.set_defaults(run=run_view)
+
+
+def run_view(args: argparse.Namespace) -> int:
+    """``streamer view``."""
+    try:
+        from streamer.operations.quicklook.server import serve
+    except ImportError as error:
+        print(f"streamer: error: the quick-look page needs the view extra ({error.name} is "
+              "missing): pip install 'streamer[view]'", file=sys.stderr)
+        return EXIT_NO_CLUSTER
+    settings = settings_from(args)
+    serve(args.archive, args.bind, settings, int(args.max_upload_mb * (1 << 20)))
+    return 0
 
 
 def serve_metrics(settings: StreamerSettings, metrics: StreamerMetrics) -> None:
@@ -360,12 +396,25 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def demo_main(stop: asyncio.Event) -> int:
-        summary = await demo(settings, frames=args.frames, size=args.size,
-                             cadence=args.cadence, out_dir=args.out,
-                             broker_dir=args.broker_dir,
-                             simulated_psf=parse_psf_spec(args.blur))
-        print(summary.text())
-        return 0 if summary.restored == args.frames else 1
+        view = None
+        if args.view:
+            from streamer.operations.quicklook.server import BackgroundView
+
+            view = BackgroundView(args.out, args.view_bind)
+            print(f"quick look: {view.start()}", flush=True)
+        try:
+            summary = await demo(settings, frames=args.frames, size=args.size,
+                                 cadence=args.cadence, out_dir=args.out,
+                                 broker_dir=args.broker_dir,
+                                 simulated_psf=parse_psf_spec(args.blur))
+            summary.view_url = view.url if view is not None else None
+            print(summary.text(), flush=True)
+            if view is not None:
+                await stop.wait()  # the page stays up until Ctrl-C
+        finally:
+            if view is not None:
+                await asyncio.to_thread(view.stop)
+        return 0 if summary.restored + summary.dead_letters == args.frames else 1
 
     return run_until_signal(settings, demo_main)
 

@@ -202,7 +202,9 @@ class CameraPublisher:
         )
 
 
-def _exposure_from_header(header: fits.Header, fallback: dt.datetime) -> tuple[dt.datetime, float]:
+def exposure_from_header(header: fits.Header, fallback: dt.datetime) -> tuple[dt.datetime, float]:
+    """Exposure start (``DATE-OBS``, UTC) and duration (``EXPTIME``/``EXPOSURE``) of a FITS
+    header; ``fallback`` and 0 where they are missing or unreadable."""
     start = fallback
     text = header.get("DATE-OBS")
     if isinstance(text, str):
@@ -323,7 +325,7 @@ def _read_file(candidate: _Candidate) -> _ReadFile:
     payload = candidate.path.read_bytes()
     image = read_image_bytes(payload)
     fallback = dt.datetime.fromtimestamp(candidate.mtime_ns / 1e9, dt.timezone.utc)
-    start, exposure = _exposure_from_header(image.header, fallback)
+    start, exposure = exposure_from_header(image.header, fallback)
     return _ReadFile(payload, image.data.shape, str(image.data.dtype), start, exposure)
 
 

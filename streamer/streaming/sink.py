@@ -60,6 +60,7 @@ class Sink:
         self.consumer = consumer(settings, group_id=group_id)
         self.assemblers: dict[TopicPartition, PartitionAssembler] = {}
         self.restored_frames: set[str] = set()
+        self.last_latency: float | None = None  # exposure to restored, of the latest metrics
         self.dead_letters: set[str] = set()
 
     def _store(self, tp: TopicPartition, item: AssembledFrame) -> None:
@@ -105,6 +106,7 @@ class Sink:
             log.error("sink: a metrics record fails its schema: %s", error)
             return
         self.archive.store_metrics(metrics)
+        self.last_latency = metrics.exposure_to_restored_seconds
 
     async def _handle(self, tp: TopicPartition, records: list) -> int | None:
         """Archive a partition's records; the offset to commit after them, if any."""

@@ -56,9 +56,11 @@ from streamer.streaming.messages import DeadLetter, utc_now
 from streamer.worker.attempts import marker, recorded_attempts
 from streamer.worker.decoding import decode_frame
 from streamer.worker.items import DecodedFrame, DeviceResult, FrameOutcome, OutgoingRecord
+from streamer.worker.memory import give_back, limit_arenas
 from streamer.worker.processing import ProcessedFrame, finish_frame, restore_on_device
 
 log = logging.getLogger(__name__)
+TRIM_EVERY = 10  # frames between handing freed heap pages back (streamer.worker.memory)
 
 # Errors no retry can cure: the frame goes to dead letters at once.
 _FINAL = (FrameError, PSFError)
@@ -88,6 +90,7 @@ class Worker:
 
     def __init__(self, settings: StreamerSettings, restorer: Restorer | None = None,
                  metrics: StreamerMetrics | None = None) -> None:
+        limit_arenas()  # before OpenCL's and the stages' threads exist (streamer.worker.memory)
         self.settings = settings
         self.metrics = metrics or StreamerMetrics("worker")
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -472,6 +475,8 @@ class Worker:
 
     def _count(self, outcome: FrameOutcome, item: AssembledFrame) -> None:
         error, frame_metrics = outcome.error, outcome.metrics
+        if (self.restored + self.failed) % TRIM_EVERY == TRIM_EVERY - 1:
+            give_back()  # the frame's buffers are free now: hand their pages back
         if error is None:
             self.restored += 1
             self.metrics.frames_restored.inc()

@@ -411,8 +411,31 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "frames published: 3, restored: 3, dead letters: 0" in result.stdout
     assert "p50" in result.stdout and "p99" in result.stdout
+    assert "time per frame in the worker (p50): decode + PSF" in result.stdout
+    assert "verdict: this device" in result.stdout
     assert len(list((tmp_path / "out" / "output").rglob("*.fits"))) == 3
+    assert (tmp_path / "out" / "last-frame.png").stat().st_size > 1000
+    assert f"last frame, input beside restored: {tmp_path / 'out' / 'last-frame.png'}" in result.stdout
+    assert "restored 3/3" in result.stderr  # the progress line
+    assert "Warning" not in result.stderr and "VerifyWarning" not in result.stdout
     assert not (tmp_path / "broker" / "broker.json").exists()  # the broker was stopped
+
+
+def test_the_demo_verdict_says_whether_the_device_keeps_up():
+    from streamer.operations.demo import DemoSummary
+
+    slow = DemoSummary(frames=20, restored=20, dead_letters=0, seconds=30, frames_per_second=0.7,
+                       latency_p50=10.8, latency_p99=20, output=Path("out"),
+                       bootstrap_servers="x", cadence=1.0,
+                       stage_p50={"decode + PSF": 0.3, "device (median + RL)": 1.46,
+                                  "encode": 0.05}, latency_first=1.6, latency_last=20.0)
+    assert not slow.keeps_up and slow.sustainable_cadence == 1.7
+    assert "does NOT keep up with a 1 s cadence" in slow.verdict()
+    assert "device (median + RL)) needs 1.46 s" in slow.verdict()
+    assert "latency grew from 1.6 s to 20.0 s" in slow.verdict()
+    assert "cadence of 1.7 s or more, or with 2 workers" in slow.verdict()
+    fast = DemoSummary(**{**slow.__dict__, "cadence": 2.0})
+    assert fast.keeps_up and "keeps up" in fast.verdict() and "NOT" not in fast.verdict()
 
 
 def test_long_device_work_keeps_the_worker_in_its_group(kafka_bootstrap):

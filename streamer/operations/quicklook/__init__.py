@@ -1,0 +1,1 @@
+"""``streamer view``: the quick-look page over the sink's archive."""
