@@ -25,6 +25,9 @@ class RestorationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window: int = Field(default=31, description="median window side, odd, 3-255 pixels")
+    median_method: Literal["auto", "histogram", "tiled"] = Field(
+        default="auto", description="median algorithm: auto (tiled on GPUs whose local memory "
+                                    "holds the tile, else histogram), histogram or tiled")
     psf: PSFSpec = Field(default=PSFSpec(kind="auto"),
                          description="auto: measured from each frame's stars; or a model/file")
     psf_fallback: PSFSpec = Field(

@@ -19,7 +19,8 @@ _KAFKA_FIELDS = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sa
                  "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 _TOP_FIELDS = ("chunk_bytes", "max_frame_bytes", "compression", "group_id", "worker_id",
                "device", "metrics_address")
-_RESTORATION_FIELDS = ("window", "iterations", "tolerance", "method", "damping", "pedestal")
+_RESTORATION_FIELDS = ("window", "median_method", "iterations", "tolerance", "method", "damping",
+                       "pedestal")
 
 
 def kafka_flags(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,9 @@ def restoration_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--window", type=int, metavar="N",
                        help="median window side in pixels, odd, 3-255; larger than a star "
                             f"(default {defaults.window})")
+    group.add_argument("--median-method", choices=["auto", "histogram", "tiled"],
+                       help="median algorithm: histogram (CPUs), tiled (GPUs: the tile in local "
+                            "memory); auto picks by device type (default auto)")
     group.add_argument("--psf", metavar="SPEC",
                        help="auto (measured from each frame's stars) | gaussian:fwhm=F | "
                             "moffat:fwhm=F,beta=B[,ellipticity=E,angle=DEG] | "

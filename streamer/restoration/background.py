@@ -27,13 +27,14 @@ class BackgroundEqualiser:
     """Eq. 1 + eq. 2 on a device, planned for one frame shape, window and input type."""
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary, shape: tuple[int, int],
-                 window: int, input_dtype: np.dtype | type = np.float32) -> None:
+                 window: int, input_dtype: np.dtype | type = np.float32,
+                 median_method: str | None = None) -> None:
         self.queue = queue
         self.shape = shape
         self.input_dtype = np.dtype(input_dtype)
         values = key_dtype(self.input_dtype)
         self.median = MedianFilter(queue, library, shape, window, values,
-                                   input_dtype=self.input_dtype)
+                                   input_dtype=self.input_dtype, method=median_method)
         program = library.program("background", KEY_IS_FLOAT=int(values == np.float32))
         self._subtract = cl.Kernel(program, "subtract_median")
         self._shift = cl.Kernel(program, "shift_nonnegative")

@@ -1,8 +1,15 @@
 """Exact median filter on an OpenCL device.
 
 Equal, element for element, to ``scipy.ndimage.median_filter(image, size=window,
-mode="reflect")`` for float32 and uint16 frames, with a cost of O(window) per pixel instead
-of a sort of window² values (see ``opencl/median.cl`` for the algorithm). Everything a frame
+mode="reflect")`` for float32 and uint16 frames. Two methods, chosen by device type:
+
+* ``histogram`` (CPUs): each work item slides its window down a column, at O(window) per
+  pixel instead of a sort of window² values (``opencl/median.cl``);
+* ``tiled`` (GPUs): each work-group stages its tile of the frame in local memory and every work
+  item radix-selects its median there, two key bits per pass, with no per-item state
+  (``opencl/median_tiled.cl``); for windows whose tile fits the device's local memory.
+
+Everything a frame
 needs before the filter — its keys, the reflect padding, the quantile bins — is made on the
 device from the frame as uploaded, in its own type (``opencl/prepare.cl``,
 ``opencl/quantiles.cl``).
@@ -26,6 +33,9 @@ INVALID_KEY = 0xFFFFFFFF
 MAX_WINDOW = 255
 MAX_SAMPLE = 1 << 16           # keys sorted on the device to place the bin edges
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.uint16))
+METHODS = ("histogram", "tiled")
+TILE_SHAPES = ((16, 16), (16, 8), (8, 8))   # work-group (columns, rows), largest that fits
+TILED_PIXELS_PER_LAUNCH = 1 << 22            # a deadline is checked between launches
 INPUT_TYPES = {np.dtype(np.float32): "float", np.dtype(np.uint16): "ushort",
                np.dtype(np.int16): "short", np.dtype(np.uint8): "uchar",
                np.dtype(np.int32): "int", np.dtype(np.uint32): "uint"}
@@ -57,6 +67,23 @@ def from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return keys.astype(np.uint16)
     bits = np.where(keys >> 31 != 0, keys & np.uint32(0x7FFFFFFF), ~keys)
     return bits.astype(np.uint32).view(np.float32)
+
+
+def tile_shape(device: cl.Device, window: int) -> tuple[int, int] | None:
+    """The largest work-group tile (columns, rows) whose padded block of keys fits the
+    device's local memory and work-group size for ``window``, or None."""
+    for columns, rows in TILE_SHAPES:
+        staged = (columns + window - 1) * (rows + window - 1) * 4
+        if staged <= device.local_mem_size and columns * rows <= device.max_work_group_size:
+            return columns, rows
+    return None
+
+
+def default_method(device: cl.Device, window: int) -> str:
+    """``tiled`` on a GPU whose local memory holds the window's tile, else ``histogram``."""
+    if device.type & cl.device_type.GPU and tile_shape(device, window) is not None:
+        return "tiled"
+    return "histogram"
 
 
 def input_type(dtype: np.dtype) -> str:
@@ -99,6 +126,10 @@ class MedianFilter:
     interleaved : bool, optional
         Window state laid out entry by entry across work items (coalesced on GPUs) rather
         than item by item (cache-friendly on CPUs); default from the device type.
+    method : {"histogram", "tiled"}, optional
+        The algorithm (see the module's docstring); default from the device type
+        (:func:`default_method`). ``tiled`` raises ParameterError when the window's tile does
+        not fit the device's local memory.
     """
 
     def __init__(
@@ -112,6 +143,7 @@ class MedianFilter:
         strips: int | None = None,
         input_dtype: np.dtype | type | None = None,
         interleaved: bool | None = None,
+        method: str | None = None,
     ) -> None:
         self.window = validate_window(window)
         self.dtype = np.dtype(dtype)
@@ -128,6 +160,14 @@ class MedianFilter:
         self.radius = self.window // 2
         self.padded_shape = (self.shape[0] + 2 * self.radius, self.shape[1] + 2 * self.radius)
         device = queue.device
+        self.method = method or default_method(device, self.window)
+        if self.method not in METHODS:
+            raise ParameterError(f"median method must be one of {METHODS}, got {method!r}")
+        self.tile = tile_shape(device, self.window)
+        if self.method == "tiled" and self.tile is None:
+            raise ParameterError(
+                f"a {self.window}x{self.window} median tile does not fit this device's "
+                f"{device.local_mem_size} bytes of local memory; use method='histogram'")
         self.interleaved = (bool(device.type & cl.device_type.GPU) if interleaved is None
                             else interleaved)
         self._build_kernels(library)
@@ -142,6 +182,11 @@ class MedianFilter:
         median = library.program("median", WINDOW=self.window, NBINS=NBINS,
                                  COARSE_SHIFT=COARSE_SHIFT, INVALID_KEY=f"{INVALID_KEY}u",
                                  INTERLEAVED=int(self.interleaved))
+        if self.method == "tiled":
+            assert self.tile is not None
+            tiled = library.program("median_tiled", WINDOW=self.window, TILE_X=self.tile[0],
+                                    TILE_Y=self.tile[1], KEY_BITS=16 if key_is_float == 0 else 32)
+            self._median_tiled = cl.Kernel(tiled, "median_tiled")
         self._prepare = cl.Kernel(prepare, "prepare_frame")
         self._sample = cl.Kernel(quantiles, "sample_keys")
         self._bitonic = cl.Kernel(quantiles, "bitonic_step")
@@ -153,6 +198,12 @@ class MedianFilter:
         self, device: cl.Device, memory_budget_bytes: int | None, strips: int | None
     ) -> None:
         height, width = self.shape
+        if self.method == "tiled":
+            assert self.tile is not None
+            self.strips, self.strip_height, self.columns_per_launch = 1, height, 0
+            rows = max(1, TILED_PIXELS_PER_LAUNCH // width) // self.tile[1] * self.tile[1]
+            self.rows_per_launch = max(self.tile[1], rows)
+            return
         kcount = self.window * self.window
         per_item = NBINS * 4 + (NBINS >> COARSE_SHIFT) * 2 + kcount * 10
         wanted_items = device.max_compute_units * (256 if self.interleaved else 8)
@@ -184,6 +235,11 @@ class MedianFilter:
         self.fill_buffer = cl.Buffer(context, flags.READ_WRITE, 4)
         self.output_buffer = cl.Buffer(context, flags.READ_WRITE, height * width * 4)
         self._unused = cl.Buffer(context, flags.READ_WRITE, 4)  # for absent optional inputs
+        fill = BlockCopy(self.queue, library)
+        fill.fill(self._unused, 0.0)
+        self._scratch: list[cl.Buffer] = []
+        if self.method == "tiled":
+            return  # no window state outside local memory
         items = self.columns_per_launch * self.strips
         kcount = self.window * self.window
         sizes = [items * NBINS * 2, items * (NBINS >> COARSE_SHIFT) * 2, items * NBINS * 2,
@@ -193,8 +249,7 @@ class MedianFilter:
                          for size in sizes]
         # The kernel initialises every entry it reads; zeroing the state once per plan as well
         # costs little and keeps memory checkers (Oclgrind) from flagging a reused allocation.
-        fill = BlockCopy(self.queue, library)
-        for buffer in self._scratch + [self._unused]:
+        for buffer in self._scratch:
             fill.fill(buffer, 0.0)
 
     def prepare(self, raw: cl.Buffer, mask: cl.Buffer | None = None,
@@ -243,6 +298,8 @@ class MedianFilter:
         """Filter the prepared frame; return the device buffer of median keys (rows×cols).
         With a ``deadline`` (``time.monotonic()``), each column batch waits for the previous
         and the filter stops with FrameDeadlineError once it has passed."""
+        if self.method == "tiled":
+            return self._run_tiled(deadline)
         height, width = self.shape
         for offset in range(0, width, self.columns_per_launch):
             if deadline is not None:
@@ -259,6 +316,25 @@ class MedianFilter:
                 np.int32(width), np.int32(height), np.int32(self.padded_shape[1]),
                 np.int32(offset), np.int32(self.strip_height),
             )
+        return self.output_buffer
+
+    def _run_tiled(self, deadline: float | None) -> cl.Buffer:
+        assert self.tile is not None
+        height, width = self.shape
+        columns, rows = self.tile
+        staged = cl.LocalMemory((columns + self.window - 1) * (rows + self.window - 1) * 4)
+        for offset in range(0, height, self.rows_per_launch):
+            if deadline is not None:
+                self.queue.finish()
+                if time.monotonic() > deadline:
+                    raise FrameDeadlineError(
+                        f"median {self.window}x{self.window} of a {height}x{width} frame not "
+                        f"done by its deadline ({offset} of {height} rows)")
+            band = min(self.rows_per_launch, height - offset)
+            self._median_tiled(
+                self.queue, (-(-width // columns) * columns, -(-band // rows) * rows),
+                (columns, rows), self.keys_buffer, self.output_buffer, np.int32(width),
+                np.int32(height), np.int32(self.padded_shape[1]), np.int32(offset), staged)
         return self.output_buffer
 
     def __call__(self, image: np.ndarray) -> np.ndarray:

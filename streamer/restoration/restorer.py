@@ -238,8 +238,9 @@ class Restorer:
         key = (shape, np.dtype(dtype).str)
         plan = self._backgrounds.get(key)
         if plan is None:
+            method = self.settings.median_method
             plan = BackgroundEqualiser(self.queue, self.library, shape, self.settings.window,
-                                       dtype)
+                                       dtype, None if method == "auto" else method)
             self._backgrounds.put(key, plan)
         return plan
 

@@ -211,6 +211,31 @@ def test_bench_json(tmp_path):
     assert 0 < report["psf_measurement_fraction"] and report["fresh_process_planning_seconds"] > 0
 
 
+def test_both_median_methods_restore_the_same_frame(tmp_path):
+    source = tmp_path / "frame.fits"
+    _synthetic_fits(source)
+    outputs = []
+    for method in ("histogram", "tiled"):
+        result = run_cli("restore", source, "-o", tmp_path / method, *FAST, "--median-method",
+                         method)
+        assert result.returncode == 0, result.stderr
+        outputs.append(fits.getdata(tmp_path / method / "frame.fits"))
+    assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_gpu_profile_runs_anywhere_and_times_both_medians():
+    # The profile a GPU session runs (scripts/gpu_bench.sh), here on PoCL at a small size so
+    # that the script cannot first fail on the GPU's minutes.
+    result = run_cli("bench", "--profile", "gpu", "--size", "256")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    figures = report["streamer"]
+    assert figures["frame"] == "256x256 uint16" and figures["restore_seconds"] > 0
+    assert set(figures["median_seconds_by_method"]) == {"histogram", "tiled"}
+    assert figures["median_float32_seconds"] == min(figures["median_seconds_by_method"].values())
+    assert figures["bytes_per_pixel"] <= 6.5  # uint16 in, float32 out
+
+
 def test_simulate_then_restore(tmp_path):
     result = run_cli("simulate", "-o", tmp_path / "frames", "--count", "2", "--size", "96",
                      "--psf", "streak:length=9,angle=20")

@@ -41,13 +41,14 @@ def run(device: str | None) -> dict[str, np.ndarray]:
     # Plans stay alive to the end: Oclgrind 21.10 misreads writes into memory reused after a
     # buffer is freed as uninitialised (a simulator artefact, not a kernel's).
     keep: list[object] = []
-    for dtype in (np.float32, np.uint16):
-        image = frame.astype(dtype)
-        keep.append(MedianFilter(queue, library, image.shape, 5, dtype))
-        out[f"median_{np.dtype(dtype).name}"] = keep[-1](image)
-    tiny = frame[:4, :3].astype(np.float32)  # smaller than the window
-    keep.append(MedianFilter(queue, library, tiny.shape, 7))
-    out["median_smaller_than_window"] = keep[-1](tiny)
+    for method in ("histogram", "tiled"):
+        for dtype in (np.float32, np.uint16):
+            image = frame.astype(dtype)
+            keep.append(MedianFilter(queue, library, image.shape, 5, dtype, method=method))
+            out[f"median_{method}_{np.dtype(dtype).name}"] = keep[-1](image)
+        tiny = frame[:4, :3].astype(np.float32)  # smaller than the window
+        keep.append(MedianFilter(queue, library, tiny.shape, 7, method=method))
+        out[f"median_{method}_smaller_than_window"] = keep[-1](tiny)
     psfs = {"gaussian": gaussian_psf(2.0, size=9), "streak": streak_psf(5, 30.0, 1.2, size=9)}
     src = np.random.default_rng(2).random((20 + 8, 23 + 8)).astype(np.float32)
     for method in METHODS:

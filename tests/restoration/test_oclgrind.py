@@ -51,7 +51,8 @@ def runs(tmp_path_factory):
 
 def test_our_kernels_are_clean(runs):
     _, _, log = runs
-    assert OURS >= {"median_columns", "prepare_frame", "rl_ratio", "correlate_dense"}
+    assert OURS >= {"median_columns", "median_tiled", "prepare_frame", "rl_ratio",
+                    "correlate_dense"}
     reported = Counter(re.findall(r"Kernel: (\w+)", log))
     ours = {name: count for name, count in reported.items() if name in OURS}
     assert not ours, f"Oclgrind reports in our kernels: {ours}\n{log[:4000]}"
@@ -79,6 +80,13 @@ def _compare(device: Path, simulated: Path, vkfft: bool) -> None:
 
 def test_outputs_equal_the_real_device(runs):
     _compare(*runs[:2], vkfft=False)
+
+
+def test_both_median_methods_agree_under_the_simulator(runs):
+    with np.load(runs[1]) as simulated:
+        for case in ("float32", "uint16", "smaller_than_window"):
+            assert np.array_equal(simulated[f"median_histogram_{case}"],
+                                  simulated[f"median_tiled_{case}"]), case
 
 
 @pytest.mark.xfail(reason="VkFFT's generated kernels read undefined local memory under "
