@@ -50,7 +50,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 log "installing streamer and its dependencies"
-"$venv/bin/python" -m pip install -q -e ".[pocl,test,view]"
+"$venv/bin/python" -m pip install -q -e ".[pocl,fftw,test,view]"
 if ! "$venv/bin/python" -m pip install -q -e ".[fft]"; then
   log "pyvkfft did not build: the fft convolution method is unavailable (others work)"
 fi

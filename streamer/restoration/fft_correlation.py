@@ -4,15 +4,14 @@ Both compute the valid correlation as a circular one on a transform at least as 
 source: every output ``(y, x)`` reads source rows ``y … y + kh - 1`` and columns
 ``x … x + kw - 1``, all inside the transform, so nothing wraps around.
 
-The host path exists because on a CPU device the best FFT is the host's own: SciPy's pocketfft
-on all cores, reading and writing the device buffers through zero-copy maps (PoCL keeps its
-buffers in host memory). The multiplications and the rest of Richardson–Lucy stay in the
+The host path exists because on a CPU device the best FFT is the host's own: FFTW (pyFFTW) or
+SciPy's pocketfft on all cores (``host_transforms``), reading and writing the device buffers
+through zero-copy maps (PoCL keeps its buffers in host memory). The multiplications and the rest of Richardson–Lucy stay in the
 OpenCL kernels.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -102,7 +101,8 @@ def mapped(queue: cl.CommandQueue, buffer: cl.Buffer, flags: int,
 
 
 class HostFFTCorrelation(Correlation):
-    """Correlation with SciPy's FFT on the host's cores, on mapped device buffers."""
+    """Correlation with the host's FFT (FFTW through pyFFTW, else SciPy's pocketfft) on all
+    cores, reading and writing the device buffers through maps."""
 
     method = "host_fft"
 
@@ -110,29 +110,35 @@ class HostFFTCorrelation(Correlation):
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int],
                  workers: int | None = None) -> None:
         super().__init__(queue, kernel_shape, out_shape)
-        import scipy.fft
+        from streamer.restoration.correlation_plan import PlanCache
+        from streamer.restoration.host_transforms import plan_pair
 
-        self._fft = scipy.fft
-        self.workers = workers or os.cpu_count() or 1
-        self.fft_shape = (scipy.fft.next_fast_len(self.src_shape[0], real=True),
-                          scipy.fft.next_fast_len(self.src_shape[1], real=True))
+        # The transform's input stays zero outside the source block; only that is rewritten.
+        self.transforms = plan_pair(self.src_shape, workers, PlanCache())
+        self.fft_shape = self.transforms.shape
+        self.workers = self.transforms.threads
         self._kernel_conjugate: np.ndarray | None = None
-        # The transform's input, zero outside the source block; only that block is rewritten.
-        self._padded = np.zeros(self.fft_shape, dtype=np.float32)
 
     def _load(self, weights: np.ndarray) -> None:
-        spectrum = self._fft.rfft2(weights, s=self.fft_shape, workers=self.workers)
-        self._kernel_conjugate = np.conj(spectrum).astype(np.complex64)
+        import scipy.fft
+
+        spectrum = scipy.fft.rfft2(weights, s=self.fft_shape, workers=self.workers)
+        # The backward transform is not normalised: 1 / size goes into the kernel's spectrum.
+        spectrum = np.conj(spectrum) / self.transforms.size
+        # Frequencies a smooth PSF leaves below 1e-30 of its peak would only make denormal
+        # products (slow on x86) that change no output digit: zero them.
+        spectrum[np.abs(spectrum) < 1e-30 * np.abs(spectrum).max()] = 0
+        self._kernel_conjugate = spectrum.astype(np.complex64)
 
     def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
         rows, columns = self.out_shape
         src_rows, src_columns = self.src_shape
+        transforms = self.transforms
         with mapped(self.queue, src, cl.map_flags.READ, self.src_shape) as source:
-            self._padded[:src_rows, :src_columns] = source
-        spectrum = self._fft.rfft2(self._padded, workers=self.workers)
-        np.multiply(spectrum, self._kernel_conjugate, out=spectrum)
-        product = self._fft.irfft2(spectrum, s=self.fft_shape, workers=self.workers,
-                                   overwrite_x=True)
+            transforms.real[:src_rows, :src_columns] = source
+        transforms.forward()
+        np.multiply(transforms.spectrum, self._kernel_conjugate, out=transforms.spectrum)
+        transforms.backward()
         with mapped(self.queue, dst, cl.map_flags.WRITE_INVALIDATE_REGION,
                     self.out_shape) as out:
-            out[...] = product[:rows, :columns]
+            out[...] = transforms.output[:rows, :columns]

@@ -1,0 +1,69 @@
+"""The host's FFT pairs behind ``host_fft``: FFTW (pyFFTW) and the pocketfft fallback give
+SciPy's correlation; FFTW's size choice and wisdom are kept on disk and reused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import correlate
+
+from streamer.imaging.psf import moffat_psf, streak_psf
+from streamer.restoration import host_transforms
+from streamer.restoration.correlation_plan import PlanCache, build_correlation
+from streamer.restoration.host_transforms import (
+    FFTWPair, PocketFFTPair, fftw_available, plan_pair, smooth_lengths,
+)
+
+LIBRARIES = ["pocketfft"] + (["fftw"] if fftw_available() else [])
+
+
+def test_candidate_lengths_are_fftw_friendly():
+    assert smooth_lengths(2088) == [2100, 2112, 2160, 2187]   # 2²·3·5²·7, 2⁶·3·11, ...
+    assert smooth_lengths(2048) == [2048, 2100, 2112, 2160]    # not 2058 = 2·3·7³
+    assert smooth_lengths(13) == [14]                          # 13 is prime: next one only
+    assert smooth_lengths(1) == [1]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_pair_is_unnormalised_and_invertible(library):
+    pair = (FFTWPair if library == "fftw" else PocketFFTPair)((24, 30), 2)
+    image = np.random.default_rng(1).random((24, 30)).astype(np.float32)
+    pair.real[...] = image
+    pair.forward()
+    assert np.allclose(pair.spectrum[0, 0], image.sum(), rtol=1e-5)
+    pair.backward()
+    np.testing.assert_allclose(pair.output / pair.size, image, atol=1e-5)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("psf", [moffat_psf(3.0, 2.5, size=15), streak_psf(15, 35.0, 1.5)])
+def test_host_fft_equals_scipy_with_either_library(opencl, monkeypatch, library, psf):
+    monkeypatch.setattr(host_transforms, "fftw_available", lambda: library == "fftw")
+    weights = psf / psf.sum()
+    correlation = build_correlation("host_fft", opencl.queue, opencl.library, weights, (61, 47))
+    assert correlation.transforms.library == library
+    src = np.random.default_rng(3).random(correlation.src_shape).astype(np.float32)
+    expected = correlate(src.astype(np.float64), weights, mode="valid")
+    for _ in range(2):  # the transform input must stay zero outside the source block
+        np.testing.assert_allclose(correlation(src), expected, rtol=0,
+                                   atol=2e-6 * expected.max())
+
+
+@pytest.mark.skipif(not fftw_available(), reason="pyFFTW is not installed")
+def test_the_measured_size_and_wisdom_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(host_transforms, "_loaded_wisdom", set())
+    cache = PlanCache(tmp_path / "plans.json")
+    first = plan_pair((130, 100), 2, cache)
+    (entry,) = [value for key, value in cache._read().items() if "fftw-size" in key]
+    assert set(entry["timings"]) == {"132x100", "135x105", "140x108"}
+    assert tuple(entry["shape"]) == first.shape and list(tmp_path.glob("fftw-wisdom-*.json"))
+
+    def no_timing(*_):  # a fresh process with a warm cache times nothing
+        raise AssertionError("timed again despite the cache")
+
+    monkeypatch.setattr(host_transforms, "_time_pair", no_timing)
+    monkeypatch.setattr(host_transforms, "_loaded_wisdom", set())
+    assert plan_pair((130, 100), 2, PlanCache(tmp_path / "plans.json")).shape == first.shape
+    with pytest.raises(AssertionError, match="timed again"):
+        plan_pair((131, 100), 2, cache)
