@@ -92,7 +92,7 @@ def _rl_iteration(restorer: Restorer, frame: np.ndarray, psf: np.ndarray, label:
     plan.set_data(data)
     time_iterations(plan, 1)  # warm-up
     ours, ours_with_setup = per_iteration(
-        lambda n: min(time_iterations(plan, n) for _ in range(2)))
+        lambda n: min(time_iterations(plan, n) for _ in range(3)))
     reference = reference_with_setup = None
     if with_reference:
         from skimage.restoration import richardson_lucy
@@ -102,7 +102,7 @@ def _rl_iteration(restorer: Restorer, frame: np.ndarray, psf: np.ndarray, label:
         # at 2048²); counting that as iterations overstated scikit-image's time before.
         richardson_lucy(data, kernel, num_iter=1, clip=False)
         reference, reference_with_setup = per_iteration(lambda n: _best_of(
-            lambda: richardson_lucy(data, kernel, num_iter=n, clip=False), 1))
+            lambda: richardson_lucy(data, kernel, num_iter=n, clip=False), 2))
     row = _row(f"RL iteration, {label}", ours, reference, SKIMAGE)
     row["method"] = plan.method
     row["streamer_seconds_with_setup"] = ours_with_setup

@@ -113,7 +113,6 @@ class HostFFTCorrelation(Correlation):
         from streamer.restoration.correlation_plan import PlanCache
         from streamer.restoration.host_transforms import plan_pair
 
-        # The transform's input stays zero outside the source block; only that is rewritten.
         self.transforms = plan_pair(self.src_shape, workers, PlanCache())
         self.fft_shape = self.transforms.shape
         self.workers = self.transforms.threads
@@ -131,14 +130,13 @@ class HostFFTCorrelation(Correlation):
         self._kernel_conjugate = spectrum.astype(np.complex64)
 
     def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
-        rows, columns = self.out_shape
-        src_rows, src_columns = self.src_shape
         transforms = self.transforms
+        assert self._kernel_conjugate is not None
         with mapped(self.queue, src, cl.map_flags.READ, self.src_shape) as source:
-            transforms.real[:src_rows, :src_columns] = source
+            transforms.load(source)
         transforms.forward()
-        np.multiply(transforms.spectrum, self._kernel_conjugate, out=transforms.spectrum)
+        transforms.multiply(self._kernel_conjugate)
         transforms.backward()
         with mapped(self.queue, dst, cl.map_flags.WRITE_INVALIDATE_REGION,
                     self.out_shape) as out:
-            out[...] = transforms.output[:rows, :columns]
+            transforms.unload(out)
