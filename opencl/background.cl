@@ -13,8 +13,8 @@ inline float key_to_value(const uint key)
 #endif
 }
 
-// B = A - median; per work item of a grid-stride loop, the min of B over its valid pixels
-// (reduce.cl folds the partials).
+// B = A - median; per work item (FOR_EACH_ELEMENT, common.cl), the min of B over its valid
+// pixels (reduce.cl folds the partials).
 __kernel void subtract_median(__global const float * restrict image,
                               __global const uint * restrict median_keys,
                               __global const float * restrict weight,
@@ -23,9 +23,8 @@ __kernel void subtract_median(__global const float * restrict image,
                               __global float * restrict partial_min)
 {
     const int g = get_global_id(0);
-    const int stride = get_global_size(0);
     float smallest = INFINITY;
-    for (int i = g; i < count; i += stride) {
+    FOR_EACH_ELEMENT(i, count) {
         const float value = image[i] - key_to_value(median_keys[i]);
         residual[i] = value;
         if (weight[i] > 0.0f) smallest = fmin(smallest, value);

@@ -22,10 +22,9 @@
 // that several steps read on the device: SKY, DATA_SUM, DATA_COUNT, CHI2, CHI2_COUNT, CHANGE,
 // TOTAL, ESTIMATE_SUM).
 
-// The reducing steps below are grid-stride loops: work item g handles pixels g, g + G,
-// g + 2G, ... (G = the global size) and writes one partial sum per quantity; reduce.cl folds
-// the G partials. No local memory and no barriers, which CPUs (PoCL) run fast and GPUs
-// coalesce (neighbouring items read neighbouring pixels).
+// The reducing steps below spread their pixels over the work items with FOR_EACH_ELEMENT
+// (common.cl: a grid stride on GPUs, contiguous runs on CPUs); each item writes one partial
+// sum per quantity and reduce.cl folds them. No local memory and no barriers.
 
 // u^(DAMPING_POWER - 1) by repeated squaring: the exponent is a constant, so this unrolls into
 // a few multiplications (pown is a library call on some compilers, ten times slower).
@@ -47,9 +46,8 @@ __kernel void rl_data_sums(__global const float * restrict data,
                            __global float * restrict partial_count)
 {
     const int g = get_global_id(0);
-    const int stride = get_global_size(0);
     float sum = 0.0f, counted = 0.0f;
-    for (int i = g; i < count; i += stride) {
+    FOR_EACH_ELEMENT(i, count) {
         if (weight[i] > 0.0f) {
             sum += data[i];
             counted += 1.0f;
@@ -117,11 +115,10 @@ __kernel void rl_chi2(__global const float * restrict data,
                       __global float * restrict partial_count)
 {
     const int g = get_global_id(0);
-    const int stride = get_global_size(0);
     const float sky = stats[STAT_SKY];
     const float signal_level = sky + signal_sigmas * sqrt(variance);
     float chi2 = 0.0f, counted = 0.0f;
-    for (int i = g; i < count; i += stride) {
+    FOR_EACH_ELEMENT(i, count) {
         const float m = model[i] + sky - pedestal;
         if (weight[i] > 0.0f && m > signal_level) {
             const float residual = data[i] - m;
@@ -182,9 +179,8 @@ __kernel void rl_update_measured(__global float * restrict estimate,
                                  __global float * restrict partial_total)
 {
     const int g = get_global_id(0);
-    const int stride = get_global_size(0);
     float change = 0.0f, total = 0.0f;
-    for (int i = g; i < count; i += stride) {
+    FOR_EACH_ELEMENT(i, count) {
         const float n = norm[i];
         const float old_value = estimate[i];
         const float new_value = n > NORM_FLOOR ? old_value * correction[i] / n : 0.0f;
@@ -206,10 +202,9 @@ __kernel void rl_estimate_sums(__global const float * restrict estimate,
                                __global float * restrict partial_sum)
 {
     const int g = get_global_id(0);
-    const int stride = get_global_size(0);
     const int ext_width = width + 2 * radius_x;
     float sum = 0.0f;
-    for (int i = g; i < width * height; i += stride) {
+    FOR_EACH_ELEMENT(i, width * height) {
         const int y = i / width;
         const int x = i - y * width;
         if (weight[i] > 0.0f) sum += estimate[(size_t)(y + radius_y) * ext_width + x + radius_x];

@@ -35,6 +35,9 @@ class KernelLibrary:
         self.context = context
         self._programs: dict[tuple[str, tuple[tuple[str, str], ...]], cl.Program] = {}
         self.build_seconds: float = 0.0
+        # Reducing loops take contiguous runs per work item on CPUs, a grid stride on GPUs
+        # (opencl/common.cl).
+        self.chunked = not any(device.type & cl.device_type.GPU for device in context.devices)
 
     def program(self, family: str, **defines: int | float | str) -> cl.Program:
         """The built program ``opencl/<family>.cl`` with ``-D NAME=value`` for each define."""
@@ -42,8 +45,9 @@ class KernelLibrary:
         program = self._programs.get(key)
         if program is not None:
             return program
-        source = read_kernel_source(family)
+        source = read_kernel_source("common") + "\n" + read_kernel_source(family)
         options = [f"-D{name}={value}" for name, value in key[1]]
+        options.append(f"-DCHUNKED={int(self.chunked)}")
         options.append("-cl-mad-enable")
         started = time.perf_counter()
         try:
