@@ -34,12 +34,44 @@ def shifted(stamp: np.ndarray, dy: float, dx: float, pad: int = 8) -> np.ndarray
     return moved
 
 
-def _registered(stamp: np.ndarray, centre: tuple[float, float], half: int) -> np.ndarray:
-    """The stamp moved so ``centre`` falls on its central pixel, cropped to ``half``."""
-    middle = (stamp.shape[0] - 1) / 2.0
-    moved = shifted(stamp, middle - centre[0], middle - centre[1])
-    crop = int(middle) - half
-    return moved[crop: crop + 2 * half + 1, crop: crop + 2 * half + 1]
+def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pad: int = 8
+                 ) -> list[np.ndarray]:
+    """:func:`shifted` for many stamps of one shape in one batched transform (a Python-level
+    FFT per stamp cost more than the transforms themselves)."""
+    if len({stamp.shape for stamp in stamps}) != 1:
+        return [shifted(stamp, dy, dx, pad) for stamp, (dy, dx) in zip(stamps, shifts)]
+    cube = np.array(stamps, dtype=np.float64)
+    invalid = ~np.isfinite(cube)
+    import scipy.fft
+
+    padded = np.pad(np.where(invalid, 0.0, cube), ((0, 0), (pad, pad), (pad, pad)))
+    spectrum = scipy.fft.rfft2(padded, axes=(-2, -1), workers=-1)
+    ky = np.fft.fftfreq(padded.shape[1])[None, :, None]
+    kx = np.fft.rfftfreq(padded.shape[2])[None, None, :]
+    dy = np.array([shift[0] for shift in shifts], dtype=np.float64)[:, None, None]
+    dx = np.array([shift[1] for shift in shifts], dtype=np.float64)[:, None, None]
+    spectrum *= np.exp(-2j * np.pi * (ky * dy + kx * dx))
+    moved = scipy.fft.irfft2(spectrum, padded.shape[1:], axes=(-2, -1), workers=-1,
+                             overwrite_x=True)[:, pad:-pad, pad:-pad]
+    out = list(moved)
+    for index in np.flatnonzero(invalid.any(axis=(1, 2))):
+        from scipy.ndimage import binary_dilation, shift
+
+        spread = binary_dilation(shift(invalid[index].astype(float), shifts[index], order=1)
+                                 > 0.01)
+        out[index][spread] = np.nan
+    return out
+
+
+def _registered(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: int
+                ) -> list[np.ndarray]:
+    """Each stamp moved so its ``centre`` falls on its central pixel, cropped to ``half``."""
+    if not stamps:
+        return []
+    middles = [(stamp.shape[0] - 1) / 2.0 for stamp in stamps]
+    moved = shifted_many(stamps, [(m - cy, m - cx) for m, (cy, cx) in zip(middles, centres)])
+    crops = [int(m) - half for m in middles]
+    return [layer[c: c + 2 * half + 1, c: c + 2 * half + 1] for layer, c in zip(moved, crops)]
 
 
 def stack(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: int,
@@ -51,7 +83,7 @@ def stack(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: in
 
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1]
     inside = ys**2 + xs**2 <= aperture**2
-    layers = [_registered(s, c, half) for s, c in zip(stamps, centres)]
+    layers = _registered(stamps, centres, half)
     # A first, unweighted look fills each layer's masked aperture pixels for its flux.
     guess = np.nanmedian(np.array([layer / np.nansum(layer[inside]) for layer in layers]), axis=0)
     guess = np.nan_to_num(guess)
@@ -79,8 +111,8 @@ def refine(stamps: list[np.ndarray], centres: list[tuple[float, float]], psf: np
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
     weight = np.clip(psf, 0.0, None)
     refined = []
-    for stamp, (cy, cx) in zip(stamps, centres):
-        product = np.nan_to_num(weight * _registered(stamp, (cy, cx), half))
+    for layer, (cy, cx) in zip(_registered(stamps, centres, half), centres):
+        product = np.nan_to_num(weight * layer)
         total = product.sum()
         if not total > 0:
             refined.append((cy, cx))
