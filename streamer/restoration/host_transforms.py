@@ -23,8 +23,12 @@ import platform
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # correlation_plan imports this module (through fft_correlation)
+    from streamer.restoration.correlation_plan import PlanCache
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +230,7 @@ def _time_pair(pair: TransformPair, repeats: int = 5) -> float:
 
 
 def plan_pair(minimum: tuple[int, int], threads: int | None = None,
-              cache: object | None = None, use_fftw: bool | None = None) -> TransformPair:
+              cache: PlanCache | None = None, use_fftw: bool | None = None) -> TransformPair:
     """The fastest transform pair at least ``minimum`` in each axis: FFTW's when pyFFTW is
     there (sizes timed, the choice kept in ``cache``, a :class:`PlanCache`), else
     pocketfft's at ``next_fast_len``."""
@@ -242,9 +246,10 @@ def plan_pair(minimum: tuple[int, int], threads: int | None = None,
     wisdom = _Wisdom(cache_directory(), key)
     wisdom.load()
     cache_key = json.dumps(["fftw-size", 1, key, list(minimum)])
-    known = cache.get(cache_key) if cache is not None else None  # type: ignore[attr-defined]
+    known = cache.get(cache_key) if cache is not None else None
     if known is not None:
-        return FFTWPair(tuple(known["shape"]), threads)  # type: ignore[arg-type]
+        size = known["shape"]
+        return FFTWPair((int(size[0]), int(size[1])), threads)
     rows, columns = smooth_lengths(minimum[0]), smooth_lengths(minimum[1])
     timings: dict[str, float] = {}
     best: FFTWPair | None = None
@@ -260,7 +265,7 @@ def plan_pair(minimum: tuple[int, int], threads: int | None = None,
              ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in timings.items()))
     wisdom.save()
     if cache is not None:
-        cache.put(cache_key, {"shape": list(best.shape), "timings": timings,  # type: ignore
+        cache.put(cache_key, {"shape": list(best.shape), "timings": timings,
                               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     best.real.fill(0)
     return best
