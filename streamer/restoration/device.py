@@ -20,12 +20,13 @@ device with a warning instead of failing on the first frame.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyopencl as cl
 
-from streamer.errors import DeviceError
+from streamer.errors import DeviceError, FrameDeadlineError
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +191,12 @@ def describe_device(device: cl.Device) -> str:
     """``platform / device`` — the text recorded in FITS provenance and metrics."""
     return f"{device.platform.name.strip()} / {device.name.strip()}"
 
+
+def check_deadline(queue: cl.CommandQueue, deadline: float | None, unfinished: str) -> None:
+    """With a ``deadline`` (``time.monotonic()``): wait for the queue, then raise
+    FrameDeadlineError("<unfinished> not done by its deadline") once it has passed."""
+    if deadline is None:
+        return
+    queue.finish()
+    if time.monotonic() > deadline:
+        raise FrameDeadlineError(f"{unfinished} not done by its deadline")

@@ -127,6 +127,7 @@ class TransformPair:
         self.shape = (int(shape[0]), int(shape[1]))
         self.size = self.shape[0] * self.shape[1]
         self.threads = threads
+        self._cleared: tuple[int, int] | None = None  # the block outside which real is zero
 
     def load(self, block: np.ndarray) -> None:
         """The transform's input: ``block`` at the origin, zero everywhere else."""
@@ -145,7 +146,7 @@ class TransformPair:
 
     def _clear_outside(self, rows: int, columns: int) -> None:
         """Zero the input outside the block (once: nothing else writes there)."""
-        if getattr(self, "_cleared", None) != (rows, columns):
+        if self._cleared != (rows, columns):
             self.real[rows:, :] = 0
             self.real[:rows, columns:] = 0
             self._cleared = (rows, columns)
@@ -206,8 +207,9 @@ class PocketFFTPair(TransformPair):
         super().__init__(shape, threads)
         self._fft = scipy.fft
         self.real = np.zeros(self.shape, dtype=np.float32)
-        self.spectrum = np.zeros((self.shape[0], self.shape[1] // 2 + 1), dtype=np.complex64)
-        self.output = np.zeros(self.shape, dtype=np.float32)
+        # SciPy returns new arrays: these are bound by forward() and backward().
+        self.spectrum = np.empty((0, 0), dtype=np.complex64)
+        self.output = np.empty((0, 0), dtype=np.float32)
 
     def forward(self) -> None:
         self.spectrum = self._fft.rfft2(self.real, workers=self.threads)

@@ -18,13 +18,13 @@ device from the frame as uploaded, in its own type (``opencl/prepare.cl``,
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pyopencl as cl
 
-from streamer.errors import FrameDeadlineError, ParameterError
+from streamer.errors import ParameterError
 from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.device import check_deadline
 from streamer.restoration.kernels import KernelLibrary
 
 NBINS = 16384
@@ -302,12 +302,9 @@ class MedianFilter:
             return self._run_tiled(deadline)
         height, width = self.shape
         for offset in range(0, width, self.columns_per_launch):
-            if deadline is not None:
-                self.queue.finish()
-                if time.monotonic() > deadline:
-                    raise FrameDeadlineError(
-                        f"median {self.window}x{self.window} of a {height}x{width} frame not "
-                        f"done by its deadline ({offset} of {width} columns)")
+            check_deadline(self.queue, deadline,
+                           f"median {self.window}x{self.window} of a {height}x{width} frame "
+                           f"({offset} of {width} columns)")
             columns = min(self.columns_per_launch, width - offset)
             self._median_columns(
                 self.queue, (columns, self.strips), None,
@@ -324,12 +321,9 @@ class MedianFilter:
         columns, rows = self.tile
         staged = cl.LocalMemory((columns + self.window - 1) * (rows + self.window - 1) * 4)
         for offset in range(0, height, self.rows_per_launch):
-            if deadline is not None:
-                self.queue.finish()
-                if time.monotonic() > deadline:
-                    raise FrameDeadlineError(
-                        f"median {self.window}x{self.window} of a {height}x{width} frame not "
-                        f"done by its deadline ({offset} of {height} rows)")
+            check_deadline(self.queue, deadline,
+                           f"median {self.window}x{self.window} of a {height}x{width} frame "
+                           f"({offset} of {height} rows)")
             band = min(self.rows_per_launch, height - offset)
             self._median_tiled(
                 self.queue, (-(-width // columns) * columns, -(-band // rows) * rows),

@@ -43,17 +43,17 @@ reduced on the device: a run reads back a handful of floats, never a frame.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyopencl as cl
 
-from streamer.errors import FrameDeadlineError, ParameterError
+from streamer.errors import ParameterError
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import validate_psf
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.device import check_deadline
 from streamer.restoration.correlation_plan import PlanCache, build_correlation, plan_correlation
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.reduction import Reduction, reduction_items
@@ -278,12 +278,8 @@ class RichardsonLucy:
             measure = tolerance is not None or check_noise or done == num_iter
             self._iterate(threshold_squared, variance, inverse_gain, measure,
                           noise is not None and (check_noise or done == num_iter))
-            if deadline is not None:
-                self.queue.finish()
-                if time.monotonic() > deadline:
-                    raise FrameDeadlineError(
-                        f"Richardson-Lucy not done by the frame's deadline ({done} of "
-                        f"{num_iter} iterations)")
+            check_deadline(self.queue, deadline,
+                           f"Richardson-Lucy ({done} of {num_iter} iterations)")
             if not measure:
                 continue
             values = self._read_statistics()

@@ -187,3 +187,16 @@ def test_8192_square_frame(opencl):
     assert np.array_equal(got[:100], band[:100])
     band = median_filter(image[:, -120:], size=31, mode="reflect")
     assert np.array_equal(got[:, -100:], band[:, -100:])
+
+
+def test_a_passed_deadline_stops_either_method(opencl, method):
+    import time
+
+    from streamer.errors import FrameDeadlineError
+
+    image = np.random.default_rng(5).normal(size=(40, 50)).astype(np.float32)
+    plan = MedianFilter(opencl.queue, opencl.library, image.shape, 7, method=method)
+    plan.upload(image)
+    with pytest.raises(FrameDeadlineError, match=r"median 7x7 of a 40x50 frame \(0 of"):
+        plan.run(deadline=time.monotonic() - 1.0)
+    plan.run(deadline=time.monotonic() + 600.0)  # in time: runs to the end

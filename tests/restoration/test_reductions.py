@@ -33,3 +33,4 @@ def test_both_layouts_sum_every_valid_pixel_once(opencl, chunked, shape):
 def test_the_layout_follows_the_device(opencl):
     gpu = bool(opencl.device.type & cl.device_type.GPU)
     assert KernelLibrary(opencl.context).chunked is not gpu
+

@@ -104,3 +104,17 @@ def test_bad_iteration_parameters(opencl, num_iter, tolerance):
     plan = RichardsonLucy(opencl.queue, opencl.library, data.shape, gaussian_psf(2.5))
     with pytest.raises(ParameterError):
         plan(data, num_iter=num_iter, tolerance=tolerance)
+
+
+def test_a_passed_deadline_stops_richardson_lucy(opencl):
+    import time
+
+    from streamer.errors import FrameDeadlineError
+
+    plan = RichardsonLucy(opencl.queue, opencl.library, (30, 40), gaussian_psf(1.5, size=5),
+                          "dense")
+    plan.set_weights(None)
+    plan.set_data(np.ones((30, 40), np.float32))
+    with pytest.raises(FrameDeadlineError, match=r"Richardson-Lucy \(1 of 5 iterations\) not "
+                                                 r"done by its deadline"):
+        plan.run(5, deadline=time.monotonic() - 1.0)
