@@ -107,6 +107,11 @@ class Worker:
         self.producers: dict[int, AIOKafkaProducer] = {}
         self.generation: dict[int, int] = {}
         self._producer_ready: dict[int, asyncio.Event] = {}
+        # One transaction at a time per producer: the fetch stage's attempt marker and the
+        # transaction stage's commit share a partition's producer, and aiokafka's state machine
+        # fails an assertion (crashing the stage) when a second transaction begins inside one.
+        self._transacting: collections.defaultdict[int, asyncio.Lock] = \
+            collections.defaultdict(asyncio.Lock)
         # The frame at a partition's committed offset when it was assigned (None: the first
         # frame, nothing committed yet) and its earlier attempts. It is counted before the
         # device touches it.
@@ -288,22 +293,37 @@ class Worker:
     async def _count_attempt(self, item: AssembledFrame) -> StreamerError | None:
         """For the frame a previous owner may have died on: an error when its attempts are
         spent, else record one more attempt (committed before it is decoded)."""
-        suspect = self._suspects.get(item.partition)
-        if suspect is None or suspect[0] not in (None, item.first_offset):
+        partition, generation = item.partition, self.generation.get(item.partition)
+        ready = self._producer_ready.get(partition)
+        if ready is None:
+            return None  # revoked: the next owner counts it
+        # The suspects are read while the partition is being acquired, and records can
+        # arrive before that ends: wait, or the first frame would slip past uncounted.
+        await ready.wait()
+        suspect = self._suspects.get(partition)
+        if (self.generation.get(partition) != generation or suspect is None
+                or suspect[0] not in (None, item.first_offset)):
             return None
         offset, earlier = item.first_offset, suspect[1]
-        del self._suspects[item.partition]
+        del self._suspects[partition]
         if earlier >= self.settings.retry_budget:
             return FrameError(
                 f"gave up after {earlier} attempts: a worker stopped (crashed, killed, or its "
                 "device failed) each time it restored this frame")
-        await self._producer_ready[item.partition].wait()
-        producer = self.producers.get(item.partition)
-        if producer is not None:
-            async with producer.transaction():
+        producer = self.producers.get(partition)
+        if producer is None:
+            return None
+        try:
+            async with self._transacting[partition], producer.transaction():
                 await producer.send_offsets_to_transaction(
-                    {TopicPartition(self.topic, item.partition): marker(offset, earlier + 1)},
+                    {TopicPartition(self.topic, partition): marker(offset, earlier + 1)},
                     self.settings.group_id)
+        except (KafkaError, asyncio.TimeoutError, OSError) as error:
+            # Uncounted, the frame still gets restored; the frame's transaction will need a
+            # sound producer, so this one is replaced.
+            log.warning("worker %s: recording an attempt at %s[%d]@%d failed (%s)",
+                        self.worker_id, self.topic, partition, offset, type(error).__name__)
+            await self._renew_producer(partition, generation)
         return None
 
     async def _on_device(self, loop: asyncio.AbstractEventLoop,
@@ -441,7 +461,7 @@ class Worker:
                            commit_offset: int) -> None:
         item = outcome.decoded.item
         started = time.perf_counter()
-        async with producer.transaction():
+        async with self._transacting[item.partition], producer.transaction():
             for record in outcome.records:
                 await producer.send(record.topic, record.value, key=record.key,
                                     headers=record.headers)
@@ -456,22 +476,24 @@ class Worker:
 
     async def _renew_producer(self, partition: int, generation: int) -> None:
         """A new producer for the partition, same transactional id: it fences the failed one
-        and aborts its open transaction."""
-        old = self.producers.pop(partition, None)
-        if old is not None:
+        and aborts its open transaction. Taken under the partition's transaction lock, so no
+        transaction is cut off halfway."""
+        async with self._transacting[partition]:
+            old = self.producers.pop(partition, None)
+            if old is not None:
+                try:
+                    await asyncio.wait_for(old.stop(), 10)
+                except (KafkaError, asyncio.TimeoutError, OSError):
+                    pass
+            if self.generation.get(partition) != generation:
+                return
+            producer = transactional_producer(self.settings,
+                                              f"streamer-worker.{self.topic}.{partition}")
             try:
-                await asyncio.wait_for(old.stop(), 10)
+                await producer.start()
             except (KafkaError, asyncio.TimeoutError, OSError):
-                pass
-        if self.generation.get(partition) != generation:
-            return
-        producer = transactional_producer(self.settings,
-                                          f"streamer-worker.{self.topic}.{partition}")
-        try:
-            await producer.start()
-        except (KafkaError, asyncio.TimeoutError, OSError):
-            return  # the broker is still away: the next try starts one again
-        self.producers[partition] = producer
+                return  # the broker is still away: the next try starts one again
+            self.producers[partition] = producer
 
     def _count(self, outcome: FrameOutcome, item: AssembledFrame) -> None:
         error, frame_metrics = outcome.error, outcome.metrics

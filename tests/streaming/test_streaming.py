@@ -184,6 +184,42 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_flow(kafka_bootstrap, res
         assert letter.source_topic == settings.topics.raw and letter.source_offsets
 
 
+
+def test_frames_waiting_at_assignment_are_counted_first_and_committed_once(
+        kafka_bootstrap, restorer, monkeypatch):
+    """Records can reach the fetch stage while the partition is still being acquired. The
+    first frame's attempt must still be the one counted, and the attempt marker's transaction
+    must never overlap a frame's transaction on the same producer: aiokafka asserts on a
+    transaction begun inside another, which once crashed the worker in CI."""
+    import streamer.worker.worker as worker_module
+
+    settings = unique_settings(kafka_bootstrap, partitions=1)
+    real_recorded, real_marker = worker_module.recorded_attempts, worker_module.marker
+    marked: list[int] = []
+
+    async def slow_recorded(*args, **kwargs):
+        await asyncio.sleep(3.0)  # the fetch stage has the waiting frames by now
+        return await real_recorded(*args, **kwargs)
+
+    def spy_marker(offset, attempt):
+        marked.append(offset)
+        return real_marker(offset, attempt)
+
+    monkeypatch.setattr(worker_module, "recorded_attempts", slow_recorded)
+    monkeypatch.setattr(worker_module, "marker", spy_marker)
+
+    async def scenario():
+        await create_topics(settings)
+        await _publish(settings, 4)
+        worker = await _worker_until(settings, restorer, 4)
+        restored = await read_topic(settings, settings.topics.restored, expect=4)
+        return worker, restored
+
+    worker, restored = run(scenario())
+    assert worker.restored == 4 and worker.failed == 0
+    assert set(_count_by_frame(restored).values()) == {1} and len(restored) == 4
+    assert marked == [0]  # the partition's first frame, once
+
 def _count_by_frame(items) -> collections.Counter:
     return collections.Counter(RestoredFrame.model_validate_json(i.envelope_json).frame_id for i in items)
 
