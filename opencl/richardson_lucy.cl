@@ -239,3 +239,133 @@ __kernel void rl_output(__global const float * restrict estimate,
     restored[at] = weight[at] > 0.0f
         ? estimate[(size_t)(y + radius_y) * ext_width + x + radius_x] + background - excess : NAN;
 }
+
+// ---- Host-FFT iterations on the transforms' own buffers (CPU devices only) ------------------
+// With the host_fft correlation the two correlations run in place on FFTW's buffers, which the
+// kernels below read and write directly (the buffers are mapped, not copied). Each work item
+// takes one row of a transform: on a CPU that is one contiguous run, and the row's partial sums
+// of the measured iterations need no second pass. Rows are `pitch` floats apart; only the first
+// `columns` of a row are the transform's input (the rest holds the in-place half spectrum).
+
+// The ratio into the backward transform's input: row `row` holds the ratio of frame row
+// row - 2*ry at columns 2*rx ..., zero elsewhere (the margins, and every row outside the frame);
+// the model is read from the forward transform's output (frame rows at its origin). On the
+// measured iterations, also the chi^2 partial sums of rl_chi2, per row.
+__kernel void rl_ratio_rows(__global const float * restrict data,
+                            __global const float * restrict weight,
+                            __global const float * restrict model,
+                            const int model_pitch,
+                            __global float * restrict ratio_out,
+                            const int out_pitch,
+                            const int out_rows,
+                            const int out_columns,
+                            const int width,
+                            const int height,
+                            const int radius_y,
+                            const int radius_x,
+                            const float threshold_squared,
+                            const float variance,
+                            const float inverse_gain,
+                            const float pedestal,
+                            const float signal_sigmas,
+                            const int measure,
+                            __global const float * restrict stats,
+                            __global float * restrict partial_chi2,
+                            __global float * restrict partial_count)
+{
+    const int row = get_global_id(0);
+    if (row >= out_rows) return;
+    __global float * restrict out = ratio_out + (size_t)row * out_pitch;
+    const int y = row - 2 * radius_y;
+    float chi2 = 0.0f, counted = 0.0f;
+    if (y < 0 || y >= height) {
+        for (int x = 0; x < out_columns; ++x) out[x] = 0.0f;
+    } else {
+        const float sky = stats[STAT_SKY];
+        const float signal_level = sky + signal_sigmas * sqrt(variance);
+        const int left = 2 * radius_x;
+        __global const float * restrict d = data + (size_t)y * width;
+        __global const float * restrict w = weight + (size_t)y * width;
+        __global const float * restrict mo = model + (size_t)y * model_pitch;
+        for (int x = 0; x < left; ++x) out[x] = 0.0f;
+        for (int x = 0; x < width; ++x) {
+            const float m = mo[x] + sky - pedestal;
+            const float wx = w[x];
+            out[left + x] = (wx > 0.0f && m > TINY)
+                ? wx * damped_ratio(d[x], m, sky, threshold_squared, variance, inverse_gain)
+                : 0.0f;
+            if (measure && wx > 0.0f && m > signal_level) {
+                const float residual = d[x] - m;
+                chi2 += residual * residual / (variance + (m - sky) * inverse_gain);
+                counted += 1.0f;
+            }
+        }
+        for (int x = left + width; x < out_columns; ++x) out[x] = 0.0f;
+    }
+    if (measure) {
+        partial_chi2[row] = chi2;
+        partial_count[row] = counted;
+    }
+}
+
+// u <- u * (h' * ratio) / (h' * w) with the correction read from the backward transform's
+// output (extended rows at its origin), the new estimate also written into the forward
+// transform's input (zero outside the extended domain). On the measured iterations, also the
+// sums of |u_new - u_old| and of u_new, per row.
+__kernel void rl_update_rows(__global float * restrict estimate,
+                             __global const float * restrict correction,
+                             const int correction_pitch,
+                             __global const float * restrict norm,
+                             __global float * restrict estimate_out,
+                             const int out_pitch,
+                             const int out_rows,
+                             const int out_columns,
+                             const int ext_width,
+                             const int ext_height,
+                             const int measure,
+                             __global float * restrict partial_change,
+                             __global float * restrict partial_total)
+{
+    const int row = get_global_id(0);
+    if (row >= out_rows) return;
+    __global float * restrict out = estimate_out + (size_t)row * out_pitch;
+    float change = 0.0f, total = 0.0f;
+    if (row >= ext_height) {
+        for (int x = 0; x < out_columns; ++x) out[x] = 0.0f;
+    } else {
+        __global float * restrict u = estimate + (size_t)row * ext_width;
+        __global const float * restrict c = correction + (size_t)row * correction_pitch;
+        __global const float * restrict n = norm + (size_t)row * ext_width;
+        for (int x = 0; x < ext_width; ++x) {
+            const float old_value = u[x];
+            const float new_value = n[x] > NORM_FLOOR ? old_value * c[x] / n[x] : 0.0f;
+            u[x] = new_value;
+            out[x] = new_value;
+            change += fabs(new_value - old_value);
+            total += new_value;
+        }
+        for (int x = ext_width; x < out_columns; ++x) out[x] = 0.0f;
+    }
+    if (measure) {
+        partial_change[row] = change;
+        partial_total[row] = total;
+    }
+}
+
+// The estimate into the forward transform's input, zero outside the extended domain (before
+// the first iteration).
+__kernel void rl_stage_rows(__global const float * restrict estimate,
+                            __global float * restrict estimate_out,
+                            const int out_pitch,
+                            const int out_rows,
+                            const int out_columns,
+                            const int ext_width,
+                            const int ext_height)
+{
+    const int row = get_global_id(0);
+    if (row >= out_rows) return;
+    __global float * restrict out = estimate_out + (size_t)row * out_pitch;
+    const int copied = row < ext_height ? ext_width : 0;
+    for (int x = 0; x < copied; ++x) out[x] = estimate[(size_t)row * ext_width + x];
+    for (int x = copied; x < out_columns; ++x) out[x] = 0.0f;
+}

@@ -117,6 +117,11 @@ class HostFFTCorrelation(Correlation):
         self.fft_shape = self.transforms.shape
         self.workers = self.transforms.threads
         self._kernel_conjugate: np.ndarray | None = None
+        self.view: cl.Buffer | None = None
+        self.pitch = 0
+        buffer = getattr(self.transforms, "buffer", None)
+        if buffer is not None:
+            self.view, self.pitch = _device_view(queue, buffer), buffer.shape[1]
 
     def _load(self, weights: np.ndarray) -> None:
         import scipy.fft
@@ -129,6 +134,18 @@ class HostFFTCorrelation(Correlation):
         spectrum[np.abs(spectrum) < 1e-30 * np.abs(spectrum).max()] = 0
         self._kernel_conjugate = spectrum.astype(np.complex64)
 
+    def transform_in_place(self) -> None:
+        """Correlate what the kernels wrote into :attr:`view` (the source at its origin, zero
+        elsewhere, rows :attr:`pitch` floats apart); the output is left at its origin."""
+        assert self.view is not None and self._kernel_conjugate is not None
+        transforms = self.transforms
+        rows, pitch = transforms.shape[0], self.pitch
+        with mapped(self.queue, self.view, cl.map_flags.READ | cl.map_flags.WRITE,
+                    (rows, pitch)):
+            transforms.forward()
+            transforms.multiply(self._kernel_conjugate)
+            transforms.backward()
+
     def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
         transforms = self.transforms
         assert self._kernel_conjugate is not None
@@ -140,3 +157,14 @@ class HostFFTCorrelation(Correlation):
         with mapped(self.queue, dst, cl.map_flags.WRITE_INVALIDATE_REGION,
                     self.out_shape) as out:
             transforms.unload(out)
+
+
+def _device_view(queue: cl.CommandQueue, array: np.ndarray) -> cl.Buffer | None:
+    """A device buffer on ``array``'s own memory (CL_MEM_USE_HOST_PTR), or None when the
+    device maps it elsewhere. Mapped, such a buffer must show ``array`` itself (OpenCL 1.2,
+    clEnqueueMapBuffer); PoCL's CPU device then works on it without a copy."""
+    view = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE | cl.mem_flags.USE_HOST_PTR,
+                     hostbuf=array)
+    with mapped(queue, view, cl.map_flags.READ, (1, 1)) as first:
+        same = first.__array_interface__["data"][0] == array.__array_interface__["data"][0]
+    return view if same else None

@@ -172,9 +172,11 @@ class FFTWPair(TransformPair):
 
         super().__init__(shape, threads)
         half = self.shape[1] // 2 + 1
-        self._buffer = pyfftw.zeros_aligned((self.shape[0], 2 * half), dtype=np.float32)
-        self.real = self._buffer[:, :self.shape[1]]
-        self.spectrum = self._buffer.view(np.complex64)
+        # Page-aligned, so an OpenCL buffer can use this memory as its own (in-place RL).
+        self.buffer = pyfftw.zeros_aligned((self.shape[0], 2 * half), dtype=np.float32,
+                                           n=4096)
+        self.real = self.buffer[:, :self.shape[1]]
+        self.spectrum = self.buffer.view(np.complex64)
         self.output = self.real
         self._forward = pyfftw.FFTW(self.real, self.spectrum, axes=(0, 1),
                                     direction="FFTW_FORWARD", flags=("FFTW_MEASURE",),
@@ -182,7 +184,7 @@ class FFTWPair(TransformPair):
         self._backward = pyfftw.FFTW(self.spectrum, self.real, axes=(0, 1),
                                      direction="FFTW_BACKWARD", flags=("FFTW_MEASURE",),
                                      threads=threads)
-        self._buffer.fill(0)  # measuring wrote into it
+        self.buffer.fill(0)  # measuring wrote into it
 
     def _clear_outside(self, rows: int, columns: int) -> None:
         # In place, the backward transform leaves its output everywhere: clear every time.

@@ -54,6 +54,7 @@ from streamer.imaging.psf import validate_psf
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.device import check_deadline
+from streamer.restoration.in_place_iterations import InPlaceIterations
 from streamer.restoration.correlation_plan import PlanCache, build_correlation, plan_correlation
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.reduction import Reduction, reduction_items
@@ -158,6 +159,9 @@ class RichardsonLucy:
         self.method = self.forward.method
         self.psf = weights
         self._allocate()
+        # host_fft on a CPU: the kernels work on the transforms' own buffers, no copies.
+        self._in_place = (InPlaceIterations(self, program)
+                          if InPlaceIterations.available(self) else None)
 
     def _allocate(self) -> None:
         context, queue = self.queue.context, self.queue
@@ -317,9 +321,15 @@ class RichardsonLucy:
         self._initial(self.queue, _grid(*self.extended_shape[::-1]), None, self.data,
                       self.weight, self.estimate, np.int32(width), np.int32(height),
                       np.int32(ry), np.int32(rx), np.float32(self._pedestal), self.statistics)
+        if self._in_place is not None:
+            self._in_place.stage()
 
     def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
                  measure_change: bool, measure_chi2: bool) -> None:
+        if self._in_place is not None:
+            self._in_place.iterate(threshold_squared, variance, inverse_gain, self._pedestal,
+                                   SIGNAL_SIGMAS, measure_change, measure_chi2)
+            return
         height, width = self.shape
         ry, rx = self.radius
         self.forward.enqueue(self.estimate, self.model)

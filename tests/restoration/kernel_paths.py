@@ -60,9 +60,14 @@ def run(device: str | None) -> dict[str, np.ndarray]:
     data = frame - frame.min() + 1.0
     weight = np.ones_like(data)
     weight[5:7, 8:10] = 0
-    for method in ("dense", "host_fft") + (("fft",) if fft_available() else ()):
-        plan = RichardsonLucy(queue, library, data.shape, moffat_psf(2.5, 3.0, size=7), method)
+    for method in ("dense", "host_fft", "host_fft_copies") + (("fft",) if fft_available() else ()):
+        plan = RichardsonLucy(queue, library, data.shape, moffat_psf(2.5, 3.0, size=7),
+                              method.removesuffix("_copies"))
         keep.append(plan)
+        if method == "host_fft":  # whether the in-place kernels (rl_*_rows) ran
+            out["rl_host_fft_in_place"] = np.array(plan._in_place is not None)
+        if method.endswith("_copies"):
+            plan._in_place = None
         out[f"rl_{method}_masked_damped"], _ = plan(
             data, num_iter=3, weight=weight, noise=NoiseModel(10.0, 3.0, 0.5), damping=1.0,
             sky=float(np.median(data)), stop_at_noise=True, pedestal=1.0)

@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
 def test_our_kernels_are_clean(runs):
     _, _, log = runs
     assert OURS >= {"median_columns", "median_tiled", "prepare_frame", "rl_ratio",
-                    "correlate_dense"}
+                    "correlate_dense", "rl_ratio_rows", "rl_update_rows", "rl_stage_rows"}
     reported = Counter(re.findall(r"Kernel: (\w+)", log))
     ours = {name: count for name, count in reported.items() if name in OURS}
     assert not ours, f"Oclgrind reports in our kernels: {ours}\n{log[:4000]}"
@@ -80,6 +80,17 @@ def _compare(device: Path, simulated: Path, vkfft: bool) -> None:
 
 def test_outputs_equal_the_real_device(runs):
     _compare(*runs[:2], vkfft=False)
+
+
+def test_host_fft_in_place_kernels_ran_and_equal_the_copying_path(runs):
+    for path in runs[:2]:
+        with np.load(path) as outputs:
+            assert outputs["rl_host_fft_in_place"], path  # rl_*_rows ran, so they were checked
+            a, b = outputs["rl_host_fft_masked_damped"], outputs["rl_host_fft_copies_masked_damped"]
+            finite = np.isfinite(b)
+            assert np.array_equal(finite, np.isfinite(a))
+            np.testing.assert_allclose(a[finite], b[finite], rtol=0,
+                                       atol=1e-6 * np.abs(b[finite]).max())
 
 
 def test_both_median_methods_agree_under_the_simulator(runs):

@@ -118,3 +118,38 @@ def test_a_passed_deadline_stops_richardson_lucy(opencl):
     with pytest.raises(FrameDeadlineError, match=r"Richardson-Lucy \(1 of 5 iterations\) not "
                                                  r"done by its deadline"):
         plan.run(5, deadline=time.monotonic() - 1.0)
+
+
+@pytest.mark.parametrize("psf", [moffat_psf(3.0, 3.0, size=13), streak_psf(9, 20.0, 1.2)],
+                         ids=["moffat", "streak"])
+def test_host_fft_in_place_iterations_equal_the_copying_ones(opencl, psf):
+    """On a CPU device with FFTW, host_fft iterates on the transforms' own buffers
+    (in_place_iterations): the same arithmetic as the copying iteration, damped, masked and
+    measured every iteration (χ² and change), so the outputs and reports must agree."""
+    from streamer.imaging.noise import NoiseModel
+    from streamer.restoration.host_transforms import fftw_available
+
+    if not fftw_available():
+        pytest.skip("pyFFTW is not installed: host_fft copies through pocketfft")
+    data = _data((71, 90), seed=4)
+    weight = np.ones_like(data)
+    weight[30:34, 40:47] = 0
+    options = dict(num_iter=12, weight=weight, noise=NoiseModel(0.0, 2.0, 0.5), damping=1.5,
+                   sky=float(np.median(data)), pedestal=1.0, stop_at_noise=False,
+                   tolerance=1e-4)
+    plan = RichardsonLucy(opencl.queue, opencl.library, data.shape, psf, "host_fft")
+    assert plan._in_place is not None  # PoCL's CPU device sees FFTW's memory without a copy
+    in_place, in_place_report = plan(data, **options)
+    plan._in_place = None
+    copying, copying_report = plan(data, **options)
+    assert np.array_equal(np.isnan(in_place), np.isnan(copying))
+    valid = weight > 0
+    np.testing.assert_allclose(in_place[valid], copying[valid], rtol=0,
+                               atol=1e-6 * copying[valid].max())
+    assert in_place_report.iterations == copying_report.iterations == 12
+    assert in_place_report.chi2 == pytest.approx(copying_report.chi2, rel=1e-5)
+    assert in_place_report.relative_change == pytest.approx(copying_report.relative_change,
+                                                            rel=1e-4)
+    expected = richardson_lucy_reference(data, psf, 10)
+    got, _ = RichardsonLucy(opencl.queue, opencl.library, data.shape, psf, "host_fft")(data, 10)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3 * expected.max())
