@@ -33,7 +33,7 @@ from streamer.restoration.richardson_lucy import RichardsonLucy
 from streamer.settings import RestorationSettings
 
 SKIMAGE = "skimage.restoration.richardson_lucy"
-ROUNDS = 3  # alternating rounds of the RL iteration figures (ours, then the reference)
+ROUNDS = 4  # alternating rounds of the RL iteration figures (ours, then the reference)
 
 
 def _best_of(function: Callable[[], object], repeats: int) -> float:
@@ -73,15 +73,29 @@ def full_streak(length: float, angle: float, core: float, side: int) -> np.ndarr
     return psf / psf.sum()
 
 
-def per_iteration(run: Callable[[int], float], few: int = 2, many: int = 6
-                  ) -> tuple[float, float]:
-    """``run(n)``: seconds for ``n`` iterations. Returns the cost of one more iteration (the
-    slope from ``few`` to ``many``, setup excluded) and ``run(few) / few`` (setup included)."""
-    short, long = run(few), run(many)
+def from_timings(short: float, long: float, few: int = 2, many: int = 6
+                 ) -> tuple[float, float]:
+    """From the seconds ``short`` of ``few`` iterations and ``long`` of ``many``: the cost of
+    one more iteration (the slope, setup excluded) and ``short / few`` (setup included)."""
     slope = (long - short) / (many - few)
     if slope <= 0:  # tiny frames: timing noise above the iterations' cost
         slope = long / many
     return slope, short / few
+
+
+def alternating(sides: list[Callable[[int], float]], rounds: int, few: int = 2,
+                many: int = 6) -> list[tuple[float, float]]:
+    """:func:`from_timings` for several ``sides`` (``side(n)``: seconds for ``n`` iterations),
+    timed in alternating rounds, each from its best ``few``- and ``many``-iteration times over
+    the rounds. A shared 2-vCPU host slows by up to 2x for minutes at a time: timing one side
+    wholly after the other turned such a spell into a ratio (2.1x to 3.5x for the same code),
+    and a slope per round then a minimum would pick the round whose noise flattered it most."""
+    best = [[float("inf"), float("inf")] for _ in sides]
+    for _ in range(rounds):
+        for side, times in zip(sides, best):
+            times[0] = min(times[0], side(few))
+            times[1] = min(times[1], side(many))
+    return [from_timings(short, long, few, many) for short, long in best]
 
 
 def _skimage_iterations(data: np.ndarray, psf: np.ndarray) -> Callable[[int], float]:
@@ -94,7 +108,9 @@ def _skimage_iterations(data: np.ndarray, psf: np.ndarray) -> Callable[[int], fl
     richardson_lucy(data, kernel, num_iter=1, clip=False)
 
     def run(n: int) -> float:
-        return _best_of(lambda: richardson_lucy(data, kernel, num_iter=n, clip=False), 1)
+        started = time.perf_counter()
+        richardson_lucy(data, kernel, num_iter=n, clip=False)
+        return time.perf_counter() - started
 
     return run
 
@@ -107,21 +123,12 @@ def _rl_iteration(restorer: Restorer, frame: np.ndarray, psf: np.ndarray, label:
     plan.set_weights(None)
     plan.set_data(data)
     time_iterations(plan, 1)  # warm-up
-    ours_rounds: list[tuple[float, float]] = []
-    reference_rounds: list[tuple[float, float]] = []
-    reference_run = _skimage_iterations(data, psf) if with_reference else None
-    # Rounds alternate between the two sides, and each side keeps its best: a shared 2-vCPU
-    # host slows by up to 2x for minutes at a time, and timing one side wholly after the
-    # other turned such a spell into a ratio (2.1x to 3.5x for the same code).
-    for _ in range(ROUNDS if with_reference else 1):
-        ours_rounds.append(per_iteration(lambda n: min(time_iterations(plan, n)
-                                                       for _ in range(2))))
-        if reference_run is not None:
-            reference_rounds.append(per_iteration(reference_run))
-    ours, ours_with_setup = (min(values) for values in zip(*ours_rounds))
-    reference = reference_with_setup = None
-    if reference_rounds:
-        reference, reference_with_setup = (min(values) for values in zip(*reference_rounds))
+    sides = [lambda n: time_iterations(plan, n)]
+    if with_reference:
+        sides.append(_skimage_iterations(data, psf))
+    figures = alternating(sides, ROUNDS)
+    ours, ours_with_setup = figures[0]
+    reference, reference_with_setup = figures[1] if with_reference else (None, None)
     row = _row(f"RL iteration, {label}", ours, reference, SKIMAGE)
     row["method"] = plan.method
     row["streamer_seconds_with_setup"] = ours_with_setup

@@ -293,3 +293,28 @@ def test_restored_file_carries_its_psf(tmp_path):
         assert primary["PSFMETH"] in ("empirical", "moffat", "fallback")
         assert primary["PSFMETH"] == hdus[1].header["PSFMETH"]
         assert primary["STRMSTOP"] in ("iterations", "discrepancy") and primary["STRMDAMP"] == 1.0
+
+
+def test_bench_alternates_sides_and_keeps_each_count_best():
+    from streamer.operations.bench import alternating
+
+    calls: list[tuple[str, int]] = []
+    # Side "a" costs 1 + n seconds except in round 2, when the host is slow (doubled); side
+    # "b" costs 2 + 3 n. The figures must be those of the quiet rounds, not a slope built
+    # from one slow and one quiet time.
+    slow_round = {"a": [False, True, False], "b": [False, True, False]}
+
+    def side(name: str, setup: float, per: float):
+        counts = {2: 0, 6: 0}
+
+        def run(n: int) -> float:
+            calls.append((name, n))
+            factor = 2.0 if slow_round[name][counts[n]] else 1.0
+            counts[n] += 1
+            return factor * (setup + per * n)
+        return run
+
+    (a_slope, a_setup), (b_slope, b_setup) = alternating([side("a", 1, 1), side("b", 2, 3)], 3)
+    assert calls[:4] == [("a", 2), ("a", 6), ("b", 2), ("b", 6)]  # rounds alternate
+    assert a_slope == pytest.approx(1.0) and b_slope == pytest.approx(3.0)
+    assert a_setup == pytest.approx(3 / 2) and b_setup == pytest.approx(8 / 2)
