@@ -106,8 +106,10 @@ def candidate_costs(weights: np.ndarray, out_shape: tuple[int, int], device: cl.
 
 
 def build_correlation(method: str, queue: cl.CommandQueue, library: KernelLibrary,
-                      weights: np.ndarray, out_shape: tuple[int, int]) -> Correlation:
-    """Construct one method's correlation for ``weights`` (no timing)."""
+                      weights: np.ndarray, out_shape: tuple[int, int],
+                      cache: PlanCache | None = None) -> Correlation:
+    """Construct one method's correlation for ``weights`` (no timing); ``host_fft`` keeps its
+    measured transform size in ``cache`` (default: the cache directory's)."""
     if method not in _CLASSES:
         raise ParameterError(f"unknown convolution method {method!r}; choose from {METHODS}")
     if method == "fft" and not fft_available():
@@ -116,7 +118,11 @@ def build_correlation(method: str, queue: cl.CommandQueue, library: KernelLibrar
         raise ParameterError(
             f"this PSF is not separable within {SEPARABLE_TOLERANCE:g} with at most "
             f"{MAX_SEPARABLE_RANK} terms; use method dense, sparse, fft or host_fft")
-    correlation = _CLASSES[method](queue, library, weights.shape, out_shape)
+    if method == "host_fft":
+        correlation: Correlation = HostFFTCorrelation(queue, library, weights.shape, out_shape,
+                                                      cache=cache)
+    else:
+        correlation = _CLASSES[method](queue, library, weights.shape, out_shape)
     correlation.set_weights(weights)
     return correlation
 
@@ -149,22 +155,22 @@ def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np
     """
     weights = np.asarray(weights, dtype=np.float64)
     if method != "auto":
-        return build_correlation(method, queue, library, weights, out_shape), {}
+        return build_correlation(method, queue, library, weights, out_shape, cache), {}
     costs = candidate_costs(weights, out_shape, queue.device)
     cheapest = min(costs.values())
     candidates = sorted(name for name, cost in costs.items() if cost <= 4.0 * cheapest)
     if len(candidates) == 1:
-        return build_correlation(candidates[0], queue, library, weights, out_shape), {}
+        return build_correlation(candidates[0], queue, library, weights, out_shape, cache), {}
     key = json.dumps([_CACHE_VERSION, device_key(queue.device), list(out_shape),
                       list(weights.shape), candidates])
     known = cache.get(key) if cache is not None else None
     if known is not None and known.get("method") in candidates:
-        return (build_correlation(known["method"], queue, library, weights, out_shape),
+        return (build_correlation(known["method"], queue, library, weights, out_shape, cache),
                 dict(known.get("timings", {})))
     timings: dict[str, float] = {}
     best: Correlation | None = None
     for name in candidates:
-        correlation = build_correlation(name, queue, library, weights, out_shape)
+        correlation = build_correlation(name, queue, library, weights, out_shape, cache)
         timings[name] = time_correlation(correlation)
         if best is None or timings[name] < timings[best.method]:
             best = correlation

@@ -13,7 +13,7 @@ OpenCL kernels.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pyopencl as cl
@@ -21,6 +21,9 @@ import pyopencl as cl
 from streamer.restoration.convolution import Correlation
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.kernels import KernelLibrary
+
+if TYPE_CHECKING:  # correlation_plan imports this module
+    from streamer.restoration.correlation_plan import PlanCache
 
 
 def fft_available() -> bool:
@@ -108,12 +111,13 @@ class HostFFTCorrelation(Correlation):
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int],
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, cache: PlanCache | None = None) -> None:
         super().__init__(queue, kernel_shape, out_shape)
         from streamer.restoration.correlation_plan import PlanCache
         from streamer.restoration.host_transforms import plan_pair
 
-        self.transforms = plan_pair(self.src_shape, workers, PlanCache())
+        self.transforms = plan_pair(self.src_shape, workers,
+                                    cache if cache is not None else PlanCache())
         self.fft_shape = self.transforms.shape
         self.workers = self.transforms.threads
         self._kernel_conjugate: np.ndarray | None = None

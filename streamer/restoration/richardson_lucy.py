@@ -155,7 +155,7 @@ class RichardsonLucy:
             queue, library, weights[::-1, ::-1], self.shape, method, cache)
         # h' ⊛ ratio on the extended domain: a valid correlation with the PSF itself.
         self.backward = build_correlation(self.forward.method, queue, library, weights,
-                                          self.extended_shape)
+                                          self.extended_shape, cache)
         self.method = self.forward.method
         self.psf = weights
         self._allocate()

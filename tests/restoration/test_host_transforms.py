@@ -3,6 +3,8 @@ SciPy's correlation; FFTW's size choice and wisdom are kept on disk and reused."
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.signal import correlate
@@ -67,3 +69,17 @@ def test_the_measured_size_and_wisdom_are_kept(tmp_path, monkeypatch):
     assert plan_pair((130, 100), 2, PlanCache(tmp_path / "plans.json")).shape == first.shape
     with pytest.raises(AssertionError, match="timed again"):
         plan_pair((131, 100), 2, cache)
+
+
+@pytest.mark.skipif(not fftw_available(), reason="pyFFTW is not installed")
+def test_a_plans_cache_also_keeps_its_fft_size(opencl, tmp_path):
+    """The FFT size that host_fft measures goes to the cache the plan was given (a Restorer's
+    own), not to the default one."""
+    from streamer.restoration.richardson_lucy import RichardsonLucy
+
+    cache = PlanCache(tmp_path / "plans.json")
+    plan = RichardsonLucy(opencl.queue, opencl.library, (53, 61), moffat_psf(3.0, 2.5, size=9),
+                          "host_fft", cache=cache)
+    keys = [key for key in cache._read() if "fftw-size" in key]
+    wanted = {plan.forward.src_shape, plan.backward.src_shape}
+    assert {tuple(json.loads(key)[-1]) for key in keys} == wanted
