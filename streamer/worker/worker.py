@@ -148,14 +148,36 @@ class Worker:
             self._producer_ready[tp.partition] = asyncio.Event()
         await self._read_suspects(assigned)
         for tp in sorted(assigned):
-            producer = transactional_producer(
-                self.settings, f"streamer-worker.{self.topic}.{tp.partition}"
-            )
-            await producer.start()  # InitProducerId: fences the partition's previous owner
-            self.producers[tp.partition] = producer
-            self._producer_ready[tp.partition].set()
+            await self._start_producer(tp.partition, self.generation[tp.partition])
         log.info("worker %s: assigned partitions %s", self.worker_id,
                  sorted(tp.partition for tp in assigned))
+
+    async def _start_producer(self, partition: int, generation: int) -> None:
+        """The partition's transactional producer, started (InitProducerId fences its
+        previous owner) — retried while the broker is away, since every frame of the
+        partition waits for it; one log line per outage."""
+        delay, logged = 1.0, False
+        while self.generation.get(partition) == generation:
+            producer = transactional_producer(self.settings,
+                                              f"streamer-worker.{self.topic}.{partition}")
+            try:
+                await producer.start()
+            except (KafkaError, asyncio.TimeoutError, OSError) as error:
+                if not logged:
+                    log.warning("worker %s: cannot start the producer of partition %d (%s); "
+                                "retrying until the broker answers", self.worker_id, partition,
+                                type(error).__name__)
+                    logged = True
+                try:
+                    await producer.stop()
+                except (KafkaError, OSError):
+                    pass
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.producers[partition] = producer
+            self._producer_ready[partition].set()
+            return
 
     async def _read_suspects(self, assigned: set[TopicPartition]) -> None:
         try:

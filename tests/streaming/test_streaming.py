@@ -220,6 +220,41 @@ def test_frames_waiting_at_assignment_are_counted_first_and_committed_once(
     assert set(_count_by_frame(restored).values()) == {1} and len(restored) == 4
     assert marked == [0]  # the partition's first frame, once
 
+
+def test_a_producer_that_cannot_start_at_assignment_is_retried(kafka_bootstrap, restorer,
+                                                                 monkeypatch, caplog):
+    """The broker away just when a partition is assigned: its producer cannot start. The
+    worker retries (one log line) instead of leaving the partition without a producer, which
+    would hold every frame of it forever."""
+    import streamer.worker.worker as worker_module
+
+    settings = unique_settings(kafka_bootstrap, partitions=1)
+    real_producer = worker_module.transactional_producer
+    made: list[str] = []
+
+    def first_one_unreachable(options, transactional_id):
+        made.append(transactional_id)
+        if len(made) == 1:  # a closed port: the start fails as with the broker down
+            kafka = options.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:9"})
+            options = options.model_copy(update={"kafka": kafka})
+        return real_producer(options, transactional_id)
+
+    monkeypatch.setattr(worker_module, "transactional_producer", first_one_unreachable)
+
+    async def scenario():
+        await create_topics(settings)
+        await _publish(settings, 2)
+        worker = await _worker_until(settings, restorer, 2)
+        restored = await read_topic(settings, settings.topics.restored, expect=2)
+        return worker, restored
+
+    with caplog.at_level("WARNING", logger="streamer.worker.worker"):
+        worker, restored = run(scenario())
+    assert worker.restored == 2 and len(restored) == 2
+    assert len(made) >= 2
+    retries = [r for r in caplog.records if "cannot start the producer" in r.getMessage()]
+    assert len(retries) == 1
+
 def _count_by_frame(items) -> collections.Counter:
     return collections.Counter(RestoredFrame.model_validate_json(i.envelope_json).frame_id for i in items)
 
