@@ -31,7 +31,10 @@ class InPlaceIterations:
         forward, backward = plan.forward, plan.backward
         assert isinstance(forward, HostFFTCorrelation) and isinstance(backward, HostFFTCorrelation)
         assert forward.view is not None and backward.view is not None
-        self.plan, self.forward, self.backward = plan, forward, backward
+        # The plan is passed to each call, not kept: plan -> this -> plan would be a cycle,
+        # and a cycle frees an evicted plan's transform buffers only when the cyclic garbage
+        # collector next runs (a worker grew 9.5 % in a soak that way).
+        self.forward, self.backward = forward, backward
         self._ratio = cl.Kernel(program, "rl_ratio_rows")
         self._update = cl.Kernel(program, "rl_update_rows")
         self._stage = cl.Kernel(program, "rl_stage_rows")
@@ -46,22 +49,22 @@ class InPlaceIterations:
         return all(isinstance(c, HostFFTCorrelation) and c.view is not None
                    for c in (plan.forward, plan.backward))
 
-    def stage(self) -> None:
-        """The initial estimate into the forward transform's input."""
-        plan, forward = self.plan, self.forward
+    def stage(self, plan: RichardsonLucy) -> None:
+        """``plan``'s initial estimate into the forward transform's input."""
+        forward = self.forward
         rows, columns = forward.fft_shape
         self._stage(plan.queue, (rows,), None, plan.estimate, forward.view,
                     np.int32(forward.pitch), np.int32(rows), np.int32(columns),
                     np.int32(plan.extended_shape[1]), np.int32(plan.extended_shape[0]))
 
-    def iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
-                pedestal: float, signal_sigmas: float, measure_change: bool,
-                measure_chi2: bool) -> None:
-        """One iteration; the statistics slots as :meth:`RichardsonLucy._iterate` fills
-        them."""
+    def iterate(self, plan: RichardsonLucy, threshold_squared: float, variance: float,
+                inverse_gain: float, pedestal: float, signal_sigmas: float,
+                measure_change: bool, measure_chi2: bool) -> None:
+        """One iteration of ``plan``; the statistics slots as
+        :meth:`RichardsonLucy._iterate` fills them."""
         from streamer.restoration.richardson_lucy import STAT
 
-        plan, forward, backward = self.plan, self.forward, self.backward
+        forward, backward = self.forward, self.backward
         queue, reduce = plan.queue, plan._reduce
         height, width = plan.shape
         ry, rx = plan.radius

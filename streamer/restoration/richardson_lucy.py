@@ -322,13 +322,13 @@ class RichardsonLucy:
                       self.weight, self.estimate, np.int32(width), np.int32(height),
                       np.int32(ry), np.int32(rx), np.float32(self._pedestal), self.statistics)
         if self._in_place is not None:
-            self._in_place.stage()
+            self._in_place.stage(self)
 
     def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
                  measure_change: bool, measure_chi2: bool) -> None:
         if self._in_place is not None:
-            self._in_place.iterate(threshold_squared, variance, inverse_gain, self._pedestal,
-                                   SIGNAL_SIGMAS, measure_change, measure_chi2)
+            self._in_place.iterate(self, threshold_squared, variance, inverse_gain,
+                                   self._pedestal, SIGNAL_SIGMAS, measure_change, measure_chi2)
             return
         height, width = self.shape
         ry, rx = self.radius

@@ -153,3 +153,22 @@ def test_host_fft_in_place_iterations_equal_the_copying_ones(opencl, psf):
     expected = richardson_lucy_reference(data, psf, 10)
     got, _ = RichardsonLucy(opencl.queue, opencl.library, data.shape, psf, "host_fft")(data, 10)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3 * expected.max())
+
+
+def test_a_host_fft_plan_is_freed_without_the_cycle_collector(opencl):
+    """Evicted plans must give their transform buffers back at once: a reference cycle
+    through the in-place iterations left them to the cyclic collector, and a worker that
+    cycles plans grew 9.5 % in 30 minutes."""
+    import gc
+    import weakref
+
+    plan = RichardsonLucy(opencl.queue, opencl.library, (40, 50), moffat_psf(3.0, 3.0, size=9),
+                          "host_fft")
+    plan(_data((40, 50)), num_iter=2)
+    alive = weakref.ref(plan)
+    gc.disable()
+    try:
+        del plan
+        assert alive() is None
+    finally:
+        gc.enable()
