@@ -72,6 +72,31 @@ inline float damped_ratio(const float d, const float m, const float sky,
     return 1.0f + factor * residual / m;
 }
 
+// The weighted ratio of one pixel (model m already holds the background): 0 where the weight
+// or the model is 0. Shared by rl_ratio and rl_ratio_rows.
+inline float weighted_ratio(const float d, const float w, const float m, const float sky,
+                            const float threshold_squared, const float variance,
+                            const float inverse_gain)
+{
+    return (w > 0.0f && m > TINY)
+        ? w * damped_ratio(d, m, sky, threshold_squared, variance, inverse_gain) : 0.0f;
+}
+
+// One pixel's chi^2 term, (D - M)^2 over its variance (sky noise plus the source's Poisson
+// noise). Shared by rl_chi2 and rl_ratio_rows.
+inline float chi2_term(const float d, const float m, const float sky, const float variance,
+                       const float inverse_gain)
+{
+    const float residual = d - m;
+    return residual * residual / (variance + (m - sky) * inverse_gain);
+}
+
+// u * (h' * ratio) / (h' * w) at one pixel; 0 where too little light reaches valid pixels.
+inline float updated(const float u, const float correction, const float norm)
+{
+    return norm > NORM_FLOOR ? u * correction / norm : 0.0f;
+}
+
 // ratio_padded[y + 2*ry][x + 2*rx] = w * ratio (damped), 0 where the weight or model is 0.
 __kernel void rl_ratio(__global const float * restrict data,
                        __global const float * restrict weight,
@@ -93,9 +118,8 @@ __kernel void rl_ratio(__global const float * restrict data,
     const size_t at = (size_t)y * width + x;
     const float sky = stats[STAT_SKY];
     const float m = model[at] + sky - pedestal;
-    const float w = weight[at];
-    const float value = (w > 0.0f && m > TINY)
-        ? w * damped_ratio(data[at], m, sky, threshold_squared, variance, inverse_gain) : 0.0f;
+    const float value = weighted_ratio(data[at], weight[at], m, sky, threshold_squared,
+                                       variance, inverse_gain);
     ratio_padded[(size_t)(y + 2 * radius_y) * (width + 4 * radius_x) + x + 2 * radius_x] = value;
 }
 
@@ -121,8 +145,7 @@ __kernel void rl_chi2(__global const float * restrict data,
     FOR_EACH_ELEMENT(i, count) {
         const float m = model[i] + sky - pedestal;
         if (weight[i] > 0.0f && m > signal_level) {
-            const float residual = data[i] - m;
-            chi2 += residual * residual / (variance + (m - sky) * inverse_gain);
+            chi2 += chi2_term(data[i], m, sky, variance, inverse_gain);
             counted += 1.0f;
         }
     }
@@ -165,8 +188,7 @@ __kernel void rl_update(__global float * restrict estimate,
 {
     const int i = get_global_id(0);
     if (i >= count) return;
-    const float n = norm[i];
-    estimate[i] = n > NORM_FLOOR ? estimate[i] * correction[i] / n : 0.0f;
+    estimate[i] = updated(estimate[i], correction[i], norm[i]);
 }
 
 // The same update, and per work item the sums of |u_new - u_old| and of u_new (for the
@@ -181,9 +203,8 @@ __kernel void rl_update_measured(__global float * restrict estimate,
     const int g = get_global_id(0);
     float change = 0.0f, total = 0.0f;
     FOR_EACH_ELEMENT(i, count) {
-        const float n = norm[i];
         const float old_value = estimate[i];
-        const float new_value = n > NORM_FLOOR ? old_value * correction[i] / n : 0.0f;
+        const float new_value = updated(old_value, correction[i], norm[i]);
         estimate[i] = new_value;
         change += fabs(new_value - old_value);
         total += new_value;
@@ -290,13 +311,10 @@ __kernel void rl_ratio_rows(__global const float * restrict data,
         for (int x = 0; x < left; ++x) out[x] = 0.0f;
         for (int x = 0; x < width; ++x) {
             const float m = mo[x] + sky - pedestal;
-            const float wx = w[x];
-            out[left + x] = (wx > 0.0f && m > TINY)
-                ? wx * damped_ratio(d[x], m, sky, threshold_squared, variance, inverse_gain)
-                : 0.0f;
-            if (measure && wx > 0.0f && m > signal_level) {
-                const float residual = d[x] - m;
-                chi2 += residual * residual / (variance + (m - sky) * inverse_gain);
+            out[left + x] = weighted_ratio(d[x], w[x], m, sky, threshold_squared, variance,
+                                           inverse_gain);
+            if (measure && w[x] > 0.0f && m > signal_level) {
+                chi2 += chi2_term(d[x], m, sky, variance, inverse_gain);
                 counted += 1.0f;
             }
         }
@@ -338,7 +356,7 @@ __kernel void rl_update_rows(__global float * restrict estimate,
         __global const float * restrict n = norm + (size_t)row * ext_width;
         for (int x = 0; x < ext_width; ++x) {
             const float old_value = u[x];
-            const float new_value = n[x] > NORM_FLOOR ? old_value * c[x] / n[x] : 0.0f;
+            const float new_value = updated(old_value, c[x], n[x]);
             u[x] = new_value;
             out[x] = new_value;
             change += fabs(new_value - old_value);

@@ -19,27 +19,15 @@ from streamer.imaging.psf import moffat_profile
 def shifted(stamp: np.ndarray, dy: float, dx: float, pad: int = 8) -> np.ndarray:
     """``stamp`` moved by a sub-pixel ``(dy, dx)``; NaN pixels stay NaN (grown by the
     interpolation's reach of one pixel) and take no part in moving the others."""
-    invalid = ~np.isfinite(stamp)
-    padded = np.pad(np.where(invalid, 0.0, stamp), pad)
-    spectrum = np.fft.rfft2(padded)
-    ky = np.fft.fftfreq(padded.shape[0])[:, None]
-    kx = np.fft.rfftfreq(padded.shape[1])[None, :]
-    moved = np.fft.irfft2(spectrum * np.exp(-2j * np.pi * (ky * dy + kx * dx)), padded.shape)
-    moved = moved[pad:-pad, pad:-pad]
-    if invalid.any():
-        from scipy.ndimage import binary_dilation, shift
-
-        spread = binary_dilation(shift(invalid.astype(float), (dy, dx), order=1) > 0.01)
-        moved[spread] = np.nan
-    return moved
+    return shifted_many([stamp], [(dy, dx)], pad)[0]
 
 
 def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pad: int = 8
                  ) -> list[np.ndarray]:
     """:func:`shifted` for many stamps of one shape in one batched transform (a Python-level
     FFT per stamp cost more than the transforms themselves)."""
-    if len({stamp.shape for stamp in stamps}) != 1:
-        return [shifted(stamp, dy, dx, pad) for stamp, (dy, dx) in zip(stamps, shifts)]
+    if len({stamp.shape for stamp in stamps}) != 1:  # none, or shapes that do not stack
+        return [shifted_many([stamp], [move], pad)[0] for stamp, move in zip(stamps, shifts)]
     cube = np.array(stamps, dtype=np.float64)
     invalid = ~np.isfinite(cube)
     import scipy.fft

@@ -152,14 +152,18 @@ class Worker:
         log.info("worker %s: assigned partitions %s", self.worker_id,
                  sorted(tp.partition for tp in assigned))
 
+    def _new_producer(self, partition: int) -> AIOKafkaProducer:
+        """The partition's transactional producer, not started: one transactional id per
+        input partition, so whoever owns it next fences the last owner."""
+        return transactional_producer(self.settings, f"streamer-worker.{self.topic}.{partition}")
+
     async def _start_producer(self, partition: int, generation: int) -> None:
         """The partition's transactional producer, started (InitProducerId fences its
         previous owner) — retried while the broker is away, since every frame of the
         partition waits for it; one log line per outage."""
         delay, logged = 1.0, False
         while self.generation.get(partition) == generation:
-            producer = transactional_producer(self.settings,
-                                              f"streamer-worker.{self.topic}.{partition}")
+            producer = self._new_producer(partition)
             try:
                 await producer.start()
             except (KafkaError, asyncio.TimeoutError, OSError) as error:
@@ -509,8 +513,7 @@ class Worker:
                     pass
             if self.generation.get(partition) != generation:
                 return
-            producer = transactional_producer(self.settings,
-                                              f"streamer-worker.{self.topic}.{partition}")
+            producer = self._new_producer(partition)
             try:
                 await producer.start()
             except (KafkaError, asyncio.TimeoutError, OSError):
