@@ -3,13 +3,37 @@
 One small hierarchy, so callers (the CLI, the workers' dead-letter path) choose what to do by
 exception type, never by matching message strings. Every message says what was wrong and what
 to do about it.
+
+Each kind of bad frame has one exception, whichever entry point it comes through (the worker,
+``streamer restore``, the one-call API, the camera): a frame that is not 2-D is a
+:class:`FrameShapeError` everywhere. And each error states its :class:`Fate` — what a worker
+does with the frame that raised it — so that decision is read from the error's category, not
+from which function raised it.
 """
 
 from __future__ import annotations
 
+import enum
+
+
+class Fate(enum.Enum):
+    """What a restoration worker does with a frame whose processing raised an error."""
+
+    DEAD_LETTER = "dead-letter"
+    """The frame's own fault: no retry can cure it; it goes to dead letters at once."""
+    RETRY = "retry"
+    """Possibly transient, possibly the device's: the device is probed; when it still runs a
+    kernel the frame is tried again within the retry budget (then dead-lettered), when it does
+    not the worker stops."""
+    STOP = "stop"
+    """Not the frame's fault (a failed device, an unreachable cluster): the worker stops and
+    leaves the frame uncommitted for the next owner."""
+
 
 class StreamerError(Exception):
     """Base class of every error streamer raises on purpose."""
+
+    fate: Fate = Fate.DEAD_LETTER
 
     def __init__(self, message: str, *, frame_id: str | None = None) -> None:
         super().__init__(message)
@@ -23,9 +47,13 @@ class StreamerError(Exception):
 class DeviceError(StreamerError):
     """No usable OpenCL platform or device, or a device that does not match the request."""
 
+    fate = Fate.STOP
+
 
 class KernelBuildError(StreamerError):
     """An OpenCL program failed to compile on the chosen device."""
+
+    fate = Fate.RETRY  # a size one frame needs, or a driver gone bad: the probe tells
 
 
 class PSFError(StreamerError):
@@ -34,6 +62,27 @@ class PSFError(StreamerError):
 
 class FrameError(StreamerError):
     """A frame that cannot be restored: wrong dimensions, empty, all-NaN, bad dtype."""
+
+
+class FrameShapeError(FrameError):
+    """A frame that is not a non-empty 2-D image (a cube, a vector, zero pixels)."""
+
+
+class FrameDtypeError(FrameError):
+    """A frame whose pixels are not real numbers (complex, strings, objects, dates)."""
+
+
+class NoValidPixelError(FrameError):
+    """A frame with no pixel to use: every one NaN, infinite or masked."""
+
+
+class NonFinitePixelError(FrameError):
+    """NaN or infinite pixels given to an operation that needs every pixel finite (the plain
+    median filter: the median of a window holding NaN is undefined)."""
+
+
+class MaskError(FrameError):
+    """A bad-pixel mask or weight map whose shape differs from its frame's."""
 
 
 class FrameDecodeError(FrameError):
@@ -62,6 +111,8 @@ class FrameTooLargeError(FrameError):
 
 class ClusterConnectionError(StreamerError):
     """The Kafka cluster cannot be reached from here (address, port, listener, TLS)."""
+
+    fate = Fate.STOP
 
 
 class ClusterAuthenticationError(ClusterConnectionError):
@@ -93,6 +144,22 @@ class FrameDeadlineError(FrameError):
     """A frame that was still being restored when its processing deadline passed."""
 
 
+class RetryBudgetError(FrameError):
+    """A frame whose attempts are spent: it stopped a worker (crashed, killed, a failed device)
+    or met an OpenCL error on a healthy device, ``retry_budget`` times."""
+
+
+class UnexpectedFrameError(FrameError):
+    """An exception nobody foresaw, raised by a library while decoding, measuring or encoding
+    this frame: still the frame's fault (the message keeps the original type and text)."""
+
+
 class DeviceFaultError(DeviceError):
     """The device failed in a way that is not the frame's fault (a lost or reset GPU, a broken
     driver): the worker stops without consuming the frame."""
+
+
+def fate_of(error: BaseException) -> Fate | None:
+    """The fate an error states, or None for an exception streamer did not raise on purpose
+    (a driver's ``cl.Error``, a library's surprise), which a worker treats as RETRY."""
+    return error.fate if isinstance(error, StreamerError) else None

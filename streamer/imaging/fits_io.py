@@ -17,7 +17,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from streamer.errors import FrameDecodeError, FrameError
+from streamer.errors import FrameDecodeError, NoValidPixelError
+from streamer.imaging.validation import checked_image
 
 # Keywords describing the stored array; astropy writes them anew for the float32 output.
 _STRUCTURAL = {
@@ -44,8 +45,9 @@ def read_image(path: str | Path) -> FitsImage:
     ------
     FrameDecodeError
         Not a FITS file, truncated, or holding no image HDU.
-    FrameError
-        An image that is not 2-D (a cube), is empty, or holds no finite pixel.
+    FrameShapeError, FrameDtypeError, NoValidPixelError
+        An image that is not 2-D (a cube) or is empty, not real numbers, or holds no finite
+        pixel (see :mod:`streamer.imaging.validation`).
     """
     path = Path(path)
     if not path.is_file():
@@ -82,17 +84,9 @@ def _read(source) -> FitsImage:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as error:
         raise FrameDecodeError(f"not a readable FITS image ({error})") from error
-    if data.ndim != 2:
-        raise FrameError(
-            f"image in HDU {index} has {data.ndim} dimensions {data.shape}; "
-            "a frame must be 2-D (split cubes into single frames first)"
-        )
-    if data.size == 0:
-        raise FrameError(f"image in HDU {index} is empty")
-    if not np.issubdtype(data.dtype, np.number):
-        raise FrameError(f"image dtype {data.dtype} is not numeric")
+    checked_image(data, f"the image in HDU {index}")
     if not np.isfinite(data).any():
-        raise FrameError(f"image in HDU {index} has no finite pixel (all NaN/inf)")
+        raise NoValidPixelError(f"the image in HDU {index} has no finite pixel (all NaN/inf)")
     return FitsImage(data=data, header=header, hdu_index=index)
 
 

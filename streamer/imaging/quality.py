@@ -14,7 +14,6 @@ comes from adjacent-pixel differences.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

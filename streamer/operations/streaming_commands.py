@@ -319,7 +319,8 @@ def run_topics(args: argparse.Namespace) -> int:
 def run_camera(args: argparse.Namespace) -> int:
     """``streamer camera --watch DIR | --simulate``."""
     from streamer.imaging.psf import parse_psf_spec
-    from streamer.streaming.camera import CameraPublisher, simulate, watch_directory
+    from streamer.streaming.camera import CameraPublisher, simulate
+    from streamer.streaming.watched_folder import watch_directory
 
     settings = _cluster_settings(args)
     if settings is None:

@@ -1,4 +1,4 @@
-"""OpenCL device selection.
+"""The OpenCL device: choosing one, and the session every user of it shares.
 
 A device is chosen by a *device spec*, from the ``--device`` flag or the ``STREAMER_DEVICE``
 environment variable:
@@ -15,11 +15,19 @@ environment variable:
 whose compiler cannot target the host (a pip-installed PoCL whose LLVM predates the CPU, for
 example, fails with "unknown target CPU 'generic'"); automatic selection passes over such a
 device with a warning instead of failing on the first frame.
+
+A :class:`DeviceSession` is one device's context, profiling queue, kernel library (every program
+built once), bounded store of plans and lock. It is made once per device and process — by the
+probe that proves the device usable — and shared by every :class:`~streamer.restoration.
+restorer.Restorer`, the one-call API and the worker, so nothing compiles a kernel twice and no
+other code creates an OpenCL context.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -27,12 +35,17 @@ import numpy as np
 import pyopencl as cl
 
 from streamer.errors import DeviceError, FrameDeadlineError
+from streamer.restoration.capacity import DeviceMemory
+from streamer.restoration.kernels import KernelLibrary, read_kernel_source
+from streamer.restoration.plan_store import PlanStore
 
 log = logging.getLogger(__name__)
 
 DEVICE_ENV_VAR = "STREAMER_DEVICE"
-_PROBE_SOURCE = "__kernel void probe(__global float *x) { x[get_global_id(0)] = 1.0f; }"
-_probed: dict[int, str | None] = {}
+MAX_PLANS = 4   # plans kept per kind (frame shapes, PSF sizes): device memory stays bounded
+# Per device (its int_ptr): the session, or why the device cannot run a kernel.
+_probed: dict[int, DeviceSession | str] = {}
+_registry_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -113,23 +126,85 @@ def _matches(device: cl.Device, spec: str) -> bool:
     return spec in platform_name or spec in device_name
 
 
+def probe_problem(context: cl.Context, queue: cl.CommandQueue) -> str | None:
+    """Why the device of ``context`` cannot build and run the probe kernel (``opencl/probe.cl``),
+    or None when it can. Built afresh each time: after an OpenCL error it tests the compiler
+    and the device, not a cached program."""
+    try:
+        program = cl.Program(context, read_kernel_source("probe")).build()
+        buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * 4)
+        program.probe(queue, (4,), None, buffer)
+        out = np.empty(4, dtype=np.float32)
+        cl.enqueue_copy(queue, out, buffer)
+    except (cl.Error, cl.RuntimeError) as error:
+        return " ".join(str(error).split())[:300]
+    return None if np.all(out == 1) else f"probe kernel computed {out}"
+
+
+class DeviceSession:
+    """One OpenCL device's context, queue, kernels, plans and lock, shared in a process.
+
+    Get one with :func:`open_session` (or :func:`session_for`); do not make a second for the
+    same device. Hold :attr:`lock` around device work: plans and the queue are shared.
+
+    Attributes
+    ----------
+    device, name, context, queue (profiling), library (:class:`KernelLibrary`), plans
+    (:class:`PlanStore`, ``MAX_PLANS`` per kind), lock (re-entrant), memory
+    (:class:`~streamer.restoration.capacity.DeviceMemory`).
+    """
+
+    def __init__(self, device: cl.Device) -> None:
+        self.device = device
+        self.name = describe_device(device)
+        self.context = cl.Context([device])
+        self.queue = cl.CommandQueue(
+            self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        self.library = KernelLibrary(self.context)
+        self.plans = PlanStore(MAX_PLANS)
+        self.lock = threading.RLock()
+        self.memory = DeviceMemory(device.global_mem_size, device.max_mem_alloc_size)
+
+    def problem(self) -> str | None:
+        """Why this device no longer builds and runs a kernel, or None (see
+        :func:`probe_problem`)."""
+        with self.lock:
+            return probe_problem(self.context, self.queue)
+
+    def healthy(self) -> bool:
+        """Whether the device still builds and runs a kernel (after an OpenCL error: a frame's
+        fault, or the device's?)."""
+        try:
+            return self.problem() is None
+        except Exception:  # noqa: BLE001 - any failure at all means the device is unusable
+            return False
+
+    @property
+    def kernel_build_seconds(self) -> float:
+        """Total OpenCL compile time of this session."""
+        return self.library.build_seconds
+
+
+def _probed_session(device: cl.Device) -> DeviceSession | str:
+    """The device's session, made and probed on first use, or why it cannot run a kernel."""
+    key = device.int_ptr
+    with _registry_lock:
+        if key not in _probed:
+            try:
+                session = DeviceSession(device)
+            except (cl.Error, cl.RuntimeError) as error:
+                _probed[key] = " ".join(str(error).split())[:300]
+            else:
+                problem = session.problem()
+                _probed[key] = session if problem is None else problem
+        return _probed[key]
+
+
 def device_problem(device: cl.Device) -> str | None:
     """Why ``device`` cannot run our kernels (its build or run error), or None when it can.
     Probed once per device and process."""
-    key = device.int_ptr
-    if key not in _probed:
-        try:
-            context = cl.Context([device])
-            queue = cl.CommandQueue(context)
-            program = cl.Program(context, _PROBE_SOURCE).build()
-            buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * 4)
-            program.probe(queue, (4,), None, buffer)
-            out = np.empty(4, dtype=np.float32)
-            cl.enqueue_copy(queue, out, buffer)
-            _probed[key] = None if np.all(out == 1) else f"probe kernel computed {out}"
-        except cl.Error as error:
-            _probed[key] = " ".join(str(error).split())[:300]
-    return _probed[key]
+    found = _probed_session(device)
+    return found if isinstance(found, str) else None
 
 
 def _first_usable(devices: list[cl.Device]) -> cl.Device | None:
@@ -142,15 +217,36 @@ def _first_usable(devices: list[cl.Device]) -> cl.Device | None:
     return None
 
 
-def select_device(spec: str | None = None) -> cl.Device:
-    """Return the OpenCL device named by ``spec`` (see the module docstring).
+def open_session(spec: str | None = None) -> DeviceSession:
+    """The session of the device named by ``spec`` (see the module docstring; None:
+    ``$STREAMER_DEVICE``, else auto), made on first use and shared afterwards.
 
     Raises
     ------
     DeviceError
         When there is no OpenCL platform, or no device matches; the message lists the devices
-        that do exist.
+        that do exist. Or when the device named cannot build and run a kernel: it says why.
     """
+    if spec is None:
+        spec = os.environ.get(DEVICE_ENV_VAR)
+    chosen = _matching_device(spec)
+    found = _probed_session(chosen)
+    if isinstance(found, str):
+        raise DeviceError(
+            f"OpenCL device {describe_device(chosen)} cannot build a kernel: {found}. "
+            "Choose another with --device (see `streamer devices`) or install a driver that "
+            "supports this processor (Debian's pocl-opencl-icd for a CPU)")
+    log.info("OpenCL device: %s (%s)", found.name, _device_kind(chosen))
+    return found
+
+
+def select_device(spec: str | None = None) -> cl.Device:
+    """The OpenCL device named by ``spec`` (the device of :func:`open_session`)."""
+    return open_session(spec).device
+
+
+def _matching_device(spec: str | None) -> cl.Device:
+    """The device ``spec`` names (for ``auto`` and a type: the first usable one)."""
     devices = _all_devices()
     wanted = (spec or "").strip().lower()
     chosen: cl.Device | None = None
@@ -172,18 +268,6 @@ def select_device(spec: str | None = None) -> cl.Device:
             f"no usable OpenCL device matches {spec!r} (from --device or ${DEVICE_ENV_VAR}); "
             f"the devices on this machine are:\n  {listing}"
         )
-    problem = device_problem(chosen)
-    if problem is not None:
-        raise DeviceError(
-            f"OpenCL device {describe_device(chosen)} cannot build a kernel: {problem}. "
-            "Choose another with --device (see `streamer devices`) or install a driver that "
-            "supports this processor (Debian's pocl-opencl-icd for a CPU)")
-    log.info(
-        "OpenCL device: %s / %s (%s)",
-        chosen.platform.name.strip(),
-        chosen.name.strip(),
-        _device_kind(chosen),
-    )
     return chosen
 
 

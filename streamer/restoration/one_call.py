@@ -6,8 +6,9 @@ chosen once and kept.
 >>> sharp = streamer.richardson_lucy(frame, psf, num_iter=30)         # doctest: +SKIP
 >>> restored = streamer.restore(frame)                                # doctest: +SKIP
 
-The first call on a device builds its context and kernels (seconds on a CPU, once); later
-calls reuse them and the device buffers of recent shapes (:data:`KEPT_PLANS` per operation).
+The first call on a device builds its kernels (seconds on a CPU, once); later calls reuse them
+and the device buffers of recent shapes — all kept in the device's session
+(:class:`~streamer.restoration.device.DeviceSession`), which ``Restorer`` and the worker share.
 The device is ``$STREAMER_DEVICE`` or the automatic choice (first GPU, else a CPU) unless
 :func:`use_device` or a call's ``device=`` names another. Calls from several threads are
 serialised per device.
@@ -17,61 +18,23 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import pyopencl as cl
 
-from streamer.errors import ParameterError
-from streamer.imaging.psf import PSFSpec, validate_psf
-from streamer.restoration.device import DEVICE_ENV_VAR, describe_device, select_device
-from streamer.restoration.kernels import KernelLibrary
+from streamer.imaging.psf import PSFSpec, parse_psf_spec, validate_psf
+from streamer.imaging.validation import check_finite, checked_image, checked_mask
+from streamer.restoration.device import DeviceSession, open_session
 from streamer.restoration.median import INPUT_TYPES, MedianFilter, validate_window
 from streamer.restoration.restorer import Restoration, Restorer
 from streamer.restoration.richardson_lucy import RichardsonLucy, validate_iterations
 from streamer.settings import RestorationSettings
 
-KEPT_PLANS = 4
+KEPT_RESTORERS = 4  # settings remembered per device (their plans live in the device session)
 _EXACT_FLOAT32 = 2**24  # integers up to this magnitude survive float32 unchanged
 _lock = threading.Lock()
 _default_spec: str | None = None
-_sessions: dict[str, _Session] = {}
-
-
-class _Session:
-    """One device's context, queue, kernel library and recent plans."""
-
-    def __init__(self, spec: str | None) -> None:
-        import os
-
-        self.device = select_device(spec if spec is not None else os.environ.get(DEVICE_ENV_VAR))
-        self.name = describe_device(self.device)
-        self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(self.context)
-        self.library = KernelLibrary(self.context)
-        self.lock = threading.Lock()
-        self._plans: OrderedDict[tuple, Any] = OrderedDict()
-        self._restorers: OrderedDict[str, Restorer] = OrderedDict()
-
-    def plan(self, key: tuple, make: Callable[[], Any]) -> Any:
-        """The plan under ``key``, made on first use; the least recently used are dropped."""
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = make()
-        self._plans.move_to_end(key)
-        while len(self._plans) > 2 * KEPT_PLANS:
-            self._plans.popitem(last=False)
-        return plan
-
-    def restorer(self, settings: RestorationSettings, spec: str | None) -> Restorer:
-        key = settings.model_dump_json()
-        restorer = self._restorers.get(key)
-        if restorer is None:
-            restorer = self._restorers[key] = Restorer(settings, spec)
-        self._restorers.move_to_end(key)
-        while len(self._restorers) > KEPT_PLANS:
-            self._restorers.popitem(last=False)
-        return restorer
+_restorers: OrderedDict[tuple[int, str], Restorer] = OrderedDict()
 
 
 def use_device(spec: str | None) -> str:
@@ -84,7 +47,7 @@ def use_device(spec: str | None) -> str:
         No device matches, or the one that does cannot build and run a kernel.
     """
     global _default_spec
-    session = _session(spec)
+    session = open_session(spec)
     _default_spec = spec
     return session.name
 
@@ -94,23 +57,22 @@ def current_device() -> str:
     return _session(None).name
 
 
-def _session(spec: str | None) -> _Session:
-    chosen = spec if spec is not None else _default_spec
-    key = chosen if chosen is not None else ""
+def _session(spec: str | None) -> DeviceSession:
+    return open_session(spec if spec is not None else _default_spec)
+
+
+def _restorer(session: DeviceSession, settings: RestorationSettings) -> Restorer:
+    """A restorer for ``settings`` on ``session`` (kernels and plans are the session's, so a
+    new one costs no compilation)."""
+    key = (session.device.int_ptr, settings.model_dump_json())
     with _lock:
-        session = _sessions.get(key)
-        if session is None:
-            session = _sessions[key] = _Session(chosen)
-        return session
-
-
-def _image(image: Any, name: str = "image") -> np.ndarray:
-    array = np.asarray(image)
-    if array.ndim != 2 or array.size == 0:
-        raise ParameterError(f"{name} must be a non-empty 2-D array, got shape {array.shape}")
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise ParameterError(f"{name} must hold real numbers, not {array.dtype}")
-    return array
+        restorer = _restorers.get(key)
+        if restorer is None:
+            restorer = _restorers[key] = Restorer(settings, session=session)
+        _restorers.move_to_end(key)
+        while len(_restorers) > KEPT_RESTORERS:
+            _restorers.popitem(last=False)
+        return restorer
 
 
 def median_filter(image: Any, size: int, *, device: str | None = None) -> np.ndarray:
@@ -136,8 +98,11 @@ def median_filter(image: Any, size: int, *, device: str | None = None) -> np.nda
 
     Raises
     ------
+    FrameShapeError, FrameDtypeError, NonFinitePixelError
+        Not a non-empty 2-D array of real numbers, or NaN/infinite values
+        (:mod:`streamer.imaging.validation`).
     ParameterError
-        Not a 2-D real array, NaN or infinite values, or a window that is even or out of range.
+        A window that is even or out of range.
 
     Examples
     --------
@@ -147,24 +112,23 @@ def median_filter(image: Any, size: int, *, device: str | None = None) -> np.nda
     >>> background.dtype, background.shape                      # doctest: +SKIP
     (dtype('uint16'), (512, 512))
     """
-    array = _image(image)
+    array = checked_image(image, "image")
     validate_window(size)
     original = _native(array.dtype)
     array = array.astype(original, copy=False)
     if np.issubdtype(original, np.floating):
         array = array.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(array)):
-            raise ParameterError("image has NaN or infinite values; the median of a window "
-                                 "holding them is undefined (replace or mask them first)")
+        check_finite(array)
     elif original not in INPUT_TYPES:
         array = array.astype(np.float32)  # int64, int8...: filtered as float32
     array = np.ascontiguousarray(array)
     values = np.uint16 if array.dtype == np.uint16 else np.float32
     session = _session(device)
     with session.lock:
-        plan = session.plan(("median", array.shape, size, array.dtype.str),
-                            lambda: MedianFilter(session.queue, session.library, array.shape,
-                                                 size, values, input_dtype=array.dtype))
+        plan = session.plans.get_or_make(
+            "median", (array.shape, size, array.dtype.str),
+            lambda: MedianFilter(session.queue, session.library, array.shape, size, values,
+                                 input_dtype=array.dtype))
         result = plan(array)
     return _as_input_type(result, original)
 
@@ -220,8 +184,11 @@ def richardson_lucy(image: Any, psf: Any, num_iter: int = 30, *,
     PSFError
         A PSF that is not 2-D, has an even side, negative or non-finite values, or is not
         centred.
+    FrameShapeError, FrameDtypeError, MaskError
+        An image that is not a non-empty 2-D array of real numbers, or a weight map of
+        another shape.
     ParameterError
-        A bad image, weight shape, or iteration count.
+        A bad iteration count or tolerance.
 
     Examples
     --------
@@ -229,24 +196,22 @@ def richardson_lucy(image: Any, psf: Any, num_iter: int = 30, *,
     >>> psf = np.outer(*2 * [np.exp(-0.5 * (np.arange(-7, 8) / 1.5) ** 2)])
     >>> sharp = streamer.richardson_lucy(blurred, psf, num_iter=30)   # doctest: +SKIP
     """
-    array = _image(image).astype(np.float32, copy=False)
+    array = checked_image(image, "image").astype(np.float32, copy=False)
     kernel = validate_psf(np.asarray(psf, dtype=np.float64))
     validate_iterations(num_iter, tolerance)
-    mask = None
+    weights = None
     if weight is not None:
-        mask = np.asarray(weight, dtype=np.float32)
-        if mask.shape != array.shape:
-            raise ParameterError(f"weight has shape {mask.shape}, the image {array.shape}")
+        checked_mask(weight, array.shape, "weight")
+        weights = np.asarray(weight, dtype=np.float32)
     session = _session(device)
     with session.lock:
-        plan = session.plan(("rl", array.shape, kernel.shape, method),
-                            lambda: RichardsonLucy(session.queue, session.library, array.shape,
-                                                   kernel, method))
-        if not plan.accepts(kernel):
-            plan = RichardsonLucy(session.queue, session.library, array.shape, kernel, method)
-            session._plans[("rl", array.shape, kernel.shape, method)] = plan
+        key = (array.shape, kernel.shape, method)
+        plan = session.plans.get("one_call_rl", key)
+        if not isinstance(plan, RichardsonLucy) or not plan.accepts(kernel):
+            plan = session.plans.put("one_call_rl", key, RichardsonLucy(
+                session.queue, session.library, array.shape, kernel, method))
         plan.set_psf(kernel)
-        restored, _ = plan(np.ascontiguousarray(array), num_iter, mask, tolerance,
+        restored, _ = plan(np.ascontiguousarray(array), num_iter, weights, tolerance,
                            stop_at_noise=False)
     return restored
 
@@ -293,26 +258,20 @@ def restore(image: Any, *, window: int = 31, psf: Any = "auto", iterations: int 
     >>> result = streamer.restore(frame, psf="moffat:fwhm=3,beta=3", full_output=True)  # doctest: +SKIP
     >>> result.psf.fwhm, result.deconvolution.stopped_by                 # doctest: +SKIP
     """
-    array = _image(image)
+    array = checked_image(image, "image")
     spec: PSFSpec | None
     explicit_psf: np.ndarray | None = None
     if isinstance(psf, PSFSpec):
         spec = psf
     elif isinstance(psf, str):
-        from streamer.imaging.psf import parse_psf_spec
-
         spec = parse_psf_spec(psf)
     else:
         spec, explicit_psf = None, validate_psf(np.asarray(psf, dtype=np.float64))
     values = {"window": window, "iterations": iterations, **settings}
     if spec is not None:
         values["psf"] = spec
-    configured = RestorationSettings(**values)
-    session = _session(device)
-    with session.lock:
-        restorer = session.restorer(configured, device if device is not None else _default_spec)
-        result = restorer.restore(array, None if mask is None else np.asarray(mask, bool),
-                                  header=header, psf=explicit_psf)
+    restorer = _restorer(_session(device), RestorationSettings(**values))
+    result = restorer.restore(array, mask, header=header, psf=explicit_psf)
     return result if full_output else result.data
 
 

@@ -15,10 +15,7 @@ import numpy as np
 from astropy.io import fits
 from pydantic import ValidationError
 
-from streamer.errors import (
-    ChecksumError, EnvelopeError, FrameDecodeError, FrameError, FrameTooLargeError,
-    NoSignalError,
-)
+from streamer.errors import ChecksumError, EnvelopeError, FrameDecodeError, FrameTooLargeError
 from streamer.imaging.fits_io import FitsImage, read_image_bytes
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import FramePayload, RawFrame
@@ -115,7 +112,8 @@ def decode_payload(envelope: FramePayload, payload: bytes,
 
     Raises
     ------
-    ChecksumError, FrameTooLargeError, FrameDecodeError, FrameError
+    ChecksumError, FrameTooLargeError, FrameDecodeError, FrameShapeError, FrameDtypeError,
+    NoValidPixelError
     """
     check_payload(envelope, payload)
     if limits is not None:
@@ -141,15 +139,3 @@ def decode_payload(envelope: FramePayload, payload: bytes,
         )
     return image
 
-
-def check_signal(data: np.ndarray) -> None:
-    """Raise NoSignalError for a frame with nothing to restore: one pixel, or every finite
-    pixel the same value (all zero, all saturated: a camera fault)."""
-    finite = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data.ravel()
-    if finite.size == 0:
-        raise FrameError("the frame has no finite pixel (all NaN/inf)")
-    if data.size < 2:
-        raise NoSignalError(f"the frame has {data.size} pixel: nothing to restore")
-    low, high = finite.min(), finite.max()
-    if low == high:
-        raise NoSignalError(f"every pixel is {low}: no signal (a camera fault?)")

@@ -16,6 +16,9 @@ import re
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from streamer.errors import RetryBudgetError
+from streamer.worker.partitions import PartitionState, Suspect
+
 _MARKER = re.compile(r"^streamer-attempt (\d+) (\d+)$")
 
 
@@ -45,3 +48,36 @@ async def recorded_attempts(admin, group_id: str, partitions: list[TopicPartitio
         if recorded is not None:
             found[tp.partition] = recorded
     return found
+
+
+async def count_attempt(state: PartitionState, first_offset: int, group_id: str,
+                        retry_budget: int) -> RetryBudgetError | None:
+    """For the frame a previous owner may have died on (the partition's suspect): the error
+    that dead-letters it when its attempts are spent, else None after recording one more
+    attempt (committed before the frame is decoded). Other frames pass with None."""
+    # The suspect is read while the partition is acquired, and records can arrive before
+    # that ends: wait, or the first frame would slip past uncounted.
+    await state.ready.wait()
+    suspect = state.suspect
+    if not state.owned or suspect is None or not suspect.is_frame_at(first_offset):
+        return None
+    state.suspect = None
+    earlier = suspect.earlier_attempts
+    if earlier >= retry_budget:
+        return RetryBudgetError(
+            f"gave up after {earlier} attempts: a worker stopped (crashed, killed, or its "
+            "device failed) each time it restored this frame")
+    if state.publisher.started:
+        # Uncounted (a failed commit), the frame is still restored; the publisher renewed its
+        # producer, so the frame's own transaction starts clean.
+        await state.publisher.commit_offsets(
+            {state.topic_partition: marker(first_offset, earlier + 1)}, group_id,
+            f"an attempt at {state.topic}[{state.partition}]@{first_offset}")
+    return None
+
+
+def suspect_of(committed: int | None, recorded: tuple[int, int] | None) -> Suspect:
+    """The suspect of a partition whose committed offset is ``committed`` and whose recorded
+    attempts are ``recorded`` (:func:`recorded_attempts`)."""
+    earlier = recorded[1] if recorded is not None and recorded[0] == committed else 0
+    return Suspect(committed, earlier)

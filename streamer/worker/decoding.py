@@ -1,5 +1,10 @@
-"""The worker's decode stage, free of Kafka: an assembled frame in, a decoded and measured one
-(or the reason it is not) out.
+"""The worker's host stage before the device, free of Kafka: an assembled frame in, a decoded,
+checked and measured one (or the reason it is not) out.
+
+The route runs downhill, each step in the room that owns it: the envelope and payload
+(:mod:`streamer.streaming.codec`), the signal check (:mod:`streamer.imaging.validation`), the
+device's capacity (:mod:`streamer.restoration.capacity`, NumPy only), then validation, input
+quality, noise and the camera's PSF (:class:`~streamer.imaging.preparation.FramePreparer`).
 
 Whatever goes wrong here is the frame's fault — a malformed envelope, a payload that lies
 about its size, a dtype that is not a number, a decompression bomb, a frame with no signal, an
@@ -11,19 +16,31 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
-from streamer.errors import FrameError, StreamerError
-from streamer.restoration.restorer import Restorer
-from streamer.streaming.codec import FrameLimits, check_signal, decode_payload, parse_envelope
+from streamer.errors import StreamerError, UnexpectedFrameError
+from streamer.imaging.preparation import FramePreparer
+from streamer.imaging.validation import check_signal
+from streamer.restoration.capacity import FrameCapacity
+from streamer.streaming.codec import FrameLimits, decode_payload, parse_envelope
 from streamer.streaming.framing import AssembledFrame
 from streamer.worker.items import DecodedFrame
-from streamer.worker.processing import prepare_frame
+from streamer.worker.partitions import PartitionState
 
 log = logging.getLogger(__name__)
 
 
-def decode_frame(item: AssembledFrame, generation: int, restorer: Restorer,
-                 limits: FrameLimits) -> DecodedFrame:
+@dataclass
+class HostChecks:
+    """What the host stage checks and measures a frame with."""
+
+    limits: FrameLimits
+    capacity: FrameCapacity
+    preparer: FramePreparer
+
+
+def decode_frame(item: AssembledFrame, state: PartitionState, checks: HostChecks
+                 ) -> DecodedFrame:
     """Decode, check and measure one frame (input quality, noise, PSF)."""
     started = time.perf_counter()
     raw = image = prepared = None
@@ -31,15 +48,16 @@ def decode_frame(item: AssembledFrame, generation: int, restorer: Restorer,
     if error is None:
         try:
             raw = parse_envelope(item.envelope_json)
-            image = decode_payload(raw, item.payload, limits)
+            image = decode_payload(raw, item.payload, checks.limits)
             check_signal(image.data)
-            restorer.check_capacity(image.data.shape, image.data.dtype)
-            prepared = prepare_frame(restorer, raw, image)
+            checks.capacity.check(image.data.shape, image.data.dtype)
+            prepared = checks.preparer.prepare(image.data, image.header, raw.camera_id,
+                                               quality=True)
         except StreamerError as failure:
             error = failure
         except Exception as failure:  # a library's surprise is still the frame's fault
             log.debug("unexpected error decoding a frame", exc_info=True)
-            error = FrameError(f"unexpected {type(failure).__name__} while decoding or "
-                               f"measuring the frame: {failure}")
-    return DecodedFrame(generation, item, raw, image, error, time.perf_counter() - started,
+            error = UnexpectedFrameError(f"unexpected {type(failure).__name__} while decoding "
+                                         f"or measuring the frame: {failure}")
+    return DecodedFrame(state, item, raw, image, error, time.perf_counter() - started,
                         prepared)

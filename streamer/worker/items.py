@@ -6,17 +6,20 @@ from dataclasses import dataclass
 
 from streamer.errors import StreamerError
 from streamer.imaging.fits_io import FitsImage
+from streamer.imaging.preparation import PreparedFrame
 from streamer.restoration.restorer import Restoration
 from streamer.streaming.framing import AssembledFrame
 from streamer.streaming.messages import FrameMetrics, RawFrame
-from streamer.worker.processing import PreparedFrame
+from streamer.streaming.publisher import OutgoingRecord
+from streamer.worker.partitions import PartitionState
 
 
 @dataclass
 class DecodedFrame:
-    """A fetched frame after decoding (or the reason it could not be), queued for the device."""
+    """A fetched frame after decoding (or the reason it could not be), queued for the device.
+    ``state`` is the partition it was fetched under: revoked since, the frame is dropped."""
 
-    generation: int
+    state: PartitionState
     item: AssembledFrame
     raw: RawFrame | None
     image: FitsImage | None
@@ -32,16 +35,6 @@ class DeviceResult:
     decoded: DecodedFrame
     restoration: Restoration | None
     error: StreamerError | None
-
-
-@dataclass
-class OutgoingRecord:
-    """One Kafka record of a frame's transaction."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
 
 
 @dataclass

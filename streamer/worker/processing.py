@@ -1,11 +1,10 @@
 """The worker's processing, free of Kafka: a decoded raw frame in, the restored frame's
 envelope and payload plus its metrics out. Transport lives in :mod:`streamer.worker.worker`.
 
-Three parts, so the device never waits for the host: :func:`prepare_frame` is host work done
-while decoding (input quality, the noise model and the frame's PSF, measured from its stars
-with the camera's recent PSF to fall back on); :func:`restore_on_device` is the device's
-work alone; :func:`finish_frame` encodes, checksums and measures the result on the host while
-the device restores the next frame.
+Three parts, so the device never waits for the host: the host's measurements before the
+device (:mod:`streamer.worker.decoding`: input quality, the noise model and the frame's PSF);
+:func:`restore_on_device`, the device's work alone; :func:`finish_frame`, which encodes,
+checksums and measures the result on the host while the device restores the next frame.
 """
 
 from __future__ import annotations
@@ -14,28 +13,18 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 
 from streamer.imaging.fits_io import FitsImage, output_header, psf_hdu, restored_bytes
-from streamer.imaging.noise import NoiseModel, noise_model
+from streamer.imaging.preparation import PreparedFrame
 from streamer.imaging.psf_measure import PSFMeasurement
-from streamer.imaging.quality import InputQuality, frame_quality, measure_input
+from streamer.imaging.quality import frame_quality
 from streamer.restoration.provenance import provenance, psf_keywords
-from streamer.restoration.restorer import Restoration, Restorer, validated_frame
+from streamer.restoration.restorer import Restoration, Restorer
+from streamer.settings import RestorationSettings
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import (
     FrameMetrics, PSFSummary, QualityMetrics, RawFrame, RestoredFrame, utc_now,
 )
-
-
-@dataclass
-class PreparedFrame:
-    """Host-side measurements of a decoded frame, made before it reaches the device."""
-
-    quality: InputQuality
-    noise: NoiseModel
-    psf: PSFMeasurement
-    seconds: float
 
 
 @dataclass
@@ -47,17 +36,6 @@ class ProcessedFrame:
     metrics: FrameMetrics
 
 
-def prepare_frame(restorer: Restorer, raw: RawFrame, image: FitsImage) -> PreparedFrame:
-    """Measure the input's quality, noise and PSF (the camera's PSF state is updated).
-    Raises what :func:`~streamer.restoration.restorer.validated_frame` raises."""
-    started = time.perf_counter()
-    data, valid = validated_frame(image.data)
-    quality = measure_input(image.data)
-    noise = noise_model(data, image.header, quality.sky)
-    psf = restorer.choose_psf(data, valid, image.header, raw.camera_id)
-    return PreparedFrame(quality, noise, psf, time.perf_counter() - started)
-
-
 def psf_summary(psf: PSFMeasurement) -> PSFSummary:
     """The message form of a PSF measurement."""
     return PSFSummary(method=psf.method, fwhm=psf.fwhm, ellipticity=psf.ellipticity,
@@ -66,30 +44,30 @@ def psf_summary(psf: PSFMeasurement) -> PSFSummary:
                       warning=psf.warning, seconds=psf.seconds)
 
 
-def restore_on_device(restorer: Restorer, raw: RawFrame, image: FitsImage,
-                      prepared: PreparedFrame, deadline: float | None = None) -> Restoration:
+def restore_on_device(restorer: Restorer, image: FitsImage, prepared: PreparedFrame,
+                      deadline: float | None = None) -> Restoration:
     """The device part: one upload, the restoration, one download. Raises what
-    :meth:`Restorer.restore` raises."""
-    result = restorer.restore(image.data, header=image.header, camera_id=raw.camera_id,
-                              psf=prepared.psf, noise=prepared.noise, deadline=deadline)
+    :meth:`Restorer.restore_prepared` raises."""
+    result = restorer.restore_prepared(image.data, prepared, deadline=deadline)
     result.timings["psf"] = prepared.psf.seconds
     return result
 
 
-def finish_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: RawFrame,
-                 image: FitsImage, prepared: PreparedFrame, result: Restoration,
-                 decode_seconds: float = 0.0) -> ProcessedFrame:
+def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str,
+                 chunk_bytes: int, raw: RawFrame, image: FitsImage, prepared: PreparedFrame,
+                 result: Restoration, decode_seconds: float = 0.0) -> ProcessedFrame:
     """The host part after the device: the restored FITS payload (input header kept, with
     provenance, and the PSF as an extension), its checksum, the output quality and the
     metrics record — CPU work that overlaps the next frame's device work."""
-    keywords, history = provenance(restorer.settings, restorer.device_name, result,
+    keywords, history = provenance(settings, device_name, result,
                                    raw.source_name or raw.frame_id, image.hdu_index)
     keywords["STRMFID"] = (raw.frame_id, "frame id")
     started = time.perf_counter()
     payload = restored_bytes(result.data, output_header(image.header, keywords, history),
                              psf_hdu(result.psf.psf, psf_keywords(result.psf)))
     encode_seconds = time.perf_counter() - started
-    quality = frame_quality(prepared.quality, result.data)
+    quality = frame_quality(prepared.quality if prepared.quality is not None else image.data,
+                            result.data)
     restored_at = utc_now()
     summary = psf_summary(result.psf)
     envelope = RestoredFrame(
@@ -98,23 +76,13 @@ def finish_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: RawF
         encoding="fits", payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
         chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)),
         source_name=raw.source_name, published_at=raw.published_at, restored_at=restored_at,
-        input_sha256=raw.payload_sha256, worker_id=worker_id, device=restorer.device_name,
-        window=restorer.settings.window, psf=str(restorer.settings.psf),
+        input_sha256=raw.payload_sha256, worker_id=worker_id, device=device_name,
+        window=settings.window, psf=str(settings.psf),
         iterations=result.deconvolution.iterations, psf_summary=summary,
     )
     metrics = _metrics(raw, result, restored_at, decode_seconds, encode_seconds, quality,
-                       summary, worker_id, restorer.device_name)
+                       summary, worker_id, device_name)
     return ProcessedFrame(envelope, payload, metrics)
-
-
-def restore_frame(restorer: Restorer, worker_id: str, chunk_bytes: int, raw: RawFrame,
-                  image: FitsImage, decode_seconds: float = 0.0,
-                  prepared: PreparedFrame | None = None) -> ProcessedFrame:
-    """All of it in one call (offline use and tests): prepare, restore, finish."""
-    prepared = prepared or prepare_frame(restorer, raw, image)
-    result = restore_on_device(restorer, raw, image, prepared)
-    return finish_frame(restorer, worker_id, chunk_bytes, raw, image, prepared, result,
-                        decode_seconds)
 
 
 def _metrics(raw: RawFrame, result: Restoration, restored_at, decode_seconds: float,

@@ -30,7 +30,7 @@ from streamer.streaming.camera import CameraPublisher, simulate
 from streamer.streaming.sink import Sink
 from streamer.streaming.topics import create_topics
 from streamer.worker.worker import Worker
-from tests.kafka_support import FAST_RESTORATION, settings_env, start_cli, unique_settings
+from tests.kafka_support import settings_env, start_cli, unique_settings
 
 pytestmark = pytest.mark.kafka
 GOOD = 3

@@ -8,7 +8,10 @@ import pytest
 from scipy import ndimage
 
 import streamer
-from streamer.errors import DeviceError, ParameterError, PSFError
+from streamer.errors import (
+    DeviceError, FrameDtypeError, FrameShapeError, MaskError, NonFinitePixelError, ParameterError,
+    PSFError,
+)
 from streamer.imaging.psf import gaussian_psf, moffat_psf
 from streamer.imaging.synthetic import star_field
 from streamer.restoration.restorer import Restorer
@@ -38,16 +41,16 @@ def test_median_filter_keeps_large_integers_exact_or_says_float32():
     assert streamer.median_filter(large, 5).dtype == np.float32
 
 
-@pytest.mark.parametrize("image, size, message", [
-    (np.zeros((8, 8, 3)), 3, "2-D"),
-    (np.zeros((0, 8)), 3, "non-empty"),
-    (np.full((8, 8), np.nan), 3, "NaN"),
-    (np.zeros((8, 8), dtype=complex), 3, "real numbers"),
-    (np.zeros((8, 8)), 4, "odd"),
-    (np.zeros((8, 8)), 257, "255"),
+@pytest.mark.parametrize("image, size, error, message", [
+    (np.zeros((8, 8, 3)), 3, FrameShapeError, "2-D"),
+    (np.zeros((0, 8)), 3, FrameShapeError, "empty"),
+    (np.full((8, 8), np.nan), 3, NonFinitePixelError, "NaN"),
+    (np.zeros((8, 8), dtype=complex), 3, FrameDtypeError, "real numbers"),
+    (np.zeros((8, 8)), 4, ParameterError, "odd"),
+    (np.zeros((8, 8)), 257, ParameterError, "255"),
 ])
-def test_median_filter_refuses_bad_input_clearly(image, size, message):
-    with pytest.raises(ParameterError, match=message):
+def test_median_filter_refuses_bad_input_clearly(image, size, error, message):
+    with pytest.raises(error, match=message):
         streamer.median_filter(image, size)
 
 
@@ -90,7 +93,7 @@ def test_richardson_lucy_checks_its_psf(psf, message):
 
 
 def test_richardson_lucy_refuses_a_weight_of_another_shape():
-    with pytest.raises(ParameterError, match="weight has shape"):
+    with pytest.raises(MaskError, match="weight has shape"):
         streamer.richardson_lucy(np.ones((32, 32)), gaussian_psf(2.0), 3, weight=np.ones((8, 8)))
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import median_filter
 
-from streamer.errors import FrameError, ParameterError
+from streamer.errors import (
+    FrameDtypeError, FrameError, FrameShapeError, NoValidPixelError, ParameterError,
+)
 from streamer.imaging.psf import PSFSpec, gaussian_psf
 from streamer.restoration.restorer import MAX_PLANS, Restorer, padded_psf
 from streamer.settings import RestorationSettings
@@ -108,14 +110,16 @@ def test_integer_frames_are_accepted(restorer, gaussian_field):
 
 
 @pytest.mark.parametrize(
-    "frame, message",
-    [(np.zeros((0, 5), np.float32), "empty"), (np.zeros((3, 4, 5), np.float32), "2-D"),
-     (np.full((8, 8), np.nan, np.float32), "no valid pixel"),
-     (np.array([["a"]]), "real numbers")],
+    "frame, error, message",
+    [(np.zeros((0, 5), np.float32), FrameShapeError, "empty"),
+     (np.zeros((3, 4, 5), np.float32), FrameShapeError, "2-D"),
+     (np.full((8, 8), np.nan, np.float32), NoValidPixelError, "no valid pixel"),
+     (np.array([["a"]]), FrameDtypeError, "real numbers")],
 )
-def test_bad_frames_raise_frame_error(restorer, frame, message):
-    with pytest.raises(FrameError, match=message):
+def test_bad_frames_raise_one_error_per_kind(restorer, frame, error, message):
+    with pytest.raises(error, match=message) as raised:
         restorer.restore(frame)
+    assert isinstance(raised.value, FrameError)  # every kind is a frame's fault
 
 
 def test_bad_settings_are_refused():

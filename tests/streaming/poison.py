@@ -106,7 +106,7 @@ def corpus(bomb_side: int = 2048) -> list[Case]:
         _fits_case("table only", _fits(None, fits.BinTableHDU.from_columns(
             [fits.Column("a", "J", array=np.arange(3))])), "FrameDecodeError"),
         _fits_case("cube", _fits(np.zeros((3, 16, 16), np.uint16)), None, shape=(16, 16)),
-        _fits_case("all NaN", _fits(np.full((16, 16), np.nan, np.float32)), "FrameError"),
+        _fits_case("all NaN", _fits(np.full((16, 16), np.nan, np.float32)), "NoValidPixelError"),
         _fits_case("all zero", _fits(np.zeros((16, 16), np.uint16)), "NoSignalError"),
         _fits_case("all saturated", _fits(np.full((16, 16), 65535, np.uint16)), "NoSignalError"),
         _fits_case("one pixel", _fits(np.ones((1, 1), np.float32)), "NoSignalError",

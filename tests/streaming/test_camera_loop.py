@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from streamer.streaming.camera import CameraPublisher, watch_directory
+from streamer.streaming.camera import CameraPublisher
+from streamer.streaming.watched_folder import watch_directory
 from streamer.streaming.topics import create_topics
 from tests.kafka_support import read_topic, unique_settings
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from streamer.streaming.camera import CameraPublisher, simulate, watch_directory
+from streamer.streaming.camera import CameraPublisher, simulate
+from streamer.streaming.watched_folder import watch_directory
 from streamer.imaging.fits_io import read_image_bytes
 from streamer.errors import FrameTooLargeError
 from streamer.streaming.framing import frame_records, sha256_hex
@@ -191,10 +192,11 @@ def test_frames_waiting_at_assignment_are_counted_first_and_committed_once(
     first frame's attempt must still be the one counted, and the attempt marker's transaction
     must never overlap a frame's transaction on the same producer: aiokafka asserts on a
     transaction begun inside another, which once crashed the worker in CI."""
+    import streamer.worker.attempts as attempts_module
     import streamer.worker.worker as worker_module
 
     settings = unique_settings(kafka_bootstrap, partitions=1)
-    real_recorded, real_marker = worker_module.recorded_attempts, worker_module.marker
+    real_recorded, real_marker = worker_module.recorded_attempts, attempts_module.marker
     marked: list[int] = []
 
     async def slow_recorded(*args, **kwargs):
@@ -206,7 +208,7 @@ def test_frames_waiting_at_assignment_are_counted_first_and_committed_once(
         return real_marker(offset, attempt)
 
     monkeypatch.setattr(worker_module, "recorded_attempts", slow_recorded)
-    monkeypatch.setattr(worker_module, "marker", spy_marker)
+    monkeypatch.setattr(attempts_module, "marker", spy_marker)
 
     async def scenario():
         await create_topics(settings)
@@ -226,10 +228,10 @@ def test_a_producer_that_cannot_start_at_assignment_is_retried(kafka_bootstrap, 
     """The broker away just when a partition is assigned: its producer cannot start. The
     worker retries (one log line) instead of leaving the partition without a producer, which
     would hold every frame of it forever."""
-    import streamer.worker.worker as worker_module
+    import streamer.streaming.publisher as publisher_module
 
     settings = unique_settings(kafka_bootstrap, partitions=1)
-    real_producer = worker_module.transactional_producer
+    real_producer = publisher_module.transactional_producer
     made: list[str] = []
 
     def first_one_unreachable(options, transactional_id):
@@ -239,16 +241,16 @@ def test_a_producer_that_cannot_start_at_assignment_is_retried(kafka_bootstrap, 
             options = options.model_copy(update={"kafka": kafka})
         return real_producer(options, transactional_id)
 
-    monkeypatch.setattr(worker_module, "transactional_producer", first_one_unreachable)
-
     async def scenario():
         await create_topics(settings)
         await _publish(settings, 2)
+        # From here on (the worker's producers; the camera is done), the first one fails.
+        monkeypatch.setattr(publisher_module, "transactional_producer", first_one_unreachable)
         worker = await _worker_until(settings, restorer, 2)
         restored = await read_topic(settings, settings.topics.restored, expect=2)
         return worker, restored
 
-    with caplog.at_level("WARNING", logger="streamer.worker.worker"):
+    with caplog.at_level("WARNING", logger="streamer.streaming.publisher"):
         worker, restored = run(scenario())
     assert worker.restored == 2 and len(restored) == 2
     assert len(made) >= 2
@@ -533,7 +535,7 @@ def test_long_device_work_keeps_the_worker_in_its_group(kafka_bootstrap):
     device_seconds = [FrameMetrics.model_validate_json(r.value).stage_seconds["richardson_lucy"]
                       for r in metrics]
     assert min(device_seconds) > 2.0, f"frames must outlast max.poll.interval: {device_seconds}"
-    assert worker.restored == 3 and worker.generation == {0: 1}  # never lost its partition
+    assert worker.restored == 3 and worker.assignment.acquired == {0: 1}  # never lost its partition
     assert sorted(_count_by_frame(restored).values()) == [1, 1, 1]
 
 

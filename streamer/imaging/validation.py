@@ -1,0 +1,107 @@
+"""The checks every frame passes, wherever it enters (worker, ``streamer restore``, the one-call
+API, the camera), with one exception per kind of bad frame.
+
+Validate once at the edge, then trust: the functions here are what the entry points call, and
+the code behind them does not check again.
+
+* not a non-empty 2-D image → :class:`~streamer.errors.FrameShapeError`
+* pixels that are not real numbers → :class:`~streamer.errors.FrameDtypeError`
+* a mask of another shape → :class:`~streamer.errors.MaskError`
+* no finite, unmasked pixel → :class:`~streamer.errors.NoValidPixelError`
+* NaN/inf where every pixel must be finite → :class:`~streamer.errors.NonFinitePixelError`
+* one pixel, or all pixels equal → :class:`~streamer.errors.NoSignalError`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamer.errors import (
+    FrameDtypeError, FrameShapeError, MaskError, NoSignalError, NonFinitePixelError,
+    NoValidPixelError,
+)
+
+
+def checked_image(image: Any, what: str = "a frame") -> np.ndarray:
+    """``image`` as an array, checked to be a non-empty 2-D image of real numbers.
+
+    Raises
+    ------
+    FrameShapeError
+        Not 2-D, or no pixels.
+    FrameDtypeError
+        Not real numbers (complex, bool, strings, objects, dates).
+    """
+    array = np.asarray(image)
+    if array.ndim != 2:
+        raise FrameShapeError(f"{what} must be a 2-D image, got {array.ndim} dimensions "
+                              f"{array.shape} (split cubes into single frames first)")
+    if array.size == 0:
+        raise FrameShapeError(f"{what} is empty: shape {array.shape}, 0 pixels")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise FrameDtypeError(f"{what} must hold real numbers (integers or floats), got dtype "
+                              f"{array.dtype}")
+    return array
+
+
+def checked_mask(mask: Any, shape: tuple[int, ...], what: str = "mask") -> np.ndarray:
+    """``mask`` as booleans (True: exclude), checked to have the frame's ``shape``.
+
+    Raises
+    ------
+    MaskError
+        Its shape differs from the frame's.
+    """
+    array = np.asarray(mask)
+    if array.shape != tuple(shape):
+        raise MaskError(f"{what} has shape {array.shape}, the frame {tuple(shape)}; give one "
+                        "value per pixel")
+    return array.astype(bool, copy=False)
+
+
+def valid_pixels(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Where ``image`` is finite and not masked.
+
+    Raises
+    ------
+    NoValidPixelError
+        No such pixel.
+    """
+    valid = np.isfinite(image)
+    if mask is not None:
+        valid &= ~mask
+    if not valid.any():
+        raise NoValidPixelError("the frame has no valid pixel (all NaN/inf or masked)")
+    return valid
+
+
+def validated_frame(frame: Any, mask: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The frame as contiguous float32 and its valid-pixel map (finite and not masked) — the
+    checks above, in order."""
+    array = checked_image(frame)
+    bad = None if mask is None else checked_mask(mask, array.shape)
+    image = np.ascontiguousarray(array, dtype=np.float32)
+    return image, valid_pixels(image, bad)
+
+
+def check_finite(image: np.ndarray, what: str = "image") -> None:
+    """Raise NonFinitePixelError when ``image`` holds NaN or infinity."""
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+        raise NonFinitePixelError(f"{what} has NaN or infinite values; the median of a window "
+                                  "holding them is undefined (replace or mask them first)")
+
+
+def check_signal(data: np.ndarray) -> None:
+    """Raise for a frame with nothing to restore: NoValidPixelError when no pixel is finite,
+    NoSignalError for one pixel or every finite pixel the same value (all zero, all saturated:
+    a camera fault)."""
+    finite = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data.ravel()
+    if finite.size == 0:
+        raise NoValidPixelError("the frame has no finite pixel (all NaN/inf)")
+    if data.size < 2:
+        raise NoSignalError(f"the frame has {data.size} pixel: nothing to restore")
+    low, high = finite.min(), finite.max()
+    if low == high:
+        raise NoSignalError(f"every pixel is {low}: no signal (a camera fault?)")
