@@ -12,7 +12,7 @@ from streamer.errors import (
     DeviceError, FrameDtypeError, FrameShapeError, MaskError, NonFinitePixelError, ParameterError,
     PSFError,
 )
-from streamer.imaging.psf import gaussian_psf, moffat_psf
+from streamer.imaging.psf import PSFSpec, gaussian_psf, moffat_psf
 from streamer.imaging.synthetic import star_field
 from streamer.restoration.restorer import Restorer
 from streamer.settings import RestorationSettings
@@ -132,3 +132,24 @@ def test_import_streamer_needs_no_opencl():
     assert set(streamer._ONE_CALL) <= set(dir(streamer))
     with pytest.raises(AttributeError):
         streamer.not_a_function  # noqa: B018
+
+
+def test_restorers_and_the_one_call_api_share_one_device_session(gaussian_field, monkeypatch):
+    """One context, one kernel library per device: new settings cost no compilation."""
+    from streamer.restoration import device as device_module
+
+    session = device_module.open_session()
+    made: list[object] = []
+    real_init = device_module.DeviceSession.__init__
+    monkeypatch.setattr(device_module.DeviceSession, "__init__",
+                        lambda self, *a: made.append(self) or real_init(self, *a))
+    image = gaussian_field.image
+    streamer.restore(image, window=15, psf="gaussian:fwhm=3", iterations=3)
+    programs = dict(session.library._programs)
+    streamer.restore(image, window=15, psf="gaussian:fwhm=3", iterations=4, damping=2.0)
+    restorer = Restorer(RestorationSettings(window=15, iterations=2,
+                                            psf=PSFSpec(kind="gaussian", fwhm=3.0)))
+    restorer.restore(image)
+    assert restorer.session is session and restorer.device_name == streamer.current_device()
+    assert made == []  # no second context
+    assert session.library._programs == programs  # nothing built again
