@@ -162,6 +162,11 @@ class StreamerSettings(BaseSettings):
         default=300.0, gt=0,
         description="Kafka's limit between polls; the worker keeps polling during device work")
 
+    def with_bootstrap_servers(self, bootstrap_servers: str) -> StreamerSettings:
+        """These settings on another cluster (the local broker a demo started, say)."""
+        return self.model_copy(update={"kafka": self.kafka.model_copy(
+            update={"bootstrap_servers": bootstrap_servers})})
+
     def to_environment(self) -> dict[str, str]:
         """``STREAMER_*`` variables that give a child process these settings (connection and
         its security options, topics, group, sizes and restoration). The SASL password is not

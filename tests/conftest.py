@@ -83,7 +83,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory) -> str:
     """A real Kafka broker (KRaft, Maven Central jars) for the whole session."""
-    from streamer.streaming.local_kafka import LocalKafka
+    from streamer.local_broker.broker import LocalKafka
 
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
     bootstrap = broker.start()

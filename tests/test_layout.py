@@ -1,6 +1,7 @@
 """The architecture the layout promises, checked: the streaming side and the NumPy imaging
-modules never import OpenCL, the restoration core never imports Kafka, and the camera and the
-sink run — against the real broker — in a Python where pyopencl cannot be imported."""
+modules never import OpenCL, the restoration core never imports Kafka, the product never
+imports the development broker, and the camera and the sink run — against the real broker —
+in a Python where pyopencl cannot be imported."""
 
 from __future__ import annotations
 
@@ -85,6 +86,42 @@ def test_a_lower_layer_never_imports_a_higher_one(lower, higher):
         for name in _imports(path) if name.startswith(higher)
     }
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("group", ["streaming", "worker", "restoration", "imaging"])
+def test_the_product_never_imports_the_development_broker(group):
+    offenders = {
+        f"{path.name} imports {name}"
+        for path in (PACKAGE / group).rglob("*.py")
+        for name in _imports(path) if name.startswith("streamer.local_broker")
+    }
+    assert not offenders, offenders
+
+
+def test_the_development_broker_imports_no_product_layer():
+    offenders = {
+        f"{path.name} imports {name}"
+        for path in (PACKAGE / "local_broker").glob("*.py")
+        for name in _imports(path)
+        if name.startswith(("streamer.streaming", "streamer.worker", "streamer.restoration",
+                            "streamer.operations", "streamer.imaging"))
+    }
+    assert not offenders, offenders
+
+
+def test_commands_load_the_development_broker_only_to_start_one(tmp_path):
+    # `streamer worker` parses its command line and builds its settings without the broker;
+    # only the table of releases (for `streamer kafka --help`) comes with the parser.
+    code = textwrap.dedent("""
+        import sys
+        from streamer.operations.cli import build_parser
+        from streamer.operations.cli_options import settings_from
+        settings_from(build_parser().parse_args(["worker", "--window", "7"]))
+        print(sorted(name for name in sys.modules if name.startswith("streamer.local_broker")))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['streamer.local_broker', 'streamer.local_broker.versions']"
 
 
 def test_errors_live_in_one_module():
