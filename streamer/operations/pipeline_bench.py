@@ -52,7 +52,7 @@ def _offline_seconds(settings: StreamerSettings, payloads: list[bytes]) -> float
 
 def _worker_env(settings: StreamerSettings) -> dict[str, str]:
     # Workers share this host: each serves its metrics on a free port.
-    return {**os.environ, **settings.to_environment(), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
+    return {**settings.child_environment(os.environ), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
 
 
 async def _metrics(settings: StreamerSettings, expect: int, timeout: float) -> list[FrameMetrics]:

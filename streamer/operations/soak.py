@@ -135,7 +135,7 @@ class _Processes:
     """The worker and the sink as processes, with their environment and logs."""
 
     def __init__(self, settings: StreamerSettings, folder: Path, metrics_port: int) -> None:
-        env = {**os.environ, **settings.to_environment(),
+        env = {**settings.child_environment(os.environ),
                "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
         self.logs = {role: open(folder / f"{role}.log", "ab") for role in ROLES}
         command = [sys.executable, "-m", "streamer"]

@@ -21,7 +21,8 @@ from typing import Awaitable, Callable
 from streamer.errors import ClusterConnectionError
 from streamer.metrics import StreamerMetrics
 from streamer.operations import kafka_command
-from streamer.operations.cli_options import kafka_flags, restoration_flags, settings_from
+from streamer.operations.cli_options import (WORKER_FLAGS, add_flags, kafka_flags,
+                                             restoration_flags, settings_from)
 from streamer.settings import StreamerSettings
 
 DEFAULT_METRICS_PORTS = {"camera": 9471, "worker": 9472, "sink": 9473}
@@ -79,8 +80,7 @@ def _register_worker_and_sink(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser("worker", help="restore frames from Kafka (exactly once)",
                                  description="Join the worker group, restore raw frames, publish "
                                              "restored frames and metrics transactionally.")
-    worker.add_argument("--group-id", help="consumer group (default streamer-workers)")
-    worker.add_argument("--worker-id", help="stable worker name (default host-pid)")
+    add_flags(worker, WORKER_FLAGS)
     worker.add_argument("--max-frames", type=int, help="exit after this many frames")
     kafka_flags(worker)
     restoration_flags(worker)
