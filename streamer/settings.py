@@ -1,22 +1,34 @@
 """One typed settings object for the streaming processes, from environment and CLI flags.
 
+The models here are the one place a setting is written: its type, bounds, default and the
+description that ``--help`` prints (:mod:`streamer.operations.cli_options` builds the flags
+from them) and the variables a child process receives (:meth:`StreamerSettings.to_environment`).
+
 Every field can be set by an environment variable ``STREAMER_<NAME>`` (nested with ``__``,
-e.g. ``STREAMER_KAFKA__BOOTSTRAP_SERVERS``) and by the CLI flag printed in ``--help``; flags
-win over the environment. Kafka security options pass straight through to aiokafka.
+e.g. ``STREAMER_KAFKA__BOOTSTRAP_SERVERS``; a nested model also as JSON,
+``STREAMER_RESTORATION='{"window": 41}'``; ``null`` is None); many also by a CLI flag, and
+flags win over the environment. Kafka security options pass straight through to aiokafka.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
-from typing import Literal
+from typing import Iterator, Literal, Mapping, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.imaging.psf import PSFSpec
 from streamer.imaging.psf_measure import PSFMeasureSettings
 
 MIB = 1 << 20
+# How the environment names a field (STREAMER_KAFKA__BOOTSTRAP_SERVERS) and writes None.
+ENV_PREFIX, ENV_NESTED, ENV_NONE = "STREAMER_", "__", "null"
+
+
+ConvolutionMethod = Literal["auto", "dense", "sparse", "separable", "fft", "host_fft"]
 
 
 class RestorationSettings(BaseModel):
@@ -24,33 +36,43 @@ class RestorationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    window: int = Field(default=31, description="median window side, odd, 3-255 pixels")
+    window: int = Field(default=31, description="median window side in pixels, odd, 3-255; "
+                                                "larger than a star")
     median_method: Literal["auto", "histogram", "tiled"] = Field(
-        default="auto", description="median algorithm: auto (tiled on GPUs whose local memory "
-                                    "holds the tile, else histogram), histogram or tiled")
-    psf: PSFSpec = Field(default=PSFSpec(kind="auto"),
-                         description="auto: measured from each frame's stars; or a model/file")
+        default="auto", description="median algorithm: histogram (CPUs) or tiled (GPUs: the "
+                                    "tile in local memory); auto takes tiled where the "
+                                    "device's local memory holds the tile")
+    psf: PSFSpec = Field(
+        default=PSFSpec(kind="auto"),
+        description="auto (measured from each frame's stars) | gaussian:fwhm=F | "
+                    "moffat:fwhm=F,beta=B[,ellipticity=E,angle=DEG] | "
+                    "streak:length=L,angle=DEG,core=F | file:PATH.fits; add size=N for the "
+                    "array side")
     psf_fallback: PSFSpec = Field(
         default=PSFSpec(kind="gaussian", fwhm=3.0),
-        description="PSF for a camera that has never shown a measurable star")
-    psf_measure: PSFMeasureSettings = Field(default_factory=PSFMeasureSettings)
+        description="PSF for a camera that has not shown a measurable star yet: a model or a "
+                    "file, not auto")
+    psf_measure: PSFMeasureSettings = Field(default_factory=PSFMeasureSettings,
+                                            description="how the PSF is measured from a frame")
     psf_smoothing: float = Field(default=0.3, gt=0, le=1,
                                  description="weight of a frame's PSF in its camera's running "
                                              "mean (1: no smoothing)")
-    iterations: int = Field(default=30, ge=1, description="Richardson-Lucy iterations, at most")
+    iterations: int = Field(default=30, ge=1, description="Richardson-Lucy iterations, at most; "
+                                                          "fewer once the stars fit to the noise")
     tolerance: float | None = Field(
-        default=None, gt=0, lt=1, description="stop early when the relative change is below"
-    )
+        default=None, gt=0, lt=1,
+        description="stop early once the relative change of an iteration is below this")
     damping: float = Field(default=1.0, ge=0,
-                           description="damped RL threshold in noise sigmas (0: undamped)")
+                           description="damped RL threshold in noise sigmas, 0 undamped")
     pedestal: float = Field(default=1.0, ge=0,
-                            description="sky pedestal the estimate keeps, noise sigmas: bounds "
-                                        "dark moats, keeps the flux")
+                            description="sky pedestal the estimate keeps, noise sigmas; bounds "
+                                        "dark moats around bright stars, keeps the flux")
     stop_at_noise: bool = Field(default=True,
                                 description="stop once the signal pixels fit to their noise "
                                             "(reduced chi2 <= 1)")
-    method: str = Field(default="auto",
-                        description="convolution: auto|dense|sparse|separable|fft|host_fft")
+    method: ConvolutionMethod = Field(
+        default="auto", description="convolution method; auto times the candidates on the "
+                                    "device")
 
     @model_validator(mode="after")
     def _fallback_is_fixed(self) -> RestorationSettings:
@@ -65,16 +87,24 @@ class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bootstrap_servers: str = Field(
-        default="", description="host:port[,host:port]; empty: start the local broker (demo only)"
-    )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    client_id: str = "streamer"
+        default="", description="cluster to use, HOST:PORT[,HOST:PORT]; empty: the demo, the "
+                                "soak and bench-pipeline start the local broker")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how the clients talk to the brokers")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism, with SASL_PLAINTEXT or SASL_SSL")
+    sasl_username: str | None = Field(default=None, description="SASL user")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password; prefer the environment variable, which a "
+                                  "child process reads for itself (settings never pass it on)")
+    ssl_cafile: str | None = Field(
+        default=None, description="CA certificate the brokers' certificates are checked "
+                                  "against; unset: the system's")
+    ssl_certfile: str | None = Field(
+        default=None, description="client certificate, for brokers that ask for one")
+    ssl_keyfile: str | None = Field(default=None,
+                                    description="private key of the client certificate")
+    client_id: str = Field(default="streamer", description="client name the brokers log")
 
     def client_options(self) -> dict[str, object]:
         """Keyword arguments common to aiokafka producers, consumers and admin clients."""
@@ -102,28 +132,35 @@ class TopicSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    raw: str = "frames.raw"
-    restored: str = "frames.restored"
-    metrics: str = "frames.metrics"
-    dead_letter: str = "frames.deadletter"
-    partitions: int = Field(default=6, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    retention_hours: float = Field(default=72.0, gt=0)
+    raw: str = Field(default="frames.raw", description="the camera's frames")
+    restored: str = Field(default="frames.restored", description="the workers' frames")
+    metrics: str = Field(default="frames.metrics", description="one record per restored frame")
+    dead_letter: str = Field(default="frames.deadletter",
+                             description="frames that could not be restored, and why")
+    partitions: int = Field(default=6, ge=1, description="topic partitions: at most this many "
+                                                         "workers share the stream")
+    replication_factor: int = Field(default=1, ge=1, description="copies of each partition")
+    retention_hours: float = Field(default=72.0, gt=0, description="how long records are kept")
 
 
 class StreamerSettings(BaseSettings):
     """Everything the camera, worker, sink and demo need."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STREAMER_", env_nested_delimiter="__", extra="forbid"
-    )
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, env_parse_none_str=ENV_NONE,
+        extra="forbid")
 
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    topics: TopicSettings = Field(default_factory=TopicSettings)
-    restoration: RestorationSettings = Field(default_factory=RestorationSettings)
-    device: str | None = Field(default=None, description="OpenCL device spec")
-    group_id: str = Field(default="streamer-workers", description="worker consumer group")
-    worker_id: str = Field(default="", description="stable worker name; default host-pid")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings,
+                                 description="how to reach the cluster")
+    topics: TopicSettings = Field(default_factory=TopicSettings,
+                                  description="topic names and layout")
+    restoration: RestorationSettings = Field(default_factory=RestorationSettings,
+                                             description="how to restore a frame")
+    device: str | None = Field(
+        default=None, description="OpenCL device: auto, gpu, cpu, an index from `streamer "
+                                  "devices`, or PLATFORM:DEVICE name parts; unset: auto")
+    group_id: str = Field(default="streamer-workers", description="consumer group of the workers")
+    worker_id: str = Field(default="", description="stable worker name; empty: host-pid")
     chunk_bytes: int = Field(default=1 * MIB, ge=64 * 1024, le=64 * MIB,
                              description="payload bytes per Kafka record")
     max_frame_bytes: int = Field(default=512 * MIB, ge=1,
@@ -151,39 +188,95 @@ class StreamerSettings(BaseSettings):
         default=10_000, ge=1, description="... or once this many later records have arrived")
     # Off by default: restored float32 frames barely compress, and on a small machine the
     # codec's CPU time is taken from the device. Turn it on where the network is the limit.
-    compression: Literal["none", "gzip", "lz4", "zstd"] = "none"
-    transaction_timeout_seconds: float = Field(default=600.0, gt=0)
+    compression: Literal["none", "gzip", "lz4", "zstd"] = Field(
+        default="none", description="producer compression")
+    transaction_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="Kafka transaction timeout, and the workers' "
+                                         "rebalance timeout")
     prefetch_frames: int = Field(default=2, ge=1, description="decoded frames queued ahead")
     metrics_address: str | None = Field(
         default=None,
-        description="HOST:PORT serving Prometheus /metrics; default 127.0.0.1 and the role's "
-                    "port (camera 9471, worker 9472, sink 9473); empty string: off")
+        description="serve Prometheus /metrics at HOST:PORT; unset: 127.0.0.1 and the role's "
+                    "port (camera 9471, worker 9472, sink 9473); empty: off")
     max_poll_interval_seconds: float = Field(
         default=300.0, gt=0,
         description="Kafka's limit between polls; the worker keeps polling during device work")
 
+    def with_bootstrap_servers(self, bootstrap_servers: str) -> StreamerSettings:
+        """These settings on another cluster (the local broker a demo started, say)."""
+        return self.model_copy(update={"kafka": self.kafka.model_copy(
+            update={"bootstrap_servers": bootstrap_servers})})
+
     def to_environment(self) -> dict[str, str]:
-        """``STREAMER_*`` variables that give a child process these settings (connection and
-        its security options, topics, group, sizes and restoration). The SASL password is not
-        copied: a child reads it from ``STREAMER_KAFKA__SASL_PASSWORD`` like any process."""
-        topics = self.topics
-        environment = {
-            "STREAMER_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
-            "STREAMER_TOPICS__RAW": topics.raw,
-            "STREAMER_TOPICS__RESTORED": topics.restored,
-            "STREAMER_TOPICS__METRICS": topics.metrics,
-            "STREAMER_TOPICS__DEAD_LETTER": topics.dead_letter,
-            "STREAMER_TOPICS__PARTITIONS": str(topics.partitions),
-            "STREAMER_GROUP_ID": self.group_id,
-            "STREAMER_CHUNK_BYTES": str(self.chunk_bytes),
-            "STREAMER_COMPRESSION": self.compression,
-            "STREAMER_RESTORATION": self.restoration.model_dump_json(),
-        }
-        kafka = self.kafka
-        for name in ("security_protocol", "sasl_mechanism", "sasl_username", "ssl_cafile",
-                     "ssl_certfile", "ssl_keyfile"):
-            if getattr(kafka, name) is not None:
-                environment[f"STREAMER_KAFKA__{name.upper()}"] = str(getattr(kafka, name))
-        if self.metrics_address is not None:
-            environment["STREAMER_METRICS_ADDRESS"] = self.metrics_address
-        return environment
+        """``STREAMER_*`` variables that give a child process these settings.
+
+        Generated from the model: one variable per field at its full path
+        (``STREAMER_GROUP_ID``, ``STREAMER_KAFKA__BOOTSTRAP_SERVERS``,
+        ``STREAMER_RESTORATION__PSF__FWHM``...), so a field added to any of the models
+        travels without a change here. A None is left out where the field's default is None
+        (the child reads the absent variable as None), else written ``null``. Secrets are not
+        copied: a child reads the SASL password from its own environment,
+        ``STREAMER_KAFKA__SASL_PASSWORD``, like any process.
+        """
+        return dict(_environment(self, ENV_PREFIX))
+
+    def child_environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The whole environment of a child process with these settings: ``inherited`` (the
+        parent's ``os.environ``) without the settings variables it holds, which these
+        settings replace (:meth:`to_environment`), but with its secrets.
+
+        Example
+        -------
+        >>> env = settings.child_environment(os.environ)  # doctest: +SKIP
+        >>> subprocess.Popen([sys.executable, "-m", "streamer", "worker"], env=env)  # doctest: +SKIP
+        """
+        fields = [ENV_PREFIX + name.upper() for name in type(self).model_fields]
+        secrets = set(_secret_variables(type(self), ENV_PREFIX))
+        kept = {name: value for name, value in inherited.items()
+                if name.upper() in secrets or not any(
+                    name.upper() == field or name.upper().startswith(field + ENV_NESTED)
+                    for field in fields)}
+        return {**kept, **self.to_environment()}
+
+
+def _environment(model: BaseModel, prefix: str) -> Iterator[tuple[str, str]]:
+    """``(name, text)`` of the fields of ``model`` below ``prefix``, nested models walked."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        variable = f"{prefix}{name.upper()}"
+        if isinstance(value, BaseModel):
+            yield from _environment(value, variable + ENV_NESTED)
+        elif _is_secret(field.annotation):
+            continue
+        elif value is not None or field.get_default(call_default_factory=True) is not None:
+            yield variable, _environment_text(variable, value)
+
+
+def _secret_variables(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    """The variables of the secret fields of ``model`` and the models it nests."""
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _secret_variables(field.annotation, variable + ENV_NESTED)
+        elif _is_secret(field.annotation):
+            yield variable
+
+
+def _is_secret(annotation: object) -> bool:
+    """Whether a field's type is, or may be, a secret (``SecretStr | None`` included)."""
+    return annotation in (SecretStr, SecretBytes) or any(
+        _is_secret(argument) for argument in get_args(annotation))
+
+
+def _environment_text(variable: str, value: object) -> str:
+    """A field's value as pydantic-settings reads it back: text as it is, None as ``null``,
+    numbers, booleans and containers as JSON."""
+    if value is None:
+        return ENV_NONE
+    plain = to_jsonable_python(value)
+    if not isinstance(plain, str):
+        return json.dumps(plain)
+    if plain == ENV_NONE:
+        raise ValueError(f"{variable} cannot be the text {ENV_NONE!r}: the environment "
+                         "reads it as None")
+    return plain

@@ -1,16 +1,16 @@
-"""Shared fixtures: one OpenCL context for the session, synthetic star fields with a known
-truth, and the markers (`slow` runs only with --run-slow; `gpu` only where a GPU exists)."""
+"""Shared fixtures: synthetic star fields with a known truth, astropy's test images, the
+session's Kafka broker, and the `slow` marker (runs only with --run-slow).
+
+Nothing here imports pyopencl: the streaming tests run where OpenCL is missing. The OpenCL
+fixtures live beside the tests that use them (tests/restoration/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pyopencl as cl
 import pytest
 
-from streamer.restoration.device import select_device
-from streamer.restoration.kernels import KernelLibrary
 from streamer.imaging.psf import gaussian_psf
 from streamer.imaging.synthetic import star_field
 
@@ -28,29 +28,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
-
-
-class OpenCL:
-    """The test session's device, context, queue and kernel cache."""
-
-    def __init__(self) -> None:
-        self.device = select_device()
-        self.context = cl.Context([self.device])
-        self.queue = cl.CommandQueue(self.context)
-        self.library = KernelLibrary(self.context)
-
-
-@pytest.fixture(scope="session")
-def opencl() -> OpenCL:
-    return OpenCL()
-
-
-@pytest.fixture(scope="session")
-def gpu_device() -> cl.Device:
-    try:
-        return select_device("gpu")
-    except Exception:
-        pytest.skip("no OpenCL GPU on this machine")
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +60,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory) -> str:
     """A real Kafka broker (KRaft, Maven Central jars) for the whole session."""
-    from streamer.streaming.local_kafka import LocalKafka
+    from streamer.local_broker.broker import LocalKafka
 
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
     bootstrap = broker.start()

@@ -37,7 +37,7 @@ def unique_settings(bootstrap: str, partitions: int = 3, **changes) -> StreamerS
 def settings_env(settings: StreamerSettings) -> dict[str, str]:
     """The environment that gives a subprocess the same settings."""
     # Several processes share this host: each serves its metrics on a free port.
-    return {**os.environ, **settings.to_environment(), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
+    return {**settings.child_environment(os.environ), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
 
 
 def start_cli(settings: StreamerSettings, *args: str, log: Path) -> subprocess.Popen:

@@ -1,11 +1,13 @@
 """The architecture the layout promises, checked: the streaming side and the NumPy imaging
-modules never import OpenCL, the restoration core never imports Kafka, and the camera and the
-sink run — against the real broker — in a Python where pyopencl cannot be imported."""
+modules never import OpenCL, the restoration core never imports Kafka, the product never
+imports the development broker, the camera and the sink run — against the real broker — in a
+Python where pyopencl cannot be imported, and so do the streaming tests."""
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "streamer"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "streamer"
 
 
 def modules(group: str) -> list[str]:
@@ -85,6 +88,57 @@ def test_a_lower_layer_never_imports_a_higher_one(lower, higher):
         for name in _imports(path) if name.startswith(higher)
     }
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("group", ["streaming", "worker", "restoration", "imaging"])
+def test_the_product_never_imports_the_development_broker(group):
+    offenders = {
+        f"{path.name} imports {name}"
+        for path in (PACKAGE / group).rglob("*.py")
+        for name in _imports(path) if name.startswith("streamer.local_broker")
+    }
+    assert not offenders, offenders
+
+
+def test_the_development_broker_imports_no_product_layer():
+    offenders = {
+        f"{path.name} imports {name}"
+        for path in (PACKAGE / "local_broker").glob("*.py")
+        for name in _imports(path)
+        if name.startswith(("streamer.streaming", "streamer.worker", "streamer.restoration",
+                            "streamer.operations", "streamer.imaging"))
+    }
+    assert not offenders, offenders
+
+
+def test_commands_load_the_development_broker_only_to_start_one(tmp_path):
+    # `streamer worker` parses its command line and builds its settings without the broker;
+    # only the table of releases (for `streamer kafka --help`) comes with the parser.
+    code = textwrap.dedent("""
+        import sys
+        from streamer.operations.cli import build_parser
+        from streamer.operations.cli_options import settings_from
+        settings_from(build_parser().parse_args(["worker", "--window", "7"]))
+        print(sorted(name for name in sys.modules if name.startswith("streamer.local_broker")))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['streamer.local_broker', 'streamer.local_broker.versions']"
+
+
+def test_streaming_tests_run_where_pyopencl_does_not_import(tmp_path):
+    # The conftest chain of tests/streaming holds no OpenCL fixture (those live in
+    # tests/restoration/conftest.py), so the pure streaming tests run without pyopencl.
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/streaming/test_framing.py",
+         "tests/streaming/test_messages.py", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT, env=blocked_python(tmp_path, "pyopencl"), capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= 20, summary
+    assert "skipped" not in summary and "error" not in summary, summary
 
 
 def test_errors_live_in_one_module():

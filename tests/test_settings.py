@@ -1,14 +1,21 @@
-"""One settings object: environment first, then flags; security options reach aiokafka."""
+"""One settings object: environment first, then flags; security options reach aiokafka; every
+field reaches a child process."""
 
 from __future__ import annotations
 
+import os
 import ssl
+import subprocess
+import sys
+from typing import Literal, get_args, get_origin
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 
 from streamer.operations.cli import build_parser
-from streamer.operations.cli_options import settings_from
+from streamer.operations.cli_options import (KAFKA_FLAGS, RESTORATION_FLAGS, WORKER_FLAGS,
+                                             field_of, flag_help, plain_type, settings_from)
 from streamer.settings import KafkaSettings, StreamerSettings
 
 
@@ -70,14 +77,134 @@ def test_streaming_commands_need_a_cluster(monkeypatch):
     assert result.returncode == 2 and "no Kafka" in result.stderr
 
 
-def test_settings_travel_to_a_child_process_through_the_environment(monkeypatch):
-    from streamer.imaging.psf import PSFSpec
-    from streamer.settings import RestorationSettings
+def _bounds(field: FieldInfo) -> tuple[float | None, float | None]:
+    low = high = None
+    for rule in field.metadata:
+        low = getattr(rule, "ge", getattr(rule, "gt", low))
+        high = getattr(rule, "le", getattr(rule, "lt", high))
+    return low, high
 
-    original = StreamerSettings(
-        kafka=KafkaSettings(bootstrap_servers="h:1"), group_id="g", chunk_bytes=1 << 21,
-        restoration=RestorationSettings(window=15, psf=PSFSpec(kind="streak", length=9)),
-        metrics_address="127.0.0.1:0")
-    for name, value in original.to_environment().items():
+
+def _other_value(path: str, field: FieldInfo):
+    """A valid value of one field that is not its default."""
+    kind, default = plain_type(field.annotation), field.get_default(call_default_factory=True)
+    low, high = _bounds(field)
+    if get_origin(kind) is Literal:  # the last choice: auto never, a fixed PSF kind always
+        return [choice for choice in get_args(kind) if choice != default][-1]
+    if kind is bool:
+        return not default
+    if kind is int:
+        value = (low or 0) + 7 if default is None else default + 1
+        return value if high is None or value <= high else default - 1
+    if kind is float:
+        if default is None:
+            return (low + high) / 2 if None not in (low, high) else (low or 0) + 1.5
+        return (default + high) / 2 if high is not None else default + 1.5
+    if kind is str:
+        return f"{path}-set"
+    raise AssertionError(f"{path}: no non-default value for {kind}; teach this test the type")
+
+
+def _non_default(model: type[BaseModel], prefix: str = "") -> dict:
+    """Every field of ``model`` (nested models walked) at a value other than its default;
+    secrets left out (they never travel)."""
+    values = {}
+    for name, field in model.model_fields.items():
+        path = prefix + name
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            values[name] = _non_default(field.annotation, path + ".")
+        elif SecretStr not in (field.annotation, *get_args(field.annotation)):
+            values[name] = _other_value(path, field)
+    return values
+
+
+def _leaves(model: BaseModel, prefix: str = "") -> dict[str, object]:
+    found = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found.update(_leaves(value, f"{prefix}{name}."))
+        else:
+            found[prefix + name] = value
+    return found
+
+
+def _settings_in_a_child(environment: dict[str, str]) -> StreamerSettings:
+    """The settings a real child Python builds from ``environment``."""
+    code = "from streamer.settings import StreamerSettings as S; print(S().model_dump_json())"
+    child = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                           text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    return StreamerSettings.model_validate_json(child.stdout)
+
+
+def _parent_environment() -> dict[str, str]:
+    """This process's environment, less a password (which the child would rightly read)."""
+    return {name: value for name, value in os.environ.items()
+            if name != "STREAMER_KAFKA__SASL_PASSWORD"}
+
+
+def test_every_field_travels_to_a_child_process():
+    defaults = StreamerSettings.model_validate({})
+    chosen = StreamerSettings.model_validate(_non_default(StreamerSettings))
+    default_leaves, chosen_leaves = _leaves(defaults), _leaves(chosen)
+    same = [path for path, value in chosen_leaves.items()
+            if value == default_leaves[path] and "password" not in path]
+    assert not same, f"left at their defaults, so not tested: {same}"
+    assert _settings_in_a_child(chosen.child_environment(_parent_environment())) == chosen
+
+
+def test_none_travels_as_none_over_inherited_values():
+    # The parent's environment names a value for every field (and the restoration as JSON);
+    # these settings have None wherever a field allows it, and the child must see None.
+    inherited = {**_parent_environment(),
+                 **StreamerSettings.model_validate(_non_default(StreamerSettings)).to_environment(),
+                 "STREAMER_RESTORATION": '{"tolerance": 0.5}', "STREAMER_KAFKA_VERSION": "3.9.1"}
+    nothing = StreamerSettings.model_validate({})
+    optional = [path for path, value in _leaves(nothing).items() if value is None]
+    assert {"device", "metrics_address", "restoration.tolerance",
+            "kafka.sasl_mechanism"} <= set(optional)
+    environment = nothing.child_environment(inherited)
+    assert "STREAMER_DEVICE" not in environment  # the restoration core reads it too
+    assert environment["STREAMER_KAFKA_VERSION"] == "3.9.1"  # not a setting: kept
+    assert _settings_in_a_child(environment) == nothing
+
+
+def test_a_none_over_a_default_travels_as_null(monkeypatch):
+    class Wider(StreamerSettings):
+        limit: int | None = 5
+
+    environment = Wider.model_validate({"limit": None}).to_environment()
+    assert environment["STREAMER_LIMIT"] == "null"
+    for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert StreamerSettings() == original
+    assert Wider().limit is None
+
+
+def test_the_password_stays_in_the_parent():
+    parent = StreamerSettings(kafka=KafkaSettings(sasl_username="u", sasl_password="parent"))
+    assert not any("PASSWORD" in name for name in parent.to_environment())
+    environment = parent.child_environment(
+        {**_parent_environment(), "STREAMER_KAFKA__SASL_PASSWORD": "its-own"})
+    assert "parent" not in environment.values()
+    child = _settings_in_a_child(environment)
+    assert child.kafka.sasl_username == "u"
+    assert child.kafka.sasl_password is not None  # its own, from its environment
+
+
+def test_flags_are_the_fields_they_name():
+    flags = (*KAFKA_FLAGS, *RESTORATION_FLAGS, *WORKER_FLAGS)
+    assert len({flag.dest for flag in flags}) == len(flags)
+    for flag in flags:
+        field = field_of(flag.path)
+        assert flag_help(flag).startswith(field.description), flag.path
+        assert flag.variable in flag_help(flag)
+    args = build_parser().parse_args(
+        ["worker", "--group-id", "g", "--worker-id", "w", "--device", "cpu", "--partitions", "3",
+         "--method", "fft", "--metrics-address", "", "--psf-fallback", "moffat:fwhm=3,beta=2"])
+    settings = settings_from(args)
+    assert (settings.group_id, settings.worker_id, settings.device) == ("g", "w", "cpu")
+    assert settings.topics.partitions == 3 and settings.restoration.method == "fft"
+    assert settings.metrics_address == "" and settings.restoration.psf_fallback.beta == 2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--method", "bogus"])

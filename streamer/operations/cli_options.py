@@ -1,114 +1,181 @@
 """Flag groups shared by several subcommands, and the settings object built from them.
 
+The flags are made from the models of :mod:`streamer.settings`, where each setting is written
+once: a table names the field behind each flag (:data:`KAFKA_FLAGS`,
+:data:`RESTORATION_FLAGS`, :data:`WORKER_FLAGS`; the flag is ``--<field-name>`` into
+``args.<field_name>``), and the flag takes its help (the field's description, its default and
+its ``STREAMER_*`` variable), its type and its choices (a ``Literal``) from the field.
+
 Flags carry no defaults of their own: an absent flag leaves the environment's value
-(``STREAMER_*``) or the model's default in place, so the defaults live in one place — the
-pydantic models of :mod:`streamer.settings`.
+(``STREAMER_*``) or the model's default in place, so the defaults live in one place.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
+from typing import Callable, Iterable, Literal, Union, get_args, get_origin
 
-from streamer.settings import RestorationSettings, StreamerSettings
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-DEVICE_HELP = ("OpenCL device: auto, gpu, cpu, an index from `streamer devices`, or "
-               "PLATFORM:DEVICE name parts (default: $STREAMER_DEVICE or auto)")
-_KAFKA_FIELDS = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username",
-                 "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
-_TOP_FIELDS = ("chunk_bytes", "max_frame_bytes", "compression", "group_id", "worker_id",
-               "device", "metrics_address")
-_RESTORATION_FIELDS = ("window", "median_method", "iterations", "tolerance", "method", "damping",
-                       "pedestal")
+from streamer.imaging.psf import PSFSpec, parse_psf_spec
+from streamer.settings import (ENV_NESTED, ENV_PREFIX, MIB, RestorationSettings,
+                               StreamerSettings)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The command-line flag of one settings field."""
+
+    path: str  # the field in StreamerSettings, dotted: "kafka.bootstrap_servers"
+    metavar: str | None = None
+    parse: Callable[[str], object] | None = None  # the flag's text to the field's value
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments: the field's name."""
+        return self.path.rpartition(".")[2]
+
+    @property
+    def option(self) -> str:
+        """``--field-name``."""
+        return "--" + self.dest.replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        """The environment variable of the same field."""
+        return ENV_PREFIX + self.path.upper().replace(".", ENV_NESTED)
+
+
+KAFKA_FLAGS = (
+    Flag("kafka.bootstrap_servers", "HOST:PORT,..."),
+    Flag("kafka.security_protocol"),
+    Flag("kafka.sasl_mechanism"),
+    Flag("kafka.sasl_username"),
+    Flag("kafka.sasl_password"),
+    Flag("kafka.ssl_cafile", "PEM"),
+    Flag("kafka.ssl_certfile", "PEM"),
+    Flag("kafka.ssl_keyfile", "PEM"),
+    Flag("chunk_bytes", "N"),
+    Flag("max_frame_bytes", "N"),
+    Flag("compression"),
+    Flag("topics.partitions", "N"),
+    Flag("metrics_address", "HOST:PORT"),
+)
+RESTORATION_FLAGS = (
+    Flag("restoration.window", "N"),
+    Flag("restoration.median_method"),
+    Flag("restoration.psf", "SPEC", parse_psf_spec),
+    Flag("restoration.psf_fallback", "SPEC", parse_psf_spec),
+    Flag("restoration.iterations", "N"),
+    Flag("restoration.damping", "SIGMA"),
+    Flag("restoration.pedestal", "SIGMA"),
+    Flag("restoration.tolerance", "X"),
+    Flag("restoration.method"),
+    Flag("device", "SPEC"),
+)
+WORKER_FLAGS = (Flag("group_id"), Flag("worker_id"))
+
+
+def field_of(path: str) -> FieldInfo:
+    """The field of :class:`StreamerSettings` at a dotted path."""
+    model: type[BaseModel] = StreamerSettings
+    *parents, name = path.split(".")
+    for parent in parents:
+        model = model.model_fields[parent].annotation
+    return model.model_fields[name]
+
+
+def plain_type(annotation: object) -> object:
+    """``X`` of an optional field's ``X | None``; any other type as it is."""
+    if get_origin(annotation) in (Union, UnionType):
+        return next(arg for arg in get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+def _shown(name: str, default: object) -> str | None:
+    """A default as ``--help`` prints it, or None where the description says it."""
+    if default is None or default == "" or isinstance(default, bool):
+        return None
+    if isinstance(default, PSFSpec):
+        return str(default)
+    if isinstance(default, float):
+        return f"{default:g}"
+    if name.endswith("_bytes") and isinstance(default, int) and default % MIB == 0:
+        return f"{default // MIB} MiB"
+    return str(default)
+
+
+def flag_help(flag: Flag) -> str:
+    """The field's description, its default and its environment variable."""
+    field = field_of(flag.path)
+    shown = _shown(flag.dest, field.get_default(call_default_factory=True))
+    variable = f"${flag.variable}"
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+        variable += " as JSON"  # the variable holds the model, not the flag's text
+    notes = f"default {shown}; {variable}" if shown else variable
+    return f"{field.description} ({notes})".replace("%", "%%")
+
+
+def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+              flags: Iterable[Flag]) -> None:
+    """One argument per flag: type and choices from the field's type, no default."""
+    for flag in flags:
+        kind = plain_type(field_of(flag.path).annotation)
+        options: dict[str, object] = {"dest": flag.dest, "metavar": flag.metavar,
+                                      "help": flag_help(flag)}
+        if get_origin(kind) is Literal:
+            options["choices"] = list(get_args(kind))
+        elif kind in (int, float):
+            options["type"] = kind
+        parser.add_argument(flag.option, **options)
 
 
 def kafka_flags(parser: argparse.ArgumentParser) -> None:
     """Connection, security, sizes and metrics flags of the streaming processes."""
-    group = parser.add_argument_group("kafka (also STREAMER_KAFKA__<NAME>)")
-    group.add_argument("--bootstrap-servers", metavar="HOST:PORT,...",
-                       help="cluster to use (STREAMER_KAFKA__BOOTSTRAP_SERVERS)")
-    group.add_argument("--security-protocol",
-                       choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
-    group.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-    group.add_argument("--sasl-username")
-    group.add_argument("--sasl-password", help="prefer STREAMER_KAFKA__SASL_PASSWORD")
-    group.add_argument("--ssl-cafile", metavar="PEM")
-    group.add_argument("--ssl-certfile", metavar="PEM")
-    group.add_argument("--ssl-keyfile", metavar="PEM")
-    group.add_argument("--chunk-bytes", type=int, metavar="N",
-                       help="payload bytes per record (default 1 MiB)")
-    group.add_argument("--max-frame-bytes", type=int, metavar="N",
-                       help="largest frame accepted (default 512 MiB)")
-    group.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd"],
-                       help="producer compression (default none)")
-    group.add_argument("--partitions", type=int, metavar="N", help="topic partitions (default 6)")
-    group.add_argument("--metrics-address", metavar="HOST:PORT",
-                       help="serve Prometheus /metrics here (default 127.0.0.1 and the role's "
-                            "port: camera 9471, worker 9472, sink 9473; '' turns it off)")
+    add_flags(parser.add_argument_group("kafka (flags win over STREAMER_* variables)"),
+              KAFKA_FLAGS)
 
 
 def restoration_flags(parser: argparse.ArgumentParser) -> None:
     """Window, PSF, iterations, tolerance, convolution method and device."""
-    defaults = RestorationSettings()
-    group = parser.add_argument_group("restoration (also STREAMER_RESTORATION__<NAME>)")
-    group.add_argument("--window", type=int, metavar="N",
-                       help="median window side in pixels, odd, 3-255; larger than a star "
-                            f"(default {defaults.window})")
-    group.add_argument("--median-method", choices=["auto", "histogram", "tiled"],
-                       help="median algorithm: histogram (CPUs), tiled (GPUs: the tile in local "
-                            "memory); auto picks by device type (default auto)")
-    group.add_argument("--psf", metavar="SPEC",
-                       help="auto (measured from each frame's stars) | gaussian:fwhm=F | "
-                            "moffat:fwhm=F,beta=B[,ellipticity=E,angle=DEG] | "
-                            "streak:length=L,angle=DEG,core=F | file:PATH.fits; add size=N "
-                            f"for the array side (default {defaults.psf})")
-    group.add_argument("--psf-fallback", metavar="SPEC",
-                       help="PSF for a camera that has not shown a measurable star yet "
-                            f"(default {defaults.psf_fallback})")
-    group.add_argument("--iterations", type=int, metavar="N",
-                       help="Richardson-Lucy iterations, at most (default "
-                            f"{defaults.iterations}); fewer once the stars fit to the noise")
-    group.add_argument("--damping", type=float, metavar="SIGMA",
-                       help="damped RL threshold in noise sigmas, 0 undamped "
-                            f"(default {defaults.damping:g})")
-    group.add_argument("--pedestal", type=float, metavar="SIGMA",
-                       help="sky pedestal the estimate keeps, noise sigmas; bounds dark moats "
-                            f"around bright stars (default {defaults.pedestal:g})")
-    group.add_argument("--tolerance", type=float, metavar="X",
-                       help="stop early once the relative change of an iteration is below X")
-    group.add_argument("--method",
-                       choices=["auto", "dense", "sparse", "separable", "fft", "host_fft"],
-                       help="convolution method; auto times the candidates on the device")
-    group.add_argument("--device", metavar="SPEC", help=DEVICE_HELP)
+    add_flags(parser.add_argument_group("restoration (flags win over STREAMER_* variables)"),
+              RESTORATION_FLAGS)
+
+
+DEVICE_HELP = flag_help(Flag("device"))
+
+
+def _apply(data: dict, args: argparse.Namespace, flags: Iterable[Flag]) -> None:
+    """Write the flags that were given into ``data`` (a settings model's dump)."""
+    for flag in flags:
+        value = getattr(args, flag.dest, None)
+        if value is None:
+            continue
+        *parents, name = flag.path.split(".")
+        target = data
+        for parent in parents:
+            target = target[parent]
+        target[name] = flag.parse(value) if flag.parse else value
 
 
 def restoration_from(args: argparse.Namespace, base: RestorationSettings | None = None
                      ) -> RestorationSettings:
     """``base`` (default: the model's defaults) with the restoration flags that were given."""
-    from streamer.imaging.psf import parse_psf_spec
-
     values = (base or RestorationSettings()).model_dump()
-    values.update({name: getattr(args, name) for name in _RESTORATION_FIELDS
-                   if getattr(args, name, None) is not None})
-    if getattr(args, "psf", None):
-        values["psf"] = parse_psf_spec(args.psf)
-    if getattr(args, "psf_fallback", None):
-        values["psf_fallback"] = parse_psf_spec(args.psf_fallback)
+    _apply({"restoration": values}, args,
+           [flag for flag in RESTORATION_FLAGS if flag.path.startswith("restoration.")])
     return RestorationSettings.model_validate(values)
 
 
 def settings_from(args: argparse.Namespace) -> StreamerSettings:
     """Environment first, then the flags that were given."""
-    settings = StreamerSettings()
-    data = settings.model_dump()
-    data["kafka"].update({name: getattr(args, name) for name in _KAFKA_FIELDS
-                          if getattr(args, name, None)})
-    if getattr(args, "partitions", None):
-        data["topics"]["partitions"] = args.partitions
-    data["restoration"] = restoration_from(args, settings.restoration)
-    data.update({name: getattr(args, name) for name in _TOP_FIELDS
-                 if getattr(args, name, None) is not None})
+    data = StreamerSettings().model_dump()
+    _apply(data, args, (*KAFKA_FLAGS, *RESTORATION_FLAGS, *WORKER_FLAGS))
     return StreamerSettings.model_validate(data)
 
 

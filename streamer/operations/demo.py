@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,10 +28,12 @@ from streamer.imaging.preview import write_before_after
 from streamer.imaging.psf import PSFSpec
 from streamer.settings import StreamerSettings
 from streamer.streaming.camera import CameraPublisher, simulate
-from streamer.streaming.local_kafka import LocalKafka
 from streamer.streaming.sink import Sink
 from streamer.streaming.topics import create_topics
 from streamer.worker.worker import Worker
+
+if TYPE_CHECKING:
+    from streamer.local_broker.broker import LocalKafka
 
 log = logging.getLogger(__name__)
 HEADROOM = 1.1  # a cadence 10 % above the slowest stage, so queues drain after a slow frame
@@ -166,12 +169,12 @@ async def run_demo(settings: StreamerSettings, *, frames: int, size: int, cadenc
     """Run camera → Kafka → worker → Kafka → sink for ``frames`` frames."""
     broker: LocalKafka | None = None
     if not settings.kafka.bootstrap_servers:
+        from streamer.local_broker.broker import LocalKafka
+
         broker = LocalKafka(broker_dir)
         print(f"starting the local Kafka broker in {broker_dir} …", flush=True)
-        bootstrap = await asyncio.to_thread(broker.start, fresh=True)
-        settings = settings.model_copy(
-            update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})}
-        )
+        settings = settings.with_bootstrap_servers(
+            await asyncio.to_thread(broker.start, fresh=True))
     try:
         await create_topics(settings)
         sink, worker = Sink(settings, out_dir), Worker(settings)

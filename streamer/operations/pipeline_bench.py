@@ -28,7 +28,6 @@ import numpy as np
 
 from streamer.streaming.camera import CameraPublisher
 from streamer.imaging.fits_io import image_bytes, read_image_bytes
-from streamer.streaming.local_kafka import LocalKafka
 from streamer.streaming.messages import FrameMetrics, utc_now
 from streamer.imaging.psf import gaussian_psf
 from streamer.restoration.restorer import Restorer
@@ -53,7 +52,7 @@ def _offline_seconds(settings: StreamerSettings, payloads: list[bytes]) -> float
 
 def _worker_env(settings: StreamerSettings) -> dict[str, str]:
     # Workers share this host: each serves its metrics on a free port.
-    return {**os.environ, **settings.to_environment(), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
+    return {**settings.child_environment(os.environ), "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
 
 
 async def _metrics(settings: StreamerSettings, expect: int, timeout: float) -> list[FrameMetrics]:
@@ -129,9 +128,10 @@ def run_pipeline_bench(settings: StreamerSettings, frames: int, size: int,
     broker = None
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as folder:
         if not settings.kafka.bootstrap_servers:
+            from streamer.local_broker.broker import LocalKafka
+
             broker = LocalKafka(Path(folder) / "kafka")
-            settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
-                update={"bootstrap_servers": broker.start()})})
+            settings = settings.with_bootstrap_servers(broker.start())
         try:
             result = _measure(settings, frames, size, worker_counts, Path(folder))
         finally:

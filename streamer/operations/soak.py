@@ -32,7 +32,6 @@ from streamer.imaging.psf import PSFSpec
 from streamer.imaging.synthetic import star_field
 from streamer.settings import StreamerSettings
 from streamer.streaming.camera import CameraPublisher
-from streamer.streaming.local_kafka import LocalKafka
 from streamer.streaming.topics import create_topics
 
 ROLES = ("worker", "sink")
@@ -136,7 +135,7 @@ class _Processes:
     """The worker and the sink as processes, with their environment and logs."""
 
     def __init__(self, settings: StreamerSettings, folder: Path, metrics_port: int) -> None:
-        env = {**os.environ, **settings.to_environment(),
+        env = {**settings.child_environment(os.environ),
                "STREAMER_METRICS_ADDRESS": "127.0.0.1:0"}
         self.logs = {role: open(folder / f"{role}.log", "ab") for role in ROLES}
         command = [sys.executable, "-m", "streamer"]
@@ -176,10 +175,11 @@ async def run_soak(settings: StreamerSettings, folder: Path, *, minutes: float,
     folder.mkdir(parents=True, exist_ok=True)
     broker = None
     if not settings.kafka.bootstrap_servers:
+        from streamer.local_broker.broker import LocalKafka
+
         broker = LocalKafka(folder / "kafka")
-        bootstrap = await asyncio.to_thread(broker.start, fresh=True)
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
-            update={"bootstrap_servers": bootstrap})})
+        settings = settings.with_bootstrap_servers(
+            await asyncio.to_thread(broker.start, fresh=True))
     await create_topics(settings)
     processes = _Processes(settings, folder, metrics_port)
     samples: list[SoakSample] = []

@@ -1,9 +1,11 @@
-"""The streaming subcommands: ``kafka``, ``topics``, ``camera``, ``worker``, ``sink``,
-``demo``, ``bench-pipeline``, ``soak``, ``view`` and ``schemas``. Each builds one :class:`StreamerSettings` from
-the environment (``STREAMER_*``) and then the flags given.
+"""The streaming subcommands: ``kafka`` (registered from :mod:`kafka_command`), ``topics``,
+``camera``, ``worker``, ``sink``, ``demo``, ``bench-pipeline``, ``soak``, ``view`` and
+``schemas``. Each builds one :class:`StreamerSettings` from the environment (``STREAMER_*``)
+and then the flags given.
 
-Nothing here imports OpenCL at module level: ``streamer camera`` and ``streamer sink`` run
-on machines without it.
+Nothing here imports OpenCL or the development broker (:mod:`streamer.local_broker`) at
+module level: ``streamer camera`` and ``streamer sink`` run on machines without OpenCL, and
+only ``kafka``, ``demo``, ``soak`` and ``bench-pipeline`` start a local broker.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import sys
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from streamer.errors import ClusterConnectionError, LocalKafkaError
+from streamer.errors import ClusterConnectionError
 from streamer.metrics import StreamerMetrics
-from streamer.operations.cli_options import kafka_flags, restoration_flags, settings_from
+from streamer.operations import kafka_command
+from streamer.operations.cli_options import (WORKER_FLAGS, add_flags, kafka_flags,
+                                             restoration_flags, settings_from)
 from streamer.settings import StreamerSettings
-from streamer.streaming.local_kafka import (SUPPORTED_VERSIONS, LocalKafka, SecuredListener,
-                                            fetch_broker)
 
 DEFAULT_METRICS_PORTS = {"camera": 9471, "worker": 9472, "sink": 9473}
 EXIT_NO_CLUSTER = 2
@@ -29,7 +31,8 @@ EXIT_NO_CLUSTER = 2
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the streaming subcommands to the main parser."""
-    _register_broker(commands)
+    kafka_command.register(commands)
+    _register_topics(commands)
     _register_camera(commands)
     _register_worker_and_sink(commands)
     _register_demo(commands)
@@ -41,26 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     schemas.set_defaults(run=run_schemas)
 
 
-def _register_broker(commands: argparse._SubParsersAction) -> None:
-    kafka = commands.add_parser("kafka", help="fetch, start or stop the local Kafka broker",
-                                description="A real single-node Kafka (KRaft) on 127.0.0.1 "
-                                            "for development and tests; jars from Maven Central.")
-    kafka.add_argument("action", choices=["fetch", "start", "stop", "status"])
-    kafka.add_argument("--dir", type=Path, default=Path(".kafka"),
-                       help="broker folder (default .kafka); start on a folder that holds a "
-                            "broker's data restarts it on that data and address")
-    kafka.add_argument("--fresh", action="store_true",
-                       help="start: stop a broker running there, wipe the folder and format a "
-                            "new cluster on free ports")
-    kafka.add_argument("--version", dest="kafka_version", default=None,
-                       help="Kafka release for a new folder or fetch (default "
-                            "$STREAMER_KAFKA_VERSION, else the newest supported: "
-                            f"{', '.join(SUPPORTED_VERSIONS)}); a folder with data keeps its own")
-    kafka.add_argument("--sasl-user", default=None,
-                       help="start --fresh: add a SASL_SSL listener (SCRAM-SHA-512, certificate "
-                            "from a local CA in DIR/tls) with this user; the password is "
-                            "$STREAMER_KAFKA__SASL_PASSWORD")
-    kafka.set_defaults(run=run_kafka)
+def _register_topics(commands: argparse._SubParsersAction) -> None:
     topics = commands.add_parser("topics", help="create the topics with their configs",
                                  description="Create (or update) the raw, restored, metrics and "
                                              "dead-letter topics; safe to run again.")
@@ -96,8 +80,7 @@ def _register_worker_and_sink(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser("worker", help="restore frames from Kafka (exactly once)",
                                  description="Join the worker group, restore raw frames, publish "
                                              "restored frames and metrics transactionally.")
-    worker.add_argument("--group-id", help="consumer group (default streamer-workers)")
-    worker.add_argument("--worker-id", help="stable worker name (default host-pid)")
+    add_flags(worker, WORKER_FLAGS)
     worker.add_argument("--max-frames", type=int, help="exit after this many frames")
     kafka_flags(worker)
     restoration_flags(worker)
@@ -256,37 +239,6 @@ def _cluster_settings(args: argparse.Namespace) -> StreamerSettings | None:
           "STREAMER_KAFKA__BOOTSTRAP_SERVERS (`streamer kafka start` runs a local one)",
           file=sys.stderr)
     return None
-
-
-def run_kafka(args: argparse.Namespace) -> int:
-    """``streamer kafka fetch|start|stop|status``."""
-    broker = LocalKafka(args.dir, version=args.kafka_version, secured=_secured_listener(args))
-    if args.action == "fetch":
-        print(fetch_broker(args.kafka_version))
-    elif args.action == "start":
-        print(broker.start(fresh=args.fresh))
-        if "SASL_SSL://" in broker.config_file.read_text():
-            print(f"SASL_SSL {broker.secured_bootstrap_servers} "
-                  f"(SCRAM-SHA-512, --ssl-cafile {broker.ca_file})")
-    elif args.action == "stop":
-        broker.stop()
-    else:
-        print(f"{broker.bootstrap_servers} (Kafka {broker.version})" if broker.running()
-              else "stopped")
-    return 0
-
-
-def _secured_listener(args: argparse.Namespace) -> SecuredListener | None:
-    """The SASL_SSL listener ``--sasl-user`` asks for (password from the environment)."""
-    if args.sasl_user is None:
-        return None
-    password = os.environ.get("STREAMER_KAFKA__SASL_PASSWORD")
-    if not password:
-        raise LocalKafkaError("--sasl-user needs the password in STREAMER_KAFKA__SASL_PASSWORD")
-    try:
-        return SecuredListener(users={args.sasl_user: password})
-    except ValueError as error:
-        raise LocalKafkaError(str(error).splitlines()[-1].strip()) from None
 
 
 def run_schemas(args: argparse.Namespace) -> int:

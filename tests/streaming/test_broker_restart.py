@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.streaming.local_kafka import LocalKafka
+from streamer.local_broker.broker import LocalKafka
 from streamer.streaming.messages import RestoredFrame
 from streamer.streaming.topics import create_topics
 from tests.kafka_support import read_topic, start_cli, unique_settings

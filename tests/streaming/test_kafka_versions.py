@@ -11,7 +11,8 @@ import pytest
 
 from streamer.errors import LocalKafkaError
 from streamer.restoration.restorer import Restorer
-from streamer.streaming.local_kafka import KAFKA_VERSION, SUPPORTED_VERSIONS, LocalKafka, requested_version
+from streamer.local_broker.broker import LocalKafka
+from streamer.local_broker.versions import KAFKA_VERSION, SUPPORTED_VERSIONS, requested_version
 from tests.streaming import test_streaming as suite
 
 pytestmark = pytest.mark.kafka

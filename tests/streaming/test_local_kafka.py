@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamer.streaming.local_kafka import LocalKafka, _cluster_id
+from streamer.local_broker.broker import LocalKafka, _cluster_id
 
 pytestmark = pytest.mark.kafka
 

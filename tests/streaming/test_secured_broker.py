@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from streamer.errors import ClusterAuthenticationError
 from streamer.settings import KafkaSettings
 from streamer.streaming.cluster_check import diagnose
-from streamer.streaming.local_kafka import LocalKafka, SecuredListener
+from streamer.local_broker.broker import LocalKafka, SecuredListener
 from streamer.streaming.messages import RestoredFrame
 from streamer.streaming.sink import Archive
 from streamer.streaming.topics import create_topics

@@ -1,13 +1,11 @@
 """A real single-node Apache Kafka broker (KRaft) on 127.0.0.1, for tests and the demo.
 
-The broker's jars come from Maven Central once (``kafka/pom.xml``, resolved with the
-machine's Maven into ``~/.cache/streamer/kafka-<version>``, or ``$STREAMER_KAFKA_CACHE``).
-The version is the newest one the streaming suite passes on (:data:`SUPPORTED_VERSIONS`, first),
-or ``$STREAMER_KAFKA_VERSION``; a broker folder remembers the version it was formatted with.
-:class:`LocalKafka` formats a KRaft log directory on free ports, starts the broker, waits until
-it serves, and stops it cleanly; started again on the same folder it comes back on its data and
-at its address, as a broker does after a crash or a reboot. Production points ``bootstrap_servers`` at its own
-cluster instead.
+:class:`LocalKafka` formats a KRaft log directory on free ports, starts the broker (jars from
+:mod:`streamer.local_broker.jars`, the release from :mod:`streamer.local_broker.versions`;
+a broker folder remembers the release it was formatted with), waits until it serves, and
+stops it cleanly; started again on the same folder it comes back on its data and at its
+address, as a broker does after a crash or a reboot. Production points ``bootstrap_servers``
+at its own cluster instead.
 """
 
 from __future__ import annotations
@@ -22,102 +20,16 @@ import socket
 import subprocess
 import time
 import uuid
-from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from streamer.errors import LocalKafkaError
-from streamer.streaming.local_tls import make_certificates
+from streamer.local_broker.certificates import make_certificates
+from streamer.local_broker.jars import fetch_broker, template
+from streamer.local_broker.versions import major, requested_version
 
-# Newest first: the first is the default. Each passes the whole streaming suite
-# (STREAMER_KAFKA_VERSION=... bin/test -m kafka); .ci/run runs a smoke subset on the others.
-SUPPORTED_VERSIONS = ("4.4.0", "3.9.1")
-KAFKA_VERSION = SUPPORTED_VERSIONS[0]
-_VERSION_PATTERN = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _SCRAM_TEXT = re.compile(r"^[A-Za-z0-9._~-]+$")
-# Kafka 3.x logs through log4j 1 (reload4j), 4.x through Log4j 2.
-_LOG4J = """log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File={log}
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.state.change.logger=WARN
-"""
-_LOG4J2 = """status = warn
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-logger.state.name = state.change.logger
-logger.state.level = WARN
-"""
-
-
-def requested_version() -> str:
-    """The broker version to fetch and format with: ``$STREAMER_KAFKA_VERSION`` or the newest
-    supported one. Any released ``X.Y.Z`` may be asked for; only the supported ones are tested."""
-    version = os.environ.get("STREAMER_KAFKA_VERSION", "").strip() or KAFKA_VERSION
-    if not _VERSION_PATTERN.match(version):
-        raise LocalKafkaError(
-            f"STREAMER_KAFKA_VERSION={version!r} is not a Kafka release number like "
-            f"{KAFKA_VERSION}; supported: {', '.join(SUPPORTED_VERSIONS)}")
-    return version
-
-
-def major(version: str) -> int:
-    """The major release of a version string (``"4.4.0"`` → 4)."""
-    return int(version.split(".", 1)[0])
-
-
-
-def broker_pom_text() -> str:
-    """``kafka/pom.xml`` of a source checkout, else the copy installed as package data."""
-    checkout = Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"
-    if checkout.is_file():
-        return checkout.read_text()
-    return resources.files("streamer.kafka_broker").joinpath("pom.xml").read_text()
-
-
-def cache_dir(version: str = KAFKA_VERSION) -> Path:
-    """Where one version's broker jars are kept (outside the repository)."""
-    root = os.environ.get("STREAMER_KAFKA_CACHE") or Path.home() / ".cache" / "streamer"
-    return Path(root) / f"kafka-{version}"
-
-
-def fetch_broker(version: str | None = None) -> Path:
-    """Resolve one version's broker jars with Maven once; return the folder holding them."""
-    version = version or requested_version()
-    folder = cache_dir(version)
-    libs, stamp = folder / "libs", folder / "fetched"
-    if stamp.exists():
-        return libs
-    if shutil.which("mvn") is None or shutil.which("java") is None:
-        raise LocalKafkaError("fetching the Kafka broker needs Java 17+ and Maven on PATH")
-    if libs.exists():  # a fetch that stopped half way: start clean
-        shutil.rmtree(libs)
-    libs.mkdir(parents=True)
-    pom = folder / "pom.xml"
-    pom.write_text(broker_pom_text())
-    result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-         f"-Dkafka.version={version}", f"-Dkafka.major={major(version)}",
-         f"-DoutputDirectory={libs}"],
-        capture_output=True, text=True,
-    )
-    if result.returncode != 0:
-        raise LocalKafkaError(
-            f"Maven could not fetch Kafka {version} (is it a released version on Maven "
-            f"Central?): {result.stdout[-2000:]}{result.stderr[-2000:]}"
-        )
-    stamp.write_text(version)
-    return libs
 
 
 def _cluster_id() -> str:
@@ -341,8 +253,8 @@ class LocalKafka:
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True)
         (self.directory / "version").write_text(version)
-        (self.directory / "log4j.properties").write_text(_LOG4J.format(log=self.log_file))
-        (self.directory / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
+        for name in ("log4j.properties", "log4j2.properties"):  # Kafka 3.x, 4.x
+            (self.directory / name).write_text(template(name).format(log=self.log_file))
         secured, scram = None, []
         if self._secured is not None:
             certificates = make_certificates(self.directory / "tls")
