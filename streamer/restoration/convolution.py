@@ -26,6 +26,7 @@ import numpy as np
 import pyopencl as cl
 
 from streamer.errors import ParameterError
+from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.kernels import (
     BUFFER, DeclaredKernel, KernelDeclaration, KernelLibrary,
 )
@@ -198,7 +199,13 @@ class SeparableCorrelation(Correlation):
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
         super().__init__(queue, kernel_shape, out_shape)
         self._kernel = library.kernel(CORRELATE_TAPS, KH=self.kh, KW=self.kw)
+        # The row passes' output, read by the column passes. Their blocks at the bottom and
+        # right edges read past the rows the row passes write, into the slack (lanes computed
+        # and not stored): zeroed once, with a kernel, so that no uninitialised value enters
+        # a computation (Oclgrind follows one through the block's private arrays into the
+        # lanes that are stored, and on into the next Richardson-Lucy step).
         self._scratch = source_buffer(queue.context, self.src_shape[0], self.out_shape[1])
+        BlockCopy(queue, library).fill(self._scratch, 0.0)
         self._terms: list[tuple[_Taps, _Taps]] = []
         self.rank = 0
 
