@@ -12,9 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pyopencl as cl
 
-from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrary
 from streamer.restoration.median import MedianFilter
 from streamer.restoration.reduction import Reduction, reduction_items
+
+SUBTRACT_MEDIAN = KernelDeclaration(
+    "background", "subtract_median", image=BUFFER, median_keys=BUFFER, weight=BUFFER,
+    residual=BUFFER, count=np.int32, partial_min=BUFFER)
+SHIFT_NONNEGATIVE = KernelDeclaration(
+    "background", "shift_nonnegative", residual=BUFFER, weight=BUFFER, minimum=BUFFER,
+    count=np.int32, sky=BUFFER, sky_index=np.int32)
 
 
 def key_dtype(input_dtype: np.dtype) -> np.dtype:
@@ -35,9 +42,9 @@ class BackgroundEqualiser:
         values = key_dtype(self.input_dtype)
         self.median = MedianFilter(queue, library, shape, window, values,
                                    input_dtype=self.input_dtype, method=median_method)
-        program = library.program("background", KEY_IS_FLOAT=int(values == np.float32))
-        self._subtract = cl.Kernel(program, "subtract_median")
-        self._shift = cl.Kernel(program, "shift_nonnegative")
+        key_is_float = int(values == np.float32)
+        self._subtract = library.kernel(SUBTRACT_MEDIAN, KEY_IS_FLOAT=key_is_float)
+        self._shift = library.kernel(SHIFT_NONNEGATIVE, KEY_IS_FLOAT=key_is_float)
         self._reduce = Reduction(queue, library)
         count = shape[0] * shape[1]
         self.count = count
@@ -59,8 +66,9 @@ class BackgroundEqualiser:
         on the device in :attr:`minimum`."""
         self.median.prepare(self.raw, mask, self.image, weight, exclude_nonfinite=True)
         median_keys = self.median.run(deadline)
-        self._subtract(self.queue, (self._items,), None, self.image, median_keys, weight,
-                       out, np.int32(self.count), self._partial_min)
+        self._subtract(self.queue, (self._items,), None, image=self.image,
+                       median_keys=median_keys, weight=weight, residual=out, count=self.count,
+                       partial_min=self._partial_min)
         self._reduce.minimum(self._partial_min, self._items, self.minimum, 0)
-        self._shift(self.queue, (self.count,), None, out, weight, self.minimum,
-                    np.int32(self.count), sky, np.int32(sky_index))
+        self._shift(self.queue, (self.count,), None, residual=out, weight=weight,
+                    minimum=self.minimum, count=self.count, sky=sky, sky_index=sky_index)

@@ -26,12 +26,22 @@ import numpy as np
 import pyopencl as cl
 
 from streamer.errors import ParameterError
-from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.kernels import (
+    BUFFER, DeclaredKernel, KernelDeclaration, KernelLibrary,
+)
 
 SEPARABLE_TOLERANCE = 1e-6
 MAX_SEPARABLE_RANK = 8
 BLOCK_COLUMNS = 8
 BLOCK_ROWS = 4
+CORRELATE_DENSE = KernelDeclaration(
+    "convolution", "correlate_dense", src=BUFFER, weights=BUFFER, dst=BUFFER, width=np.int32,
+    height=np.int32)
+CORRELATE_TAPS = KernelDeclaration(
+    "convolution", "correlate_taps", src=BUFFER, pitch=np.int32, offsets=BUFFER,
+    weights=BUFFER, taps=np.int32, dst=BUFFER, width=np.int32, height=np.int32,
+    accumulate=np.int32)
 
 
 def source_buffer(context: cl.Context, rows: int, columns: int) -> cl.Buffer:
@@ -110,8 +120,7 @@ class DenseCorrelation(Correlation):
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
         super().__init__(queue, kernel_shape, out_shape)
-        program = library.program("convolution", KH=self.kh, KW=self.kw)
-        self._kernel = cl.Kernel(program, "correlate_dense")
+        self._kernel = library.kernel(CORRELATE_DENSE, KH=self.kh, KW=self.kw)
         self._weights = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY, self.kh * self.kw * 4)
 
     def _load(self, weights: np.ndarray) -> None:
@@ -119,14 +128,14 @@ class DenseCorrelation(Correlation):
 
     def enqueue(self, src: cl.Buffer, dst: cl.Buffer) -> None:
         rows, columns = self.out_shape
-        self._kernel(self.queue, blocks(columns, rows), None, src, self._weights, dst,
-                     np.int32(columns), np.int32(rows))
+        self._kernel(self.queue, blocks(columns, rows), None, src=src, weights=self._weights,
+                     dst=dst, width=columns, height=rows)
 
 
 class _Taps:
     """One launch of ``correlate_taps``: fixed offsets and weights."""
 
-    def __init__(self, queue: cl.CommandQueue, kernel: cl.Kernel, offsets: np.ndarray,
+    def __init__(self, queue: cl.CommandQueue, kernel: DeclaredKernel, offsets: np.ndarray,
                  weights: np.ndarray) -> None:
         self.queue = queue
         self.kernel = kernel
@@ -136,13 +145,9 @@ class _Taps:
 
     def enqueue(self, src: cl.Buffer, pitch: int, dst: cl.Buffer, columns: int, rows: int,
                 accumulate: bool = False) -> None:
-        self.kernel(self.queue, blocks(columns, rows), None, src, np.int32(pitch), self.offsets,
-                    self.weights, np.int32(self.count), dst, np.int32(columns), np.int32(rows),
-                    np.int32(accumulate))
-
-
-def _taps_kernel(library: KernelLibrary, kh: int, kw: int) -> cl.Kernel:
-    return cl.Kernel(library.program("convolution", KH=kh, KW=kw), "correlate_taps")
+        self.kernel(self.queue, blocks(columns, rows), None, src=src, pitch=pitch,
+                    offsets=self.offsets, weights=self.weights, taps=self.count, dst=dst,
+                    width=columns, height=rows, accumulate=int(accumulate))
 
 
 class SparseCorrelation(Correlation):
@@ -153,7 +158,7 @@ class SparseCorrelation(Correlation):
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
         super().__init__(queue, kernel_shape, out_shape)
-        self._kernel = _taps_kernel(library, self.kh, self.kw)
+        self._kernel = library.kernel(CORRELATE_TAPS, KH=self.kh, KW=self.kw)
         self._taps: _Taps | None = None
         self.taps = 0
 
@@ -193,8 +198,14 @@ class SeparableCorrelation(Correlation):
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int]) -> None:
         super().__init__(queue, kernel_shape, out_shape)
-        self._kernel = _taps_kernel(library, self.kh, self.kw)
+        self._kernel = library.kernel(CORRELATE_TAPS, KH=self.kh, KW=self.kw)
+        # The row passes' output, read by the column passes. Their blocks at the bottom and
+        # right edges read past the rows the row passes write, into the slack (lanes computed
+        # and not stored): zeroed once, with a kernel, so that no uninitialised value enters
+        # a computation (Oclgrind follows one through the block's private arrays into the
+        # lanes that are stored, and on into the next Richardson-Lucy step).
         self._scratch = source_buffer(queue.context, self.src_shape[0], self.out_shape[1])
+        BlockCopy(queue, library).fill(self._scratch, 0.0)
         self._terms: list[tuple[_Taps, _Taps]] = []
         self.rank = 0
 

@@ -3,18 +3,16 @@ and remembering the measured choice on disk, so a fresh worker process plans in 
 
 The choice depends on the device, the frame shape, the kernel shape and which methods apply
 to the kernel (a streak's zero taps make ``sparse`` a candidate, a Gaussian's rank 1 makes
-``separable`` one), so those form the cache key. The cache is a small JSON file
-(``$STREAMER_CACHE_DIR/plans.json``, default ``~/.cache/streamer``), written atomically;
-delete it to measure again.
+``separable`` one), so those form the cache key. The cache is a :class:`PlanCache`
+(:mod:`streamer.restoration.plan_cache`: ``$STREAMER_CACHE_DIR/plans.json``, default
+``~/.cache/streamer``); delete it to measure again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
@@ -28,50 +26,15 @@ from streamer.restoration.fft_correlation import (
     FFTCorrelation, HostFFTCorrelation, fft_available,
 )
 from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.plan_cache import PlanCache
 
 log = logging.getLogger(__name__)
 
 METHODS = ("dense", "sparse", "separable", "fft", "host_fft")
-CACHE_ENV_VAR = "STREAMER_CACHE_DIR"
 _CACHE_VERSION = 1
 _CLASSES = {"dense": DenseCorrelation, "sparse": SparseCorrelation,
             "separable": SeparableCorrelation, "fft": FFTCorrelation,
             "host_fft": HostFFTCorrelation}
-
-
-def cache_directory() -> Path:
-    """``$STREAMER_CACHE_DIR``, else ``~/.cache/streamer``."""
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "streamer")
-
-
-class PlanCache:
-    """Measured method choices, one JSON file shared by the processes of a machine."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_directory() / "plans.json"
-
-    def _read(self) -> dict[str, dict]:
-        try:
-            entries = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return entries if isinstance(entries, dict) else {}
-
-    def get(self, key: str) -> dict | None:
-        """The stored choice for ``key``, or None."""
-        return self._read().get(key)
-
-    def put(self, key: str, entry: dict) -> None:
-        """Store a choice (merged with what other processes stored meanwhile)."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            entries = self._read()
-            entries[key] = entry
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(entries, indent=1, sort_keys=True))
-            os.replace(temporary, self.path)
-        except OSError as error:  # a read-only home only costs a re-measurement next time
-            log.warning("cannot write the plan cache %s: %s", self.path, error)
 
 
 def device_key(device: cl.Device) -> str:

@@ -13,17 +13,20 @@ OpenCL kernels.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyopencl as cl
 
 from streamer.restoration.convolution import Correlation
 from streamer.restoration.copy_block import BlockCopy
-from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.host_transforms import plan_pair
+from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrary
+from streamer.restoration.plan_cache import PlanCache
 
-if TYPE_CHECKING:  # correlation_plan imports this module
-    from streamer.restoration.correlation_plan import PlanCache
+MULTIPLY_CONJUGATE = KernelDeclaration(
+    "convolution", "multiply_conjugate", spectrum=BUFFER, kernel_spectrum=BUFFER,
+    count=np.int32)
 
 
 def fft_available() -> bool:
@@ -58,9 +61,8 @@ class FFTCorrelation(Correlation):
         import pyopencl.array as cl_array
         from pyvkfft.opencl import VkFFTApp
 
-        program = library.program("convolution", KH=self.kh, KW=self.kw)
         self._copy = BlockCopy(queue, library)
-        self._multiply = cl.Kernel(program, "multiply_conjugate")
+        self._multiply = library.kernel(MULTIPLY_CONJUGATE, KH=self.kh, KW=self.kw)
         self.fft_shape = (fast_length(self.src_shape[0]), fast_length(self.src_shape[1]))
         height, width = self.fft_shape
         self._real = cl_array.zeros(queue, self.fft_shape, np.float32)
@@ -83,7 +85,7 @@ class FFTCorrelation(Correlation):
         self._app.fft(self._real, self._spectrum)
         count = self._spectrum.size
         self._multiply(self.queue, ((count + 255) // 256 * 256,), None, self._spectrum.data,
-                       self._kernel_spectrum.data, np.int32(count))
+                       self._kernel_spectrum.data, count)
         self._app.ifft(self._spectrum, self._real)
         self._copy(self._real.data, width, dst, columns, rows, columns)
         # The next call writes only the src block; the rest of the transform must be 0 again.
@@ -113,9 +115,6 @@ class HostFFTCorrelation(Correlation):
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int],
                  workers: int | None = None, cache: PlanCache | None = None) -> None:
         super().__init__(queue, kernel_shape, out_shape)
-        from streamer.restoration.correlation_plan import PlanCache
-        from streamer.restoration.host_transforms import plan_pair
-
         self.transforms = plan_pair(self.src_shape, workers,
                                     cache if cache is not None else PlanCache())
         self.fft_shape = self.transforms.shape

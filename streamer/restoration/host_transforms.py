@@ -23,12 +23,10 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # correlation_plan imports this module (through fft_correlation)
-    from streamer.restoration.correlation_plan import PlanCache
+from streamer.restoration.plan_cache import PlanCache, cache_directory
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +242,6 @@ def plan_pair(minimum: tuple[int, int], threads: int | None = None,
 
         return PocketFFTPair((scipy.fft.next_fast_len(minimum[0], real=True),
                               scipy.fft.next_fast_len(minimum[1], real=True)), threads)
-    from streamer.restoration.correlation_plan import cache_directory
-
     key = host_key(threads)
     wisdom = _Wisdom(cache_directory(), key)
     wisdom.load()

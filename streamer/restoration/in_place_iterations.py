@@ -13,80 +13,103 @@ arithmetic is the plain iteration's, value for value.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-import numpy as np
 import pyopencl as cl
 
+from streamer.restoration.convolution import Correlation
 from streamer.restoration.fft_correlation import HostFFTCorrelation
+from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.reduction import Reduction
+from streamer.restoration.richardson_lucy_kernels import (
+    DEFINES, RATIO_ROWS, STAGE_ROWS, STAT, UPDATE_ROWS,
+)
 
-if TYPE_CHECKING:
-    from streamer.restoration.richardson_lucy import RichardsonLucy
+
+@dataclass(frozen=True)
+class IterationArrays:
+    """The device arrays of a Richardson–Lucy plan that its iterations read and write, and
+    the geometry they share: frame ``shape`` and PSF ``radius`` (rows, columns)."""
+
+    data: cl.Buffer
+    weight: cl.Buffer
+    estimate: cl.Buffer
+    norm: cl.Buffer
+    statistics: cl.Buffer
+    shape: tuple[int, int]
+    radius: tuple[int, int]
+
+    @property
+    def extended_shape(self) -> tuple[int, int]:
+        """The estimate's domain: the frame and the PSF radius on every side."""
+        return (self.shape[0] + 2 * self.radius[0], self.shape[1] + 2 * self.radius[1])
 
 
 class InPlaceIterations:
-    """The iteration of one :class:`RichardsonLucy` plan on its two host-FFT correlations."""
+    """The iteration of one Richardson–Lucy plan on its two host-FFT correlations.
 
-    def __init__(self, plan: RichardsonLucy, program: cl.Program) -> None:
-        forward, backward = plan.forward, plan.backward
-        assert isinstance(forward, HostFFTCorrelation) and isinstance(backward, HostFFTCorrelation)
+    It holds the plan's arrays and correlations, never the plan: plan -> this -> plan would be
+    a cycle, and a cycle frees an evicted plan's transform buffers only when the cyclic garbage
+    collector next runs (a worker grew 9.5 % in a soak that way)."""
+
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
+                 forward: HostFFTCorrelation, backward: HostFFTCorrelation,
+                 arrays: IterationArrays) -> None:
         assert forward.view is not None and backward.view is not None
-        # The plan is passed to each call, not kept: plan -> this -> plan would be a cycle,
-        # and a cycle frees an evicted plan's transform buffers only when the cyclic garbage
-        # collector next runs (a worker grew 9.5 % in a soak that way).
-        self.forward, self.backward = forward, backward
-        self._ratio = cl.Kernel(program, "rl_ratio_rows")
-        self._update = cl.Kernel(program, "rl_update_rows")
-        self._stage = cl.Kernel(program, "rl_stage_rows")
+        self.queue = queue
+        self.forward, self.backward, self.arrays = forward, backward, arrays
+        self._ratio = library.kernel(RATIO_ROWS, **DEFINES)
+        self._update = library.kernel(UPDATE_ROWS, **DEFINES)
+        self._stage = library.kernel(STAGE_ROWS, **DEFINES)
+        self._reduce = Reduction(queue, library)
         rows = max(forward.fft_shape[0], backward.fft_shape[0])
-        context = plan.queue.context
-        self._partial_a = cl.Buffer(context, cl.mem_flags.READ_WRITE, rows * 4)
-        self._partial_b = cl.Buffer(context, cl.mem_flags.READ_WRITE, rows * 4)
+        self._partial_a = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, rows * 4)
+        self._partial_b = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, rows * 4)
 
     @staticmethod
-    def available(plan: RichardsonLucy) -> bool:
-        """Whether both of ``plan``'s correlations run on host FFT buffers the device sees."""
+    def available(forward: Correlation, backward: Correlation) -> bool:
+        """Whether both correlations run on host FFT buffers the device sees."""
         return all(isinstance(c, HostFFTCorrelation) and c.view is not None
-                   for c in (plan.forward, plan.backward))
+                   for c in (forward, backward))
 
-    def stage(self, plan: RichardsonLucy) -> None:
-        """``plan``'s initial estimate into the forward transform's input."""
-        forward = self.forward
+    def stage(self) -> None:
+        """The plan's initial estimate into the forward transform's input."""
+        forward, arrays = self.forward, self.arrays
         rows, columns = forward.fft_shape
-        self._stage(plan.queue, (rows,), None, plan.estimate, forward.view,
-                    np.int32(forward.pitch), np.int32(rows), np.int32(columns),
-                    np.int32(plan.extended_shape[1]), np.int32(plan.extended_shape[0]))
+        ext_height, ext_width = arrays.extended_shape
+        self._stage(self.queue, (rows,), None, estimate=arrays.estimate,
+                    estimate_out=forward.view, out_pitch=forward.pitch, out_rows=rows,
+                    out_columns=columns, ext_width=ext_width, ext_height=ext_height)
 
-    def iterate(self, plan: RichardsonLucy, threshold_squared: float, variance: float,
-                inverse_gain: float, pedestal: float, signal_sigmas: float,
-                measure_change: bool, measure_chi2: bool) -> None:
-        """One iteration of ``plan``; the statistics slots as
-        :meth:`RichardsonLucy._iterate` fills them."""
-        from streamer.restoration.richardson_lucy import STAT
-
-        forward, backward = self.forward, self.backward
-        queue, reduce = plan.queue, plan._reduce
-        height, width = plan.shape
-        ry, rx = plan.radius
+    def iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
+                pedestal: float, signal_sigmas: float, measure_change: bool,
+                measure_chi2: bool) -> None:
+        """One iteration; the statistics slots as the plan's copying iteration fills them."""
+        forward, backward, arrays = self.forward, self.backward, self.arrays
+        height, width = arrays.shape
+        ry, rx = arrays.radius
         forward.transform_in_place()  # the model, at the forward buffer's origin
         rows, columns = backward.fft_shape
-        self._ratio(queue, (rows,), None, plan.data, plan.weight, forward.view,
-                    np.int32(forward.pitch), backward.view, np.int32(backward.pitch),
-                    np.int32(rows), np.int32(columns), np.int32(width), np.int32(height),
-                    np.int32(ry), np.int32(rx), np.float32(threshold_squared),
-                    np.float32(variance), np.float32(inverse_gain), np.float32(pedestal),
-                    np.float32(signal_sigmas), np.int32(measure_chi2), plan.statistics,
-                    self._partial_a, self._partial_b)
+        self._ratio(self.queue, (rows,), None, data=arrays.data, weight=arrays.weight,
+                    model=forward.view, model_pitch=forward.pitch, ratio_out=backward.view,
+                    out_pitch=backward.pitch, out_rows=rows, out_columns=columns, width=width,
+                    height=height, radius_y=ry, radius_x=rx,
+                    threshold_squared=threshold_squared, variance=variance,
+                    inverse_gain=inverse_gain, pedestal=pedestal, signal_sigmas=signal_sigmas,
+                    measure=int(measure_chi2), stats=arrays.statistics,
+                    partial_chi2=self._partial_a, partial_count=self._partial_b)
         if measure_chi2:
-            reduce.sum(self._partial_a, rows, plan.statistics, STAT["CHI2"])
-            reduce.sum(self._partial_b, rows, plan.statistics, STAT["CHI2_COUNT"])
+            self._reduce.sum(self._partial_a, rows, arrays.statistics, STAT["CHI2"])
+            self._reduce.sum(self._partial_b, rows, arrays.statistics, STAT["CHI2_COUNT"])
         backward.transform_in_place()  # the correction, at the backward buffer's origin
         rows, columns = forward.fft_shape
-        self._update(queue, (rows,), None, plan.estimate, backward.view,
-                     np.int32(backward.pitch), plan.norm, forward.view, np.int32(forward.pitch),
-                     np.int32(rows), np.int32(columns), np.int32(plan.extended_shape[1]),
-                     np.int32(plan.extended_shape[0]), np.int32(measure_change),
-                     self._partial_a, self._partial_b)
+        ext_height, ext_width = arrays.extended_shape
+        self._update(self.queue, (rows,), None, estimate=arrays.estimate,
+                     correction=backward.view, correction_pitch=backward.pitch,
+                     norm=arrays.norm, estimate_out=forward.view, out_pitch=forward.pitch,
+                     out_rows=rows, out_columns=columns, ext_width=ext_width,
+                     ext_height=ext_height, measure=int(measure_change),
+                     partial_change=self._partial_a, partial_total=self._partial_b)
         if measure_change:
-            reduce.sum(self._partial_a, rows, plan.statistics, STAT["CHANGE"])
-            reduce.sum(self._partial_b, rows, plan.statistics, STAT["TOTAL"])
+            self._reduce.sum(self._partial_a, rows, arrays.statistics, STAT["CHANGE"])
+            self._reduce.sum(self._partial_b, rows, arrays.statistics, STAT["TOTAL"])

@@ -25,7 +25,7 @@ import pyopencl as cl
 from streamer.errors import ParameterError
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.device import check_deadline
-from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.kernels import BUFFER, LOCAL, KernelDeclaration, KernelLibrary
 
 NBINS = 16384
 COARSE_SHIFT = 7
@@ -39,6 +39,31 @@ TILED_PIXELS_PER_LAUNCH = 1 << 22            # a deadline is checked between lau
 INPUT_TYPES = {np.dtype(np.float32): "float", np.dtype(np.uint16): "ushort",
                np.dtype(np.int16): "short", np.dtype(np.uint8): "uchar",
                np.dtype(np.int32): "int", np.dtype(np.uint32): "uint"}
+
+PREPARE_FRAME = KernelDeclaration(
+    "prepare", "prepare_frame", raw=BUFFER, mask=BUFFER, has_mask=np.int32,
+    exclude_nonfinite=np.int32, keys=BUFFER, image=BUFFER, weight=BUFFER,
+    write_image=np.int32, width=np.int32, height=np.int32, radius=np.int32)
+SAMPLE_KEYS = KernelDeclaration(
+    "quantiles", "sample_keys", keys=BUFFER, width=np.int32, height=np.int32,
+    radius=np.int32, samples=np.int32, sampled=np.int32, sample=BUFFER)
+BITONIC_STEP = KernelDeclaration("quantiles", "bitonic_step", data=BUFFER, j=np.int32,
+                                 k=np.int32)
+QUANTILE_EDGES = KernelDeclaration(
+    "quantiles", "quantile_edges", sorted=BUFFER, samples=np.int32, bin_low=BUFFER,
+    bin_high=BUFFER, fill=BUFFER)
+ASSIGN_BINS = KernelDeclaration(
+    "median", "assign_bins", keys=BUFFER, bin_low=BUFFER, fill=BUFFER, bins=BUFFER,
+    count=np.uint32)
+# The histogram method's window state, per work item: the names of median_columns' buffers.
+WINDOW_STATE = ("hist", "coarse", "head", "slot_key", "slot_bin", "slot_next", "slot_prev")
+MEDIAN_COLUMNS = KernelDeclaration(
+    "median", "median_columns", keys=BUFFER, bins=BUFFER, bin_low=BUFFER, bin_high=BUFFER,
+    out=BUFFER, **dict.fromkeys(WINDOW_STATE, BUFFER), width=np.int32, height=np.int32,
+    padded_width=np.int32, column_offset=np.int32, strip_height=np.int32)
+MEDIAN_TILED = KernelDeclaration(
+    "median_tiled", "median_tiled", keys=BUFFER, out=BUFFER, width=np.int32,
+    height=np.int32, padded_width=np.int32, row_offset=np.int32, tile=LOCAL)
 
 
 def validate_window(window: int) -> int:
@@ -176,23 +201,22 @@ class MedianFilter:
 
     def _build_kernels(self, library: KernelLibrary) -> None:
         key_is_float = int(self.dtype == np.float32)
-        prepare = library.program("prepare", INPUT_TYPE=input_type(self.input_dtype),
-                                  KEY_IS_FLOAT=key_is_float, INVALID_KEY=f"{INVALID_KEY}u")
-        quantiles = library.program("quantiles", NBINS=NBINS, INVALID_KEY=f"{INVALID_KEY}u")
-        median = library.program("median", WINDOW=self.window, NBINS=NBINS,
-                                 COARSE_SHIFT=COARSE_SHIFT, INVALID_KEY=f"{INVALID_KEY}u",
-                                 INTERLEAVED=int(self.interleaved))
+        invalid_key = f"{INVALID_KEY}u"
+        self._prepare = library.kernel(PREPARE_FRAME, INPUT_TYPE=input_type(self.input_dtype),
+                                       KEY_IS_FLOAT=key_is_float, INVALID_KEY=invalid_key)
+        quantiles = {"NBINS": NBINS, "INVALID_KEY": invalid_key}
+        self._sample = library.kernel(SAMPLE_KEYS, **quantiles)
+        self._bitonic = library.kernel(BITONIC_STEP, **quantiles)
+        self._edges = library.kernel(QUANTILE_EDGES, **quantiles)
+        median = {"WINDOW": self.window, "NBINS": NBINS, "COARSE_SHIFT": COARSE_SHIFT,
+                  "INVALID_KEY": invalid_key, "INTERLEAVED": int(self.interleaved)}
+        self._assign_bins = library.kernel(ASSIGN_BINS, **median)
+        self._median_columns = library.kernel(MEDIAN_COLUMNS, **median)
         if self.method == "tiled":
             assert self.tile is not None
-            tiled = library.program("median_tiled", WINDOW=self.window, TILE_X=self.tile[0],
-                                    TILE_Y=self.tile[1], KEY_BITS=16 if key_is_float == 0 else 32)
-            self._median_tiled = cl.Kernel(tiled, "median_tiled")
-        self._prepare = cl.Kernel(prepare, "prepare_frame")
-        self._sample = cl.Kernel(quantiles, "sample_keys")
-        self._bitonic = cl.Kernel(quantiles, "bitonic_step")
-        self._edges = cl.Kernel(quantiles, "quantile_edges")
-        self._assign_bins = cl.Kernel(median, "assign_bins")
-        self._median_columns = cl.Kernel(median, "median_columns")
+            self._median_tiled = library.kernel(
+                MEDIAN_TILED, WINDOW=self.window, TILE_X=self.tile[0], TILE_Y=self.tile[1],
+                KEY_BITS=16 if key_is_float == 0 else 32)
 
     def _plan_work(
         self, device: cl.Device, memory_budget_bytes: int | None, strips: int | None
@@ -237,19 +261,18 @@ class MedianFilter:
         self._unused = cl.Buffer(context, flags.READ_WRITE, 4)  # for absent optional inputs
         fill = BlockCopy(self.queue, library)
         fill.fill(self._unused, 0.0)
-        self._scratch: list[cl.Buffer] = []
+        self._scratch: dict[str, cl.Buffer] = {}
         if self.method == "tiled":
             return  # no window state outside local memory
         items = self.columns_per_launch * self.strips
         kcount = self.window * self.window
         sizes = [items * NBINS * 2, items * (NBINS >> COARSE_SHIFT) * 2, items * NBINS * 2,
                  items * kcount * 4, items * kcount * 2, items * kcount * 2, items * kcount * 2]
-        # hist, coarse, list heads, slot keys, slot bins, next, prev
-        self._scratch = [cl.Buffer(context, flags.READ_WRITE, (size + 3) // 4 * 4)
-                         for size in sizes]
+        self._scratch = {name: cl.Buffer(context, flags.READ_WRITE, (size + 3) // 4 * 4)
+                         for name, size in zip(WINDOW_STATE, sizes)}
         # The kernel initialises every entry it reads; zeroing the state once per plan as well
         # costs little and keeps memory checkers (Oclgrind) from flagging a reused allocation.
-        for buffer in self._scratch:
+        for buffer in self._scratch.values():
             fill.fill(buffer, 0.0)
 
     def prepare(self, raw: cl.Buffer, mask: cl.Buffer | None = None,
@@ -262,27 +285,29 @@ class MedianFilter:
         height, width = self.shape
         padded_height, padded_width = self.padded_shape
         queue = self.queue
-        self._prepare(queue, ((padded_width + 15) // 16 * 16, padded_height), None, raw,
-                      mask or self._unused, np.int32(mask is not None),
-                      np.int32(exclude_nonfinite), self.keys_buffer, image or self._unused,
-                      weight or self._unused, np.int32(image is not None), np.int32(width),
-                      np.int32(height), np.int32(self.radius))
-        self._sample(queue, (self.samples,), None, self.keys_buffer, np.int32(width),
-                     np.int32(height), np.int32(self.radius), np.int32(self.samples),
-                     np.int32(self.sampled), self.sample_buffer)
+        self._prepare(queue, ((padded_width + 15) // 16 * 16, padded_height), None, raw=raw,
+                      mask=mask or self._unused, has_mask=int(mask is not None),
+                      exclude_nonfinite=int(exclude_nonfinite), keys=self.keys_buffer,
+                      image=image or self._unused, weight=weight or self._unused,
+                      write_image=int(image is not None), width=width, height=height,
+                      radius=self.radius)
+        self._sample(queue, (self.samples,), None, keys=self.keys_buffer, width=width,
+                     height=height, radius=self.radius, samples=self.samples,
+                     sampled=self.sampled, sample=self.sample_buffer)
         k = 2
         while k <= self.samples:
             j = k // 2
             while j > 0:
-                self._bitonic(queue, (self.samples,), None, self.sample_buffer, np.int32(j),
-                              np.int32(k))
+                self._bitonic(queue, (self.samples,), None, self.sample_buffer, j, k)
                 j //= 2
             k *= 2
-        self._edges(queue, (NBINS,), None, self.sample_buffer, np.int32(self.samples),
-                    self.bin_low_buffer, self.bin_high_buffer, self.fill_buffer)
+        self._edges(queue, (NBINS,), None, sorted=self.sample_buffer, samples=self.samples,
+                    bin_low=self.bin_low_buffer, bin_high=self.bin_high_buffer,
+                    fill=self.fill_buffer)
         count = padded_height * padded_width
-        self._assign_bins(queue, (count,), None, self.keys_buffer, self.bin_low_buffer,
-                          self.fill_buffer, self.bins_buffer, np.uint32(count))
+        self._assign_bins(queue, (count,), None, keys=self.keys_buffer,
+                          bin_low=self.bin_low_buffer, fill=self.fill_buffer,
+                          bins=self.bins_buffer, count=count)
 
     def upload(self, image: np.ndarray) -> None:
         """Send a frame (its ``input_dtype``) to the device and prepare it."""
@@ -307,12 +332,11 @@ class MedianFilter:
                            f"({offset} of {width} columns)")
             columns = min(self.columns_per_launch, width - offset)
             self._median_columns(
-                self.queue, (columns, self.strips), None,
-                self.keys_buffer, self.bins_buffer, self.bin_low_buffer, self.bin_high_buffer,
-                self.output_buffer, *self._scratch,
-                np.int32(width), np.int32(height), np.int32(self.padded_shape[1]),
-                np.int32(offset), np.int32(self.strip_height),
-            )
+                self.queue, (columns, self.strips), None, keys=self.keys_buffer,
+                bins=self.bins_buffer, bin_low=self.bin_low_buffer,
+                bin_high=self.bin_high_buffer, out=self.output_buffer, **self._scratch,
+                width=width, height=height, padded_width=self.padded_shape[1],
+                column_offset=offset, strip_height=self.strip_height)
         return self.output_buffer
 
     def _run_tiled(self, deadline: float | None) -> cl.Buffer:
@@ -327,8 +351,9 @@ class MedianFilter:
             band = min(self.rows_per_launch, height - offset)
             self._median_tiled(
                 self.queue, (-(-width // columns) * columns, -(-band // rows) * rows),
-                (columns, rows), self.keys_buffer, self.output_buffer, np.int32(width),
-                np.int32(height), np.int32(self.padded_shape[1]), np.int32(offset), staged)
+                (columns, rows), keys=self.keys_buffer, out=self.output_buffer, width=width,
+                height=height, padded_width=self.padded_shape[1], row_offset=offset,
+                tile=staged)
         return self.output_buffer
 
     def __call__(self, image: np.ndarray) -> np.ndarray:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pyopencl as cl
 
-from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrary
 
 GROUP = 256  # the work-group size of reduce.cl, passed to it as a define
+REDUCE_PARTIALS = KernelDeclaration(
+    "reduce", "reduce_partials", partials=BUFFER, count=np.int32, take_minimum=np.int32,
+    out=BUFFER, out_index=np.int32)
 
 
 def reduction_items(device: cl.Device, count: int) -> int:
@@ -24,7 +27,7 @@ class Reduction:
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary) -> None:
         self.queue = queue
-        self._kernel = cl.Kernel(library.program("reduce", GROUP=GROUP), "reduce_partials")
+        self._kernel = library.kernel(REDUCE_PARTIALS, GROUP=GROUP)
 
     def sum(self, partials: cl.Buffer, count: int, out: cl.Buffer, index: int) -> None:
         """Enqueue ``out[index] = sum(partials[:count])``."""
@@ -36,5 +39,5 @@ class Reduction:
 
     def _fold(self, partials: cl.Buffer, count: int, out: cl.Buffer, index: int,
               minimum: bool) -> None:
-        self._kernel(self.queue, (GROUP,), (GROUP,), partials, np.int32(count),
-                     np.int32(minimum), out, np.int32(index))
+        self._kernel(self.queue, (GROUP,), (GROUP,), partials=partials, count=count,
+                     take_minimum=int(minimum), out=out, out_index=index)

@@ -53,20 +53,17 @@ from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import validate_psf
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.correlation_plan import build_correlation, plan_correlation
 from streamer.restoration.device import check_deadline
-from streamer.restoration.in_place_iterations import InPlaceIterations
-from streamer.restoration.correlation_plan import PlanCache, build_correlation, plan_correlation
+from streamer.restoration.in_place_iterations import InPlaceIterations, IterationArrays
 from streamer.restoration.kernels import KernelLibrary
+from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.reduction import Reduction, reduction_items
+from streamer.restoration.richardson_lucy_kernels import (
+    CHI2, DATA_SUMS, DEFINES, ESTIMATE_SUMS, INITIAL_ESTIMATE, OUTPUT, RATIO, SIGNAL_SIGMAS,
+    STAT, UPDATE, UPDATE_MEASURED,
+)
 from streamer.restoration.transfers import TransferMeter
-
-TINY = 1e-12
-NORM_FLOOR = 1e-6
-DAMPING_POWER = 10      # White's N
-SIGNAL_SIGMAS = 3.0     # a pixel holds signal when its model is this far above the sky
-STATISTICS = ("SKY", "DATA_SUM", "DATA_COUNT", "CHI2", "CHI2_COUNT", "CHANGE", "TOTAL",
-              "ESTIMATE_SUM")
-STAT = {name: index for index, name in enumerate(STATISTICS)}
 
 
 def validate_iterations(num_iter: int, tolerance: float | None) -> None:
@@ -133,18 +130,14 @@ class RichardsonLucy:
         ry, rx = self.radius
         self.extended_shape = (height + 2 * ry, width + 2 * rx)
         self.ratio_shape = (height + 4 * ry, width + 4 * rx)
-        defines = {f"STAT_{name}": index for name, index in STAT.items()}
-        program = library.program("richardson_lucy", TINY=f"{TINY:e}f",
-                                  NORM_FLOOR=f"{NORM_FLOOR:e}f", DAMPING_POWER=DAMPING_POWER,
-                                  **defines)
-        self._data_sums = cl.Kernel(program, "rl_data_sums")
-        self._ratio = cl.Kernel(program, "rl_ratio")
-        self._initial = cl.Kernel(program, "rl_initial_estimate")
-        self._update = cl.Kernel(program, "rl_update")
-        self._update_measured = cl.Kernel(program, "rl_update_measured")
-        self._chi2 = cl.Kernel(program, "rl_chi2")
-        self._output = cl.Kernel(program, "rl_output")
-        self._estimate_sums = cl.Kernel(program, "rl_estimate_sums")
+        self._data_sums = library.kernel(DATA_SUMS, **DEFINES)
+        self._ratio = library.kernel(RATIO, **DEFINES)
+        self._initial = library.kernel(INITIAL_ESTIMATE, **DEFINES)
+        self._update = library.kernel(UPDATE, **DEFINES)
+        self._update_measured = library.kernel(UPDATE_MEASURED, **DEFINES)
+        self._chi2 = library.kernel(CHI2, **DEFINES)
+        self._output = library.kernel(OUTPUT, **DEFINES)
+        self._estimate_sums = library.kernel(ESTIMATE_SUMS, **DEFINES)
         self._copy = BlockCopy(queue, library)
         self._reduce = Reduction(queue, library)
 
@@ -160,8 +153,11 @@ class RichardsonLucy:
         self.psf = weights
         self._allocate()
         # host_fft on a CPU: the kernels work on the transforms' own buffers, no copies.
-        self._in_place = (InPlaceIterations(self, program)
-                          if InPlaceIterations.available(self) else None)
+        self._in_place = (
+            InPlaceIterations(queue, library, self.forward, self.backward, IterationArrays(
+                self.data, self.weight, self.estimate, self.norm, self.statistics, self.shape,
+                self.radius))
+            if InPlaceIterations.available(self.forward, self.backward) else None)
 
     def _allocate(self) -> None:
         context, queue = self.queue.context, self.queue
@@ -234,8 +230,9 @@ class RichardsonLucy:
         """The number of valid pixels and the sum of the valid data (one small read)."""
         height, width = self.shape
         items = self._items
-        self._data_sums(self.queue, (items,), None, self.data, self.weight,
-                        np.int32(height * width), self._partial_a, self._partial_b)
+        self._data_sums(self.queue, (items,), None, data=self.data, weight=self.weight,
+                        count=height * width, partial_sum=self._partial_a,
+                        partial_count=self._partial_b)
         self._reduce.sum(self._partial_a, items, self.statistics, STAT["DATA_SUM"])
         self._reduce.sum(self._partial_b, items, self.statistics, STAT["DATA_COUNT"])
         values = self._read_statistics()
@@ -299,14 +296,13 @@ class RichardsonLucy:
                 break
         height, width = self.shape
         ry, rx = self.radius
-        self._estimate_sums(self.queue, (self._items,), None, self.estimate, self.weight,
-                            np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
-                            self._partial_a)
+        frame = {"width": width, "height": height, "radius_y": ry, "radius_x": rx}
+        self._estimate_sums(self.queue, (self._items,), None, estimate=self.estimate,
+                            weight=self.weight, **frame, partial_sum=self._partial_a)
         self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["ESTIMATE_SUM"])
-        self._output(self.queue, _grid(width, height), None, self.estimate, self.weight,
-                     self.restored,
-                     np.int32(width), np.int32(height), np.int32(ry), np.int32(rx),
-                     np.float32(self._pedestal), self.statistics)
+        self._output(self.queue, _grid(width, height), None, estimate=self.estimate,
+                     weight=self.weight, restored=self.restored, **frame,
+                     pedestal=self._pedestal, stats=self.statistics)
         return DeconvolutionReport(done, change, self.method, dict(self.method_timings), chi2,
                                    stopped_by, damping if noise is not None else 0.0)
 
@@ -314,48 +310,53 @@ class RichardsonLucy:
         height, width = self.shape
         ry, rx = self.radius
         items = self._items
-        self._data_sums(self.queue, (items,), None, self.data, self.weight,
-                        np.int32(height * width), self._partial_a, self._partial_b)
+        self._data_sums(self.queue, (items,), None, data=self.data, weight=self.weight,
+                        count=height * width, partial_sum=self._partial_a,
+                        partial_count=self._partial_b)
         self._reduce.sum(self._partial_a, items, self.statistics, STAT["DATA_SUM"])
         self._reduce.sum(self._partial_b, items, self.statistics, STAT["DATA_COUNT"])
-        self._initial(self.queue, _grid(*self.extended_shape[::-1]), None, self.data,
-                      self.weight, self.estimate, np.int32(width), np.int32(height),
-                      np.int32(ry), np.int32(rx), np.float32(self._pedestal), self.statistics)
+        self._initial(self.queue, _grid(*self.extended_shape[::-1]), None, data=self.data,
+                      weight=self.weight, estimate=self.estimate, width=width, height=height,
+                      radius_y=ry, radius_x=rx, pedestal=self._pedestal,
+                      stats=self.statistics)
         if self._in_place is not None:
-            self._in_place.stage(self)
+            self._in_place.stage()
 
     def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
                  measure_change: bool, measure_chi2: bool) -> None:
         if self._in_place is not None:
-            self._in_place.iterate(self, threshold_squared, variance, inverse_gain,
-                                   self._pedestal, SIGNAL_SIGMAS, measure_change, measure_chi2)
+            self._in_place.iterate(threshold_squared, variance, inverse_gain, self._pedestal,
+                                   SIGNAL_SIGMAS, measure_change, measure_chi2)
             return
         height, width = self.shape
         ry, rx = self.radius
         self.forward.enqueue(self.estimate, self.model)
         if measure_chi2:  # the model of the current estimate, before it moves
-            self._chi2(self.queue, (self._items,), None, self.data, self.weight, self.model,
-                       np.int32(height * width), np.float32(variance),
-                       np.float32(inverse_gain), np.float32(SIGNAL_SIGMAS),
-                       np.float32(self._pedestal), self.statistics, self._partial_a,
-                       self._partial_b)
+            self._chi2(self.queue, (self._items,), None, data=self.data, weight=self.weight,
+                       model=self.model, count=height * width, variance=variance,
+                       inverse_gain=inverse_gain, signal_sigmas=SIGNAL_SIGMAS,
+                       pedestal=self._pedestal, stats=self.statistics,
+                       partial_chi2=self._partial_a, partial_count=self._partial_b)
             self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["CHI2"])
             self._reduce.sum(self._partial_b, self._items, self.statistics, STAT["CHI2_COUNT"])
-        self._ratio(self.queue, _grid(width, height), None, self.data, self.weight,
-                    self.model, self.ratio, np.int32(width), np.int32(height), np.int32(ry),
-                    np.int32(rx), np.float32(threshold_squared), np.float32(variance),
-                    np.float32(inverse_gain), np.float32(self._pedestal), self.statistics)
+        self._ratio(self.queue, _grid(width, height), None, data=self.data, weight=self.weight,
+                    model=self.model, ratio_padded=self.ratio, width=width, height=height,
+                    radius_y=ry, radius_x=rx, threshold_squared=threshold_squared,
+                    variance=variance, inverse_gain=inverse_gain, pedestal=self._pedestal,
+                    stats=self.statistics)
         self.backward.enqueue(self.ratio, self.correction)
         extended = self.extended_shape[0] * self.extended_shape[1]
         if measure_change:
-            self._update_measured(self.queue, (self._items,), None, self.estimate,
-                                  self.correction, self.norm, np.int32(extended),
-                                  self._partial_a, self._partial_b)
+            self._update_measured(self.queue, (self._items,), None, estimate=self.estimate,
+                                  correction=self.correction, norm=self.norm, count=extended,
+                                  partial_change=self._partial_a,
+                                  partial_total=self._partial_b)
             self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["CHANGE"])
             self._reduce.sum(self._partial_b, self._items, self.statistics, STAT["TOTAL"])
         else:
-            self._update(self.queue, ((extended + 255) // 256 * 256,), None, self.estimate,
-                         self.correction, self.norm, np.int32(extended))
+            self._update(self.queue, ((extended + 255) // 256 * 256,), None,
+                         estimate=self.estimate, correction=self.correction, norm=self.norm,
+                         count=extended)
 
     def _read_statistics(self) -> np.ndarray:
         values = np.empty(len(STAT), dtype=np.float32)
