@@ -117,7 +117,8 @@ def _skimage_iterations(data: np.ndarray, psf: np.ndarray) -> Callable[[int], fl
 
 def _rl_iteration(restorer: Restorer, frame: np.ndarray, psf: np.ndarray, label: str,
                   with_reference: bool) -> dict[str, Any]:
-    plan = RichardsonLucy(restorer.queue, restorer.library, frame.shape, psf,
+    session = restorer.session
+    plan = RichardsonLucy(session.queue, session.library, frame.shape, psf,
                           cache=restorer.cache)
     data = frame - frame.min()
     plan.set_weights(None)
@@ -158,7 +159,7 @@ def _planning_seconds(restorer: Restorer, shape: tuple[int, int], psf_side: int,
             "from streamer.imaging.psf import moffat_psf;"
             "r = Restorer(RestorationSettings()); t = time.perf_counter();"
             f"r.plan(({shape[0]}, {shape[1]}), moffat_psf(6.0, 2.5, {psf_side})); "
-            "r.queue.finish(); print(time.perf_counter() - t)")
+            "r.session.queue.finish(); print(time.perf_counter() - t)")
     environment = {**os.environ, **({DEVICE_ENV_VAR: device} if device else {})}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=environment, timeout=600)

@@ -76,7 +76,8 @@ def _median_figures(restorer: Restorer, image: np.ndarray) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for method in METHODS:
         try:
-            median = MedianFilter(restorer.queue, restorer.library, image.shape, WINDOW,
+            median = MedianFilter(restorer.session.queue, restorer.session.library, image.shape,
+                                  WINDOW,
                                   np.float32, method=method)
         except ParameterError:
             continue  # the tile does not fit this device's local memory
@@ -85,7 +86,7 @@ def _median_figures(restorer: Restorer, image: np.ndarray) -> dict[str, float]:
         def median_only() -> None:
             median.upload(image)
             median.run()
-            restorer.queue.finish()
+            restorer.session.queue.finish()
 
         seconds[method], _ = _best(median_only)
     return seconds

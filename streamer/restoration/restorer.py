@@ -27,7 +27,7 @@ from streamer.imaging.psf_measure import PSFMeasurement, describe
 from streamer.imaging.validation import checked_image, checked_mask
 from streamer.restoration.background import BackgroundEqualiser
 from streamer.restoration.capacity import MAX_PSF_SIDE, FrameCapacity
-from streamer.restoration.correlation_plan import PlanCache
+from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.device import MAX_PLANS, DeviceSession, open_session
 from streamer.restoration.median import INPUT_TYPES, validate_window
 from streamer.restoration.transfers import Transfers

@@ -28,7 +28,9 @@ from streamer.restoration.richardson_lucy_kernels import (
 
 OPENCL = Path(__file__).resolve().parents[2] / "opencl"
 # Families built without declarations (none yet): common.cl is prepended to every program.
-NOT_DECLARED = {"common"}
+# common.cl is prepended to every program; probe.cl is the device probe, built on its own
+# with no defines before any of our programs (streamer/restoration/device.py).
+NOT_DECLARED = {"common", "probe"}
 
 
 def _fill(library: KernelLibrary, queue: cl.CommandQueue, count: int = 5, **named):

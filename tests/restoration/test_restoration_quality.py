@@ -51,7 +51,7 @@ def plain_true(field):
     """Plain RL (eq. 3, no background, no damping) with the true PSF: the yardstick."""
     restorer = Restorer(RestorationSettings(window=31, psf=PSFSpec(kind="gaussian", fwhm=3)))
     data = restorer.background_equalised(field.image)
-    plan = RichardsonLucy(restorer.queue, restorer.library, data.shape, field.psf)
+    plan = RichardsonLucy(restorer.session.queue, restorer.session.library, data.shape, field.psf)
     restored, _ = plan(data, num_iter=30)
     return data, restored
 
