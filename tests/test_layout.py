@@ -204,3 +204,37 @@ def test_no_function_is_over_sixty_lines():
                 long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} "
                             f"({_code_lines(node)} lines)")
     assert not long, "split these: " + ", ".join(long)
+
+
+MODULE_LINES, CLASS_LINES = 450, 250
+
+
+def test_modules_and_classes_stay_small():
+    """A module past ~450 lines or a class past ~250 is two things (STYLE.md)."""
+    large = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if len(text.splitlines()) > MODULE_LINES:
+            large.append(f"{path.relative_to(PACKAGE)} ({len(text.splitlines())} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > CLASS_LINES:
+                large.append(f"{path.relative_to(PACKAGE)}:{node.lineno} class {node.name} "
+                             f"({node.end_lineno - node.lineno + 1} lines)")
+    assert not large, "split these: " + ", ".join(large)
+
+
+def test_the_device_is_reached_through_one_session():
+    """Only the device session creates an OpenCL context or a kernel library, and only the
+    kernel library builds programs and kernels (the probe's own build aside)."""
+    makers = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if name in ("cl.Context", "KernelLibrary", "cl.Program", "cl.Kernel"):
+                    makers.setdefault(name, set()).add(path.relative_to(PACKAGE).as_posix())
+    assert makers.get("cl.Context") == {"restoration/device.py"}, makers
+    assert makers.get("KernelLibrary") == {"restoration/device.py"}, makers
+    assert makers.get("cl.Program", set()) <= {"restoration/device.py",
+                                               "restoration/kernels.py"}, makers
+    assert makers.get("cl.Kernel") == {"restoration/kernels.py"}, makers

@@ -53,6 +53,7 @@ from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import validate_psf
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.copying_iterations import CopyingIterations, frame_grid
 from streamer.restoration.correlation_plan import build_correlation, plan_correlation
 from streamer.restoration.device import check_deadline
 from streamer.restoration.in_place_iterations import InPlaceIterations, IterationArrays
@@ -60,8 +61,7 @@ from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.reduction import Reduction, reduction_items
 from streamer.restoration.richardson_lucy_kernels import (
-    CHI2, DATA_SUMS, DEFINES, ESTIMATE_SUMS, INITIAL_ESTIMATE, OUTPUT, RATIO, SIGNAL_SIGMAS,
-    STAT, UPDATE, UPDATE_MEASURED,
+    DATA_SUMS, DEFINES, ESTIMATE_SUMS, INITIAL_ESTIMATE, OUTPUT, SIGNAL_SIGMAS, STAT,
 )
 from streamer.restoration.transfers import TransferMeter
 
@@ -92,10 +92,6 @@ class DeconvolutionReport:
     chi2: float | None = None          # reduced chi² of the signal pixels, last iteration
     stopped_by: str = "iterations"     # iterations | tolerance | discrepancy
     damping: float = 0.0
-
-
-def _grid(columns: int, rows: int) -> tuple[int, int]:
-    return ((columns + 15) // 16 * 16, rows)
 
 
 class RichardsonLucy:
@@ -129,13 +125,8 @@ class RichardsonLucy:
         self.radius = (psf.shape[0] // 2, psf.shape[1] // 2)
         ry, rx = self.radius
         self.extended_shape = (height + 2 * ry, width + 2 * rx)
-        self.ratio_shape = (height + 4 * ry, width + 4 * rx)
         self._data_sums = library.kernel(DATA_SUMS, **DEFINES)
-        self._ratio = library.kernel(RATIO, **DEFINES)
         self._initial = library.kernel(INITIAL_ESTIMATE, **DEFINES)
-        self._update = library.kernel(UPDATE, **DEFINES)
-        self._update_measured = library.kernel(UPDATE_MEASURED, **DEFINES)
-        self._chi2 = library.kernel(CHI2, **DEFINES)
         self._output = library.kernel(OUTPUT, **DEFINES)
         self._estimate_sums = library.kernel(ESTIMATE_SUMS, **DEFINES)
         self._copy = BlockCopy(queue, library)
@@ -152,12 +143,13 @@ class RichardsonLucy:
         self.method = self.forward.method
         self.psf = weights
         self._allocate()
+        arrays = IterationArrays(self.data, self.weight, self.estimate, self.norm,
+                                 self.statistics, self.shape, self.radius)
+        # Its ratio buffer also carries the weights for h' ⊛ w, whichever iteration runs.
+        self._copying = CopyingIterations(queue, library, self.forward, self.backward, arrays)
         # host_fft on a CPU: the kernels work on the transforms' own buffers, no copies.
-        self._in_place = (
-            InPlaceIterations(queue, library, self.forward, self.backward, IterationArrays(
-                self.data, self.weight, self.estimate, self.norm, self.statistics, self.shape,
-                self.radius))
-            if InPlaceIterations.available(self.forward, self.backward) else None)
+        self._in_place = (InPlaceIterations(queue, library, self.forward, self.backward, arrays)
+                          if InPlaceIterations.available(self.forward, self.backward) else None)
 
     def _allocate(self) -> None:
         context, queue = self.queue.context, self.queue
@@ -166,13 +158,9 @@ class RichardsonLucy:
         extended_count = self.extended_shape[0] * self.extended_shape[1]
         self.data = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
         self.weight = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
-        self.model = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
         self.restored = cl.Buffer(context, flags.READ_WRITE, frame_bytes)
-        self.ratio = source_buffer(context, *self.ratio_shape)
-        self._copy.fill(self.ratio, 0.0)
         self.estimate = source_buffer(context, *self.extended_shape)
         self._copy.fill(self.estimate, 0.0)
-        self.correction = cl.Buffer(context, flags.READ_WRITE, extended_count * 4)
         self.norm = cl.Buffer(context, flags.READ_WRITE, extended_count * 4)
         self.statistics = cl.Buffer(context, flags.READ_WRITE, len(STAT) * 4)
         self._copy.fill(self.statistics, 0.0)
@@ -243,9 +231,10 @@ class RichardsonLucy:
         height, width = self.shape
         ry, rx = self.radius
         # The weights go where the ratio goes (2 radii in), for h' ⊛ w.
-        self._copy(self.weight, width, self.ratio, self.ratio_shape[1], height, width,
+        ratio, ratio_width = self._copying.ratio, self._copying.ratio_shape[1]
+        self._copy(self.weight, width, ratio, ratio_width, height, width,
                    dst_origin=(2 * ry, 2 * rx))
-        self.backward.enqueue(self.ratio, self.norm)
+        self.backward.enqueue(ratio, self.norm)
 
     def set_data(self, data: np.ndarray) -> None:
         """Upload non-negative data ``C`` (excluded pixels may hold anything finite)."""
@@ -300,7 +289,7 @@ class RichardsonLucy:
         self._estimate_sums(self.queue, (self._items,), None, estimate=self.estimate,
                             weight=self.weight, **frame, partial_sum=self._partial_a)
         self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["ESTIMATE_SUM"])
-        self._output(self.queue, _grid(width, height), None, estimate=self.estimate,
+        self._output(self.queue, frame_grid(width, height), None, estimate=self.estimate,
                      weight=self.weight, restored=self.restored, **frame,
                      pedestal=self._pedestal, stats=self.statistics)
         return DeconvolutionReport(done, change, self.method, dict(self.method_timings), chi2,
@@ -315,48 +304,17 @@ class RichardsonLucy:
                         partial_count=self._partial_b)
         self._reduce.sum(self._partial_a, items, self.statistics, STAT["DATA_SUM"])
         self._reduce.sum(self._partial_b, items, self.statistics, STAT["DATA_COUNT"])
-        self._initial(self.queue, _grid(*self.extended_shape[::-1]), None, data=self.data,
+        self._initial(self.queue, frame_grid(*self.extended_shape[::-1]), None, data=self.data,
                       weight=self.weight, estimate=self.estimate, width=width, height=height,
                       radius_y=ry, radius_x=rx, pedestal=self._pedestal,
                       stats=self.statistics)
-        if self._in_place is not None:
-            self._in_place.stage()
+        (self._in_place if self._in_place is not None else self._copying).stage()
 
     def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
                  measure_change: bool, measure_chi2: bool) -> None:
-        if self._in_place is not None:
-            self._in_place.iterate(threshold_squared, variance, inverse_gain, self._pedestal,
-                                   SIGNAL_SIGMAS, measure_change, measure_chi2)
-            return
-        height, width = self.shape
-        ry, rx = self.radius
-        self.forward.enqueue(self.estimate, self.model)
-        if measure_chi2:  # the model of the current estimate, before it moves
-            self._chi2(self.queue, (self._items,), None, data=self.data, weight=self.weight,
-                       model=self.model, count=height * width, variance=variance,
-                       inverse_gain=inverse_gain, signal_sigmas=SIGNAL_SIGMAS,
-                       pedestal=self._pedestal, stats=self.statistics,
-                       partial_chi2=self._partial_a, partial_count=self._partial_b)
-            self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["CHI2"])
-            self._reduce.sum(self._partial_b, self._items, self.statistics, STAT["CHI2_COUNT"])
-        self._ratio(self.queue, _grid(width, height), None, data=self.data, weight=self.weight,
-                    model=self.model, ratio_padded=self.ratio, width=width, height=height,
-                    radius_y=ry, radius_x=rx, threshold_squared=threshold_squared,
-                    variance=variance, inverse_gain=inverse_gain, pedestal=self._pedestal,
-                    stats=self.statistics)
-        self.backward.enqueue(self.ratio, self.correction)
-        extended = self.extended_shape[0] * self.extended_shape[1]
-        if measure_change:
-            self._update_measured(self.queue, (self._items,), None, estimate=self.estimate,
-                                  correction=self.correction, norm=self.norm, count=extended,
-                                  partial_change=self._partial_a,
-                                  partial_total=self._partial_b)
-            self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["CHANGE"])
-            self._reduce.sum(self._partial_b, self._items, self.statistics, STAT["TOTAL"])
-        else:
-            self._update(self.queue, ((extended + 255) // 256 * 256,), None,
-                         estimate=self.estimate, correction=self.correction, norm=self.norm,
-                         count=extended)
+        iterations = self._in_place if self._in_place is not None else self._copying
+        iterations.iterate(threshold_squared, variance, inverse_gain, self._pedestal,
+                           SIGNAL_SIGMAS, measure_change, measure_chi2)
 
     def _read_statistics(self) -> np.ndarray:
         values = np.empty(len(STAT), dtype=np.float32)
