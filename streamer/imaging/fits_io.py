@@ -12,12 +12,14 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from streamer.errors import FrameDecodeError, NoValidPixelError
+from streamer.imaging.data_quality import quality_keywords
 from streamer.imaging.validation import checked_image
 
 # Keywords describing the stored array; astropy writes them anew for the float32 output.
@@ -139,21 +141,30 @@ def write_psf(path: str | Path, psf: np.ndarray, keywords: dict[str, tuple[objec
     hdu.writeto(path, overwrite=True)
 
 
-def restored_bytes(data: np.ndarray, header: fits.Header, psf: fits.ImageHDU | None) -> bytes:
+def quality_hdu(plane: np.ndarray) -> fits.ImageHDU:
+    """The data-quality plane as an image extension named ``DQ``, its bits named in the
+    header (:mod:`streamer.imaging.data_quality`)."""
+    hdu = fits.ImageHDU(data=np.asarray(plane, dtype=np.uint8), name="DQ")
+    for keyword, (value, comment) in quality_keywords().items():
+        hdu.header.append(_card(keyword, value, comment), end=True)
+    return hdu
+
+
+def restored_bytes(data: np.ndarray, header: fits.Header,
+                   extensions: Sequence[fits.ImageHDU] = ()) -> bytes:
     """A restored frame as a FITS file in memory: float32 primary HDU with ``header``, then
-    the PSF extension when given."""
+    the extensions (PSF, DQ)."""
     buffer = io.BytesIO()
     hdus = [fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)]
-    if psf is not None:
-        hdus.append(psf)
+    hdus.extend(extensions)
     fits.HDUList(hdus).writeto(buffer, output_verify="silentfix")
     return buffer.getvalue()
 
 
 def write_restored(path: str | Path, data: np.ndarray, header: fits.Header,
-                   psf: fits.ImageHDU | None) -> None:
+                   extensions: Sequence[fits.ImageHDU] = ()) -> None:
     """Write :func:`restored_bytes` to ``path`` (replaced if present)."""
-    Path(path).write_bytes(restored_bytes(data, header, psf))
+    Path(path).write_bytes(restored_bytes(data, header, extensions))
 
 
 def image_bytes(data: np.ndarray, header: fits.Header | None = None) -> bytes:

@@ -1,6 +1,9 @@
 """What the host measures on a frame before it goes to the device: its validity, the input's
-quality, the noise model and the PSF to restore it with — with each camera's recent PSF kept
-(:class:`~streamer.imaging.psf_tracker.PSFTracker`) for frames that show few stars.
+quality, the noise model, where it saturates and stops being linear, the PSF to restore it with
+— with each camera's recent PSF and levels kept (:class:`~streamer.imaging.psf_tracker.
+PSFTracker`) for frames that show few stars — and saturated or non-linear star cores refilled
+from their linear wings (:mod:`streamer.imaging.saturated_stars`), with the data-quality plane
+that says which pixels were (:mod:`streamer.imaging.data_quality`).
 
 NumPy (and sep) work only: the worker runs it on its host stage while the device restores the
 previous frame, and ``Restorer.restore`` runs it first when a caller gives a bare frame.
@@ -15,22 +18,37 @@ from typing import Any, Protocol
 import numpy as np
 from astropy.io import fits
 
+from streamer.imaging import psf_stars
+from streamer.imaging.data_quality import quality_plane
 from streamer.imaging.noise import NoiseModel, noise_model
 from streamer.imaging.psf import PSFSpec
-from streamer.imaging.psf_measure import PSFMeasurement, PSFMeasureSettings, describe
+from streamer.imaging.psf_measure import (
+    PSFMeasurement, PSFMeasureSettings, configured_saturation, describe,
+)
 from streamer.imaging.psf_tracker import PSFTracker
 from streamer.imaging.quality import InputQuality, measure_input
-from streamer.imaging.validation import validated_frame
+from streamer.imaging.saturated_stars import CoreFit, refill_cores
+from streamer.imaging.saturation import Saturation, frame_saturation, saturation_mask
+from streamer.imaging.validation import checked_mask, validated_frame
 
 
 @dataclass
 class PreparedFrame:
-    """Host measurements of a frame, made before it reaches the device."""
+    """Host measurements of a frame, made before it reaches the device.
+
+    ``data`` is the frame to restore when it differs from the input (cores refilled; float32),
+    ``mask`` the pixels to leave out of the likelihood (the caller's mask and cores that could
+    not be refilled), ``quality_flags`` the data-quality plane of the output."""
 
     noise: NoiseModel
     psf: PSFMeasurement
     seconds: float
     quality: InputQuality | None = None
+    saturation: Saturation = Saturation()
+    data: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    quality_flags: np.ndarray | None = None
+    refilled: tuple[CoreFit, ...] = ()
 
 
 class PSFSettings(Protocol):
@@ -62,6 +80,8 @@ class FramePreparer:
                  smoothing: float = 0.3) -> None:
         self.fixed_psf = None if psf.measured else psf.build()
         self.tracker = PSFTracker(fallback.build(), str(fallback), measure, smoothing)
+        self.measure = measure
+        self._levels: dict[str, Saturation] = {}  # each camera's last levels seen in its data
 
     @classmethod
     def from_settings(cls, settings: PSFSettings) -> FramePreparer:
@@ -75,26 +95,64 @@ class FramePreparer:
         return self.fixed_psf if self.fixed_psf is not None else self.tracker.fallback
 
     def choose_psf(self, image: np.ndarray, valid: np.ndarray, header: fits.Header | None = None,
-                   camera_id: str = "default") -> PSFMeasurement:
+                   camera_id: str = "default", saturation: Saturation | None = None,
+                   detection: psf_stars.Detection | None = None) -> PSFMeasurement:
         """The PSF for this frame: the configured one, or measured (per camera)."""
         if self.fixed_psf is not None:
             return describe(self.fixed_psf, "configured", 0, 0)
-        return self.tracker.psf_for(camera_id, image, ~valid, header)
+        return self.tracker.psf_for(camera_id, image, ~valid, header, saturation, detection)
 
     def prepare(self, frame: Any, header: fits.Header | None = None,
                 camera_id: str = "default", mask: Any | None = None, *,
-                quality: bool = False) -> PreparedFrame:
-        """Check ``frame`` (see :mod:`streamer.imaging.validation`) and measure its noise and
-        PSF (and, with ``quality``, the input's quality figures); the camera's PSF state is
-        updated.
+                quality: bool = False, psf: PSFMeasurement | None = None) -> PreparedFrame:
+        """Check ``frame`` (see :mod:`streamer.imaging.validation`), find its saturation
+        level and linear limit, measure its noise and PSF (and, with ``quality``, the input's
+        quality figures), refill its saturated and non-linear star cores; the camera's PSF
+        and levels are updated. A given ``psf`` is used instead of measuring one.
 
         Raises
         ------
         FrameShapeError, FrameDtypeError, MaskError, NoValidPixelError
         """
         started = time.perf_counter()
-        image, valid = validated_frame(frame, mask)
-        measured = measure_input(np.asarray(frame)) if quality else None
+        user_mask = None if mask is None else checked_mask(mask, np.shape(frame))
+        image, valid = validated_frame(frame, user_mask)
+        raw = np.asarray(frame)
+        measured = measure_input(raw) if quality else None
         noise = noise_model(image, header, measured.sky if measured is not None else None)
-        psf = self.choose_psf(image, valid, header, camera_id)
-        return PreparedFrame(noise, psf, time.perf_counter() - started, measured)
+        detection = psf_stars.detect(image, ~valid, self.measure.detect_sigma)
+        saturation = self._saturation(raw, header, detection, camera_id)
+        if psf is None:
+            psf = self.choose_psf(image, valid, header, camera_id, saturation, detection)
+        prepared = PreparedFrame(noise, psf, 0.0, measured, saturation)
+        self._refill(prepared, image, valid, detection, user_mask)
+        prepared.seconds = time.perf_counter() - started
+        return prepared
+
+    def _saturation(self, raw: np.ndarray, header: fits.Header | None,
+                    detection: psf_stars.Detection, camera_id: str) -> Saturation:
+        found = frame_saturation(raw, header, detection, configured_saturation(self.measure),
+                                 self._levels.get(camera_id))
+        if "data" in found.source:
+            self._levels[camera_id] = found
+        return found
+
+    def _refill(self, prepared: PreparedFrame, image: np.ndarray, valid: np.ndarray,
+                detection: psf_stars.Detection, user_mask: np.ndarray | None) -> None:
+        """Saturated and non-linear cores refilled with the PSF fitted to their wings; the
+        likelihood mask and the data-quality plane."""
+        saturated, nonlinear = saturation_mask(image, prepared.saturation)
+        bad = (saturated | nonlinear) & valid
+        filled = None
+        if bad.any():
+            background = image - detection.subtracted  # sep's sky, where the wings sit on
+            data, filled, fits = refill_cores(image, bad, valid, prepared.psf.psf, background)
+            prepared.data, prepared.refilled = data, tuple(fits)
+            unfitted = bad & ~filled
+            if unfitted.any():
+                prepared.mask = unfitted if user_mask is None else (unfitted | user_mask)
+        if prepared.mask is None and user_mask is not None:
+            prepared.mask = user_mask
+        prepared.quality_flags = quality_plane(
+            image.shape, invalid=~np.isfinite(image), masked=user_mask, saturated=saturated,
+            nonlinear=nonlinear, filled=filled, edge=max(prepared.psf.psf.shape) // 2)

@@ -36,8 +36,10 @@ from streamer.imaging.moments import (
     Moments, adaptive_moments, adaptive_moments_batch, half_maximum_fwhm,
 )
 from streamer.imaging.psf import moffat_profile, streak_psf, validate_psf
+from streamer.imaging.saturation import Saturation, describe_saturation, frame_saturation
 
 ENCLOSED = 0.99            # light the PSF box must hold
+CENTROID_SLACK = 0.3       # plain-centroid offset (pixels) left alone; validation allows 0.5
 
 
 class PSFMeasureSettings(BaseModel):
@@ -51,9 +53,14 @@ class PSFMeasureSettings(BaseModel):
     max_size: int = Field(default=63, ge=7, description="largest PSF side, pixels")
     trail_ellipticity: float = Field(default=0.5, gt=0, lt=1,
                                      description="stars more elongated are trails")
-    saturation: float | None = Field(default=None, gt=0,
-                                     description="saturation level, ADU; default: header "
-                                                 "SATURATE, the dtype's maximum, or a plateau")
+    saturation: float | None = Field(
+        default=None, gt=0, description="saturation level, ADU; default: the lower of the "
+                                        "header's SATURATE/SATLEVEL and the ceiling the stars "
+                                        "show (flat tops), else the camera's last")
+    linear_limit: float | None = Field(
+        default=None, gt=0, description="peak above which stars are not linear, ADU; default: "
+                                        "the header's MAXLIN, the stars' peak-to-flux ratio, "
+                                        "or 0.8 of the saturation level")
 
 
 @dataclass(frozen=True)
@@ -87,32 +94,10 @@ def describe(psf: np.ndarray, method: str, stars_used: int, stars_found: int,
         stars_found=stars_found, seconds=seconds, warning=warning)
 
 
-def saturation_level(image: np.ndarray, header: fits.Header | None,
-                     configured: float | None) -> float | None:
-    """The level at which pixels saturate: configured, else the header's ``SATURATE``/
-    ``SATLEVEL``, else a plateau — the frame's maximum held by several pixels, as a clipped
-    converter leaves it — else None."""
-    if configured is not None:
-        return configured
-    for keyword in ("SATURATE", "SATLEVEL"):
-        value = header.get(keyword) if header is not None else None
-        if isinstance(value, (int, float)) and value > 0:
-            return float(value)
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return None
-    top = finite.max()
-    if np.count_nonzero(finite == top) >= 3:
-        return float(top)
-    if np.issubdtype(image.dtype, np.integer):
-        return float(np.iinfo(image.dtype).max)
-    return None
-
-
 def _finish(psf: np.ndarray, minimum_half: int) -> np.ndarray:
     """Non-negative, recentred, cropped to the box holding ENCLOSED of the light, validated."""
     psf = _recentred(np.clip(np.nan_to_num(psf), 0.0, None))
-    psf = _crop_to_enclosed(np.clip(psf, 0.0, None), minimum_half)
+    psf = _recentred(_crop_to_enclosed(np.clip(psf, 0.0, None), minimum_half))
     return validate_psf(psf, "measured PSF")
 
 
@@ -128,14 +113,27 @@ def _crop_to_enclosed(psf: np.ndarray, minimum_half: int) -> np.ndarray:
 
 
 def _recentred(psf: np.ndarray) -> np.ndarray:
-    moments = adaptive_moments(psf)
-    if moments is None:
-        return psf
+    """The PSF with its core (adaptive moments) on the central pixel — and, where wings or a
+    lopsided halo still pull the plain centroid (what :func:`validate_psf` checks) more than
+    ``CENTROID_SLACK`` away, shifted by that centroid instead, so a measured PSF never fails
+    its own centring check."""
     centre = (psf.shape[0] - 1) / 2.0
-    dy, dx = centre - moments.row, centre - moments.column
-    if abs(dy) < 0.02 and abs(dx) < 0.02:
-        return psf
-    return np.nan_to_num(psf_stack.shifted(psf, dy, dx))
+    moments = adaptive_moments(psf)
+    if moments is not None:
+        dy, dx = centre - moments.row, centre - moments.column
+        if abs(dy) >= 0.02 or abs(dx) >= 0.02:
+            psf = np.clip(np.nan_to_num(psf_stack.shifted(psf, dy, dx)), 0.0, None)
+    for _ in range(3):
+        total = psf.sum()
+        if total <= 0:
+            break
+        rows, columns = np.indices(psf.shape)
+        dy = centre - float((rows * psf).sum() / total)
+        dx = centre - float((columns * psf).sum() / total)
+        if abs(dy) <= CENTROID_SLACK and abs(dx) <= CENTROID_SLACK:
+            break
+        psf = np.clip(np.nan_to_num(psf_stack.shifted(psf, dy, dx)), 0.0, None)
+    return psf
 
 
 @dataclass(frozen=True)
@@ -197,7 +195,7 @@ def _moments(stamps: list[np.ndarray], half: int | None = None) -> list[Moments 
 
 
 def _frame_shape(detection: psf_stars.Detection, data: np.ndarray, invalid: np.ndarray,
-                 saturation: float | None, settings: PSFMeasureSettings) -> _Shape:
+                 peak_limit: float | None, settings: PSFMeasureSettings) -> _Shape:
     """The typical star's shape, from the brightest candidates in modest boxes."""
     good = detection.objects[detection.unflagged()]
     if len(good) == 0:
@@ -206,7 +204,7 @@ def _frame_shape(detection: psf_stars.Detection, data: np.ndarray, invalid: np.n
             f"{len(detection.objects)} detections")
     probe_half = int(np.clip(math.ceil(3.0 * np.median(good["a"])) + 2, 6,
                              settings.max_size // 2 + 2))
-    probe = psf_stars.candidates(detection, data, invalid, saturation, probe_half)
+    probe = psf_stars.candidates(detection, data, invalid, peak_limit, probe_half)
     probe = probe[: settings.max_stars]
     moments = _moments([psf_stars.stamp(detection, i, probe_half) for i in probe])
     typical = _typical(moments)
@@ -219,7 +217,9 @@ def _frame_shape(detection: psf_stars.Detection, data: np.ndarray, invalid: np.n
 
 def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
                 header: fits.Header | None = None,
-                settings: PSFMeasureSettings = PSFMeasureSettings()) -> PSFMeasurement:
+                settings: PSFMeasureSettings = PSFMeasureSettings(),
+                saturation: Saturation | None = None,
+                detection: psf_stars.Detection | None = None) -> PSFMeasurement:
     """Measure the PSF of ``image`` from its stars (see the module notes).
 
     Parameters
@@ -229,7 +229,13 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
     mask : ndarray of bool, optional
         True for bad pixels (kept out of every PSF star's box).
     header : astropy.io.fits.Header, optional
-        For the saturation level (``SATURATE``/``SATLEVEL``).
+        For the saturation level (``SATURATE``/``SATLEVEL``, ``MAXLIN``).
+    saturation : Saturation, optional
+        The frame's saturation level and linear limit, when found already
+        (:func:`~streamer.imaging.saturation.frame_saturation`); PSF stars peak below the
+        linear limit.
+    detection : Detection, optional
+        The frame's sources, when detected already (same ``mask``).
 
     Returns
     -------
@@ -248,12 +254,16 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
         invalid |= np.asarray(mask, dtype=bool)
     if invalid.all():
         raise TooFewStarsError("the frame has no valid pixel to find stars in")
-    saturation = saturation_level(np.asarray(image), header, settings.saturation)
-    detection = psf_stars.detect(data, invalid, settings.detect_sigma)
-    shape = _frame_shape(detection, data, invalid, saturation, settings)
+    if detection is None:
+        detection = psf_stars.detect(data, invalid, settings.detect_sigma)
+    if saturation is None:
+        saturation = frame_saturation(np.asarray(image), header, detection,
+                                      configured_saturation(settings))
+    limit = saturation.psf_limit
+    shape = _frame_shape(detection, data, invalid, limit, settings)
     trailed = shape.ellipticity >= settings.trail_ellipticity
     half = _box_half(shape, trailed, settings)
-    chosen = psf_stars.candidates(detection, data, invalid, saturation, half + 2)
+    chosen = psf_stars.candidates(detection, data, invalid, limit, half + 2)
     core = max(3.0 * shape.fwhm, shape.trail_length / 2 + 2.0 * shape.fwhm)
     # Brightest first; half as many again as needed covers the ones the size test rejects.
     chosen = psf_stars.clear_cores(detection, chosen, core)[: settings.max_stars * 3 // 2]
@@ -266,11 +276,19 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
     found = len(detection.objects)
     if not stamps:
         raise TooFewStarsError(
-            f"no PSF star among {found} sources: each is blended, saturated, faint, at an "
-            f"edge or has a bright neighbour within {core:.0f} pixels")
+            f"no PSF star among {found} sources: each is blended, saturated or non-linear "
+            f"({describe_saturation(saturation)}), faint, at an edge or has a bright neighbour "
+            f"within {core:.0f} pixels")
     if len(stamps) < settings.min_stars:
         return _model_psf(stamps, centres, half, shape, trailed, found, started)
     return _empirical_psf(stamps, centres, half, shape, trailed, found, started)
+
+
+def configured_saturation(settings: PSFMeasureSettings) -> Saturation | None:
+    """The levels the settings fix, if any."""
+    if settings.saturation is None and settings.linear_limit is None:
+        return None
+    return Saturation(settings.saturation, settings.linear_limit, "configured")
 
 
 def _model_psf(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: int,

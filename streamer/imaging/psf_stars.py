@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_PEAK_SNR = 20.0
-SATURATION_MARGIN = 0.8   # stars peaking above this fraction of saturation are left out
 OBJECT_FLAGS = 1 | 2 | 8 | 16   # sep: merged, truncated, singular, deblending overflow
 CORE_NEIGHBOUR_FLUX = 0.01      # a neighbour this bright (relative) over the core disqualifies
 
@@ -71,9 +70,10 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
 
 
 def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
-               saturation: float | None, half: int) -> np.ndarray:
-    """Indices of unflagged, high-S/N, unsaturated sources whose ``half``-box is inside the
-    frame and free of invalid pixels, brightest first."""
+               peak_limit: float | None, half: int) -> np.ndarray:
+    """Indices of unflagged, high-S/N sources peaking below ``peak_limit`` (the linear
+    limit, as stored) whose ``half``-box is inside the frame and free of invalid pixels,
+    brightest first."""
     objects = detection.objects
     rows, columns = detection.rows, detection.columns
     height, width = image.shape
@@ -87,7 +87,7 @@ def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
                slice(columns[index] - half, columns[index] + half + 1))
         if invalid[box].any():
             continue
-        if saturation is not None and np.nanmax(image[box]) >= SATURATION_MARGIN * saturation:
+        if peak_limit is not None and np.nanmax(image[box]) >= peak_limit:
             continue
         chosen.append(index)
     chosen = np.asarray(chosen, dtype=int)

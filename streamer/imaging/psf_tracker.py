@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
 
-from streamer.errors import TooFewStarsError
+from streamer.errors import PSFError, TooFewStarsError
 from streamer.imaging.psf_measure import (
     PSFMeasurement, PSFMeasureSettings, describe, measure_psf,
 )
+from streamer.imaging.psf_stars import Detection
+from streamer.imaging.saturation import Saturation
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +86,25 @@ class PSFTracker:
         self._cameras: dict[str, _CameraPSF] = {}
 
     def psf_for(self, camera_id: str, image: np.ndarray, mask: np.ndarray | None = None,
-                header: fits.Header | None = None) -> PSFMeasurement:
-        """Measure ``image`` and return the PSF to restore it with (see the module notes)."""
+                header: fits.Header | None = None, saturation: Saturation | None = None,
+                detection: Detection | None = None) -> PSFMeasurement:
+        """Measure ``image`` and return the PSF to restore it with (see the module notes).
+        Never raises for want of a PSF: a frame whose stars give none, or give one that fails
+        its checks, gets the camera's last good PSF or the fallback, with a warning."""
         started = time.perf_counter()
         state = self._cameras.get(camera_id)
         try:
-            measured = measure_psf(image, mask, header, self.settings)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)  # NaN-masked stamps, by design
+                measured = measure_psf(image, mask, header, self.settings, saturation,
+                                       detection)
         except TooFewStarsError as error:
-            return self._without_stars(camera_id, state, str(error), started)
+            return self._without_stars(camera_id, state, f"no PSF stars ({error})", started)
+        except PSFError as error:  # a measured PSF that failed its own checks
+            return self._without_stars(camera_id, state, f"the measured PSF is unusable "
+                                                         f"({error})", started)
+        for warning in caught:
+            log.debug("camera %s: PSF measurement: %s", camera_id, warning.message)
         if measured.method == "moffat":
             if state is not None and agrees(measured, state.measurement):
                 return describe(state.psf, "previous", measured.stars_used,
@@ -114,10 +128,10 @@ class PSFTracker:
     def _without_stars(self, camera_id: str, state: _CameraPSF | None, reason: str,
                        started: float) -> PSFMeasurement:
         if state is not None:
-            warning = f"no PSF stars ({reason}); using camera {camera_id}'s last good PSF"
+            warning = f"{reason}; using camera {camera_id}'s last good PSF"
             log.warning("%s", warning)
             return describe(state.psf, "previous", 0, 0, time.perf_counter() - started, warning)
-        warning = f"no PSF stars ({reason}); using the configured PSF {self.fallback_name}"
+        warning = f"{reason}; using the configured PSF {self.fallback_name}"
         log.warning("camera %s: %s", camera_id, warning)
         return describe(self.fallback, "fallback", 0, 0, time.perf_counter() - started, warning)
 

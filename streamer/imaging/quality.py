@@ -185,7 +185,12 @@ def moat_depth(image: np.ndarray, positions: np.ndarray, fwhm: float, stars: int
             continue
         edges = np.arange(1.5 * fwhm, 4.0 * fwhm + 1.0, 1.0)
         distance = np.hypot(ys, xs)
-        means = [np.nanmean(box[(distance >= a) & (distance < b)])
-                 for a, b in zip(edges[:-1], edges[1:])]
-        depths.append((sky - min(means)) / noise)
+        means = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            annulus = box[(distance >= a) & (distance < b)]
+            annulus = annulus[np.isfinite(annulus)]  # masked (NaN) pixels say nothing
+            if annulus.size:
+                means.append(float(annulus.mean()))
+        if means:
+            depths.append((sky - min(means)) / noise)
     return float(np.median(depths)) if depths else None

@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from streamer.errors import FrameError, PSFError
-from streamer.imaging.fits_io import output_header, psf_hdu, read_image, write_restored
+from streamer.imaging.fits_io import output_header, read_image, write_restored
 from streamer.imaging.preview import write_before_after
 from streamer.operations.progress import ProgressBar
-from streamer.restoration.provenance import provenance, psf_keywords
+from streamer.restoration.provenance import output_extensions, provenance
 from streamer.restoration.restorer import Restorer
 from streamer.settings import RestorationSettings
 
@@ -41,7 +41,7 @@ def restore_files(files: list[Path], out_dir: Path, settings: RestorationSetting
                                            image.hdu_index)
             target = out_dir / output_name(path)
             write_restored(target, result.data, output_header(image.header, keywords, history),
-                           psf_hdu(result.psf.psf, psf_keywords(result.psf)))
+                           output_extensions(result))
             if preview:
                 write_before_after(target.with_suffix(".png"), image.data, result.data)
         except (FrameError, PSFError, OSError) as error:

@@ -1,9 +1,12 @@
-"""FITS keywords and HISTORY lines that record what streamer did to a frame, and the PSF
-extension's keywords."""
+"""FITS keywords and HISTORY lines that record what streamer did to a frame, and the
+extensions that travel with it (the PSF, the data-quality plane)."""
 
 from __future__ import annotations
 
+from astropy.io import fits
+
 from streamer import __version__
+from streamer.imaging.fits_io import psf_hdu, quality_hdu
 from streamer.imaging.psf_measure import PSFMeasurement
 from streamer.restoration.restorer import Restoration
 from streamer.settings import RestorationSettings
@@ -55,6 +58,10 @@ def provenance(settings: RestorationSettings, device_name: str, result: Restorat
         "STRMDEV": (device_name, "OpenCL device"),
         "STRMSHFT": (_rounded(result.background_shift), "min(B) subtracted (eq. 2)"),
         "STRMMASK": (result.masked_pixels, "pixels excluded (NaN/inf/masked)"),
+        "STRMSAT": (_rounded(result.saturation.level), "[adu] saturation level"),
+        "STRMLIN": (_rounded(result.saturation.linear_limit), "[adu] linear limit"),
+        "STRMSATS": (result.saturation.source, "where the levels came from"),
+        "STRMFILL": (result.refilled, "saturated/non-linear cores refilled (DQ FILLED)"),
         "STRMTPSF": (round(result.timings.get("psf", 0.0), 4), "[s] PSF measurement"),
         "STRMTMED": (round(result.timings.get("median", 0.0), 4), "[s] median stage"),
         "STRMTRL": (round(result.timings.get("richardson_lucy", 0.0), 4), "[s] RL stage"),
@@ -69,3 +76,12 @@ def provenance(settings: RestorationSettings, device_name: str, result: Restorat
         f"streamer: device {device_name}",
     ]
     return keywords, history
+
+
+def output_extensions(result: Restoration) -> list[fits.ImageHDU]:
+    """The restored frame's extensions: ``PSF`` (what it was restored with) and, when the
+    host made one, ``DQ`` (the data-quality plane)."""
+    extensions = [psf_hdu(result.psf.psf, psf_keywords(result.psf))]
+    if result.quality_flags is not None:
+        extensions.append(quality_hdu(result.quality_flags))
+    return extensions

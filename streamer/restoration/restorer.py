@@ -24,6 +24,7 @@ from streamer.errors import NoValidPixelError
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.preparation import FramePreparer, PreparedFrame
 from streamer.imaging.psf_measure import PSFMeasurement, describe
+from streamer.imaging.saturation import Saturation
 from streamer.imaging.validation import checked_image, checked_mask
 from streamer.restoration.background import BackgroundEqualiser
 from streamer.restoration.capacity import MAX_PSF_SIDE, FrameCapacity
@@ -59,6 +60,9 @@ class Restoration:
     flux_out: float = 0.0  # sum of the restored frame over the same pixels
     transfers: Transfers = field(default_factory=Transfers)
     device_seconds: dict[str, float] = field(default_factory=dict)  # from profiling events
+    quality_flags: np.ndarray | None = None   # the DQ plane (streamer.imaging.data_quality)
+    saturation: Saturation = field(default_factory=Saturation)
+    refilled: int = 0                          # saturated or non-linear cores refilled
 
 
 def upload_form(frame: Any) -> np.ndarray:
@@ -220,33 +224,39 @@ class Restorer:
         """
         frame = upload_form(frame)
         mask = None if mask is None else checked_mask(mask, frame.shape)
-        timings: dict[str, float] = {}
-        if psf is None or noise is None:  # host measurements, when the caller made none
-            prepared = self.preparer.prepare(frame, header, camera_id, mask)
-            timings["prepare"] = prepared.seconds - prepared.psf.seconds
-            timings["psf"] = prepared.psf.seconds
-            psf = psf if psf is not None else prepared.psf
-            noise = noise or prepared.noise
         if isinstance(psf, np.ndarray):
             psf = describe(psf, "given", 0, 0)
-        return self.restore_prepared(frame, PreparedFrame(noise, psf, 0.0), mask, deadline,
-                                     timings)
+        timings: dict[str, float] = {}
+        if noise is not None and psf is not None:  # measured by the caller: nothing to do here
+            prepared = PreparedFrame(noise, psf, 0.0, mask=mask)
+        else:
+            prepared = self.preparer.prepare(frame, header, camera_id, mask, psf=psf)
+            timings["prepare"] = prepared.seconds - prepared.psf.seconds
+            timings["psf"] = prepared.psf.seconds
+            prepared.noise = noise or prepared.noise
+        return self.restore_prepared(frame, prepared, deadline, timings)
 
     def restore_prepared(self, frame: np.ndarray, prepared: PreparedFrame,
-                         mask: np.ndarray | None = None, deadline: float | None = None,
+                         deadline: float | None = None,
                          timings: dict[str, float] | None = None) -> Restoration:
-        """The device's work alone, for a frame the host has checked and measured: one
-        upload, the median and Richardson–Lucy, one download (under the session's lock).
+        """The device's work alone, for a frame the host has checked and measured
+        (:meth:`FramePreparer.prepare`): one upload — of ``prepared.data`` where cores were
+        refilled — the median and Richardson–Lucy with ``prepared.mask`` left out, one
+        download (under the session's lock).
 
         Raises
         ------
         FrameTooLargeError, NoValidPixelError, FrameDeadlineError
         """
-        frame = upload_form(frame)
-        self.capacity.check(frame.shape, frame.dtype, max(prepared.psf.psf.shape))
+        data = upload_form(prepared.data if prepared.data is not None else frame)
+        self.capacity.check(data.shape, data.dtype, max(prepared.psf.psf.shape))
         with self.session.lock:
-            return self._restore_on_device(frame, mask, prepared.psf, prepared.noise,
-                                           dict(timings or {}), deadline)
+            restoration = self._restore_on_device(data, prepared.mask, prepared.psf,
+                                                  prepared.noise, dict(timings or {}), deadline)
+        restoration.quality_flags = prepared.quality_flags
+        restoration.saturation = prepared.saturation
+        restoration.refilled = len(prepared.refilled)
+        return restoration
 
     def check_capacity(self, shape: tuple[int, ...], dtype: np.dtype,
                        psf_side: int = MAX_PSF_SIDE) -> None:

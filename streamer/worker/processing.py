@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 
 
-from streamer.imaging.fits_io import FitsImage, output_header, psf_hdu, restored_bytes
+from streamer.imaging.fits_io import FitsImage, output_header, restored_bytes
 from streamer.imaging.preparation import PreparedFrame
 from streamer.imaging.psf_measure import PSFMeasurement
 from streamer.imaging.quality import frame_quality
-from streamer.restoration.provenance import provenance, psf_keywords
+from streamer.restoration.provenance import output_extensions, provenance
 from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import RestorationSettings
 from streamer.streaming.framing import sha256_hex
@@ -64,7 +64,7 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     keywords["STRMFID"] = (raw.frame_id, "frame id")
     started = time.perf_counter()
     payload = restored_bytes(result.data, output_header(image.header, keywords, history),
-                             psf_hdu(result.psf.psf, psf_keywords(result.psf)))
+                             output_extensions(result))
     encode_seconds = time.perf_counter() - started
     quality = frame_quality(prepared.quality if prepared.quality is not None else image.data,
                             result.data)

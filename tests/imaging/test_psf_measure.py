@@ -7,12 +7,11 @@ from functools import partial
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
 from streamer.errors import TooFewStarsError
 from streamer.imaging.moments import adaptive_moments, half_maximum_fwhm
 from streamer.imaging.psf import gaussian_profile, moffat_profile, streak_profile, validate_psf
-from streamer.imaging.psf_measure import measure_psf, saturation_level
+from streamer.imaging.psf_measure import measure_psf
 from streamer.imaging.synthetic import analytic_star_field
 
 CASES = {
@@ -115,11 +114,3 @@ def test_masked_pixels_keep_stars_out():
     _assert_recovered(measured, field.psf)
 
 
-def test_saturation_level_from_header_plateau_or_dtype():
-    image = np.zeros((10, 10), dtype=np.float32)
-    header = fits.Header({"SATURATE": 50000.0})
-    assert saturation_level(image, header, None) == 50000.0
-    assert saturation_level(image, None, 123.0) == 123.0
-    image[2:4, 2:4] = 999.0
-    assert saturation_level(image, None, None) == 999.0
-    assert saturation_level(np.arange(100, dtype=np.uint16).reshape(10, 10), None, None) == 65535

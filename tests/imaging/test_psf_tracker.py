@@ -66,3 +66,23 @@ def test_no_stars_falls_back_to_the_last_good_psf_then_the_configured_one(tracke
 def test_blend_pads_to_a_common_size_and_stays_normalised():
     mixed = blend(gaussian_psf(2.0, size=9), gaussian_psf(2.0, size=15), 0.5)
     assert mixed.shape == (15, 15) and mixed.sum() == pytest.approx(1.0)
+
+
+def test_a_measured_psf_that_fails_its_checks_falls_back_with_a_warning(monkeypatch, recwarn):
+    """No frame is lost to its PSF: a PSFError from the measurement is the fallback's cue, and
+    no RuntimeWarning of the measurement reaches the caller."""
+    import warnings
+
+    from streamer.errors import PSFError
+    from streamer.imaging import psf_tracker as tracker_module
+
+    def failing(*args, **kwargs):
+        warnings.warn("Mean of empty slice", RuntimeWarning)
+        raise PSFError("measured PSF: PSF centroid is at (row 16.01, column 15.67)")
+
+    monkeypatch.setattr(tracker_module, "measure_psf", failing)
+    tracker = tracker_module.PSFTracker(gaussian_psf(3.0), "gaussian:fwhm=3")
+    chosen = tracker.psf_for("cam", np.zeros((64, 64), np.float32))
+    assert chosen.method == "fallback" and chosen.is_fallback
+    assert "unusable" in chosen.warning and "centroid" in chosen.warning
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -1,0 +1,128 @@
+"""Saturated and non-linear star cores, refilled from the star's own linear wings.
+
+Left in Richardson–Lucy's likelihood, a flat-topped core has only one non-negative explanation
+— a ring — so saturated stars come out as donuts; left out of it (weight 0), a core larger
+than the PSF's reach has nothing to be estimated from and comes out as a hole. What DAOPHOT
+does for photometry (Stetson 1987: pixels above the "high good datum" are excluded and the
+star is fitted on its wings) is done here to the data: each connected region of saturated or
+non-linear pixels is fitted on the unaffected pixels around it with the frame's PSF — a
+sub-pixel centre, an amplitude and a local sky — and its pixels are replaced by that model.
+Restoration then sees a star of the PSF's shape and the flux its wings imply; the data-quality
+plane marks the replaced pixels ``FILLED``. A region whose wings cannot carry a fit (too few
+clean pixels, a non-positive amplitude) is left to the mask: weight 0, NaN in the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.imaging import psf_stack
+
+MIN_WING_PIXELS = 12       # clean pixels a fit needs around a core
+WING_FRACTION = 1e-3       # pixels where the PSF is below this share of its peak are not used
+SHIFT_STEPS = (-0.5, -0.25, 0.0, 0.25, 0.5)   # sub-pixel centres tried (pixels)
+
+
+@dataclass(frozen=True)
+class CoreFit:
+    """One refilled core: its centre (row, column), flux (the PSF's total times the fitted
+    amplitude) and local sky, and the number of pixels replaced."""
+
+    row: float
+    column: float
+    flux: float
+    sky: float
+    pixels: int
+
+
+def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.ndarray,
+                 background: np.ndarray | float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray, list[CoreFit]]:
+    """The frame with each region of ``bad`` pixels replaced by a PSF fitted to its clean
+    surroundings above ``background`` (the frame's sky; a constant fitted beside the star
+    would take the wings' light for sky); the mask of replaced pixels; the fits. ``image`` is
+    not modified; regions that cannot be fitted are left as they are (and not in the mask)."""
+    from scipy import ndimage
+
+    filled = np.array(image, dtype=np.float32)
+    replaced = np.zeros(image.shape, dtype=bool)
+    fits: list[CoreFit] = []
+    if not bad.any():
+        return filled, replaced, fits
+    labels, count = ndimage.label(bad)
+    half = max(psf.shape) // 2
+    above = filled - np.asarray(background, dtype=np.float32)
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        fit = _fit_core(above, labels, index, box, valid & ~bad, psf, half)
+        if fit is None:
+            continue
+        core, model = fit
+        region = labels[core.box] == index
+        sky = np.broadcast_to(np.asarray(background, dtype=np.float32), image.shape)[core.box]
+        filled[core.box][region] = (model + sky)[region]
+        replaced[core.box] |= region
+        fits.append(CoreFit(core.row, core.column, core.flux, core.sky, int(region.sum())))
+    return filled, replaced, fits
+
+
+@dataclass(frozen=True)
+class _Core:
+    box: tuple[slice, slice]
+    row: float
+    column: float
+    flux: float
+    sky: float
+
+
+def _fit_core(image: np.ndarray, labels: np.ndarray, index: int, box: tuple[slice, slice],
+              clean: np.ndarray, psf: np.ndarray, half: int) -> tuple[_Core, np.ndarray] | None:
+    """The best PSF fit to the clean pixels around region ``index``, and the model over the
+    fit's box; None when the wings cannot carry it."""
+    rows, columns = np.nonzero(labels[box] == index)
+    centre_row = box[0].start + rows.mean()
+    centre_column = box[1].start + columns.mean()
+    reach = half + max(box[0].stop - box[0].start, box[1].stop - box[1].start) // 2
+    height, width = image.shape
+    top, left = max(int(centre_row) - reach, 0), max(int(centre_column) - reach, 0)
+    fit_box = (slice(top, min(int(centre_row) + reach + 1, height)),
+               slice(left, min(int(centre_column) + reach + 1, width)))
+    data = image[fit_box].astype(np.float64)
+    usable = clean[fit_box]
+    best = None
+    centres = [(centre_row + dy, centre_column + dx) for dy in SHIFT_STEPS for dx in SHIFT_STEPS]
+    # Band-limited (Fourier) shifts: a bilinear one blurs an undersampled PSF's core and the
+    # amplitude fitted to it comes out several per cent low.
+    moved = psf_stack.shifted_many([psf] * len(centres),
+                                   [(r - round(r), c - round(c)) for r, c in centres])
+    for (row, column), shifted in zip(centres, moved):
+        profile = _placed(np.nan_to_num(shifted), round(row) - top, round(column) - left,
+                          data.shape)
+        use = usable & (profile > WING_FRACTION * psf.max())
+        if np.count_nonzero(use) < MIN_WING_PIXELS:
+            continue
+        wing, target = profile[use], data[use]
+        amplitude = float(wing @ target / (wing @ wing))
+        cost = float(np.sum((amplitude * wing - target) ** 2))
+        if amplitude > 0 and (best is None or cost < best[0]):
+            best = (cost, row, column, amplitude, profile)
+    if best is None:
+        return None
+    _, row, column, amplitude, profile = best
+    core = _Core(fit_box, row, column, float(amplitude * psf.sum()), 0.0)
+    return core, (amplitude * profile).astype(np.float32)
+
+
+def _placed(psf: np.ndarray, row: int, column: int, shape: tuple[int, int]) -> np.ndarray:
+    """``psf`` with its central pixel at (``row``, ``column``) of an array of ``shape``, zero
+    elsewhere."""
+    out = np.zeros(shape, dtype=np.float64)
+    ph, pw = psf.shape
+    top, left = row - ph // 2, column - pw // 2
+    rows = slice(max(top, 0), min(top + ph, shape[0]))
+    columns = slice(max(left, 0), min(left + pw, shape[1]))
+    if rows.start < rows.stop and columns.start < columns.stop:
+        out[rows, columns] = psf[rows.start - top: rows.stop - top,
+                                 columns.start - left: columns.stop - left]
+    return out

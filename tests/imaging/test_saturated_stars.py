@@ -1,0 +1,110 @@
+"""Saturated and non-linear star cores refilled from their wings, the data-quality plane, and
+restorations of saturated fields without donuts — on fields drawn with a known detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.imaging import psf_stars
+from streamer.imaging.data_quality import Quality, quality_counts, quality_plane
+from streamer.imaging.preparation import FramePreparer
+from streamer.imaging.psf import PSFSpec
+from streamer.imaging.psf_measure import measure_psf
+from streamer.imaging.saturated_stars import refill_cores
+from streamer.imaging.saturation import frame_saturation, saturation_mask
+from streamer.operations.science.truth import Detector, Seeing, truth_field
+
+SEEING = Seeing(2.4, 3.0, 0.05, 20.0)
+
+
+@pytest.fixture(scope="module", params=["clipped", "plate"])
+def saturated_field(request):
+    detector = (Detector(saturation=20000.0) if request.param == "clipped" else
+                Detector(gain=1.0, read_noise=20.0, saturation=13000.0, soft=True,
+                         dtype="int16"))
+    return truth_field((512, 512), SEEING, detector, stars=300, seed=3)
+
+
+def _matched(field, fits):
+    """(fitted flux / true flux, distance) for each fit, against the nearest true star."""
+    out = []
+    for fit in fits:
+        distance = np.hypot(field.stars["x"] - fit.column, field.stars["y"] - fit.row)
+        nearest = int(np.argmin(distance))
+        out.append((fit.flux / field.stars["flux"][nearest], distance[nearest]))
+    return np.array(out)
+
+
+def test_cores_are_refilled_with_the_flux_their_wings_imply(saturated_field):
+    field = saturated_field
+    image = np.ascontiguousarray(field.image, dtype=np.float32)
+    detection = psf_stars.detect(image, ~np.isfinite(image), 5.0)
+    saturation = frame_saturation(field.image, None, detection)
+    psf = measure_psf(field.image, saturation=saturation, detection=detection).psf
+    saturated, nonlinear = saturation_mask(image, saturation)
+    filled, replaced, fits = refill_cores(image, saturated | nonlinear, np.isfinite(image), psf,
+                                          image - detection.subtracted)
+    matched = _matched(field, fits)
+    assert len(fits) >= 20 and np.median(matched[:, 1]) < 0.3  # centres to a few tenths
+    assert np.median(matched[:, 0]) == pytest.approx(1.0, abs=0.04)
+    assert replaced.any() and not (replaced & ~(saturated | nonlinear)).any()
+    assert np.array_equal(filled[~replaced], image[~replaced])  # nothing else touched
+    assert filled[replaced].max() > image.max()  # the cores rise above the ceiling again
+
+
+def test_a_region_without_wings_is_left_alone():
+    image = np.full((40, 40), 100.0, np.float32)
+    bad = np.zeros(image.shape, bool)
+    bad[5:35, 5:35] = True  # far larger than the PSF's reach: no clean wing to fit
+    psf = np.outer(*2 * [np.exp(-0.5 * (np.arange(-3, 4) / 1.0) ** 2)])
+    filled, replaced, fits = refill_cores(image, bad, np.ones(image.shape, bool), psf / psf.sum())
+    assert fits == [] and not replaced.any() and np.array_equal(filled, image)
+
+
+def test_the_preparer_refills_masks_and_flags(saturated_field):
+    preparer = FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0))
+    prepared = preparer.prepare(saturated_field.image)
+    counts = quality_counts(prepared.quality_flags)
+    assert prepared.saturation.source == "data" and prepared.refilled
+    assert counts["saturated"] > 0 and counts["filled"] > 0 and counts["edge"] > 0
+    filled = (prepared.quality_flags & Quality.FILLED) > 0
+    assert prepared.data is not None and np.all(np.isfinite(prepared.data[filled]))
+    # A camera remembers its levels for a frame whose stars show none.
+    quiet = truth_field((256, 256), SEEING, stars=30, snr=(3.0, 20.0), seed=9)
+    assert preparer.prepare(quiet.image).saturation.source == "camera"
+
+
+def test_the_quality_plane_sets_one_bit_per_reason():
+    shape = (6, 6)
+    invalid = np.zeros(shape, bool)
+    invalid[0, 0] = True
+    saturated = np.zeros(shape, bool)
+    saturated[3, 3] = True
+    plane = quality_plane(shape, invalid=invalid, saturated=saturated, filled=saturated, edge=1)
+    assert plane[0, 0] == Quality.INVALID | Quality.EDGE
+    assert plane[3, 3] == Quality.SATURATED | Quality.FILLED
+    assert plane[2, 2] == 0 and quality_counts(plane)["edge"] == 20
+
+
+def test_saturated_stars_restore_as_stars_not_donuts(saturated_field):
+    """Each isolated saturated star's restored profile peaks at its centre (a donut's core is
+    fainter than the ring around it)."""
+    from streamer.restoration.restorer import Restorer
+    from streamer.settings import RestorationSettings
+
+    field = saturated_field
+    restored = Restorer(RestorationSettings()).restore(field.image).data
+    stars = field.stars
+    checked = 0
+    for star in stars[stars["saturated"]]:
+        others = np.hypot(stars["x"] - star["x"], stars["y"] - star["y"])
+        row, column = int(round(star["y"])), int(round(star["x"]))
+        if np.sort(others)[1] < 8 or not (12 < row < 500 and 12 < column < 500):
+            continue  # a neighbour or the edge would make the ring brighter
+        box = restored[row - 4: row + 5, column - 4: column + 5]
+        ys, xs = np.mgrid[-4:5, -4:5]
+        ring = box[(np.hypot(ys, xs) >= 2) & (np.hypot(ys, xs) < 4)]
+        assert np.isfinite(box).all() and box[3:6, 3:6].max() > ring.max(), (row, column)
+        checked += 1
+    assert checked >= 10

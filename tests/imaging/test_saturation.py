@@ -1,0 +1,87 @@
+"""The saturation level and the linear limit, from configuration, header or the stars, on
+fields drawn independently with a known detector (streamer.operations.science.truth)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from streamer.imaging import psf_stars
+from streamer.imaging.moments import half_maximum_fwhm
+from streamer.imaging.psf_measure import measure_psf
+from streamer.imaging.saturation import (
+    Saturation, frame_saturation, header_saturation, saturation_mask,
+)
+from streamer.operations.science.truth import Detector, Seeing, truth_field
+
+SEEING = Seeing(2.4, 3.0, 0.05, 20.0)
+
+
+def _detect(image):
+    data = np.ascontiguousarray(image, dtype=np.float32)
+    return psf_stars.detect(data, ~np.isfinite(data), 5.0)
+
+
+@pytest.fixture(scope="module")
+def plate():
+    """An int16 plate: linear to 60 % of a 13,000 ADU ceiling, then rolling off; a third of
+    the stars in the non-linear range or at the ceiling."""
+    detector = Detector(gain=1.0, read_noise=20.0, saturation=13000.0, soft=True, dtype="int16")
+    return truth_field((512, 512), SEEING, detector, stars=300, seed=3)
+
+
+@pytest.fixture(scope="module")
+def clipped():
+    return truth_field((512, 512), SEEING, Detector(saturation=20000.0), stars=300, seed=4)
+
+
+def test_a_clipped_converter_is_found_from_the_stars(clipped):
+    found = frame_saturation(clipped.image, None, _detect(clipped.image))
+    assert found.source == "data" and found.level == pytest.approx(20000.0, rel=0.01)
+    assert found.linear_limit <= found.level
+
+
+def test_a_plate_ceiling_is_found_far_below_the_int16_maximum(plate):
+    assert plate.stars["saturated"].mean() > 0.2
+    found = frame_saturation(plate.image, None, _detect(plate.image))
+    assert found.level == pytest.approx(13000.0, rel=0.02)
+    assert found.psf_limit < 13000.0
+
+
+def test_the_psf_comes_from_linear_stars_on_a_plate(plate):
+    measured = measure_psf(plate.image)
+    assert measured.fwhm == pytest.approx(half_maximum_fwhm(plate.psf), rel=0.05)
+
+
+def test_an_unsaturated_float_frame_has_no_levels():
+    field = truth_field((384, 384), SEEING, stars=150, seed=5)
+    found = frame_saturation(field.image, None, _detect(field.image))
+    assert found.level is None and found.source == "none"
+
+
+def test_header_configured_camera_and_dtype_levels(clipped):
+    detection = _detect(clipped.image)
+    header = fits.Header({"SATURATE": 30000.0, "MAXLIN": 25000.0})
+    assert header_saturation(header) == Saturation(30000.0, 25000.0, "header")
+    # The stars show a lower ceiling than the header states: the lower wins.
+    both = frame_saturation(clipped.image, header, detection)
+    assert both.level == pytest.approx(20000.0, rel=0.01) and "header" in both.source
+    configured = frame_saturation(clipped.image, header, detection,
+                                  Saturation(15000.0, None, "configured"))
+    assert configured.level == 15000.0 and configured.source == "configured"
+    quiet = truth_field((256, 256), SEEING, stars=40, snr=(3.0, 30.0), seed=6)
+    remembered = frame_saturation(quiet.image, None, _detect(quiet.image),
+                                  previous=Saturation(13000.0, 9000.0, "data"))
+    assert (remembered.level, remembered.source) == (13000.0, "camera")
+    as_int = np.clip(quiet.image, 0, 65535).astype(np.uint16)
+    assert frame_saturation(as_int, None, _detect(as_int)).level == 65535.0
+
+
+def test_the_mask_grows_saturated_regions_and_marks_the_non_linear_ones():
+    image = np.zeros((20, 20), np.float32)
+    image[10, 10] = 100.0
+    image[3, 3] = 60.0
+    saturated, nonlinear = saturation_mask(image, Saturation(100.0, 50.0, "configured"))
+    assert saturated.sum() == 13 and saturated[10, 8] and not saturated[10, 7]  # grown by 2
+    assert nonlinear.sum() == 5 and nonlinear[3, 3] and not (saturated & nonlinear).any()
