@@ -57,6 +57,17 @@ class RestorationSettings(BaseModel):
     psf_smoothing: float = Field(default=0.3, gt=0, le=1,
                                  description="weight of a frame's PSF in its camera's running "
                                              "mean (1: no smoothing)")
+    target_fwhm: float | None = Field(
+        default=0.0, ge=0,
+        description="FWHM in pixels of the restored frame's PSF, a round Gaussian: only the "
+                    "part of the PSF wider than it is deconvolved, so stars stay sampled; 0: "
+                    "deconvolve fully (the default); unset (null): 0.55 of the PSF's minor "
+                    "axis, at least 2 and at most 0.8 of it")
+    restored_as: Literal["estimate", "residual"] = Field(
+        default="estimate",
+        description="what is written: the RL estimate levelled to the data's flux "
+                    "(estimate), or the data plus the detail RL adds around significant "
+                    "signal (residual: the sky keeps the data's noise; experimental)")
     iterations: int = Field(default=30, ge=1, description="Richardson-Lucy iterations, at most; "
                                                           "fewer once the stars fit to the noise")
     tolerance: float | None = Field(
@@ -69,7 +80,16 @@ class RestorationSettings(BaseModel):
                                         "dark moats around bright stars, keeps the flux")
     stop_at_noise: bool = Field(default=True,
                                 description="stop once the signal pixels fit to their noise "
-                                            "(reduced chi2 <= 1)")
+                                            "(reduced chi2 <= 1) or their fit levels off "
+                                            "(see plateau)")
+    plateau: float = Field(default=0.01, ge=0, lt=1,
+                           description="with stop_at_noise: stop once 3 iterations in a row "
+                                       "each lowered the reduced chi2 by less than this share "
+                                       "(it levels off above 1 when the PSF cannot describe "
+                                       "every star); 0: off")
+    noise_map: bool = Field(default=True,
+                            description="write the data's per-pixel sigma with every restored "
+                                        "frame (the ERR extension)")
     method: ConvolutionMethod = Field(
         default="auto", description="convolution method; auto times the candidates on the "
                                     "device")

@@ -150,10 +150,23 @@ def quality_hdu(plane: np.ndarray) -> fits.ImageHDU:
     return hdu
 
 
+def error_hdu(sigma: np.ndarray, restored_as: str) -> fits.ImageHDU:
+    """The noise map as an image extension named ``ERR``: each pixel's standard deviation
+    (ADU) from the data's noise model; NaN where the input was excluded."""
+    hdu = fits.ImageHDU(data=np.asarray(sigma, dtype=np.float32), name="ERR")
+    hdu.header.append(_card("BUNIT", "ADU", "standard deviation of the pixel"), end=True)
+    hdu.header.append(_card("ERRTYPE", "SIGMA", "1-sigma noise (not variance, not weight)"),
+                      end=True)
+    hdu.header.append(_card(
+        "ERRFOR", restored_as,
+        "residual: the sky/ERR is unit normal; estimate: the input's noise"), end=True)
+    return hdu
+
+
 def restored_bytes(data: np.ndarray, header: fits.Header,
                    extensions: Sequence[fits.ImageHDU] = ()) -> bytes:
     """A restored frame as a FITS file in memory: float32 primary HDU with ``header``, then
-    the extensions (PSF, DQ)."""
+    the extensions (PSF, DQ, ERR)."""
     buffer = io.BytesIO()
     hdus = [fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)]
     hdus.extend(extensions)

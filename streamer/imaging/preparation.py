@@ -29,6 +29,7 @@ from streamer.imaging.psf_tracker import PSFTracker
 from streamer.imaging.quality import InputQuality, measure_input
 from streamer.imaging.saturated_stars import CoreFit, refill_cores
 from streamer.imaging.saturation import Saturation, frame_saturation, saturation_mask
+from streamer.imaging.target_resolution import Resolution, resolution_for
 from streamer.imaging.validation import checked_mask, validated_frame
 
 
@@ -49,6 +50,7 @@ class PreparedFrame:
     mask: np.ndarray | None = None
     quality_flags: np.ndarray | None = None
     refilled: tuple[CoreFit, ...] = ()
+    resolution: Resolution | None = None
 
 
 class PSFSettings(Protocol):
@@ -58,6 +60,7 @@ class PSFSettings(Protocol):
     psf_fallback: PSFSpec
     psf_measure: PSFMeasureSettings
     psf_smoothing: float
+    target_fwhm: float | None
 
 
 class FramePreparer:
@@ -73,21 +76,25 @@ class FramePreparer:
     measure : PSFMeasureSettings
     smoothing : float
         Weight of a frame's PSF in its camera's running mean (1: no smoothing).
+    target_fwhm : float, optional
+        The restored frame's resolution (:mod:`streamer.imaging.target_resolution`); None:
+        chosen from each PSF, 0: deconvolve fully.
     """
 
     def __init__(self, psf: PSFSpec, fallback: PSFSpec,
                  measure: PSFMeasureSettings = PSFMeasureSettings(),
-                 smoothing: float = 0.3) -> None:
+                 smoothing: float = 0.3, target_fwhm: float | None = None) -> None:
         self.fixed_psf = None if psf.measured else psf.build()
         self.tracker = PSFTracker(fallback.build(), str(fallback), measure, smoothing)
         self.measure = measure
+        self.target_fwhm = target_fwhm
         self._levels: dict[str, Saturation] = {}  # each camera's last levels seen in its data
 
     @classmethod
     def from_settings(cls, settings: PSFSettings) -> FramePreparer:
         """The preparer the restoration settings describe."""
         return cls(settings.psf, settings.psf_fallback, settings.psf_measure,
-                   settings.psf_smoothing)
+                   settings.psf_smoothing, settings.target_fwhm)
 
     @property
     def default_psf(self) -> np.ndarray:
@@ -126,8 +133,14 @@ class FramePreparer:
             psf = self.choose_psf(image, valid, header, camera_id, saturation, detection)
         prepared = PreparedFrame(noise, psf, 0.0, measured, saturation)
         self._refill(prepared, image, valid, detection, user_mask)
+        prepared.resolution = self.resolution_for(psf)
         prepared.seconds = time.perf_counter() - started
         return prepared
+
+    def resolution_for(self, psf: PSFMeasurement) -> Resolution:
+        """The target the frame is restored to and the kernel RL deconvolves
+        (:mod:`streamer.imaging.target_resolution`)."""
+        return resolution_for(psf, self.target_fwhm)
 
     def _saturation(self, raw: np.ndarray, header: fits.Header | None,
                     detection: psf_stars.Detection, camera_id: str) -> Saturation:

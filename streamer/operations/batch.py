@@ -41,7 +41,7 @@ def restore_files(files: list[Path], out_dir: Path, settings: RestorationSetting
                                            image.hdu_index)
             target = out_dir / output_name(path)
             write_restored(target, result.data, output_header(image.header, keywords, history),
-                           output_extensions(result))
+                           output_extensions(result, settings.restored_as))
             if preview:
                 write_before_after(target.with_suffix(".png"), image.data, result.data)
         except (FrameError, PSFError, OSError) as error:

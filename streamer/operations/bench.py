@@ -242,6 +242,17 @@ def print_table(result: dict[str, Any], cadence: float | None) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by the CLI arguments; print a table or JSON."""
+    if getattr(args, "profile", "cpu") == "science":
+        from streamer.operations.science.profile import collect as collect_science, print_profile
+
+        device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)
+        science = collect_science(args.size if args.size != 2048 else 768, device)
+        if args.json:
+            json.dump(science, sys.stdout, indent=2)
+            print()
+        else:
+            print_profile(science)
+        return 0
     if getattr(args, "profile", "cpu") == "gpu":
         from streamer.operations.gpu_bench import collect as collect_gpu
 

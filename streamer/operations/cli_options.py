@@ -71,10 +71,13 @@ RESTORATION_FLAGS = (
     Flag("restoration.median_method"),
     Flag("restoration.psf", "SPEC", parse_psf_spec),
     Flag("restoration.psf_fallback", "SPEC", parse_psf_spec),
+    Flag("restoration.target_fwhm", "PIXELS"),
+    Flag("restoration.restored_as"),
     Flag("restoration.iterations", "N"),
     Flag("restoration.damping", "SIGMA"),
     Flag("restoration.pedestal", "SIGMA"),
     Flag("restoration.tolerance", "X"),
+    Flag("restoration.plateau", "SHARE"),
     Flag("restoration.method"),
     Flag("device", "SPEC"),
 )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyopencl as cl
 
 from streamer.restoration.convolution import Correlation
+from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.fft_correlation import HostFFTCorrelation
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.reduction import Reduction
@@ -62,6 +63,7 @@ class InPlaceIterations:
         self._update = library.kernel(UPDATE_ROWS, **DEFINES)
         self._stage = library.kernel(STAGE_ROWS, **DEFINES)
         self._reduce = Reduction(queue, library)
+        self._copy = BlockCopy(queue, library)
         rows = max(forward.fft_shape[0], backward.fft_shape[0])
         self._partial_a = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, rows * 4)
         self._partial_b = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, rows * 4)
@@ -72,12 +74,14 @@ class InPlaceIterations:
         return all(isinstance(c, HostFFTCorrelation) and c.view is not None
                    for c in (forward, backward))
 
-    def stage(self) -> None:
-        """The plan's initial estimate into the forward transform's input."""
+    def stage(self, source: cl.Buffer | None = None) -> None:
+        """The plan's initial estimate (or ``source``, extended-sized) into the forward
+        transform's input."""
         forward, arrays = self.forward, self.arrays
         rows, columns = forward.fft_shape
         ext_height, ext_width = arrays.extended_shape
-        self._stage(self.queue, (rows,), None, estimate=arrays.estimate,
+        self._stage(self.queue, (rows,), None,
+                    estimate=arrays.estimate if source is None else source,
                     estimate_out=forward.view, out_pitch=forward.pitch, out_rows=rows,
                     out_columns=columns, ext_width=ext_width, ext_height=ext_height)
 
@@ -113,3 +117,10 @@ class InPlaceIterations:
         if measure_change:
             self._reduce.sum(self._partial_a, rows, arrays.statistics, STAT["CHANGE"])
             self._reduce.sum(self._partial_b, rows, arrays.statistics, STAT["TOTAL"])
+
+    def model_into(self, model: cl.Buffer) -> None:
+        """The model of the estimate the last update left in the forward transform's input
+        (``k ⊛ u``, frame-sized), copied into ``model``."""
+        self.forward.transform_in_place()  # the model, at the forward buffer's origin
+        height, width = self.arrays.shape
+        self._copy(self.forward.view, self.forward.pitch, model, width, height, width)

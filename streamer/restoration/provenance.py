@@ -6,7 +6,7 @@ from __future__ import annotations
 from astropy.io import fits
 
 from streamer import __version__
-from streamer.imaging.fits_io import psf_hdu, quality_hdu
+from streamer.imaging.fits_io import error_hdu, psf_hdu, quality_hdu
 from streamer.imaging.psf_measure import PSFMeasurement
 from streamer.restoration.restorer import Restoration
 from streamer.settings import RestorationSettings
@@ -47,6 +47,10 @@ def provenance(settings: RestorationSettings, device_name: str, result: Restorat
         **psf_keywords(psf),
         "STRMITER": (report.iterations, "Richardson-Lucy iterations run"),
         "STRMSTOP": (report.stopped_by, "what ended the iterations"),
+        "STRMPLAT": (settings.plateau, "chi2 plateau stopping share (0: off)"),
+        "STRMOUT": (settings.restored_as, "restored as: estimate or residual"),
+        "STRMTGT": (_rounded(result.resolution.fwhm) if result.resolution is not None else 0.0,
+                    "[pixel] target FWHM restored to (0: full)"),
         "STRMCHI2": (_rounded(report.chi2), "reduced chi2 of the signal pixels"),
         "STRMDAMP": (report.damping, "[sigma] damping threshold (0: undamped)"),
         "STRMPED": (settings.pedestal, "[sigma] sky pedestal kept by the estimate"),
@@ -78,10 +82,14 @@ def provenance(settings: RestorationSettings, device_name: str, result: Restorat
     return keywords, history
 
 
-def output_extensions(result: Restoration) -> list[fits.ImageHDU]:
-    """The restored frame's extensions: ``PSF`` (what it was restored with) and, when the
-    host made one, ``DQ`` (the data-quality plane)."""
+def output_extensions(result: Restoration, restored_as: str = "estimate"
+                      ) -> list[fits.ImageHDU]:
+    """The restored frame's extensions: ``PSF`` (what it was restored with) and, when made,
+    ``DQ`` (the data-quality plane) and ``ERR`` (the noise map; ``restored_as`` says what it
+    describes)."""
     extensions = [psf_hdu(result.psf.psf, psf_keywords(result.psf))]
     if result.quality_flags is not None:
         extensions.append(quality_hdu(result.quality_flags))
+    if result.error is not None:
+        extensions.append(error_hdu(result.error, restored_as))
     return extensions

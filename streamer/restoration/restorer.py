@@ -25,6 +25,7 @@ from streamer.imaging.noise import NoiseModel
 from streamer.imaging.preparation import FramePreparer, PreparedFrame
 from streamer.imaging.psf_measure import PSFMeasurement, describe
 from streamer.imaging.saturation import Saturation
+from streamer.imaging.target_resolution import Resolution
 from streamer.imaging.validation import checked_image, checked_mask
 from streamer.restoration.background import BackgroundEqualiser
 from streamer.restoration.capacity import MAX_PSF_SIDE, FrameCapacity
@@ -61,6 +62,8 @@ class Restoration:
     transfers: Transfers = field(default_factory=Transfers)
     device_seconds: dict[str, float] = field(default_factory=dict)  # from profiling events
     quality_flags: np.ndarray | None = None   # the DQ plane (streamer.imaging.data_quality)
+    error: np.ndarray | None = None           # the data's per-pixel sigma (the ERR extension)
+    resolution: Resolution | None = None       # the target PSF and the kernel deconvolved
     saturation: Saturation = field(default_factory=Saturation)
     refilled: int = 0                          # saturated or non-linear cores refilled
 
@@ -249,10 +252,14 @@ class Restorer:
         FrameTooLargeError, NoValidPixelError, FrameDeadlineError
         """
         data = upload_form(prepared.data if prepared.data is not None else frame)
-        self.capacity.check(data.shape, data.dtype, max(prepared.psf.psf.shape))
+        if prepared.resolution is None:
+            prepared.resolution = self.preparer.resolution_for(prepared.psf)
+        kernel = prepared.resolution.kernel
+        self.capacity.check(data.shape, data.dtype, max(kernel.shape))
         with self.session.lock:
-            restoration = self._restore_on_device(data, prepared.mask, prepared.psf,
+            restoration = self._restore_on_device(data, prepared.mask, prepared.psf, kernel,
                                                   prepared.noise, dict(timings or {}), deadline)
+        restoration.resolution = prepared.resolution
         restoration.quality_flags = prepared.quality_flags
         restoration.saturation = prepared.saturation
         restoration.refilled = len(prepared.refilled)
@@ -269,14 +276,15 @@ class Restorer:
         return self.session.healthy()
 
     def _restore_on_device(self, frame: np.ndarray, mask: np.ndarray | None,
-                           psf: PSFMeasurement, noise: NoiseModel,
+                           psf: PSFMeasurement, kernel: np.ndarray, noise: NoiseModel,
                            timings: dict[str, float], deadline: float | None) -> Restoration:
-        """One upload, the device work, one download."""
+        """One upload, the device work (RL with ``kernel``, the residuals added back), one
+        download."""
         started = time.perf_counter()
         shape = frame.shape
         queue = self.session.queue
         background = self.background(shape, frame.dtype)
-        deconvolution = self.deconvolution(shape, padded_psf(psf.psf))
+        deconvolution = self.deconvolution(shape, padded_psf(kernel))
         meter = deconvolution.meter
         meter.reset()
         marks = [cl.enqueue_marker(queue)]
@@ -298,16 +306,19 @@ class Restorer:
         settings = self.settings
         report = deconvolution.run(settings.iterations, settings.tolerance, noise,
                                    settings.damping, settings.stop_at_noise, settings.pedestal,
-                                   deadline)
+                                   deadline, output=settings.restored_as,
+                                   plateau=settings.plateau)
         marks.append(cl.enqueue_marker(queue))
         restored = deconvolution.download()
+        error = deconvolution.download_noise_map() if settings.noise_map else None
         shift = float(meter.download(np.empty(1, np.float32), background.minimum)[0])
         marks.append(cl.enqueue_marker(queue))
         queue.finish()
         timings["richardson_lucy"] = time.perf_counter() - started
         flux_out = float(np.nansum(restored, dtype=np.float64))
         return Restoration(restored, shift, report, psf, noise, timings, frame.size - valid,
-                           data_flux, flux_out, meter.frame, device_seconds(marks))
+                           data_flux, flux_out, meter.frame, device_seconds(marks),
+                           error=error)
 
     def _mask_buffer(self, shape: tuple[int, int]) -> cl.Buffer:
         if self._mask is None or self._mask.size < shape[0] * shape[1]:

@@ -60,8 +60,10 @@ from streamer.restoration.in_place_iterations import InPlaceIterations, Iteratio
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.reduction import Reduction, reduction_items
+from streamer.restoration.rl_outputs import Output, OutputWriter, kernel_reach
+from streamer.restoration.rl_stopping import StoppingRule, measured
 from streamer.restoration.richardson_lucy_kernels import (
-    DATA_SUMS, DEFINES, ESTIMATE_SUMS, INITIAL_ESTIMATE, OUTPUT, SIGNAL_SIGMAS, STAT,
+    DATA_SUMS, DEFINES, INITIAL_ESTIMATE, SIGNAL_SIGMAS, STAT,
 )
 from streamer.restoration.transfers import TransferMeter
 
@@ -90,8 +92,9 @@ class DeconvolutionReport:
     method: str
     method_timings: dict[str, float] = field(default_factory=dict)
     chi2: float | None = None          # reduced chi² of the signal pixels, last iteration
-    stopped_by: str = "iterations"     # iterations | tolerance | discrepancy
+    stopped_by: str = "iterations"     # iterations | tolerance | discrepancy | plateau
     damping: float = 0.0
+    chi2_history: list[float] = field(default_factory=list)  # each measured iteration's
 
 
 class RichardsonLucy:
@@ -127,8 +130,6 @@ class RichardsonLucy:
         self.extended_shape = (height + 2 * ry, width + 2 * rx)
         self._data_sums = library.kernel(DATA_SUMS, **DEFINES)
         self._initial = library.kernel(INITIAL_ESTIMATE, **DEFINES)
-        self._output = library.kernel(OUTPUT, **DEFINES)
-        self._estimate_sums = library.kernel(ESTIMATE_SUMS, **DEFINES)
         self._copy = BlockCopy(queue, library)
         self._reduce = Reduction(queue, library)
 
@@ -150,6 +151,8 @@ class RichardsonLucy:
         # host_fft on a CPU: the kernels work on the transforms' own buffers, no copies.
         self._in_place = (InPlaceIterations(queue, library, self.forward, self.backward, arrays)
                           if InPlaceIterations.available(self.forward, self.backward) else None)
+        self._writer = OutputWriter(queue, library, arrays, self.restored, self._partial_a,
+                                    self._items)
 
     def _allocate(self) -> None:
         context, queue = self.queue.context, self.queue
@@ -248,13 +251,15 @@ class RichardsonLucy:
     def run(self, num_iter: int, tolerance: float | None = None,
             noise: NoiseModel | None = None, damping: float = 0.0,
             stop_at_noise: bool = True, pedestal: float = 0.0,
-            deadline: float | None = None) -> DeconvolutionReport:
+            deadline: float | None = None, output: Output = "estimate",
+            plateau: float = 0.0) -> DeconvolutionReport:
         """Iterate on the data in ``self.data`` (weights set); the result is left in
-        ``self.restored`` (frame-sized) and ``self.estimate`` (extended).
+        ``self.restored`` (frame-sized, in the form ``output`` names: see
+        :mod:`streamer.restoration.rl_outputs`) and ``self.estimate`` (extended).
 
-        ``noise`` (sigma and inverse gain of the data; its sky is read on the device) enables
-        damping at ``damping`` sigmas, the sky pedestal of ``pedestal`` sigmas and, with
-        ``stop_at_noise``, the discrepancy stopping rule."""
+        ``noise`` (the data's sigma and inverse gain; its sky is on the device) enables damping
+        at ``damping`` sigmas, the pedestal of ``pedestal`` sigmas, the noise map and, with
+        ``stop_at_noise``, the discrepancy and ``plateau`` rules (``rl_stopping``)."""
         validate_iterations(num_iter, tolerance)
         damping = validate_damping(damping)
         self._pedestal = pedestal * noise.sigma if noise is not None else 0.0
@@ -262,38 +267,29 @@ class RichardsonLucy:
         variance = noise.sigma**2 if noise is not None else 1.0
         inverse_gain = noise.inverse_gain if noise is not None else 0.0
         threshold_squared = damping**2 if noise is not None else 0.0
+        rule = StoppingRule(noise is not None and stop_at_noise, plateau, tolerance)
         change, chi2, stopped_by, done = float("nan"), None, "iterations", 0
         for done in range(1, num_iter + 1):
-            check_noise = noise is not None and stop_at_noise
-            measure = tolerance is not None or check_noise or done == num_iter
+            measure = tolerance is not None or rule.needs_chi2 or done == num_iter
             self._iterate(threshold_squared, variance, inverse_gain, measure,
-                          noise is not None and (check_noise or done == num_iter))
+                          noise is not None and measure)
             check_deadline(self.queue, deadline,
                            f"Richardson-Lucy ({done} of {num_iter} iterations)")
             if not measure:
                 continue
-            values = self._read_statistics()
-            total = values[STAT["TOTAL"]]
-            change = values[STAT["CHANGE"]] / total if total > 0 else 0.0
-            count = values[STAT["CHI2_COUNT"]]
-            chi2 = values[STAT["CHI2"]] / count if noise is not None and count > 0 else None
-            if check_noise and chi2 is not None and chi2 <= 1.0:
-                stopped_by = "discrepancy"
+            change, chi2 = measured(self._read_statistics(), noise is not None)
+            reason = rule.reason(chi2, change)
+            if reason is not None:
+                stopped_by = reason
                 break
-            if tolerance is not None and change < tolerance:
-                stopped_by = "tolerance"
-                break
-        height, width = self.shape
-        ry, rx = self.radius
-        frame = {"width": width, "height": height, "radius_y": ry, "radius_x": rx}
-        self._estimate_sums(self.queue, (self._items,), None, estimate=self.estimate,
-                            weight=self.weight, **frame, partial_sum=self._partial_a)
-        self._reduce.sum(self._partial_a, self._items, self.statistics, STAT["ESTIMATE_SUM"])
-        self._output(self.queue, frame_grid(width, height), None, estimate=self.estimate,
-                     weight=self.weight, restored=self.restored, **frame,
-                     pedestal=self._pedestal, stats=self.statistics)
+        # Without a noise model every pixel counts as signal: the gate stays open.
+        sigma = noise.sigma if noise is not None else 0.0
+        self._writer.write(output, self._pedestal, sigma, kernel_reach(self.psf),
+                           self._copying, self._in_place,
+                           (variance, inverse_gain) if noise is not None else None)
         return DeconvolutionReport(done, change, self.method, dict(self.method_timings), chi2,
-                                   stopped_by, damping if noise is not None else 0.0)
+                                   stopped_by, damping if noise is not None else 0.0,
+                                   rule.history)
 
     def _initial_estimate(self) -> None:
         height, width = self.shape
@@ -328,16 +324,26 @@ class RichardsonLucy:
         """The restored frame (rows×cols float32) from the last run."""
         return self.meter.download(np.empty(self.shape, dtype=np.float32), self.restored)
 
+    def download_noise_map(self) -> np.ndarray | None:
+        """The data's per-pixel sigma (rows×cols float32) from the last run; None when it ran
+        without a noise model."""
+        if self._writer.noise_map is None:
+            return None
+        return self.meter.download(np.empty(self.shape, dtype=np.float32),
+                                   self._writer.noise_map)
+
     def __call__(self, data: np.ndarray, num_iter: int = 30, weight: np.ndarray | None = None,
                  tolerance: float | None = None, noise: NoiseModel | None = None,
                  damping: float = 0.0, sky: float = 0.0, stop_at_noise: bool = True,
-                 pedestal: float = 0.0) -> tuple[np.ndarray, DeconvolutionReport]:
-        """Deconvolve host data (``sky``: its sky level); returns the restored frame and the
-        report."""
+                 pedestal: float = 0.0, output: Output = "estimate"
+                 ) -> tuple[np.ndarray, DeconvolutionReport]:
+        """Deconvolve host data (``sky``: its sky level); returns the restored frame (as
+        ``output`` says) and the report."""
         if data.shape != self.shape:
             raise ParameterError(f"this plan is for frames of shape {self.shape}, got {data.shape}")
         self.set_weights(weight)
         self.set_data(data)
         self.set_sky(sky)
-        report = self.run(num_iter, tolerance, noise, damping, stop_at_noise, pedestal)
+        report = self.run(num_iter, tolerance, noise, damping, stop_at_noise, pedestal,
+                          output=output)
         return self.download(), report

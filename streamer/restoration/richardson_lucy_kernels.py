@@ -50,6 +50,21 @@ ESTIMATE_SUMS = KernelDeclaration(
 OUTPUT = KernelDeclaration(
     "richardson_lucy", "rl_output", estimate=BUFFER, weight=BUFFER, restored=BUFFER, **_FRAME,
     pedestal=np.float32, stats=BUFFER)
+RESTORED = KernelDeclaration(
+    "richardson_lucy", "rl_restored", data=BUFFER, weight=BUFFER, sources=BUFFER,
+    model=BUFFER, restored=BUFFER, **_FRAME)
+NOISE_MAP = KernelDeclaration(
+    "richardson_lucy", "rl_noise_map", data=BUFFER, weight=BUFFER, stats=BUFFER, error=BUFFER,
+    count=np.int32, variance=np.float32, inverse_gain=np.float32)
+SOURCES = KernelDeclaration(
+    "richardson_lucy", "rl_sources", estimate=BUFFER, gate=BUFFER, sources=BUFFER, **_FRAME,
+    pedestal=np.float32)
+GATE_SEED = KernelDeclaration(
+    "richardson_lucy", "rl_gate_seed", model=BUFFER, seed=BUFFER, count=np.int32,
+    pedestal=np.float32, sigma=np.float32, threshold=np.float32)
+GATE_GROW = KernelDeclaration(
+    "richardson_lucy", "rl_gate_grow", source=BUFFER, grown=BUFFER, width=np.int32,
+    height=np.int32, reach=np.int32, along_rows=np.int32)
 # On the host FFT's buffers (in_place_iterations): rows of a transform, `pitch` floats apart.
 _ROWS = {"out_pitch": np.int32, "out_rows": np.int32, "out_columns": np.int32}
 RATIO_ROWS = KernelDeclaration(

@@ -86,6 +86,12 @@ class RestoredFrame(FramePayload):
     psf: str
     iterations: int
     psf_summary: PSFSummary | None = None
+    restored_as: Literal["estimate", "residual"] = Field(
+        default="estimate", description="the levelled RL estimate, or the restoration with "
+                                        "the data's residuals added back")
+    extensions: list[str] = Field(
+        default_factory=list, description="image extensions after the primary HDU: PSF, DQ "
+                                          "(data quality), ERR (per-pixel sigma, ADU)")
 
 
 class QualityMetrics(_Message):
@@ -124,7 +130,7 @@ class FrameMetrics(_Message):
     relative_change: float | None
     chi2: float | None = Field(default=None, description="reduced chi2 of the signal pixels")
     stopped_by: str | None = Field(default=None,
-                                   description="iterations | tolerance | discrepancy")
+                                   description="iterations | tolerance | discrepancy | plateau")
     convolution_method: str
     background_shift: float
     flux_in: float

@@ -63,8 +63,9 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
                                    raw.source_name or raw.frame_id, image.hdu_index)
     keywords["STRMFID"] = (raw.frame_id, "frame id")
     started = time.perf_counter()
+    extensions = output_extensions(result, settings.restored_as)
     payload = restored_bytes(result.data, output_header(image.header, keywords, history),
-                             output_extensions(result))
+                             extensions)
     encode_seconds = time.perf_counter() - started
     quality = frame_quality(prepared.quality if prepared.quality is not None else image.data,
                             result.data)
@@ -79,6 +80,7 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
         input_sha256=raw.payload_sha256, worker_id=worker_id, device=device_name,
         window=settings.window, psf=str(settings.psf),
         iterations=result.deconvolution.iterations, psf_summary=summary,
+        restored_as=settings.restored_as, extensions=[hdu.name for hdu in extensions],
     )
     metrics = _metrics(raw, result, restored_at, decode_seconds, encode_seconds, quality,
                        summary, worker_id, device_name)

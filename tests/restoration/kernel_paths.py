@@ -116,8 +116,18 @@ class KernelPaths:
         restorer = Restorer(RestorationSettings(window=5, psf=PSFSpec(kind="gaussian", fwhm=2.0),
                                                 iterations=3, method="dense"),
                             str(self.device.name))
+        self.keep.append(restorer)  # its buffers stay allocated (see the class notes)
         self.out["restore_background_nan_mask"] = restorer.restore(image, mask=mask).data
         self.out["background_equalised"] = restorer.background_equalised(self.frame)
+        # To a target resolution, the detail added back around significant signal
+        # (rl_restored and the gate's kernels), by the copying and the in-place iterations.
+        for method in ("dense", "host_fft"):
+            target = Restorer(RestorationSettings(
+                window=5, psf=PSFSpec(kind="moffat", fwhm=3.0, beta=3.0), iterations=3,
+                method=method, target_fwhm=None, restored_as="residual"),
+                str(self.device.name))
+            self.keep.append(target)
+            self.out[f"restore_residual_{method}"] = target.restore(image, mask=mask).data
 
 
 def run(device: str | None, paths: str = "all") -> dict[str, np.ndarray]:

@@ -25,14 +25,23 @@ def frame() -> np.ndarray:
     return star_field((256, 300), gaussian_psf(2.5), stars=40, seed=8).image
 
 
-@pytest.mark.parametrize("dtype, budget", [(np.float32, 8.5), (np.uint16, 6.5)])
-def test_bytes_per_pixel_within_budget(restorer, frame, dtype, budget):
-    result = restorer.restore(frame.astype(dtype))
+@pytest.mark.parametrize("dtype, budget, noise_map", [
+    (np.float32, 8.5, False), (np.uint16, 6.5, False),
+    (np.float32, 12.5, True), (np.uint16, 10.5, True)])
+def test_bytes_per_pixel_within_budget(restorer, frame, dtype, budget, noise_map):
+    settings = restorer.settings
+    restorer.settings = settings.model_copy(update={"noise_map": noise_map})
+    try:
+        result = restorer.restore(frame.astype(dtype))
+    finally:
+        restorer.settings = settings
     transfers = result.transfers
+    frames_down = 2 if noise_map else 1  # the restored frame, and its noise map
+    assert (result.error is not None) == noise_map
     assert transfers.uploaded == frame.size * np.dtype(dtype).itemsize  # once, its own type
-    assert transfers.downloaded - frame.size * 4 < 4096                 # once, plus scalars
+    assert transfers.downloaded - frames_down * frame.size * 4 < 4096  # once, plus scalars
     assert transfers.per_pixel(frame.size) <= budget
-    assert transfers.copies - transfers.scalar_reads == 2
+    assert transfers.copies - transfers.scalar_reads == 1 + frames_down
     assert set(result.device_seconds) == {"upload", "median", "richardson_lucy", "download"}
     assert all(seconds >= 0 for seconds in result.device_seconds.values())
 

@@ -110,7 +110,8 @@ def test_each_frame_is_restored_with_its_measured_psf(kafka_bootstrap):
     for m in (FrameMetrics.model_validate_json(r.value) for r in metrics):
         assert m.psf is not None and m.psf.method in ("empirical", "previous")
         assert m.psf.fwhm == pytest.approx(3.0, rel=0.1) and not m.psf.fallback
-        assert m.quality.moat_depth is not None and m.stopped_by in ("iterations", "discrepancy")
+        assert m.quality.moat_depth is not None
+        assert m.stopped_by in ("iterations", "discrepancy", "plateau")
         assert "psf" in m.stage_seconds
         assert set(m.device_seconds) == {"upload", "median", "richardson_lucy", "download"}
         assert m.transfer_bytes["uploaded"] == 384 * 384 * 2  # the uint16 frame, once
@@ -120,6 +121,10 @@ def test_each_frame_is_restored_with_its_measured_psf(kafka_bootstrap):
         with fits.open(io.BytesIO(item.payload)) as hdus:
             assert hdus["PSF"].header["PSFFWHM"] == pytest.approx(envelope.psf_summary.fwhm,
                                                                   rel=1e-3)
+            # Every restored frame carries its data quality and its noise map, and says so.
+            assert [hdu.name for hdu in hdus[1:]] == envelope.extensions == ["PSF", "DQ", "ERR"]
+            error = hdus["ERR"].data
+            assert error.shape == hdus[0].data.shape and np.nanmin(error) > 0
     gauge = worker.metrics.registry.get_sample_value("streamer_psf_fwhm_pixels",
                                                      {"camera": "camP"})
     assert gauge == pytest.approx(3.0, rel=0.1)

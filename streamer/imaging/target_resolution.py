@@ -1,0 +1,123 @@
+"""The resolution a frame is restored to, and the kernel that takes it there.
+
+Richardson–Lucy run with the whole PSF ``h`` drives stars towards points: on a sampled
+detector they end at one or two pixels, undersampled — centroids jitter, photometry in small
+apertures depends on where a star falls in its pixel, faint stars gather light from the noise
+around them, and the sky turns into a floor with speckles. "Deconvolution with correct
+sampling" (Magain, Courbin & Sohy 1998) restores instead to a finite resolution: a target PSF
+``g`` (a round Gaussian of a couple of pixels' FWHM) that the pixels sample properly. Only the
+part of ``h`` that is wider than ``g`` is deconvolved: the kernel ``k`` with ``h = k ⊛ g``.
+
+``k`` is found by Richardson–Lucy on the PSF itself — the data ``h``, the "PSF" ``g``, a flat
+start — which keeps it non-negative and normalised without the regularisation a Fourier
+division needs; it stops once ``g ⊛ k`` matches ``h`` to ``MATCH`` of its peak.
+
+The target: ``TARGET_SHARE`` of the PSF's minor-axis FWHM, at least ``MIN_TARGET_FWHM`` pixels,
+and never more than ``MAX_TARGET_SHARE`` of it (so stars come out at least 20 % sharper). A
+PSF already narrower than that minimum (an undersampled frame) is restored to
+``MAX_TARGET_SHARE`` of its own width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.imaging.psf import validate_psf
+from streamer.imaging.psf_measure import PSFMeasurement
+
+MIN_TARGET_FWHM = 2.0      # pixels: what a detector samples properly (Nyquist for a Gaussian)
+TARGET_SHARE = 0.55        # of the PSF's minor-axis FWHM, when that is above the minimum
+MAX_TARGET_SHARE = 0.8     # never wider than this share: stars at least 20 % sharper
+MATCH = 2e-3               # g ⊛ k matches h to this share of h's peak
+MAX_ITERATIONS = 400
+
+
+def target_fwhm(psf_fwhm: float, ellipticity: float = 0.0, setting: float | None = None
+                ) -> float:
+    """The target's FWHM (pixels) for a PSF of ``psf_fwhm`` (geometric mean of its axes) and
+    ``ellipticity``: ``setting`` when given (0: no target, deconvolve fully), else the rule of
+    the module notes."""
+    if setting is not None:
+        return float(setting)
+    minor = psf_fwhm * math.sqrt(max(1.0 - ellipticity, 0.05))
+    return min(max(MIN_TARGET_FWHM, TARGET_SHARE * minor), MAX_TARGET_SHARE * minor)
+
+
+def gaussian_target(fwhm: float, shape: tuple[int, int]) -> np.ndarray:
+    """A round Gaussian of ``fwhm`` pixels on a centred array of ``shape``, integrated over
+    each pixel (sum 1)."""
+    from scipy.special import erf
+
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    scale = math.sqrt(2.0) * sigma
+
+    def pixel_profile(size: int) -> np.ndarray:
+        edges = np.arange(size + 1, dtype=np.float64) - (size / 2.0)
+        mass = np.diff(erf(edges / scale)) / 2.0
+        return mass / mass.sum()
+
+    return np.outer(pixel_profile(shape[0]), pixel_profile(shape[1]))
+
+
+def narrower_kernel(psf: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``k`` ≥ 0, sum 1, centred, with ``target ⊛ k ≈ psf`` (Richardson–Lucy on the PSF).
+    ``psf`` itself when the target is not narrower than it (nothing to undo)."""
+    h = np.asarray(psf, dtype=np.float64)
+    h = h / h.sum()
+    g = np.asarray(target, dtype=np.float64)
+    # Linear convolutions by FFTs of a fixed padded size, the target's transforms made once.
+    size = (h.shape[0] + g.shape[0], h.shape[1] + g.shape[1])
+    top, left = g.shape[0] // 2, g.shape[1] // 2
+    spectrum = np.fft.rfft2(g, size)
+    flipped = np.fft.rfft2(g[::-1, ::-1], size)
+
+    def convolved(image: np.ndarray, kernel_spectrum: np.ndarray) -> np.ndarray:
+        full = np.fft.irfft2(np.fft.rfft2(image, size) * kernel_spectrum, size)
+        return full[top: top + h.shape[0], left: left + h.shape[1]]
+
+    k = np.full(h.shape, 1.0 / h.size)
+    tiny = 1e-12 * h.max()
+    for _ in range(MAX_ITERATIONS):
+        model = convolved(k, spectrum)
+        if np.max(np.abs(model - h)) <= MATCH * h.max():
+            break
+        k *= np.clip(convolved(h / np.maximum(model, tiny), flipped), 0.0, None)
+    k /= k.sum()
+    return validate_psf(_recentred(k), "restoration kernel")
+
+
+def _recentred(kernel: np.ndarray) -> np.ndarray:
+    """The kernel moved so its centroid is on the central pixel (RL on a PSF keeps the PSF's
+    centroid; only rounding can move it)."""
+    rows, columns = np.indices(kernel.shape)
+    centre = ((kernel.shape[0] - 1) / 2.0, (kernel.shape[1] - 1) / 2.0)
+    dy = centre[0] - float((rows * kernel).sum())
+    dx = centre[1] - float((columns * kernel).sum())
+    if abs(dy) < 0.25 and abs(dx) < 0.25:
+        return kernel
+    from scipy.ndimage import shift
+
+    moved = np.clip(shift(kernel, (dy, dx), order=1, mode="constant"), 0.0, None)
+    return moved / moved.sum()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a frame is restored to: the target PSF ``target`` (FWHM ``fwhm`` pixels; None when
+    restored fully) and the kernel RL deconvolves (``h`` itself when there is no target)."""
+
+    fwhm: float
+    target: np.ndarray | None
+    kernel: np.ndarray
+
+
+def resolution_for(psf: PSFMeasurement, setting: float | None = None) -> Resolution:
+    """The target and kernel for a frame of PSF ``psf`` (``setting``: see :func:`target_fwhm`)."""
+    fwhm = target_fwhm(psf.fwhm, psf.ellipticity, setting)
+    if fwhm <= 0:
+        return Resolution(0.0, None, psf.psf)
+    target = gaussian_target(fwhm, psf.psf.shape)
+    return Resolution(fwhm, target, narrower_kernel(psf.psf, target))
