@@ -58,16 +58,17 @@ class RestorationSettings(BaseModel):
                                  description="weight of a frame's PSF in its camera's running "
                                              "mean (1: no smoothing)")
     target_fwhm: float | None = Field(
-        default=0.0, ge=0,
+        default=None, ge=0,
         description="FWHM in pixels of the restored frame's PSF, a round Gaussian: only the "
-                    "part of the PSF wider than it is deconvolved, so stars stay sampled; 0: "
-                    "deconvolve fully (the default); unset (null): 0.55 of the PSF's minor "
-                    "axis, at least 2 and at most 0.8 of it")
+                    "part of the PSF wider than it is deconvolved, so stars stay sampled; "
+                    "unset (null, the default): 0.55 of the PSF's minor axis, at least 2 and "
+                    "at most 0.8 of it; 0: deconvolve fully (classic RL)")
     restored_as: Literal["estimate", "residual"] = Field(
-        default="estimate",
-        description="what is written: the RL estimate levelled to the data's flux "
-                    "(estimate), or the data plus the detail RL adds around significant "
-                    "signal (residual: the sky keeps the data's noise; experimental)")
+        default="residual",
+        description="what is written: the data plus the sources RL found less their model "
+                    "(residual, the default: each star keeps its flux, the sky keeps the data's "
+                    "noise), or the RL estimate levelled to the data's flux (estimate: classic "
+                    "RL)")
     iterations: int = Field(default=30, ge=1, description="Richardson-Lucy iterations, at most; "
                                                           "fewer once the stars fit to the noise")
     tolerance: float | None = Field(
@@ -87,6 +88,10 @@ class RestorationSettings(BaseModel):
                                        "each lowered the reduced chi2 by less than this share "
                                        "(it levels off above 1 when the PSF cannot describe "
                                        "every star); 0: off")
+    accelerate: bool = Field(default=True,
+                             description="extrapolate each Richardson-Lucy step along the last "
+                                         "two (Biggs & Andrews 1997): bright stars converge in "
+                                         "a third of the iterations")
     noise_map: bool = Field(default=True,
                             description="write the data's per-pixel sigma with every restored "
                                         "frame (the ERR extension)")

@@ -192,12 +192,24 @@ def frame_saturation(image: np.ndarray, header: fits.Header | None, detection: D
     linear = _lowest(stated and stated.linear_limit, measured.linear_limit)
     sources = [c.source for c in (stated, measured)
                if c is not None and (c.level is not None or c.linear_limit is not None)]
-    if level is None and linear is None and previous is not None:
+    if level is None and linear is None and previous is not None and _fits(image, previous):
         return Saturation(previous.level, previous.linear_limit, "camera")
     if level is None and np.issubdtype(np.asarray(image).dtype, np.integer):
         level = float(np.iinfo(np.asarray(image).dtype).max)  # a converter's word at least
         sources.append("dtype")
     return _bounded(level, linear, "+".join(sources) or "none")
+
+
+def _fits(image: np.ndarray, previous: Saturation, share: float = 0.05) -> bool:
+    """Whether an earlier frame's levels can be this frame's: fewer than ``share`` of its
+    pixels (a sample) at or above its linear limit. A frame from another camera or setting
+    (the files of one batch) must not be masked whole by a level that is not its own."""
+    limit = previous.linear_limit if previous.linear_limit is not None else previous.level
+    if limit is None:
+        return True
+    sample = np.asarray(image).ravel()[::16]
+    sample = sample[np.isfinite(sample)]
+    return sample.size > 0 and float(np.mean(sample >= limit)) < share
 
 
 def _lowest(*values: float | None) -> float | None:

@@ -78,6 +78,8 @@ RESTORATION_FLAGS = (
     Flag("restoration.pedestal", "SIGMA"),
     Flag("restoration.tolerance", "X"),
     Flag("restoration.plateau", "SHARE"),
+    Flag("restoration.accelerate"),
+    Flag("restoration.noise_map"),
     Flag("restoration.method"),
     Flag("device", "SPEC"),
 )
@@ -131,7 +133,10 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         kind = plain_type(field_of(flag.path).annotation)
         options: dict[str, object] = {"dest": flag.dest, "metavar": flag.metavar,
                                       "help": flag_help(flag)}
-        if get_origin(kind) is Literal:
+        if kind is bool:  # --name / --no-name
+            options["action"] = argparse.BooleanOptionalAction
+            del options["metavar"]
+        elif get_origin(kind) is Literal:
             options["choices"] = list(get_args(kind))
         elif kind in (int, float):
             options["type"] = kind

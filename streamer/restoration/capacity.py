@@ -48,9 +48,10 @@ def capacity_problem(memory: DeviceMemory, shape: tuple[int, ...], dtype: np.dty
     padded = (height + 2 * radius) * (width + 2 * radius)
     extended = (height + 4 * psf_side) * (width + 4 * psf_side)
     largest = max(padded * 4, extended * 4)
-    # Extended-domain floats: the estimate, the correction, the ratio and the residual
-    # output's sources; the frame's: data, weight, norm, model, restored, scratch; + 2 gates.
-    device_bytes = (pixels * (dtype.itemsize + 4 * 6 + 2) + padded * 6 + extended * 20
+    # Extended-domain floats: the estimate, the correction, the ratio, the residual output's
+    # sources and the acceleration's three; the frame's: data, weight, norm, model, restored,
+    # scratch; + 2 gates.
+    device_bytes = (pixels * (dtype.itemsize + 4 * 6 + 2) + padded * 6 + extended * 32
                     + min(memory.global_bytes // 4, 1 << 30))  # + the median's state
     if largest > memory.max_allocation_bytes:
         return (f"a {height}x{width} frame needs a {largest >> 20} MiB buffer, above the "

@@ -307,7 +307,8 @@ class Restorer:
         report = deconvolution.run(settings.iterations, settings.tolerance, noise,
                                    settings.damping, settings.stop_at_noise, settings.pedestal,
                                    deadline, output=settings.restored_as,
-                                   plateau=settings.plateau)
+                                   plateau=settings.plateau,
+                                   accelerate=settings.accelerate)
         marks.append(cl.enqueue_marker(queue))
         restored = deconvolution.download()
         error = deconvolution.download_noise_map() if settings.noise_map else None

@@ -53,17 +53,19 @@ from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import validate_psf
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
-from streamer.restoration.copying_iterations import CopyingIterations, frame_grid
+from streamer.restoration.copying_iterations import CopyingIterations
 from streamer.restoration.correlation_plan import build_correlation, plan_correlation
 from streamer.restoration.device import check_deadline
 from streamer.restoration.in_place_iterations import InPlaceIterations, IterationArrays
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.reduction import Reduction, reduction_items
+from streamer.restoration.rl_acceleration import Acceleration
 from streamer.restoration.rl_outputs import Output, OutputWriter, kernel_reach
+from streamer.restoration.rl_start import RunStart
 from streamer.restoration.rl_stopping import StoppingRule, measured
 from streamer.restoration.richardson_lucy_kernels import (
-    DATA_SUMS, DEFINES, INITIAL_ESTIMATE, SIGNAL_SIGMAS, STAT,
+    SIGNAL_SIGMAS, STAT,
 )
 from streamer.restoration.transfers import TransferMeter
 
@@ -128,8 +130,6 @@ class RichardsonLucy:
         self.radius = (psf.shape[0] // 2, psf.shape[1] // 2)
         ry, rx = self.radius
         self.extended_shape = (height + 2 * ry, width + 2 * rx)
-        self._data_sums = library.kernel(DATA_SUMS, **DEFINES)
-        self._initial = library.kernel(INITIAL_ESTIMATE, **DEFINES)
         self._copy = BlockCopy(queue, library)
         self._reduce = Reduction(queue, library)
 
@@ -153,6 +153,8 @@ class RichardsonLucy:
                           if InPlaceIterations.available(self.forward, self.backward) else None)
         self._writer = OutputWriter(queue, library, arrays, self.restored, self._partial_a,
                                     self._items)
+        self._start = RunStart(queue, library, arrays, self._items, self._partial_a,
+                               self._partial_b)
 
     def _allocate(self) -> None:
         context, queue = self.queue.context, self.queue
@@ -174,6 +176,7 @@ class RichardsonLucy:
         self._psf_version = 0
         self.meter = TransferMeter(queue)
         self._pedestal = 0.0
+        self._acceleration: Acceleration | None = None
         self.data_flux = 0.0  # sum of the valid data C of the last run (flux in)
 
     # -- per frame --------------------------------------------------------------------------
@@ -219,13 +222,7 @@ class RichardsonLucy:
 
     def count_valid(self) -> tuple[int, float]:
         """The number of valid pixels and the sum of the valid data (one small read)."""
-        height, width = self.shape
-        items = self._items
-        self._data_sums(self.queue, (items,), None, data=self.data, weight=self.weight,
-                        count=height * width, partial_sum=self._partial_a,
-                        partial_count=self._partial_b)
-        self._reduce.sum(self._partial_a, items, self.statistics, STAT["DATA_SUM"])
-        self._reduce.sum(self._partial_b, items, self.statistics, STAT["DATA_COUNT"])
+        self._start.data_sums()
         values = self._read_statistics()
         return int(round(values[STAT["DATA_COUNT"]])), float(values[STAT["DATA_SUM"]])
 
@@ -252,18 +249,20 @@ class RichardsonLucy:
             noise: NoiseModel | None = None, damping: float = 0.0,
             stop_at_noise: bool = True, pedestal: float = 0.0,
             deadline: float | None = None, output: Output = "estimate",
-            plateau: float = 0.0) -> DeconvolutionReport:
+            plateau: float = 0.0, accelerate: bool = False) -> DeconvolutionReport:
         """Iterate on the data in ``self.data`` (weights set); the result is left in
         ``self.restored`` (frame-sized, in the form ``output`` names: see
         :mod:`streamer.restoration.rl_outputs`) and ``self.estimate`` (extended).
 
         ``noise`` (the data's sigma and inverse gain; its sky is on the device) enables damping
         at ``damping`` sigmas, the pedestal of ``pedestal`` sigmas, the noise map and, with
-        ``stop_at_noise``, the discrepancy and ``plateau`` rules (``rl_stopping``)."""
+        ``stop_at_noise``, the discrepancy and ``plateau`` rules (``rl_stopping``);
+        ``accelerate`` extrapolates each step (``rl_acceleration``)."""
         validate_iterations(num_iter, tolerance)
         damping = validate_damping(damping)
         self._pedestal = pedestal * noise.sigma if noise is not None else 0.0
         self._initial_estimate()
+        acceleration = self._acceleration_state() if accelerate else None
         variance = noise.sigma**2 if noise is not None else 1.0
         inverse_gain = noise.inverse_gain if noise is not None else 0.0
         threshold_squared = damping**2 if noise is not None else 0.0
@@ -271,17 +270,19 @@ class RichardsonLucy:
         change, chi2, stopped_by, done = float("nan"), None, "iterations", 0
         for done in range(1, num_iter + 1):
             measure = tolerance is not None or rule.needs_chi2 or done == num_iter
+            if acceleration is not None:
+                acceleration.before_update()
             self._iterate(threshold_squared, variance, inverse_gain, measure,
                           noise is not None and measure)
             check_deadline(self.queue, deadline,
                            f"Richardson-Lucy ({done} of {num_iter} iterations)")
-            if not measure:
-                continue
-            change, chi2 = measured(self._read_statistics(), noise is not None)
-            reason = rule.reason(chi2, change)
-            if reason is not None:
-                stopped_by = reason
-                break
+            if measure:
+                change, chi2 = measured(self._read_statistics(), noise is not None)
+                stopped_by = rule.reason(chi2, change) or stopped_by
+                if stopped_by != "iterations":
+                    break
+            if acceleration is not None and done < num_iter:
+                acceleration.after_update(self._in_place)
         # Without a noise model every pixel counts as signal: the gate stays open.
         sigma = noise.sigma if noise is not None else 0.0
         self._writer.write(output, self._pedestal, sigma, kernel_reach(self.psf),
@@ -291,19 +292,15 @@ class RichardsonLucy:
                                    stopped_by, damping if noise is not None else 0.0,
                                    rule.history)
 
+    def _acceleration_state(self) -> Acceleration:
+        if self._acceleration is None:  # three extended buffers, made when first asked for
+            self._acceleration = Acceleration(self.queue, self.library, self._copying.arrays,
+                                              self._items)
+        self._acceleration.reset()
+        return self._acceleration
+
     def _initial_estimate(self) -> None:
-        height, width = self.shape
-        ry, rx = self.radius
-        items = self._items
-        self._data_sums(self.queue, (items,), None, data=self.data, weight=self.weight,
-                        count=height * width, partial_sum=self._partial_a,
-                        partial_count=self._partial_b)
-        self._reduce.sum(self._partial_a, items, self.statistics, STAT["DATA_SUM"])
-        self._reduce.sum(self._partial_b, items, self.statistics, STAT["DATA_COUNT"])
-        self._initial(self.queue, frame_grid(*self.extended_shape[::-1]), None, data=self.data,
-                      weight=self.weight, estimate=self.estimate, width=width, height=height,
-                      radius_y=ry, radius_x=rx, pedestal=self._pedestal,
-                      stats=self.statistics)
+        self._start.initial_estimate(self._pedestal)
         (self._in_place if self._in_place is not None else self._copying).stage()
 
     def _iterate(self, threshold_squared: float, variance: float, inverse_gain: float,
@@ -335,7 +332,7 @@ class RichardsonLucy:
     def __call__(self, data: np.ndarray, num_iter: int = 30, weight: np.ndarray | None = None,
                  tolerance: float | None = None, noise: NoiseModel | None = None,
                  damping: float = 0.0, sky: float = 0.0, stop_at_noise: bool = True,
-                 pedestal: float = 0.0, output: Output = "estimate"
+                 pedestal: float = 0.0, output: Output = "estimate", accelerate: bool = False
                  ) -> tuple[np.ndarray, DeconvolutionReport]:
         """Deconvolve host data (``sky``: its sky level); returns the restored frame (as
         ``output`` says) and the report."""
@@ -345,5 +342,5 @@ class RichardsonLucy:
         self.set_data(data)
         self.set_sky(sky)
         report = self.run(num_iter, tolerance, noise, damping, stop_at_noise, pedestal,
-                          output=output)
+                          output=output, accelerate=accelerate)
         return self.download(), report

@@ -15,7 +15,7 @@ NORM_FLOOR = 1e-6
 DAMPING_POWER = 10      # White's N
 SIGNAL_SIGMAS = 3.0     # a pixel holds signal when its model is this far above the sky
 STATISTICS = ("SKY", "DATA_SUM", "DATA_COUNT", "CHI2", "CHI2_COUNT", "CHANGE", "TOTAL",
-              "ESTIMATE_SUM")
+              "ESTIMATE_SUM", "ACCEL_NUM", "ACCEL_DEN")
 STAT = {name: index for index, name in enumerate(STATISTICS)}
 DEFINES: dict[str, int | str] = {
     "TINY": f"{TINY:e}f", "NORM_FLOOR": f"{NORM_FLOOR:e}f", "DAMPING_POWER": DAMPING_POWER,
@@ -56,6 +56,12 @@ RESTORED = KernelDeclaration(
 NOISE_MAP = KernelDeclaration(
     "richardson_lucy", "rl_noise_map", data=BUFFER, weight=BUFFER, stats=BUFFER, error=BUFFER,
     count=np.int32, variance=np.float32, inverse_gain=np.float32)
+ACCEL_STEP = KernelDeclaration(
+    "richardson_lucy", "rl_accel_step", estimate=BUFFER, current_step=BUFFER, previous_step=BUFFER,
+    count=np.int32, partial_num=BUFFER, partial_den=BUFFER)
+ACCEL_EXTRAPOLATE = KernelDeclaration(
+    "richardson_lucy", "rl_accel_extrapolate", estimate=BUFFER, previous=BUFFER,
+    count=np.int32, max_alpha=np.float32, stats=BUFFER)
 SOURCES = KernelDeclaration(
     "richardson_lucy", "rl_sources", estimate=BUFFER, gate=BUFFER, sources=BUFFER, **_FRAME,
     pedestal=np.float32)

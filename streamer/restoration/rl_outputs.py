@@ -139,6 +139,7 @@ def kernel_reach(kernel: np.ndarray, share: float = GATE_LIGHT) -> int:
     weights = weights / weights.sum()
     cy, cx = weights.shape[0] // 2, weights.shape[1] // 2
     for half in range(max(cy, cx) + 1):
-        if weights[max(cy - half, 0): cy + half + 1, max(cx - half, 0): cx + half + 1].sum() >= share:
+        top, left = max(cy - half, 0), max(cx - half, 0)
+        if weights[top: cy + half + 1, left: cx + half + 1].sum() >= share:
             return half
     return max(cy, cx)

@@ -74,6 +74,12 @@ def test_header_configured_camera_and_dtype_levels(clipped):
     remembered = frame_saturation(quiet.image, None, _detect(quiet.image),
                                   previous=Saturation(13000.0, 9000.0, "data"))
     assert (remembered.level, remembered.source) == (13000.0, "camera")
+    # A frame whose sky sits above the remembered linear limit (another camera's file in the
+    # same batch) is not masked whole by it.
+    brighter = quiet.image + 9500.0
+    other = frame_saturation(brighter, None, _detect(brighter),
+                             previous=Saturation(13000.0, 9000.0, "data"))
+    assert other.source != "camera" and other.level is None
     as_int = np.clip(quiet.image, 0, 65535).astype(np.uint16)
     assert frame_saturation(as_int, None, _detect(as_int)).level == 65535.0
 

@@ -52,7 +52,9 @@ def test_restoration_sharpens_stars_and_approaches_truth(restorer, gaussian_fiel
     stars = _isolated_bright_stars(field)
     before = np.median([measure_fwhm(field.image, r, c) for r, c in stars])
     after = np.median([measure_fwhm(restored, r, c) for r, c in stars])
-    assert after < 0.7 * before, (before, after)
+    # Restored to a target of 0.55 of the PSF's width, at least 2 px (a 3-px PSF: 2 px), the
+    # issue's bar is 20 % sharper; classic RL drives stars further (below 0.7).
+    assert after < 0.8 * before, (before, after)
 
     # Distance to the truth (point sources), each frame with its background level removed,
     # both seen through the same small window so that flux placement is compared.

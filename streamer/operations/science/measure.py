@@ -100,7 +100,8 @@ def sky_pixels(field: TruthField, clear_fwhm: float = 5.0) -> np.ndarray:
     reach = int(math.ceil(clear_fwhm * field.seeing.fwhm))
     for star in field.stars:
         row, column = int(round(star["y"])), int(round(star["x"]))
-        far[max(row - reach, 0): row + reach + 1, max(column - reach, 0): column + reach + 1] = False
+        top, left = max(row - reach, 0), max(column - reach, 0)
+        far[top: row + reach + 1, left: column + reach + 1] = False
     far[:reach] = far[-reach:] = False
     far[:, :reach] = far[:, -reach:] = False
     return far
@@ -173,3 +174,35 @@ def centroid_errors(field: TruthField, image: np.ndarray, indices: np.ndarray,
         errors.append(math.hypot(row + (ys * box).sum() / box.sum() - star["y"],
                                  column + (xs * box).sum() / box.sum() - star["x"]))
     return np.array(errors)
+
+
+def stars_at(field: TruthField, fwhm: float) -> np.ndarray:
+    """The field's true stars as a round Gaussian of ``fwhm`` pixels would show them
+    (integrated over each pixel), on a frame of the field's shape."""
+    from scipy.special import erf
+
+    height, width = field.image.shape
+    scale = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0))) * math.sqrt(2.0)
+    half = int(math.ceil(4 * fwhm))
+    out = np.zeros((height, width))
+    for star in field.stars:
+        row, column = int(round(star["y"])), int(round(star["x"]))
+        top, left = max(row - half, 0), max(column - half, 0)
+        bottom, right = min(row + half + 1, height), min(column + half + 1, width)
+        if top >= bottom or left >= right:
+            continue
+        rows = np.diff(erf((np.arange(top, bottom + 1) - 0.5 - star["y"]) / scale)) / 2.0
+        columns = np.diff(erf((np.arange(left, right + 1) - 0.5 - star["x"]) / scale)) / 2.0
+        out[top:bottom, left:right] += star["flux"] * np.outer(rows, columns)
+    return out
+
+
+def ideal_restoration(field: TruthField, data: np.ndarray, fwhm: float) -> np.ndarray | None:
+    """What a perfect restoration to a round Gaussian of ``fwhm`` pixels would write: ``data``
+    (the frame as the restorer sees it, background equalised) with each true star's image
+    replaced by the star at that resolution — the same noise and the same median-window
+    artefacts. The yardstick of what a restoration can reach on the frame; None for a field
+    with saturated stars (their true images are not in the data)."""
+    if field.stars["saturated"].any():
+        return None
+    return data - (field.expected - field.sky) + stars_at(field, fwhm)
