@@ -66,8 +66,8 @@ SOURCES = KernelDeclaration(
     "richardson_lucy", "rl_sources", estimate=BUFFER, gate=BUFFER, sources=BUFFER, **_FRAME,
     pedestal=np.float32)
 GATE_SEED = KernelDeclaration(
-    "richardson_lucy", "rl_gate_seed", model=BUFFER, seed=BUFFER, count=np.int32,
-    pedestal=np.float32, sigma=np.float32, threshold=np.float32)
+    "richardson_lucy", "rl_gate_seed", model=BUFFER, seed=BUFFER, width=np.int32,
+    height=np.int32, pedestal=np.float32, sigma=np.float32, threshold=np.float32)
 GATE_GROW = KernelDeclaration(
     "richardson_lucy", "rl_gate_grow", source=BUFFER, grown=BUFFER, width=np.int32,
     height=np.int32, reach=np.int32, along_rows=np.int32)

@@ -31,10 +31,10 @@ from streamer.restoration.richardson_lucy_kernels import (
 )
 
 Output = Literal["estimate", "residual"]
-# The estimate is a source where its model stands GATE_SIGMAS noise sigmas above the sky, grown
-# by the radius holding GATE_LIGHT of the kernel's light (u is sharper than its model by the
-# kernel, so this takes in the whole of a source's estimate). Without a noise model the gate is
-# open everywhere.
+# The estimate is a source where its model (a 3x3 mean) stands GATE_SIGMAS noise sigmas above
+# the sky, grown by the radius holding GATE_LIGHT of the kernel's light (u is sharper than its
+# model by the kernel, so this takes in the whole of a source's estimate). Without a noise
+# model the gate is open everywhere.
 GATE_SIGMAS = 2.0
 GATE_LIGHT = 0.5
 OUTPUTS = ("estimate", "residual")
@@ -120,11 +120,9 @@ class OutputWriter:
         """Seeds where the model is significant, grown by ``reach`` pixels (rows, then
         columns) into ``self._gate``."""
         height, width = self.arrays.shape
-        count = height * width
-        self._seed(self.queue, ((count + 255) // 256 * 256,), None, model=model,
-                   seed=self._gate_scratch, count=count, pedestal=pedestal, sigma=sigma,
-                   threshold=GATE_SIGMAS)
         grid = frame_grid(width, height)
+        self._seed(self.queue, grid, None, model=model, seed=self._gate_scratch, width=width,
+                   height=height, pedestal=pedestal, sigma=sigma, threshold=GATE_SIGMAS)
         self._grow(self.queue, grid, None, source=self._gate_scratch, grown=self._gate,
                    width=width, height=height, reach=reach, along_rows=1)
         self._grow(self.queue, grid, None, source=self._gate, grown=self._gate_scratch,
