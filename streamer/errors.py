@@ -119,6 +119,13 @@ class ClusterAuthenticationError(ClusterConnectionError):
     """The Kafka cluster refused these credentials (SASL user, password or mechanism)."""
 
 
+class PublishAbandonedError(StreamerError):
+    """A frame the camera gave up publishing because it was told to stop (SIGTERM) while the
+    broker did not answer: it was not committed, and stays pending for the next start."""
+
+    fate = Fate.STOP
+
+
 class NotInArchiveError(StreamerError):
     """A frame, night or file the archive does not hold, or a path that would leave it."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,8 @@ from streamer.operations import kafka_command
 from streamer.operations.cli_options import (WORKER_FLAGS, add_flags, kafka_flags,
                                              restoration_flags, settings_from)
 from streamer.settings import StreamerSettings
+
+log = logging.getLogger(__name__)
 
 DEFAULT_METRICS_PORTS = {"camera": 9471, "worker": 9472, "sink": 9473}
 EXIT_NO_CLUSTER = 2
@@ -209,8 +212,16 @@ def run_until_signal(settings: StreamerSettings,
     async def runner() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def told(signum: signal.Signals) -> None:
+            if not stop.is_set():
+                log.warning("%s received: stopping (frames in flight get %g s to land, then "
+                            "are left for the next start)", signum.name,
+                            settings.shutdown_grace_seconds)
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, told, signum)
         return await main(stop)
 
     return asyncio.run(explain_connection_errors(settings, runner()))
@@ -281,7 +292,7 @@ def run_camera(args: argparse.Namespace) -> int:
     async def camera_main(stop: asyncio.Event) -> int:
         metrics = StreamerMetrics("camera")
         serve_metrics(settings, metrics)
-        async with CameraPublisher(settings, args.camera_id, metrics) as camera:
+        async with CameraPublisher(settings, args.camera_id, metrics, stop=stop) as camera:
             if args.simulate:
                 frames = await simulate(camera, count=args.count, size=args.size,
                                         cadence=args.cadence, psf=parse_psf_spec(args.blur),

@@ -23,7 +23,7 @@ import numpy as np
 from aiokafka import TopicPartition
 from astropy.io import fits
 
-from streamer.errors import FrameTooLargeError
+from streamer.errors import FrameTooLargeError, PublishAbandonedError
 from streamer.imaging.fits_io import image_bytes
 from streamer.imaging.psf import PSFSpec
 from streamer.imaging.simulate import simulated_header
@@ -48,9 +48,13 @@ class CameraPublisher:
     """
 
     def __init__(self, settings: StreamerSettings, camera_id: str,
-                 metrics: StreamerMetrics | None = None) -> None:
+                 metrics: StreamerMetrics | None = None,
+                 stop: asyncio.Event | None = None) -> None:
         self.settings = settings
         self.camera_id = camera_id
+        # Set by a shutdown (SIGTERM): a frame still in flight then gets shutdown_grace_seconds
+        # to land, outage or not, and is abandoned uncommitted after it.
+        self.stop = stop
         self.metrics = metrics or StreamerMetrics("camera")
         self.publisher = TransactionalPublisher(settings, f"streamer-camera.{camera_id}",
                                                 f"camera {camera_id}")
@@ -61,7 +65,12 @@ class CameraPublisher:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.publisher.stop()
+        grace = self.settings.shutdown_grace_seconds
+        try:  # a producer closing against an absent broker must not outlast the grace
+            await asyncio.wait_for(self.publisher.stop(), grace)
+        except asyncio.TimeoutError:
+            log.warning("camera %s: the producer did not close within %g s (broker away); "
+                        "exiting anyway", self.camera_id, grace)
 
     async def publish_payload(self, payload: bytes, *, shape: tuple[int, int], dtype: str,
                               exposure_start: dt.datetime, exposure_seconds: float,
@@ -75,6 +84,8 @@ class CameraPublisher:
             The payload is above ``max_frame_bytes``.
         KafkaError, asyncio.TimeoutError, OSError
             The broker stayed away for ``publish_timeout_seconds``.
+        PublishAbandonedError
+            Told to stop, the frame did not land within ``shutdown_grace_seconds``.
         """
         if len(payload) > self.settings.max_frame_bytes:
             raise FrameTooLargeError(
@@ -115,10 +126,35 @@ class CameraPublisher:
         async def landed() -> bool:
             return envelope.frame_id in await self.committed_frame_ids(since_ms)
 
-        await self.publisher.publish(
+        publishing = asyncio.ensure_future(self.publisher.publish(
             records, what=f"frame {envelope.frame_id}", landed=landed,
-            deadline=started + self.settings.publish_timeout_seconds)
+            deadline=started + self.settings.publish_timeout_seconds))
+        if self.stop is None:
+            await publishing
+        else:
+            await self._within_grace(publishing, envelope.frame_id)
         self.metrics.stage_seconds.labels("publish").observe(loop.time() - started)
+
+    async def _within_grace(self, publishing: asyncio.Future, frame_id: str) -> None:
+        """Await ``publishing``; once :attr:`stop` is set, for ``shutdown_grace_seconds`` at
+        most, then cancel it and raise :class:`PublishAbandonedError`."""
+        async def grace_over() -> None:
+            await self.stop.wait()
+            await asyncio.sleep(self.settings.shutdown_grace_seconds)
+
+        timer = asyncio.ensure_future(grace_over())
+        try:
+            await asyncio.wait({publishing, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if not publishing.done():
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+            raise PublishAbandonedError(
+                f"frame {frame_id} was not committed within the shutdown grace "
+                f"({self.settings.shutdown_grace_seconds:g} s; the broker did not answer); "
+                "it is published at the next start")
+        publishing.result()
 
     async def committed_frame_ids(self, since_ms: int, margin_ms: int = 60000) -> set[str]:
         """Frame ids of this camera committed to the raw topic since ``since_ms`` (epoch ms,
@@ -223,11 +259,16 @@ async def simulate(camera: CameraPublisher, *, count: int, size: int, cadence: f
         data = np.clip(np.round(field.image), 0, 65535).astype(np.uint16)
         header = simulated_header(index, exposure_seconds, exposure_start.replace(tzinfo=None), psf)
         header["DATE-OBS"] = exposure_start.isoformat(timespec="milliseconds")
-        published.append(await camera.publish_image(
-            data, header, exposure_start=exposure_start, exposure_seconds=exposure_seconds,
-            frame_id=f"{camera.camera_id}:{exposure_start.strftime('%Y%m%dT%H%M%S.%f')}:{index:06d}",
-            source_name=f"{camera.camera_id}_{index:06d}.fits",
-        ))
+        try:
+            published.append(await camera.publish_image(
+                data, header, exposure_start=exposure_start, exposure_seconds=exposure_seconds,
+                frame_id=f"{camera.camera_id}:{exposure_start.strftime('%Y%m%dT%H%M%S.%f')}"
+                         f":{index:06d}",
+                source_name=f"{camera.camera_id}_{index:06d}.fits",
+            ))
+        except PublishAbandonedError as error:
+            log.warning("camera %s: %s", camera.camera_id, error)
+            break
         delay = started + (index + 1) * cadence - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from streamer.errors import FrameDecodeError, FrameError
+from streamer.errors import FrameDecodeError, FrameError, PublishAbandonedError
 from streamer.imaging.fits_io import read_image_bytes
 from streamer.streaming.camera import CameraPublisher, exposure_from_header
 from streamer.streaming.messages import utc_now
@@ -183,10 +183,14 @@ async def _publish_file(camera: CameraPublisher, published: PublishedFiles,
         return  # removed after it settled: nothing to publish
     frame_id = f"{camera.camera_id}:{Path(name).stem}:{candidate.mtime_ns}"
     await asyncio.to_thread(published.begin, candidate.key, frame_id)
-    await camera.publish_payload(
-        frame.payload, shape=frame.shape, dtype=frame.dtype,
-        exposure_start=frame.exposure_start, exposure_seconds=frame.exposure_seconds,
-        frame_id=frame_id, source_name=name,
-    )
+    try:
+        await camera.publish_payload(
+            frame.payload, shape=frame.shape, dtype=frame.dtype,
+            exposure_start=frame.exposure_start, exposure_seconds=frame.exposure_seconds,
+            frame_id=frame_id, source_name=name,
+        )
+    except PublishAbandonedError as error:
+        log.warning("camera: %s: %s; %s stays pending", name, error, name)
+        return
     await asyncio.to_thread(published.add, candidate.key, frame_id)
     log.info("camera: published %s as %s", name, frame_id)
