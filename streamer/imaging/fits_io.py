@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
-from streamer.errors import FrameDecodeError, NoValidPixelError
+from streamer.errors import FrameDecodeError, FrameTooLargeError, NoValidPixelError
 from streamer.imaging.data_quality import quality_keywords
 from streamer.imaging.validation import checked_image
 
@@ -57,10 +58,43 @@ def read_image(path: str | Path) -> FitsImage:
     return _read(path)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+GUNZIP_LIMIT = 2 << 30  # bytes a gzip payload may inflate to: a bound on a decompression bomb
+
+
+def fits_bytes(payload: bytes, limit: int = GUNZIP_LIMIT, head: int | None = None) -> bytes:
+    """The FITS bytes of a payload: the payload itself, or, for a gzip-compressed file
+    (``.fits.gz``, as cameras and archives write them), its decompressed content — at most
+    ``limit`` bytes, or only its first ``head`` bytes (enough for the headers).
+
+    Raises
+    ------
+    FrameDecodeError
+        A corrupt or truncated gzip stream.
+    FrameTooLargeError
+        It inflates to more than ``limit`` bytes.
+    """
+    if payload[:2] != GZIP_MAGIC:
+        return payload
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        content = inflater.decompress(payload, (head if head is not None else limit) + 1)
+    except zlib.error as error:
+        raise FrameDecodeError(f"not a readable gzip file ({error})") from error
+    if head is not None:
+        return content[:head]
+    if len(content) > limit:
+        raise FrameTooLargeError(f"the gzip file inflates to more than {limit} bytes; "
+                                 "send it uncompressed or tile-compressed (fpack)")
+    if not inflater.eof:
+        raise FrameDecodeError("not a readable gzip file (truncated)")
+    return content
+
+
 def read_image_bytes(payload: bytes) -> FitsImage:
-    """Read the 2-D image of a FITS file held in memory (a Kafka payload); errors as
-    :func:`read_image`."""
-    return _read(io.BytesIO(payload))
+    """Read the 2-D image of a FITS file held in memory (a Kafka payload), plain, gzipped
+    (:func:`fits_bytes`) or tile-compressed; errors as :func:`read_image`."""
+    return _read(io.BytesIO(fits_bytes(payload)))
 
 
 def _read(source) -> FitsImage:

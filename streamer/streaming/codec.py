@@ -16,13 +16,14 @@ from astropy.io import fits
 from pydantic import ValidationError
 
 from streamer.errors import ChecksumError, EnvelopeError, FrameDecodeError, FrameTooLargeError
-from streamer.imaging.fits_io import FitsImage, read_image_bytes
+from streamer.imaging.fits_io import FitsImage, fits_bytes, read_image_bytes
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import FramePayload, RawFrame
 
 RAW_DTYPES = frozenset(np.dtype(name) for name in (
     "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32",
     "float64"))
+HEADER_BYTES = 1 << 20  # of a gzipped file, what is inflated to read its headers
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,12 @@ def raw_dtype(name: str) -> np.dtype:
 
 def fits_image_shape(payload: bytes) -> tuple[tuple[int, ...], int]:
     """Shape and bytes per pixel of the first image HDU with data, from the headers alone
-    (nothing decompressed)."""
+    (nothing decompressed; of a gzipped file, only its first MiB)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fits.open(io.BytesIO(payload), memmap=False, lazy_load_hdus=True) as hdus:
+            with fits.open(io.BytesIO(fits_bytes(payload, head=HEADER_BYTES)), memmap=False,
+                           lazy_load_hdus=True) as hdus:
                 for hdu in hdus:
                     # A tile-compressed HDU presents the image's header (NAXISn of the image,
                     # from ZNAXISn) without decompressing anything.
