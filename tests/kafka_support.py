@@ -34,6 +34,18 @@ def unique_settings(bootstrap: str, partitions: int = 3, **changes) -> StreamerS
     return StreamerSettings(**values)
 
 
+def wait_for(condition, timeout: float, what: str, poll: float = 0.3) -> None:
+    """Poll ``condition()`` until it holds; fail the test after ``timeout`` seconds."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}")
+
+
 def settings_env(settings: StreamerSettings) -> dict[str, str]:
     """The environment that gives a subprocess the same settings."""
     # Several processes share this host: each serves its metrics on a free port.

@@ -324,10 +324,10 @@ class RichardsonLucy:
     def download_noise_map(self) -> np.ndarray | None:
         """The data's per-pixel sigma (rows×cols float32) from the last run; None when it ran
         without a noise model."""
-        if self._writer.noise_map is None:
+        error = self._writer.noise_map()
+        if error is None:
             return None
-        return self.meter.download(np.empty(self.shape, dtype=np.float32),
-                                   self._writer.noise_map)
+        return self.meter.download(np.empty(self.shape, dtype=np.float32), error)
 
     def __call__(self, data: np.ndarray, num_iter: int = 30, weight: np.ndarray | None = None,
                  tolerance: float | None = None, noise: NoiseModel | None = None,

@@ -58,23 +58,19 @@ class OutputWriter:
         size = arrays.shape[0] * arrays.shape[1]
         self._gate = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, size)
         self._gate_scratch = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, size)
-        self.noise_map: cl.Buffer | None = None  # the last write's, when it had a noise model
+        # The last write's noise model (variance, inverse gain) and the frame-sized buffer free
+        # after it (the model's): the noise map is made there only when it is asked for.
+        self._noise: tuple[float, float] | None = None
+        self._free: cl.Buffer | None = None
         self.sources = source_buffer(queue.context, *arrays.extended_shape)
         BlockCopy(queue, library).fill(self.sources, 0.0)  # the slack the correlations read
 
     def write(self, output: Output, pedestal: float, sigma: float, reach: int,
               copying: CopyingIterations, in_place: InPlaceIterations | None,
               noise: tuple[float, float] | None = None) -> None:
-        """Enqueue the output from the final estimate and, given the noise model's variance
-        and inverse gain, the noise map (:attr:`noise_map`)."""
-        self._output(output, pedestal, sigma, reach, copying, in_place)
-        self.noise_map = None
-        if noise is not None:  # into the model buffer, free once the output is written
-            self._noise_map_into(copying.model, *noise)
-            self.noise_map = copying.model
-
-    def _output(self, output: Output, pedestal: float, sigma: float, reach: int,
-                copying: CopyingIterations, in_place: InPlaceIterations | None) -> None:
+        """Enqueue the output from the final estimate; ``noise`` (the noise model's variance
+        and inverse gain) makes :meth:`noise_map` available."""
+        self._noise, self._free = noise, copying.model
         arrays = self.arrays
         height, width = arrays.shape
         ry, rx = arrays.radius
@@ -98,12 +94,18 @@ class OutputWriter:
         self._residual(self.queue, grid, None, data=arrays.data, weight=arrays.weight,
                        sources=self.sources, model=model, restored=self.restored, **frame)
 
-    def _noise_map_into(self, into: cl.Buffer, variance: float, inverse_gain: float) -> None:
-        """Enqueue the data's per-pixel sigma (``rl_noise_map``) into ``into`` (frame-sized)."""
+    def noise_map(self) -> cl.Buffer | None:
+        """Enqueue the last write's data's per-pixel sigma (``rl_noise_map``) into a free
+        frame-sized buffer and return it; None when that write had no noise model."""
+        if self._noise is None or self._free is None:
+            return None
+        variance, inverse_gain = self._noise
         count = self.arrays.shape[0] * self.arrays.shape[1]
         self._noise_map(self.queue, ((count + 255) // 256 * 256,), None, data=self.arrays.data,
-                        weight=self.arrays.weight, stats=self.arrays.statistics, error=into,
-                        count=count, variance=variance, inverse_gain=inverse_gain)
+                        weight=self.arrays.weight, stats=self.arrays.statistics,
+                        error=self._free, count=count, variance=variance,
+                        inverse_gain=inverse_gain)
+        return self._free
 
     @staticmethod
     def _model_into(source: cl.Buffer, model: cl.Buffer, copying: CopyingIterations,

@@ -17,19 +17,10 @@ import pytest
 from streamer.local_broker.broker import LocalKafka
 from streamer.streaming.messages import RestoredFrame
 from streamer.streaming.topics import create_topics
-from tests.kafka_support import read_topic, start_cli, unique_settings
+from tests.kafka_support import read_topic, start_cli, unique_settings, wait_for
 
 pytestmark = pytest.mark.kafka
 FRAMES = 30
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _noisy_lines(log: Path) -> int:
@@ -55,17 +46,17 @@ def test_every_process_rides_through_a_broker_restart(tmp_path, how, down):
         processes["camera"] = start_cli(settings, "camera", "--simulate", "--count", str(FRAMES),
                                         "--size", "96", "--cadence", "0.5", "--blur",
                                         "gaussian:fwhm=2", log=logs["camera"])
-        _wait_for(lambda: len(list(archive.rglob("output/**/*.fits"))) >= 3, 120,
+        wait_for(lambda: len(list(archive.rglob("output/**/*.fits"))) >= 3, 120,
                   "the first frames to be archived")
         pid = broker._state()["pid"]
         if how == "SIGKILL":
             os.kill(pid, signal.SIGKILL)
         else:
             broker.stop()
-        _wait_for(lambda: not broker.running(), 60, "the broker to go")
+        wait_for(lambda: not broker.running(), 60, "the broker to go")
         time.sleep(down)
         assert broker.start() == address  # same data, same address
-        _wait_for(lambda: len(list(archive.rglob("output/**/*.fits"))) >= FRAMES, 300,
+        wait_for(lambda: len(list(archive.rglob("output/**/*.fits"))) >= FRAMES, 300,
                   f"all {FRAMES} frames to be archived")
         assert processes["camera"].wait(120) == 0, logs["camera"].read_text()[-3000:]
         for name in ("worker", "sink"):

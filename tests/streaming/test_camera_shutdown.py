@@ -17,19 +17,10 @@ from astropy.io import fits
 from streamer.local_broker.broker import LocalKafka
 from streamer.streaming.messages import RawFrame
 from streamer.streaming.topics import create_topics
-from tests.kafka_support import read_topic, start_cli, unique_settings
+from tests.kafka_support import read_topic, start_cli, unique_settings, wait_for
 
 pytestmark = pytest.mark.kafka
 GRACE = 3.0
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _states(state_file: Path) -> dict[str, str]:
@@ -62,12 +53,12 @@ def test_sigterm_during_an_outage_exits_within_the_grace_and_keeps_the_frame(tmp
         watch = ("camera", "--watch", str(folder), "--settle", "0.3", "--camera-id", "halt")
         camera = start_cli(settings, *watch, log=logs[0])
         _frame(folder / "first.fits", 1)
-        _wait_for(lambda: _states(state_file).get("first.fits") == "published", 120,
+        wait_for(lambda: _states(state_file).get("first.fits") == "published", 120,
                   "the first frame to be published")
         broker.stop()
-        _wait_for(lambda: not broker.running(), 60, "the broker to go")
+        wait_for(lambda: not broker.running(), 60, "the broker to go")
         _frame(folder / "second.fits", 2)
-        _wait_for(lambda: _states(state_file).get("second.fits") == "pending", 60,
+        wait_for(lambda: _states(state_file).get("second.fits") == "pending", 60,
                   "the second frame to be in flight")
         time.sleep(2.0)  # well into the outage's retries
         told = time.monotonic()
@@ -82,7 +73,7 @@ def test_sigterm_during_an_outage_exits_within_the_grace_and_keeps_the_frame(tmp
 
         assert broker.start() == address
         camera = start_cli(settings, *watch, log=logs[1])
-        _wait_for(lambda: _states(state_file).get("second.fits") == "published", 120,
+        wait_for(lambda: _states(state_file).get("second.fits") == "published", 120,
                   "the pending frame to be published at the next start")
         camera.send_signal(signal.SIGTERM)
         assert camera.wait(60) == 0, logs[1].read_text()[-3000:]
