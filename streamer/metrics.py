@@ -64,6 +64,13 @@ class StreamerMetrics:
                                       "process owns", ["topic", "partition"], registry=r)
         self.in_flight = Gauge("streamer_frames_in_flight",
                                "Frames fetched and not yet committed", registry=r)
+        self.archive_writable = Gauge("streamer_archive_writable",
+                                      "1 while the sink writes its archive; 0 while it waits "
+                                      "out a storage fault (disk full, read-only), consuming "
+                                      "nothing", registry=r)
+        self.archive_write_errors = Counter("streamer_archive_write_errors_total",
+                                            "Failed archive writes, by error (ENOSPC, EROFS...)",
+                                            ["error"], registry=r)
 
     def _device_metrics(self, r: CollectorRegistry) -> None:
         """The OpenCL device: what it is, how busy, what it moved, what it holds."""

@@ -203,6 +203,13 @@ class StreamerSettings(BaseSettings):
     publish_timeout_seconds: float = Field(
         default=900.0, gt=0, description="the camera retries a frame through a broker outage "
                                          "for this long before giving up")
+    incomplete_file_seconds: float = Field(
+        default=10.0, gt=0, description="a watched file that does not read as a FITS image "
+                                        "is waited for this long after its last change (a "
+                                        "slow copy) before the camera dead-letters it")
+    camera_dead_letter_bytes: int = Field(
+        default=16 * MIB, ge=0, description="a file the camera dead-letters travels with its "
+                                            "bytes up to this size; a bigger one, with its path")
     shutdown_grace_seconds: float = Field(
         default=20.0, gt=0, description="on SIGTERM, finish in-flight frames for this long, "
                                         "then abandon them uncommitted and exit")

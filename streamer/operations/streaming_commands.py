@@ -93,6 +93,9 @@ def _register_worker_and_sink(commands: argparse._SubParsersAction) -> None:
                                description="Write input/, output/ and manifest/ under --out.")
     sink.add_argument("--out", type=Path, required=True, metavar="DIR")
     sink.add_argument("--expect", type=int, help="exit once this many restored frames are in")
+    sink.add_argument("--group-id", default="streamer-sink",
+                      help="consumer group (default streamer-sink); a second archive needs its "
+                           "own group to receive every frame, from the earliest kept")
     kafka_flags(sink)
     sink.set_defaults(run=run_sink)
 
@@ -343,7 +346,7 @@ def run_sink(args: argparse.Namespace) -> int:
         return EXIT_NO_CLUSTER
 
     async def sink_main(stop: asyncio.Event) -> int:
-        sink = Sink(settings, args.out)
+        sink = Sink(settings, args.out, group_id=args.group_id)
         serve_metrics(settings, sink.metrics)
         await sink.run(stop, args.expect)
         print(f"archived {len(sink.restored_frames)} restored frames in {args.out}")

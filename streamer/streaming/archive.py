@@ -6,7 +6,8 @@ Layout under the archive folder::
     output/<night>/<camera>/<name>.fits       the restored frame (float32, header + PSF)
     manifest/<night>/<camera>/<name>.json     frame id, status, timestamps, checksums, metrics
     deadletter/<night>/<camera>/<name>.json   why a frame could not be restored …
-    deadletter/<night>/<camera>/<name>.fits   … and its input (``.bin`` when not FITS)
+    deadletter/<night>/<camera>/<name>.fits   … and its input (``.fits.gz``, or ``.bin``
+                                              when not FITS; none when the camera kept it)
 
 ``<night>`` is the UTC date of the evening the exposure's night began (exposure start less
 12 hours); ``<name>`` the camera's file name (or the frame id) made safe for a path, with a
@@ -19,6 +20,7 @@ an input that was dead-lettered moves from ``input/`` to ``deadletter/``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -33,6 +35,7 @@ from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, Rest
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 FOLDERS = ("input", "output", "manifest", "deadletter")
+TEMPORARY_SUFFIX = ".tmp"
 
 
 def safe(text: str) -> str:
@@ -61,12 +64,41 @@ def night_of(moment: dt.datetime | None) -> str:
 def write_atomic(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as out:
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
+    try:
+        with open(temporary, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk leaves no partial file behind
+            temporary.unlink(missing_ok=True)
+        raise
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete the partial files a crash mid-write left under ``root``; how many."""
+    removed = 0
+    for folder in FOLDERS:
+        for path in (root / folder).rglob(f".*{TEMPORARY_SUFFIX}"):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:  # gone meanwhile, or the disk is read-only: the writes will say
+                pass
+    return removed
+
+
+DEAD_LETTER_SUFFIXES = (".fits", ".fits.gz", ".bin")
+
+
+def payload_suffix(payload: bytes) -> str:
+    """The file suffix of a dead letter's payload: what its bytes are, not what it was
+    called."""
+    if payload[:6] == b"SIMPLE":
+        return ".fits"
+    return ".fits.gz" if payload[:2] == b"\x1f\x8b" else ".bin"
 
 
 class Archive:
@@ -151,8 +183,8 @@ class Archive:
                                       f"{letter.source_offsets[0] if letter.source_offsets else 0}"
         exposure, source = self._letter_origin(letter)
         place = self.place(frame_id, letter.camera_id, source, exposure)
-        suffix = ".fits" if payload[:6] == b"SIMPLE" else ".bin"
-        write_atomic(self.root / "deadletter" / f"{place}{suffix}", payload)
+        if not letter.payload_omitted:  # else the file stays at the camera, at source_path
+            write_atomic(self.root / "deadletter" / f"{place}{payload_suffix(payload)}", payload)
         path = self.root / "deadletter" / f"{place}.json"
         write_atomic(path, letter.model_dump_json(indent=2).encode())
         (self.root / "input" / f"{place}.fits").unlink(missing_ok=True)
@@ -163,13 +195,16 @@ class Archive:
     @staticmethod
     def _letter_origin(letter: DeadLetter) -> tuple[dt.datetime | None, str | None]:
         """Exposure start and file name from the dead letter's copy of the original
-        envelope, when it had one."""
+        envelope, when it had one; a camera's letter (a file that never became a frame) is
+        filed under the night it was refused in."""
         try:
             envelope = json.loads(letter.original_headers.get("streamer-envelope", ""))
             start = dt.datetime.fromisoformat(str(envelope["exposure_start"]).replace("Z", "+00:00"))
             return start, envelope.get("source_name")
         except (ValueError, KeyError, TypeError, AttributeError):
-            return None, None
+            if letter.origin == "camera":
+                return letter.failed_at, letter.source_name
+            return None, letter.source_name
 
     def manifests(self) -> list[dict]:
         """Every manifest entry (for summaries, the quick-look page and tests)."""

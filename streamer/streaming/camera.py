@@ -33,7 +33,7 @@ from streamer.metrics import StreamerMetrics
 from streamer.settings import StreamerSettings
 from streamer.streaming.framing import frame_records, headers_dict, sha256_hex
 from streamer.streaming.kafka_clients import admin_client, consumer as make_consumer
-from streamer.streaming.messages import ENVELOPE_HEADER, RawFrame, utc_now
+from streamer.streaming.messages import ENVELOPE_HEADER, DeadLetter, RawFrame, utc_now
 from streamer.streaming.publisher import OutgoingRecord, TransactionalPublisher
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,51 @@ class CameraPublisher:
         self.metrics.published_bytes.labels(topic).inc(len(payload))
         self.published += 1
         return envelope
+
+    async def dead_letter_file(self, *, frame_id: str, source_name: str, source_path: str,
+                               error: BaseException, payload: bytes | None,
+                               file_size: int) -> DeadLetter:
+        """Publish a dead letter for a file that is no frame (unreadable, empty, truncated, a
+        cube...): its reason, and its bytes when ``payload`` is given (else its path only) —
+        so the operators see it on the page and in the archive like any refused frame.
+
+        Raises
+        ------
+        KafkaError, asyncio.TimeoutError, OSError
+            The broker stayed away for ``publish_timeout_seconds``.
+        PublishAbandonedError
+            Told to stop, the letter did not land within ``shutdown_grace_seconds``.
+        """
+        body = payload or b""
+        topic = self.settings.topics.dead_letter
+
+        def prepare() -> tuple[DeadLetter, list[OutgoingRecord]]:
+            letter = DeadLetter(
+                origin="camera", frame_id=frame_id, camera_id=self.camera_id,
+                source_topic=self.settings.topics.raw, source_name=source_name,
+                source_path=source_path, error_type=type(error).__name__, reason=str(error),
+                failed_at=utc_now(), worker_id=f"camera {self.camera_id}",
+                payload_bytes=len(body) if payload is not None else file_size,
+                payload_sha256=sha256_hex(body),
+                chunk_count=max(1, math.ceil(len(body) / self.settings.chunk_bytes)),
+                payload_omitted=payload is None,
+            )
+            return letter, [OutgoingRecord(topic, self.camera_id.encode(), value, headers)
+                            for value, headers in frame_records(
+                                letter.model_dump_json().encode(), "dead-letter", body,
+                                self.settings.chunk_bytes)]
+
+        letter, records = await asyncio.to_thread(prepare)
+        publishing = asyncio.ensure_future(self.publisher.publish(
+            records, what=f"dead letter {frame_id}",
+            deadline=asyncio.get_running_loop().time() + self.settings.publish_timeout_seconds))
+        if self.stop is None:
+            await publishing
+        else:
+            await self._within_grace(publishing, frame_id)
+        self.metrics.frames_published.labels(topic).inc()
+        self.metrics.frames_failed.labels(type(error).__name__).inc()
+        return letter
 
     async def _publish(self, envelope: RawFrame, records: list[OutgoingRecord]) -> None:
         """One transaction for the frame's records, through broker outages until

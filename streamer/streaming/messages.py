@@ -9,7 +9,9 @@ never sees part of a frame. ``schemas/`` holds the JSON Schema of each model
 
 Versions: 2 added the PSF summary (``psf_summary`` of restored frames, ``psf`` of metrics),
 the Richardson–Lucy stopping figures, the moat depth, device stage times and bytes moved; all
-optional, so version-1 records still validate.
+optional, so version-1 records still validate. 3 added dead letters from the camera (a file
+that never became a frame): ``origin``, ``source_name``, ``source_path``, and no source
+partition or offsets.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ENVELOPE_HEADER = "streamer-envelope"
 CHUNK_HEADER = "streamer-chunk"
 KIND_HEADER = "streamer-kind"
@@ -28,7 +30,7 @@ KIND_HEADER = "streamer-kind"
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1, 2] = Field(default=SCHEMA_VERSION, description="contract version")
+    schema_version: Literal[1, 2, 3] = Field(default=SCHEMA_VERSION, description="contract version")
 
 
 class FramePayload(_Message):
@@ -143,22 +145,33 @@ class FrameMetrics(_Message):
 
 
 class DeadLetter(_Message):
-    """A record a worker could not process: the reason, and the original bytes as payload."""
+    """A frame that could not be restored — a record a worker could not process, or a file
+    the camera could not publish — with the reason, and the original bytes as payload."""
 
     kind: Literal["dead-letter"] = "dead-letter"
+    origin: Literal["worker", "camera"] = Field(
+        default="worker", description="worker: a raw-topic record it could not restore; "
+                                      "camera: a file in the watched folder that is no frame")
     frame_id: str | None
     camera_id: str | None
-    source_topic: str
-    source_partition: int
-    source_offsets: list[int]
+    source_topic: str = Field(description="the topic the record came from; for the camera, "
+                                          "the raw topic it was meant for")
+    source_partition: int | None = Field(default=None, description="none for the camera")
+    source_offsets: list[int] = Field(default_factory=list)
+    source_name: str | None = Field(default=None, description="file name at the camera")
+    source_path: str | None = Field(
+        default=None, description="the file's path on the camera's machine (camera letters)")
     error_type: str = Field(description="exception class, e.g. FrameDecodeError")
     reason: str
     failed_at: dt.datetime
-    worker_id: str
+    worker_id: str = Field(description="who judged it: the worker's id, or camera <id>")
     original_headers: dict[str, str] = Field(default_factory=dict)
     payload_bytes: int
     payload_sha256: str
     chunk_count: int = Field(ge=1)
+    payload_omitted: bool = Field(
+        default=False, description="the file was larger than the camera's dead-letter limit: "
+                                   "its bytes stay at source_path, payload_bytes is its size")
 
 
 MODELS: dict[str, type[BaseModel]] = {

@@ -1,5 +1,12 @@
 """A folder the camera writes FITS files into, published file by file: each once the camera
-has finished writing it, each once only — also across restarts.
+has finished writing it, each once only — also across restarts — and every file accounted for.
+
+A file that does not read as a FITS image is first taken for one still being written (a slow
+copy) and read again until it has not changed for ``incomplete_file_seconds``; then it goes to
+the dead-letter topic *from the camera* with the reason and its bytes (its path when it is
+bigger than ``camera_dead_letter_bytes``), so it reaches the page and the archive like any
+refused frame. Directories, dangling symlinks and unreadable entries with a FITS name get one
+log line each.
 
 Every file gets a line in ``DIR/.streamer-published.jsonl``: ``pending`` before its transaction,
 ``published`` after. A file left pending by a crash is looked up in the raw topic at the next
@@ -18,7 +25,12 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from streamer.errors import FrameDecodeError, FrameError, PublishAbandonedError
+from streamer.errors import (
+    FrameDecodeError,
+    FrameError,
+    FrameTooLargeError,
+    PublishAbandonedError,
+)
 from streamer.imaging.fits_io import read_image_bytes
 from streamer.streaming.camera import CameraPublisher, exposure_from_header
 from streamer.streaming.messages import utc_now
@@ -69,10 +81,10 @@ class PublishedFiles:
                       "state": "pending", "at_ms": at_ms})
         self.pending[key] = (frame_id, at_ms)
 
-    def add(self, key: tuple[str, int, int], frame_id: str) -> None:
-        """Record a published (or deliberately skipped) file."""
+    def add(self, key: tuple[str, int, int], frame_id: str, state: str = "published") -> None:
+        """Record a published (or dead-lettered: ``state="dead-letter"``) file."""
         self._append({"name": key[0], "size": key[1], "mtime_ns": key[2], "frame_id": frame_id,
-                      "state": "published"})
+                      "state": state})
         self.pending.pop(key, None)
         self._seen.add(key)
 
@@ -102,20 +114,36 @@ class _Candidate(NamedTuple):
         return (self.path.name, self.size, self.mtime_ns)
 
 
-def _list_fits(folder: Path) -> list[_Candidate]:
-    """The folder's FITS files (not hidden, not partial), sorted by name."""
-    found = []
+class _Listing(NamedTuple):
+    files: list[_Candidate]
+    oddities: dict[str, str]  # name -> why it is not a file to publish
+
+
+def _list_fits(folder: Path) -> _Listing:
+    """The folder's FITS files (not hidden, not partial), sorted by name, and the entries
+    with a FITS name that are no regular file."""
+    found, oddities = [], {}
     for path in sorted(folder.iterdir()):
         name = path.name
         if name.startswith(".") or not name.lower().endswith(FITS_SUFFIXES):
             continue
         try:
             stat = path.stat()
-        except FileNotFoundError:  # removed between the listing and the stat
+        except FileNotFoundError:
+            if path.is_symlink():
+                oddities[name] = (f"a symlink to {os.readlink(path)}, which does not exist; "
+                                  "published once its target appears")
+            continue  # else removed between the listing and the stat
+        except OSError as error:  # a symlink loop, a permission on the way
+            oddities[name] = f"cannot be looked at ({error.strerror or error}); ignored"
             continue
-        if path.is_file():
+        if path.is_dir():
+            oddities[name] = "a directory, not a FITS file; ignored"
+        elif not path.is_file():
+            oddities[name] = "not a regular file (a pipe or a device); ignored"
+        else:
             found.append(_Candidate(path, stat.st_size, stat.st_mtime_ns))
-    return found
+    return _Listing(found, oddities)
 
 
 class _ReadFile(NamedTuple):
@@ -129,10 +157,29 @@ class _ReadFile(NamedTuple):
 def _read_file(candidate: _Candidate) -> _ReadFile:
     """Read and check one file (raises FrameDecodeError/FrameError for a bad one)."""
     payload = candidate.path.read_bytes()
+    if not payload:
+        raise FrameDecodeError("an empty file (0 bytes)")
     image = read_image_bytes(payload)
     fallback = dt.datetime.fromtimestamp(candidate.mtime_ns / 1e9, dt.timezone.utc)
     start, exposure = exposure_from_header(image.header, fallback)
     return _ReadFile(payload, image.data.shape, str(image.data.dtype), start, exposure)
+
+
+def _letter_payload(candidate: _Candidate, limit: int) -> bytes | None:
+    """A refused file's bytes for its dead letter; None above ``limit`` or unreadable."""
+    if candidate.size > limit:
+        return None
+    try:
+        return candidate.path.read_bytes()[:limit]
+    except OSError:
+        return None
+
+
+class _Watched(NamedTuple):
+    size: int
+    mtime_ns: int
+    since: float  # loop time this size and mtime were first seen
+    retry_at: float  # loop time of the next read of a file that did not read yet
 
 
 async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.Event, *,
@@ -140,27 +187,36 @@ async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.E
                           state_file: Path | None = None) -> None:
     """Publish each FITS file of ``folder`` once the camera has finished writing it (its size
     and modification time unchanged for ``settle_seconds``). Hidden and ``.tmp``/``.part``
-    files are ignored; a file that is not a readable FITS image is reported and skipped.
+    files are ignored; a file that is not a readable FITS image is read again while it may
+    still be growing and then dead-lettered with the reason (see the module notes).
     Listing, reading, decoding and the state file's fsync run in threads."""
     published = await asyncio.to_thread(
         PublishedFiles, state_file or folder / ".streamer-published.jsonl")
     await published.resolve_pending(camera)
-    observed: dict[str, tuple[int, int, float]] = {}
+    observed: dict[str, _Watched] = {}
+    noted: dict[str, str] = {}
+    patience = camera.settings.incomplete_file_seconds
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         now = loop.time()
-        for candidate in await asyncio.to_thread(_list_fits, folder):
+        listing = await asyncio.to_thread(_list_fits, folder)
+        _note_oddities(folder, listing.oddities, noted)
+        for candidate in listing.files:
             if candidate.key in published:
                 continue
             name = candidate.path.name
-            previous = observed.get(name)
-            if previous is None or previous[:2] != (candidate.size, candidate.mtime_ns):
-                observed[name] = (candidate.size, candidate.mtime_ns, now)
+            seen = observed.get(name)
+            if seen is None or (seen.size, seen.mtime_ns) != (candidate.size, candidate.mtime_ns):
+                observed[name] = _Watched(candidate.size, candidate.mtime_ns, now, now)
                 continue
-            if now - previous[2] < settle_seconds:
+            if now - seen.since < settle_seconds or now < seen.retry_at:
                 continue
-            await _publish_file(camera, published, candidate)
-            observed.pop(name, None)
+            if await _publish_file(camera, published, candidate,
+                                   final=now - seen.since >= patience,
+                                   announce=seen.retry_at == seen.since):
+                observed.pop(name, None)
+            else:
+                observed[name] = seen._replace(retry_at=now + max(1.0, settle_seconds))
             if stop.is_set():
                 break
         try:
@@ -169,19 +225,38 @@ async def watch_directory(camera: CameraPublisher, folder: Path, stop: asyncio.E
             pass
 
 
+def _note_oddities(folder: Path, oddities: dict[str, str], noted: dict[str, str]) -> None:
+    """One log line per FITS-named entry that is no file to publish (again if it changes)."""
+    for name, why in oddities.items():
+        if noted.get(name) != why:
+            log.warning("camera: %s is %s", folder / name, why)
+    noted.clear()
+    noted.update(oddities)
+
+
 async def _publish_file(camera: CameraPublisher, published: PublishedFiles,
-                        candidate: _Candidate) -> None:
-    """Publish one settled file once (or record it as skipped when it is not an image)."""
+                        candidate: _Candidate, *, final: bool, announce: bool = True) -> bool:
+    """Publish one settled file once; False while a file that does not read may still be
+    being written (said once when ``announce``), and dead-lettered when ``final``. True
+    when it is accounted for."""
     name = candidate.path.name
-    try:
-        frame = await asyncio.to_thread(_read_file, candidate)
-    except (FrameDecodeError, FrameError) as error:
-        log.error("camera: %s: %s (skipped)", candidate.path, error)
-        await asyncio.to_thread(published.add, candidate.key, "")
-        return
-    except FileNotFoundError:
-        return  # removed after it settled: nothing to publish
     frame_id = f"{camera.camera_id}:{Path(name).stem}:{candidate.mtime_ns}"
+    try:
+        if candidate.size > camera.settings.max_frame_bytes:
+            raise FrameTooLargeError(
+                f"{candidate.size} bytes exceeds max_frame_bytes="
+                f"{camera.settings.max_frame_bytes}; raise the limit or bin the frame")
+        frame = await asyncio.to_thread(_read_file, candidate)
+    except FileNotFoundError:
+        return True  # removed after it settled: nothing to publish
+    except (FrameError, OSError) as error:
+        if not final and not isinstance(error, FrameTooLargeError):
+            if announce:
+                log.info("camera: %s does not read as a FITS image yet (%s); waiting up to %g s "
+                         "for it to be finished", name, error,
+                         camera.settings.incomplete_file_seconds)
+            return False
+        return await _dead_letter_file(camera, published, candidate, frame_id, error)
     await asyncio.to_thread(published.begin, candidate.key, frame_id)
     try:
         await camera.publish_payload(
@@ -191,6 +266,26 @@ async def _publish_file(camera: CameraPublisher, published: PublishedFiles,
         )
     except PublishAbandonedError as error:
         log.warning("camera: %s: %s; %s stays pending", name, error, name)
-        return
+        return False
     await asyncio.to_thread(published.add, candidate.key, frame_id)
     log.info("camera: published %s as %s", name, frame_id)
+    return True
+
+
+async def _dead_letter_file(camera: CameraPublisher, published: PublishedFiles,
+                            candidate: _Candidate, frame_id: str, error: BaseException) -> bool:
+    """Send a file that is no frame to the dead-letter topic and remember it as judged."""
+    name = candidate.path.name
+    payload = await asyncio.to_thread(_letter_payload, candidate,
+                                      camera.settings.camera_dead_letter_bytes)
+    try:
+        await camera.dead_letter_file(
+            frame_id=frame_id, source_name=name, source_path=str(candidate.path.resolve()),
+            error=error, payload=payload, file_size=candidate.size)
+    except PublishAbandonedError as abandoned:
+        log.warning("camera: %s: %s", name, abandoned)
+        return False
+    await asyncio.to_thread(published.add, candidate.key, frame_id, "dead-letter")
+    log.error("camera: %s is not a frame (%s: %s); sent to dead letters as %s", name,
+              type(error).__name__, error, frame_id)
+    return True

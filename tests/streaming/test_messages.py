@@ -33,8 +33,8 @@ def test_every_model_has_a_versioned_schema():
     assert {f"{name}.schema.json" for name in MODELS} == {p.name for p in SCHEMA_DIR.glob("*.json")}
     for path in SCHEMA_DIR.glob("*.json"):
         schema = json.loads(path.read_text())
-        assert schema["properties"]["schema_version"]["default"] == SCHEMA_VERSION == 2
-        assert schema["properties"]["schema_version"]["enum"] == [1, 2]
+        assert schema["properties"]["schema_version"]["default"] == SCHEMA_VERSION == 3
+        assert schema["properties"]["schema_version"]["enum"] == [1, 2, 3]
         assert schema["$id"].endswith(f"/v{SCHEMA_VERSION}/{path.name}")
 
 
