@@ -21,7 +21,7 @@ import zipfile
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, Sequence
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -63,16 +63,26 @@ class _Zipper:
         return data
 
 
-def zip_stream(files: list[tuple[str, Path]]) -> Iterator[bytes]:
+def zip_stream(files: list[tuple[str, Path]], skipped: Sequence[str] = (),
+               missing_name: str = "MISSING.txt") -> Iterator[bytes]:
     """A zip of ``files`` (stored, not compressed: FITS data barely compress) made as it is
-    sent, so a night of gigabytes needs no temporary file."""
+    sent, so a night of gigabytes needs no temporary file. A file that cannot be read when
+    its turn comes is left out like those in ``skipped``, and ``missing_name`` lists them."""
     sink = _Zipper()
+    missing = list(skipped)
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:
         for name, path in files:
-            with open(path, "rb") as source, archive.open(name, "w", force_zip64=True) as dest:
+            try:
+                source = open(path, "rb")
+            except OSError as error:  # removed or made unreadable since it was listed
+                missing.append(f"{name}: left out, {error.strerror or 'it cannot be read'}")
+                continue
+            with source, archive.open(name, "w", force_zip64=True) as dest:
                 while chunk := source.read(_READ_CHUNK):
                     dest.write(chunk)
                     yield sink.take()
+        if missing:
+            archive.writestr(missing_name, "Files not in this zip:\n" + "\n".join(missing) + "\n")
     yield sink.take()
 
 
@@ -132,7 +142,7 @@ def _add_archive_routes(app: FastAPI, catalog: Catalog, previews: Previews,
     @app.get("/api/status")
     async def status() -> dict:
         rows = await run_in_threadpool(catalog.refresh)
-        return {"archive": str(catalog.root), "frames": len(rows),
+        return {"archive": catalog.root.name, "frames": len(rows),
                 "restored": sum(r.status == "restored" for r in rows),
                 "dead_letters": sum(r.status == "dead-letter" for r in rows),
                 "uploads_enabled": uploads_enabled, "max_upload_bytes": max_upload_bytes}
@@ -155,6 +165,8 @@ def _add_archive_routes(app: FastAPI, catalog: Catalog, previews: Previews,
         if kind not in ("input", "output", "psf"):
             raise HTTPException(404, f"no {kind!r} rendering: input, output or psf")
         path = catalog.file(f"{night}/{camera}/{name}", "input" if kind == "input" else "output")
+        if path.suffix == ".bin":
+            raise NotInArchiveError("no picture: the input is not a FITS file (download it)")
         png = await run_in_threadpool(previews.get, path, "psf" if kind == "psf" else "frame",
                                       side)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
@@ -173,9 +185,9 @@ def _add_archive_routes(app: FastAPI, catalog: Catalog, previews: Previews,
 
     @app.get("/api/nights/{night}.zip")
     async def night_zip(night: str) -> StreamingResponse:
-        files = await run_in_threadpool(catalog.night_files, night)
+        files, skipped = await run_in_threadpool(catalog.night_files, night)
         return StreamingResponse(
-            zip_stream(files), media_type="application/zip",
+            zip_stream(files, skipped, f"{night}/MISSING.txt"), media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="streamer-{night}.zip"'})
 
 
@@ -197,13 +209,13 @@ def _add_upload_routes(app: FastAPI, catalog: Catalog, uploads: Uploads,
             raise HTTPException(413, f"{len(files)} files in one request; at most {MAX_FILES}")
         results = []
         for item in files:
-            payload = await _read_limited(item, max_upload_bytes)
+            payload, size = await _read_limited(item, max_upload_bytes)
             if payload is None:
                 record = UploadRecord(upload_id="-", file_name=item.filename or "?",
-                                      camera=camera, bytes=max_upload_bytes + 1,
-                                      state="refused", uploaded_at=utc_now(),
-                                      error=f"{item.filename}: above the upload limit of "
-                                            f"{max_upload_bytes} bytes")
+                                      camera=camera, bytes=size, state="refused",
+                                      uploaded_at=utc_now(),
+                                      error=f"{item.filename}: {megabytes(size)} is above the "
+                                            f"upload limit of {megabytes(max_upload_bytes)}")
                 uploads.records.appendleft(record)
             else:
                 record = await uploads.publish(item.filename or "upload.fits", payload, camera)
@@ -212,15 +224,22 @@ def _add_upload_routes(app: FastAPI, catalog: Catalog, uploads: Uploads,
         return JSONResponse(results, status_code=422 if refused else 200)
 
 
-async def _read_limited(item: UploadFile, limit: int) -> bytes | None:
-    """The upload's bytes, or None as soon as it passes ``limit`` (not read further)."""
+async def _read_limited(item: UploadFile, limit: int) -> tuple[bytes | None, int]:
+    """The upload's bytes (None once it passes ``limit``: the rest is counted, not kept —
+    the request's length bounds it) and its size."""
     parts, size = [], 0
     while chunk := await item.read(_READ_CHUNK):
         size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
+        if size <= limit:
+            parts.append(chunk)
+        else:
+            parts.clear()
+    return (b"".join(parts) if size <= limit else None), size
+
+
+def megabytes(size: int) -> str:
+    """A byte count as people read it: ``6.7 MB (7012345 bytes)``."""
+    return f"{size / 1e6:.1f} MB ({size} bytes)"
 
 
 def _with_archive_status(record: UploadRecord, rows: dict[str, FrameRow]) -> dict:

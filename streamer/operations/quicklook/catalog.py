@@ -11,6 +11,7 @@ outside it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from streamer.errors import NotInArchiveError
+from streamer.streaming.archive import DEAD_LETTER_SUFFIXES
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$")
 _NIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2}|unknown-night)$")
@@ -37,10 +39,13 @@ class FrameRow(BaseModel):
     status: str  # restored | dead-letter | received
     reason: str | None = None
     error_type: str | None = None
+    refused_by: str | None = None  # camera | worker, for a dead letter
     exposure_start: str | None = None
+    arrived: str | None = None  # when it reached the stream: published, or refused
     restored_at: str | None = None
     processing_seconds: float | None = None
     latency_seconds: float | None = None
+    latency_from: str | None = None  # exposure (end) | published (an old frame sent late)
     shape: list[int] | None = None
     fwhm_before: float | None = None
     fwhm_after: float | None = None
@@ -51,6 +56,7 @@ class FrameRow(BaseModel):
     iterations: int | None = None
     stopped_by: str | None = None
     has_input: bool = False
+    has_preview: bool = False  # the input is a FITS file the page can draw
     has_output: bool = False
     updated: float = 0.0  # manifest modification time (epoch seconds)
 
@@ -69,6 +75,24 @@ def _processing_seconds(metrics: dict) -> float | None:
     return total or None
 
 
+LATE_PUBLISH_SECONDS = 60.0  # published this long after its exposure: an old frame sent now
+
+
+def _latency(metrics: dict) -> tuple[float | None, str | None]:
+    """Seconds to the restored frame: from the exposure's end, or — for an old frame
+    published late (an upload of last month's plate) — from its publication."""
+    latency = metrics.get("exposure_to_restored_seconds")
+    try:
+        published = dt.datetime.fromisoformat(metrics["published_at"].replace("Z", "+00:00"))
+        restored = dt.datetime.fromisoformat(metrics["restored_at"].replace("Z", "+00:00"))
+    except (KeyError, AttributeError, ValueError):
+        return latency, "exposure" if latency is not None else None
+    waited = (published - restored).total_seconds() + (latency or 0.0)
+    if latency is None or waited > LATE_PUBLISH_SECONDS:
+        return (restored - published).total_seconds(), "published"
+    return latency, "exposure"
+
+
 def row_from_manifest(key: str, entry: dict, updated: float, root: Path) -> FrameRow:
     """A :class:`FrameRow` from a manifest entry (any sections missing)."""
     night, camera, name = key.split("/")
@@ -78,22 +102,32 @@ def row_from_manifest(key: str, entry: dict, updated: float, root: Path) -> Fram
     psf = metrics.get("psf") or (entry.get("output") or {}).get("psf_summary") or {}
     letter = entry.get("dead_letter") or {}
     status = entry.get("status") or ("restored" if entry.get("output") else "received")
+    latency, latency_from = _latency(metrics)
+    inputs = [root / "input" / f"{key}.fits",
+              *(root / "deadletter" / f"{key}{suffix}" for suffix in DEAD_LETTER_SUFFIXES)]
+    stored = next((path for path in inputs if path.is_file()), None)
+    arrived = (source.get("published_at") or letter.get("failed_at")
+               or dt.datetime.fromtimestamp(updated, dt.timezone.utc).isoformat())
     return FrameRow(
         key=key, night=night, camera=camera, name=name,
-        frame_id=entry.get("frame_id", name), source_name=source.get("source_name"),
+        frame_id=entry.get("frame_id", name),
+        source_name=source.get("source_name") or letter.get("source_name"),
         status=status, reason=entry.get("reason") or letter.get("reason"),
         error_type=letter.get("error_type"),
+        refused_by=letter.get("origin", "worker") if letter else None,
         exposure_start=source.get("exposure_start") or metrics.get("exposure_start"),
+        arrived=arrived,
         restored_at=metrics.get("restored_at") or (entry.get("output") or {}).get("restored_at"),
         processing_seconds=_processing_seconds(metrics),
-        latency_seconds=metrics.get("exposure_to_restored_seconds"),
+        latency_seconds=latency, latency_from=latency_from,
         shape=source.get("shape"),
         fwhm_before=quality.get("fwhm_before"), fwhm_after=quality.get("fwhm_after"),
         psf_fwhm=psf.get("fwhm"), psf_method=psf.get("method"),
         sources=quality.get("sources"), moat_depth=quality.get("moat_depth"),
         iterations=metrics.get("iterations"), stopped_by=metrics.get("stopped_by"),
-        has_input=(root / "input" / f"{key}.fits").is_file()
-        or any((root / "deadletter" / f"{key}{s}").is_file() for s in (".fits", ".bin")),
+        has_input=stored is not None,
+        has_preview=stored is not None and stored.suffix != ".bin"
+        and stored.stat().st_size > 0,
         has_output=(root / "output" / f"{key}.fits").is_file(),
         updated=updated)
 
@@ -107,7 +141,7 @@ class Catalog:
         self._lock = threading.Lock()
 
     def refresh(self) -> list[FrameRow]:
-        """Every frame, newest exposure first (manifests read again only when changed)."""
+        """Every frame, newest arrival first (manifests read again only when changed)."""
         seen: dict[str, tuple[int, FrameRow]] = {}
         manifest = self.root / "manifest"
         with self._lock:
@@ -124,7 +158,9 @@ class Catalog:
                 seen[key] = (stamp, row_from_manifest(key, entry, stamp / 1e9, self.root))
             self._rows = seen
             rows = [row for _, row in seen.values()]
-        rows.sort(key=lambda r: (r.exposure_start or "", r.updated), reverse=True)
+        # Newest arrival first: an old frame sent now (an upload) is the newest, not lost
+        # among its exposure's night.
+        rows.sort(key=lambda r: (_instant(r.arrived), r.updated), reverse=True)
         return rows
 
     def frames(self, night: str | None = None, camera: str | None = None,
@@ -140,11 +176,11 @@ class Catalog:
         night, camera, name = self.split(key)
         path = self.root / "manifest" / night / camera / f"{name}.json"
         if not path.is_file():
-            raise NotInArchiveError(f"no frame {key!r} in {self.root}")
+            raise NotInArchiveError(f"no frame {key!r} in the archive")
         self.refresh()
         cached = self._rows.get(f"{night}/{camera}/{name}")
         if cached is None:
-            raise NotInArchiveError(f"no frame {key!r} in {self.root}")
+            raise NotInArchiveError(f"no frame {key!r} in the archive")
         return cached[1]
 
     def manifest(self, key: str) -> dict:
@@ -154,7 +190,7 @@ class Catalog:
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
-            raise NotInArchiveError(f"no frame {key!r} in {self.root}") from None
+            raise NotInArchiveError(f"no frame {key!r} in the archive") from None
 
     def nights(self) -> list[dict[str, object]]:
         """Each night with its frame counts by status, newest first."""
@@ -184,8 +220,8 @@ class Catalog:
             candidates = [self.root / "output" / night / camera / f"{name}.fits"]
         elif kind == "input":
             candidates = [self.root / "input" / night / camera / f"{name}.fits",
-                          self.root / "deadletter" / night / camera / f"{name}.fits",
-                          self.root / "deadletter" / night / camera / f"{name}.bin"]
+                          *(self.root / "deadletter" / night / camera / f"{name}{suffix}"
+                            for suffix in DEAD_LETTER_SUFFIXES)]
         else:
             raise NotInArchiveError(f"{kind!r} is not input or output")
         for path in candidates:
@@ -193,28 +229,59 @@ class Catalog:
                 return self.inside(path)
         raise NotInArchiveError(f"frame {key!r} has no {kind} file in the archive")
 
-    def night_files(self, night: str) -> list[tuple[str, Path]]:
-        """(name in the zip, path) of a night's inputs and outputs."""
+    def night_files(self, night: str) -> tuple[list[tuple[str, Path]], list[str]]:
+        """A night's files for its zip — (name in the zip, path) of its inputs, outputs and
+        dead letters (reasons and bytes) — and a line for each file left out (a link that
+        leads out of the archive, a file that cannot be read): one bad file never costs the
+        night its download."""
         if not _NIGHT.match(night):
             raise NotInArchiveError(f"{night!r} is not a night (YYYY-MM-DD)")
-        files = []
-        for folder in ("input", "output"):
+        files, skipped = [], []
+        for folder in ("input", "output", "deadletter"):
             base = self.root / folder / night
-            if base.is_dir():
-                for path in sorted(base.rglob("*.fits")):
-                    if not path.name.startswith("."):
-                        files.append((f"{night}/{folder}/{path.relative_to(base).as_posix()}",
-                                      self.inside(path)))
-        if not files:
-            raise NotInArchiveError(f"night {night} has no frames in {self.root}")
-        return files
+            if not base.is_dir():
+                continue
+            for path in sorted(base.rglob("*")):
+                if path.name.startswith(".") or path.is_dir():
+                    continue
+                name = f"{night}/{folder}/{path.relative_to(base).as_posix()}"
+                try:
+                    resolved = self.inside(path)
+                except NotInArchiveError:
+                    skipped.append(f"{name}: left out, a link that leads outside the archive")
+                    continue
+                if not resolved.is_file() or not os.access(resolved, os.R_OK):
+                    skipped.append(f"{name}: left out, it cannot be read")
+                    continue
+                files.append((name, resolved))
+        if not files and not skipped:
+            raise NotInArchiveError(f"night {night} has no frames in the archive")
+        return files, skipped
 
     def inside(self, path: Path) -> Path:
         """``path`` resolved, if it lies in the archive (symbolic links cannot lead out)."""
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
-            raise NotInArchiveError(f"{path} leads outside the archive")
+            raise NotInArchiveError(f"{self.relative(path)} leads outside the archive")
         return resolved
+
+    def relative(self, path: Path) -> str:
+        """``path`` as the archive names it (never the server's absolute path)."""
+        try:
+            return Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return Path(path).name
+
+
+def _instant(text: str | None) -> float:
+    """An ISO time as epoch seconds (0 when missing or unreadable), for sorting."""
+    try:
+        moment = dt.datetime.fromisoformat((text or "").replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
 
 
 def _manifests(folder: Path) -> list[tuple[Path, int]]:

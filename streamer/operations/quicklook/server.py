@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
@@ -57,7 +58,20 @@ def serve(archive: Path, bind: str = DEFAULT_BIND, settings: StreamerSettings | 
     config = _config(archive, bind, settings, max_upload_bytes)
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"quick look on http://{host}:{config.port}/ (archive {archive})", flush=True)
-    uvicorn.Server(config).run()
+    # uvicorn stops on SIGTERM/SIGINT and then raises the signal again for the handler it
+    # found: with Python's defaults that is a death by SIGTERM (exit 143). Ours only notes it,
+    # so a stop asked for is a clean exit 0.
+    received: list[int] = []
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda n, _: received.append(n))
+                for number in handled}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        print(f"quick look stopped ({signal.Signals(received[0]).name})", flush=True)
 
 
 class BackgroundView:

@@ -6,6 +6,11 @@ the upload limit, is not a FITS file, holds no 2-D image, or is larger than the 
 frame limits (checked from the header before decompressing). Accepted files go out as the
 camera ``upload`` (or the one the form names) through the same transactional producer a
 camera uses; their status then follows the archive (restored, dead letter) by frame id.
+
+When the broker does not answer within ``ANSWER_SECONDS`` the request is answered at once
+with the state ``queued``: the file is kept in memory (``MAX_QUEUED`` at most) and published
+when the broker is back, within ``publish_timeout_seconds``, or marked ``failed`` with the
+reason — never a request left hanging, never a file published while the page says it was not.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import datetime as dt
 import uuid
 from pathlib import PurePosixPath
 
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from streamer.errors import FrameError, UploadError
+from streamer.errors import FrameError, StreamerError, UploadError
 from streamer.imaging.fits_io import read_image_bytes
 from streamer.settings import StreamerSettings
 from streamer.streaming.camera import CameraPublisher, exposure_from_header
@@ -27,6 +33,8 @@ from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import utc_now
 
 KEPT = 200  # upload records remembered (newest)
+ANSWER_SECONDS = 5.0  # an upload waits this long for the broker before it is answered queued
+MAX_QUEUED = 10  # uploads held in memory while the broker is away
 
 
 class UploadRecord(BaseModel):
@@ -36,9 +44,10 @@ class UploadRecord(BaseModel):
     file_name: str
     camera: str
     bytes: int
-    state: str  # published | refused
+    state: str  # published | queued (broker away, published when back) | refused | failed
     frame_id: str | None = None
     error: str | None = None
+    note: str | None = None
     uploaded_at: dt.datetime
 
 
@@ -81,6 +90,7 @@ class Uploads:
         self.max_bytes = max_bytes
         self.records: collections.deque[UploadRecord] = collections.deque(maxlen=KEPT)
         self._cameras: dict[str, CameraPublisher] = {}
+        self._sending: set[asyncio.Task] = set()
         self._lock = asyncio.Lock()
 
     @property
@@ -89,7 +99,8 @@ class Uploads:
         return self.settings is not None and bool(self.settings.kafka.bootstrap_servers)
 
     async def publish(self, name: str, payload: bytes, camera: str) -> UploadRecord:
-        """Check and publish one file; the record says what happened (refusals included)."""
+        """Check and publish one file; the record says what happened (refusals included),
+        within :data:`ANSWER_SECONDS` (``queued`` while the broker is away)."""
         name = PurePosixPath(name.replace("\\", "/")).name or "upload.fits"
         record = UploadRecord(upload_id=uuid.uuid4().hex[:12], file_name=name, camera=camera,
                               bytes=len(payload), state="refused", uploaded_at=utc_now())
@@ -99,30 +110,72 @@ class Uploads:
                                   "--bootstrap-servers to publish uploads")
             checked = await asyncio.to_thread(check_upload, name, payload, self.limits,
                                               self.max_bytes)
-            frame_id = f"{camera}:{name}:{sha256_hex(payload)[:12]}"
-            publisher = await self._camera(camera)
-            await publisher.publish_payload(
-                payload, shape=checked.shape, dtype=checked.dtype,
-                exposure_start=checked.exposure_start,
-                exposure_seconds=checked.exposure_seconds, frame_id=frame_id, source_name=name)
-            record.state, record.frame_id = "published", frame_id
+            if len(self._sending) >= MAX_QUEUED:
+                raise UploadError(f"{name}: the broker is away and {len(self._sending)} "
+                                  "uploads already wait for it; upload again when it is back")
         except UploadError as error:
             record.error = str(error)
+            self.records.appendleft(record)
+            return record
+        record.state, record.frame_id = "publishing", f"{camera}:{name}:{sha256_hex(payload)[:12]}"
+        task = asyncio.create_task(self._send(record, payload, checked))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        await asyncio.wait({task}, timeout=ANSWER_SECONDS)
+        if not task.done():
+            record.state = "queued"
+            record.note = ("the broker does not answer: the file is kept here and published "
+                           "when it is back (not yet in the raw topic)")
         self.records.appendleft(record)
         return record
 
-    async def _camera(self, camera: str) -> CameraPublisher:
+    async def _send(self, record: UploadRecord, payload: bytes, checked: _Checked) -> None:
+        """Publish a checked upload, through a broker outage for ``publish_timeout_seconds``;
+        the record says how it ended."""
+        assert self.settings is not None and record.frame_id is not None
+        deadline = asyncio.get_running_loop().time() + self.settings.publish_timeout_seconds
+        try:
+            publisher = await self._camera(record.camera, deadline)
+            await publisher.publish_payload(
+                payload, shape=checked.shape, dtype=checked.dtype,
+                exposure_start=checked.exposure_start,
+                exposure_seconds=checked.exposure_seconds, frame_id=record.frame_id,
+                source_name=record.file_name)
+        except asyncio.CancelledError:
+            record.state = "failed"
+            record.error = f"{record.file_name}: the page stopped before the broker came back"
+            raise
+        except (KafkaError, asyncio.TimeoutError, OSError, StreamerError) as error:
+            record.state, record.note = "failed", None
+            record.error = (f"{record.file_name}: not published, the broker stayed away "
+                            f"({type(error).__name__}: {error}); upload it again")
+            return
+        record.state, record.note = "published", None
+
+    async def _camera(self, camera: str, deadline: float) -> CameraPublisher:
+        """The camera's publisher, started on first use — retried while the broker is away,
+        until ``deadline`` (loop time)."""
+        loop = asyncio.get_running_loop()
         async with self._lock:
             publisher = self._cameras.get(camera)
-            if publisher is None:
+            while publisher is None:
                 assert self.settings is not None
-                publisher = CameraPublisher(self.settings, camera)
-                await publisher.__aenter__()
-                self._cameras[camera] = publisher
+                candidate = CameraPublisher(self.settings, camera)
+                try:
+                    await candidate.__aenter__()
+                except (KafkaError, OSError, StreamerError):
+                    if loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(2.0)
+                    continue
+                publisher = self._cameras[camera] = candidate
             return publisher
 
     async def close(self) -> None:
-        """Stop the producers."""
+        """Give up uploads still waiting for the broker; stop the producers."""
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         for publisher in self._cameras.values():
             await publisher.__aexit__(None, None, None)
         self._cameras.clear()
