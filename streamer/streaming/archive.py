@@ -108,7 +108,10 @@ class Archive:
         self.root = Path(root)
         self.limits = limits
         for folder in FOLDERS:
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
+            try:
+                (self.root / folder).mkdir(parents=True, exist_ok=True)
+            except OSError:  # a read-only or full disk: the first write says so, and waits
+                pass
 
     # -- where a frame goes ------------------------------------------------------------------
     def place(self, frame_id: str, camera_id: str | None, source_name: str | None,

@@ -1,5 +1,5 @@
-"""The sink waits out a full archive disk, on the real broker and a real full filesystem (a
-small tmpfs): one log line, ``streamer_archive_writable`` at 0, nothing committed, no partial
+"""The sink waits out a full, then a read-only, archive disk, on the real broker and a real
+small filesystem (a tmpfs filled, then remounted read-only): one log line, ``streamer_archive_writable`` at 0, nothing committed, no partial
 file left; once space is freed it resumes by itself and archives every frame once. Partial
 files of an earlier crash are removed at start; ``--group-id`` gives a second archive every
 frame."""
@@ -39,6 +39,10 @@ def small_disk(tmp_path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _mount(disk: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", options, str(disk)], check=True)
 
 
 def _fill(disk: Path) -> Path:
@@ -97,6 +101,22 @@ def test_a_full_disk_is_waited_out_and_nothing_is_lost(kafka_bootstrap, small_di
                     break
                 await asyncio.sleep(0.1)
             committed = await sink.consumer.committed(_partition(settings))
+            # The disk turns read-only: the next frame waits, then lands once it is writable.
+            _mount(small_disk, "remount,ro")
+            async with CameraPublisher(settings, "disk") as camera:
+                await camera.publish_image(rng.normal(100, 5, (64, 64)).astype(np.float32),
+                                           frame_id="disk:late", source_name="late.fits")
+            for _ in range(150):
+                if sink.metrics.archive_write_errors.labels("EROFS")._value.get() >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert sink.metrics.archive_writable._value.get() == 0
+            _mount(small_disk, "remount,rw")
+            for _ in range(300):
+                if (sink.metrics.archive_writable._value.get() == 1
+                        and list((archive / "input").rglob("late.fits"))):
+                    break
+                await asyncio.sleep(0.1)
         finally:
             stop.set()
             await task
@@ -106,7 +126,7 @@ def test_a_full_disk_is_waited_out_and_nothing_is_lost(kafka_bootstrap, small_di
         sink, inputs_during, committed = asyncio.run(scenario())
     assert len(inputs_during) < FRAMES
     names = sorted(p.name for p in (archive / "input").rglob("*.fits"))
-    assert names == [f"frame{i}.fits" for i in range(FRAMES)]
+    assert names == [f"frame{i}.fits" for i in range(FRAMES)] + ["late.fits"]
     # One record per small frame, each in its own transaction (its commit marker takes the
     # next offset): committed just past the last frame's record once it is archived.
     assert committed == 2 * FRAMES - 1
@@ -114,7 +134,8 @@ def test_a_full_disk_is_waited_out_and_nothing_is_lost(kafka_bootstrap, small_di
     assert _leftovers(archive) == []
     lines = [r.getMessage() for r in caplog.records]
     assert sum("cannot write the archive (ENOSPC" in m for m in lines) == 1, lines
-    assert sum("writable again" in m for m in lines) == 1
+    assert sum("cannot write the archive (EROFS" in m for m in lines) == 1, lines
+    assert sum("writable again" in m for m in lines) == 2
     assert any("removed 1 partial file" in m for m in lines)
 
 
