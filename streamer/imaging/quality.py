@@ -9,7 +9,7 @@ Star shapes use adaptive (Gaussian-weighted, iterated) second moments (Bernstein
 2002): for a Gaussian star the converged weighted covariance is half the star's, so
 ``FWHM = 2 sqrt(2 ln 2) · sqrt(2 · sqrt(det M))``; ellipticity is ``1 − b/a`` from the
 eigenvalues of ``M``. The sky is sigma-clipped (3σ, astropy) on a sample of pixels; the noise
-comes from adjacent-pixel differences.
+comes from differences of pixels a few apart (:mod:`streamer.imaging.sky_noise`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 
 from streamer.imaging.moments import adaptive_moments
+from streamer.imaging.sky_noise import sky_noise
 
 _SAMPLE = 1 << 18
 
@@ -42,24 +43,17 @@ class StarShape:
 
 def sky_statistics(image: np.ndarray) -> SkyStatistics:
     """Sky level: the sigma-clipped median over (a sample of) the finite pixels. Sky noise:
-    from differences of horizontally adjacent pixels (1.4826 · MAD / √2), which a smooth sky
-    gradient does not inflate (a global standard deviation counts the gradient as noise) and
-    stars, being a small fraction of the pairs, do not bias."""
+    per pixel, from differences of pixels a few apart (:func:`~streamer.imaging.sky_noise.
+    sky_noise`), which a smooth sky gradient does not inflate (a global standard deviation
+    counts the gradient as noise), stars, being a small fraction of the pairs, do not bias,
+    and correlated noise (plate grain, resampling) does not shrink."""
     data = np.asarray(image)
     values = data[np.isfinite(data)]
     if values.size > _SAMPLE:
         values = values[:: values.size // _SAMPLE]
     _, median, std = sigma_clipped_stats(values, sigma=3.0, maxiters=5)
-    step = max(1, data.shape[0] * data.shape[1] // (4 * _SAMPLE))
-    rows = np.asarray(data[::step] if data.shape[0] > 1 else data, dtype=np.float64)
-    differences = np.diff(rows, axis=1).ravel()
-    differences = differences[np.isfinite(differences)]
-    if differences.size >= 16:
-        centred = differences - np.median(differences)
-        noise = 1.4826 * np.median(np.abs(centred)) / np.sqrt(2.0)
-    else:
-        noise = float(std)
-    return SkyStatistics(float(median), float(noise) if noise > 0 else float(std))
+    noise = sky_noise(data) if data.ndim == 2 else None
+    return SkyStatistics(float(median), float(noise) if noise else float(std))
 
 
 def find_sources(image: np.ndarray, sky: SkyStatistics, threshold: float = 5.0,

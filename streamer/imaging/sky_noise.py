@@ -1,0 +1,85 @@
+"""The per-pixel sky noise of a frame, from differences of pixels a few apart.
+
+Differences of neighbouring pixels cancel the sky and its smooth gradients, and stars are too
+few of the pairs to matter, so ``std(x[i + k] − x[i]) / √2`` is the pixel noise — when the
+noise of neighbours is independent. It often is not: a scanned photographic plate (grain
+larger than a pixel), a resampled or stacked frame, a drizzled space-telescope image. There
+the noise of neighbours is correlated (``ρ_k`` at lag ``k``), the lag-``k`` figure is
+``σ · √(1 − ρ_k)``, and the adjacent-pixel figure alone read 112 ADU on a POSS-I plate whose
+sky scatters by 191. So the figure is measured at lags 1, 2, 4, 8 and 16: where it levels off
+(a doubling of the lag adds under 5 %), the correlation has died out and the levelled figure
+is the pixel noise (grain up to about 5 px FWHM); where it keeps rising to lag 16, the rise is the field's own structure (a
+galaxy, a crowded cluster) rather than noise, and the adjacent-pixel figure stands.
+
+The spread is a 3σ-clipped standard deviation (iterated, its truncation bias removed), not a
+MAD: on integer data with a noise of a few ADU, the MAD of integer differences jumps in
+steps of 1.05 ADU (it read 1.05 for a sky whose noise is 1.5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LAGS = (1, 2, 4, 8, 16)
+LEVELLED = 1.05  # a doubled lag adding less than this factor: the correlation has died out
+CLIP_SIGMAS = 3.0
+# The standard deviation of a normal sample clipped, iteratively, at 3 of its own clipped
+# standard deviations converges to 0.98467 of the true one (computed on 4 M normal draws).
+CLIPPED_FRACTION = 0.98467
+MIN_VALUES = 16
+SPAN = 8  # a frame is measured at lags up to an eighth of its side
+
+
+def clipped_sigma(values: np.ndarray, iterations: int = 10) -> float:
+    """The standard deviation of ``values`` without its outliers: clipped at 3σ about the
+    mean, iterated from the MAD, and corrected for the clipping's truncation."""
+    centre = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    if spread <= 0:  # integer data where most differences are 0: start from the plain std
+        spread = float(np.std(values))
+    if spread <= 0:
+        return 0.0
+    for _ in range(iterations):
+        kept = values[np.abs(values - centre) <= CLIP_SIGMAS * spread]
+        if kept.size < MIN_VALUES:
+            break
+        centre, updated = float(kept.mean()), float(kept.std())
+        if updated <= 0 or abs(updated - spread) <= 1e-6 * spread:
+            spread = updated if updated > 0 else spread
+            break
+        spread = updated
+    return spread / CLIPPED_FRACTION
+
+
+def difference_sigma(data: np.ndarray, lag: int, pairs: int) -> float | None:
+    """The noise from pixels ``lag`` apart along rows and columns (about ``pairs`` pairs
+    sampled); None when the frame is under :data:`SPAN` lags across."""
+    rows, columns = data.shape
+    if min(rows, columns) < SPAN * lag:  # a lag that spans the frame measures its content
+        return None
+    step = max(1, rows * columns // max(1, pairs))
+    along_rows = (np.asarray(data[::step, lag:], dtype=np.float64)
+                  - np.asarray(data[::step, :-lag], dtype=np.float64))
+    along_columns = (np.asarray(data[lag:, ::step], dtype=np.float64)
+                     - np.asarray(data[:-lag, ::step], dtype=np.float64))
+    values = np.concatenate([along_rows.ravel(), along_columns.ravel()])
+    values = values[np.isfinite(values)]
+    if values.size < MIN_VALUES:
+        return None
+    return clipped_sigma(values) / np.sqrt(2.0)
+
+
+def sky_noise(data: np.ndarray, pairs: int = 1 << 16) -> float | None:
+    """The per-pixel sky noise of ``data`` (see the module notes); None when too few pixels."""
+    data = np.asarray(data)
+    if data.ndim != 2:
+        return None
+    sigmas = []
+    for lag in LAGS:
+        sigma = difference_sigma(data, lag, pairs)
+        if sigma is None:
+            break
+        if sigmas and sigmas[-1] > 0 and sigma <= LEVELLED * sigmas[-1]:
+            return sigma  # levelled off: the correlation has died out by this lag
+        sigmas.append(sigma)
+    return sigmas[0] if sigmas else None
