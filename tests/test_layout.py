@@ -58,8 +58,9 @@ def test_restoration_core_loads_without_kafka(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_imaging_is_numpy_only(tmp_path):
-    result = import_all(modules("imaging"), blocked_python(tmp_path, "pyopencl", "aiokafka"))
+def test_imaging_and_sources_are_numpy_only(tmp_path):
+    result = import_all(modules("imaging") + modules("sources"),
+                        blocked_python(tmp_path, "pyopencl", "aiokafka"))
     assert result.returncode == 0, result.stderr
 
 
@@ -76,6 +77,8 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("lower, higher", [
     ("imaging", ("streamer.restoration", "streamer.streaming", "streamer.worker",
+                 "streamer.operations", "streamer.sources")),
+    ("sources", ("streamer.restoration", "streamer.streaming", "streamer.worker",
                  "streamer.operations")),
     ("restoration", ("streamer.streaming", "streamer.worker", "streamer.operations")),
     ("streaming", ("streamer.restoration", "streamer.worker", "streamer.operations")),
@@ -90,7 +93,7 @@ def test_a_lower_layer_never_imports_a_higher_one(lower, higher):
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("group", ["streaming", "worker", "restoration", "imaging"])
+@pytest.mark.parametrize("group", ["streaming", "worker", "restoration", "imaging", "sources"])
 def test_the_product_never_imports_the_development_broker(group):
     offenders = {
         f"{path.name} imports {name}"

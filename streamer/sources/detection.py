@@ -1,0 +1,169 @@
+"""Finding sources: the PSF-matched filter on the linear frame, blends split on the restored.
+
+The matched filter is the optimal detector of an isolated point source in white noise: the
+background-subtracted frame correlated with the PSF, divided by the noise of that sum
+(``σ · √ΣP²`` for a PSF normalised to unit sum), is the S/N a PSF fit at that pixel would
+have. Thresholding it at ``k`` finds every star of PSF-fit S/N ≳ ``k``. It merges stars closer
+than about its own width, which the restored frame resolves (Cohen 1988; Linde & Spännare
+1993: detect on the restored frame, measure on the data) — so a matched-filter source that
+holds two or more restored-frame peaks is replaced by them, marked blended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+MINAREA = 3  # pixels above the threshold a detection needs (one noise spike is not a star)
+DEBLEND_CONTRAST = 0.005
+TRAIL_PARENT_ELONGATION = 2.0  # a/b of an undeblended object that may be a trail
+SADDLE = 0.8  # a dip below this share of the fainter peak: two stars, not a trail
+NEW_PEAK_FWHM = 0.75  # a restored peak this far from every source is a source of its own
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Positions (0-based pixel centres) and detection figures of a frame's sources."""
+
+    x: np.ndarray
+    y: np.ndarray
+    detection_snr: np.ndarray   # matched-filter S/N at the peak
+    a: np.ndarray               # second-moment axes (pixels) and angle (radians from +x)
+    b: np.ndarray
+    theta: np.ndarray
+    blended: np.ndarray         # bool: split from a merged matched-filter source
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+
+def matched_filter_snr(data: np.ndarray, sigma: float, psf: np.ndarray) -> np.ndarray:
+    """The S/N map of the PSF-matched filter on a background-subtracted frame with white
+    noise ``sigma`` (NaN pixels count as sky)."""
+    kernel = np.asarray(psf, dtype=np.float64)
+    kernel = kernel / kernel.sum()
+    filtered = fftconvolve(np.nan_to_num(np.asarray(data, dtype=np.float64)), kernel[::-1, ::-1],
+                           mode="same")
+    return filtered / (max(sigma, 1e-30) * np.sqrt(np.sum(kernel**2)))
+
+
+def _extract(snr: np.ndarray, threshold: float, mask: np.ndarray | None,
+             deblend: bool = True):
+    import sep
+
+    snr32 = np.ascontiguousarray(snr, dtype=np.float32)
+    sep.set_extract_pixstack(max(300_000, snr32.size // 4))
+    sep.set_sub_object_limit(4096)
+    return sep.extract(snr32, threshold, err=None, mask=mask, minarea=MINAREA,
+                       filter_kernel=None, deblend_cont=DEBLEND_CONTRAST if deblend else 1.0)
+
+
+def _unfragmented(snr: np.ndarray, children, parents):
+    """Deblended objects, with a trail's fragments put back together: an elongated parent
+    whose pieces have no dip between them (a streak is flat along its length; two stars show
+    a saddle) is one source."""
+    if len(parents) == 0 or len(children) < 2:
+        return children
+    keep = np.ones(len(children), bool)
+    extra = []
+    for parent in parents:
+        if parent["a"] < TRAIL_PARENT_ELONGATION * max(parent["b"], 1e-6):
+            continue
+        inside = np.flatnonzero(keep & (children["xmin"] >= parent["xmin"])
+                                & (children["xmax"] <= parent["xmax"])
+                                & (children["ymin"] >= parent["ymin"])
+                                & (children["ymax"] <= parent["ymax"]))
+        if inside.size < 2 or not _flat_between(snr, children[inside]):
+            continue
+        keep[inside] = False
+        extra.append(parent)
+    if not extra:
+        return children
+    return np.concatenate([children[keep], np.array(extra, dtype=children.dtype)])
+
+
+def _flat_between(snr: np.ndarray, pieces) -> bool:
+    """Whether the S/N map stays above ``SADDLE`` of the fainter peak all along the line
+    between each pair of neighbouring pieces (ordered along their spread)."""
+    order = np.argsort(pieces["x"] if np.ptp(pieces["x"]) >= np.ptp(pieces["y"])
+                       else pieces["y"])
+    for first, second in zip(pieces[order][:-1], pieces[order][1:]):
+        steps = np.linspace(0.0, 1.0, 25)
+        xs = np.clip(np.rint(first["x"] + steps * (second["x"] - first["x"])).astype(int),
+                     0, snr.shape[1] - 1)
+        ys = np.clip(np.rint(first["y"] + steps * (second["y"] - first["y"])).astype(int),
+                     0, snr.shape[0] - 1)
+        if snr[ys, xs].min() < SADDLE * min(first["peak"], second["peak"]):
+            return False
+    return True
+
+
+def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
+           restored: np.ndarray | None = None, restored_psf: np.ndarray | None = None,
+           threshold: float = 5.0, mask: np.ndarray | None = None) -> Detections:
+    """The sources of a background-subtracted linear frame ``data`` at matched-filter S/N
+    ``threshold``, merged ones split where the (background-subtracted) ``restored`` frame
+    shows two or more peaks within one input FWHM."""
+    import sep
+
+    snr = matched_filter_snr(data, sigma, psf)
+    objects = _unfragmented(snr, _extract(snr, threshold, mask),
+                            _extract(snr, threshold, mask, deblend=False))
+    if len(objects) == 0:
+        empty = np.empty(0)
+        return Detections(empty, empty, empty, empty, empty, empty, np.empty(0, bool))
+    clean = np.ascontiguousarray(np.nan_to_num(np.asarray(data, dtype=np.float64)))
+    width = max(fwhm, 1.0) / 2.3548
+    x, y, _ = sep.winpos(clean, objects["x"], objects["y"], np.full(len(objects), width))
+    bad = ~np.isfinite(x) | ~np.isfinite(y) | (np.hypot(x - objects["x"], y - objects["y"]) > fwhm)
+    x, y = np.where(bad, objects["x"], x), np.where(bad, objects["y"], y)
+    found = Detections(x, y, objects["peak"].astype(float), objects["a"].astype(float),
+                       objects["b"].astype(float), objects["theta"].astype(float),
+                       np.zeros(len(objects), bool))
+    if restored is None:
+        return found
+    return _split_blends(found, restored, sigma, restored_psf, fwhm, threshold, mask)
+
+
+def _split_blends(found: Detections, restored: np.ndarray, sigma: float,
+                  restored_psf: np.ndarray | None, fwhm: float, threshold: float,
+                  mask: np.ndarray | None) -> Detections:
+    """Blends from the restored frame: a matched-filter source holding two or more restored
+    peaks within one input FWHM is replaced by them, and a restored peak farther than
+    ``NEW_PEAK_FWHM`` input FWHM from every source (a faint star in a bright one's wing, which
+    the matched filter merges) is added; both are marked blended, and their PSF-fit S/N on
+    the data decides whether they stay (:mod:`streamer.sources.catalog`)."""
+    kernel = restored_psf if restored_psf is not None else np.ones((1, 1))
+    peaks = _extract(matched_filter_snr(restored, sigma, kernel), threshold, mask)
+    if len(peaks) == 0:
+        return found
+    px, py = peaks["x"].astype(float), peaks["y"].astype(float)
+    keep = np.ones(len(found), bool)
+    claimed = np.zeros(len(peaks), bool)
+    for index in np.argsort(-found.detection_snr):
+        near = np.flatnonzero(~claimed & (np.hypot(px - found.x[index], py - found.y[index])
+                                          <= fwhm))
+        if near.size >= 2:
+            keep[index] = False
+            claimed[near] = True
+        elif near.size == 1:
+            claimed[near] = False  # the same star seen twice: the data's centroid stays
+    kept_x, kept_y = found.x[keep], found.y[keep]
+    added = claimed.copy()
+    for index in np.flatnonzero(~claimed):
+        distance = np.hypot(kept_x - px[index], kept_y - py[index])
+        if distance.size == 0 or distance.min() > NEW_PEAK_FWHM * fwhm:
+            added[index] = True
+    if not added.any():
+        return found
+    ex, ey, es = px[added], py[added], peaks["peak"][added].astype(float)
+    count = ex.size
+    psf_axis = np.full(count, np.sqrt(2.0) * max(fwhm, 1.0) / 2.3548)  # as on the S/N map
+    return Detections(
+        np.concatenate([kept_x, ex]), np.concatenate([kept_y, ey]),
+        np.concatenate([found.detection_snr[keep], es]),
+        np.concatenate([found.a[keep], psf_axis]), np.concatenate([found.b[keep], psf_axis]),
+        np.concatenate([found.theta[keep], np.zeros(count)]),
+        np.concatenate([found.blended[keep], np.ones(count, bool)]))
