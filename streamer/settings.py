@@ -95,6 +95,12 @@ class RestorationSettings(BaseModel):
     noise_map: bool = Field(default=True,
                             description="write the data's per-pixel sigma with every restored "
                                         "frame (the ERR extension)")
+    sources: bool = Field(default=True,
+                          description="measure each frame's source catalogue and publish it "
+                                      "with the restored frame (the sources topic)")
+    source_threshold: float = Field(default=5.0, gt=0,
+                                    description="source detection threshold, PSF-matched-"
+                                                "filter S/N")
     method: ConvolutionMethod = Field(
         default="auto", description="convolution method; auto times the candidates on the "
                                     "device")
@@ -162,6 +168,8 @@ class TopicSettings(BaseModel):
     metrics: str = Field(default="frames.metrics", description="one record per restored frame")
     dead_letter: str = Field(default="frames.deadletter",
                              description="frames that could not be restored, and why")
+    sources: str = Field(default="frames.sources",
+                         description="each restored frame's source catalogue")
     partitions: int = Field(default=6, ge=1, description="topic partitions: at most this many "
                                                          "workers share the stream")
     replication_factor: int = Field(default=1, ge=1, description="copies of each partition")

@@ -26,6 +26,7 @@ def unique_settings(bootstrap: str, partitions: int = 3, **changes) -> StreamerS
     """Settings with topics and groups of their own, so tests never see each other's data."""
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(raw=f"raw-{tag}", restored=f"restored-{tag}", metrics=f"metrics-{tag}",
+                           sources=f"sources-{tag}",
                            dead_letter=f"dead-{tag}", partitions=partitions)
     values = dict(kafka=KafkaSettings(bootstrap_servers=bootstrap), topics=topics,
                   restoration=FAST_RESTORATION, group_id=f"workers-{tag}",

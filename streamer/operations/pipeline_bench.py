@@ -81,6 +81,7 @@ async def _run(settings: StreamerSettings, payloads: list[bytes], shape, workers
     settings = settings.model_copy(update={
         "topics": TopicSettings(raw=f"bench-raw-{tag}", restored=f"bench-restored-{tag}",
                                 metrics=f"bench-metrics-{tag}", dead_letter=f"bench-dead-{tag}",
+                                sources=f"bench-sources-{tag}",
                                 partitions=max(2, workers)),
         "group_id": f"bench-{tag}"})
     await create_topics(settings)

@@ -4,6 +4,7 @@ Layout under the archive folder::
 
     input/<night>/<camera>/<name>.fits        the frame as the camera published it (verified)
     output/<night>/<camera>/<name>.fits       the restored frame (float32, header + PSF)
+    sources/<night>/<camera>/<name>.ecsv      its source catalogue (astropy ECSV)
     manifest/<night>/<camera>/<name>.json     frame id, status, timestamps, checksums, metrics
     deadletter/<night>/<camera>/<name>.json   why a frame could not be restored …
     deadletter/<night>/<camera>/<name>.fits   … and its input (``.fits.gz``, or ``.bin``
@@ -23,18 +24,23 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import re
 from pathlib import Path
 
-from streamer.errors import FrameError
+import numpy as np
+
+from streamer.errors import EnvelopeError, FrameError
 from streamer.imaging.fits_io import image_bytes
 from streamer.streaming.codec import FrameLimits, check_payload, decode_payload
-from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, RestoredFrame
+from streamer.streaming.messages import (
+    DeadLetter, FrameMetrics, RawFrame, RestoredFrame, Source, SourceCatalog,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-FOLDERS = ("input", "output", "manifest", "deadletter")
+FOLDERS = ("input", "output", "sources", "manifest", "deadletter")
 TEMPORARY_SUFFIX = ".tmp"
 
 
@@ -99,6 +105,29 @@ def payload_suffix(payload: bytes) -> str:
     if payload[:6] == b"SIMPLE":
         return ".fits"
     return ".fits.gz" if payload[:2] == b"\x1f\x8b" else ".bin"
+
+
+def catalogue_ecsv(catalogue: SourceCatalog, rows: list[Source]) -> bytes:
+    """A catalogue as astropy ECSV: one row per source (empty values where a source has no
+    sky position or trail), the frame-level figures in the header's meta."""
+    from astropy.table import Table
+
+    names = list(Source.model_fields)
+    names.remove("schema_version")
+    columns = {name: [getattr(row, name) for row in rows] for name in names}
+    table = Table(masked=True)
+    for name in names:
+        values = columns[name]
+        missing = [value is None for value in values]
+        kind = int if name in ("id", "flags") else float
+        table[name] = np.ma.masked_array([kind(0) if value is None else value
+                                          for value in values],
+                                         mask=missing, dtype=kind)
+    table.meta.update(catalogue.model_dump(mode="json", exclude={"payload_sha256",
+                                                                  "chunk_count"}))
+    out = io.StringIO()
+    table.write(out, format="ascii.ecsv")
+    return out.getvalue().encode()
 
 
 class Archive:
@@ -171,6 +200,23 @@ class Archive:
         write_atomic(path, payload)
         self._merge_manifest(place, envelope.frame_id, "output",
                              envelope.model_dump(mode="json"), status="restored")
+        return path
+
+    def store_sources(self, catalogue: SourceCatalog, payload: bytes) -> Path:
+        """Archive a frame's source catalogue as ECSV beside its restored frame (the rows
+        checked against the envelope first; the frame-level figures in the table's meta and
+        the manifest)."""
+        check_payload(catalogue, payload)
+        try:
+            rows = [Source.model_validate(row) for row in json.loads(payload or b"[]")]
+        except (ValueError, TypeError) as error:
+            raise EnvelopeError(f"the catalogue's rows do not read: {error}") from error
+        place = self.place(catalogue.frame_id, catalogue.camera_id, catalogue.source_name,
+                           catalogue.exposure_start)
+        path = self.root / "sources" / f"{place}.ecsv"
+        write_atomic(path, catalogue_ecsv(catalogue, rows))
+        self._merge_manifest(place, catalogue.frame_id, "sources",
+                             catalogue.model_dump(mode="json"))
         return path
 
     def store_metrics(self, metrics: FrameMetrics) -> None:

@@ -11,7 +11,7 @@ Versions: 2 added the PSF summary (``psf_summary`` of restored frames, ``psf`` o
 the Richardson–Lucy stopping figures, the moat depth, device stage times and bytes moved; all
 optional, so version-1 records still validate. 3 added dead letters from the camera (a file
 that never became a frame): ``origin``, ``source_name``, ``source_path``, and no source
-partition or offsets.
+partition or offsets; and each frame's source catalogue (``SourceCatalog``, ``Source``).
 """
 
 from __future__ import annotations
@@ -174,11 +174,74 @@ class DeadLetter(_Message):
                                    "its bytes stay at source_path, payload_bytes is its size")
 
 
+class Source(_Message):
+    """One source of a frame's catalogue, measured on the linear (unrestored) data.
+
+    Pixel positions are 0-based (the centre of the first pixel is 0, 0; add 1 for FITS);
+    fluxes are ADU from a PSF fit (a trail's: the light in an ellipse along it)."""
+
+    id: int = Field(ge=0, description="index within the frame's catalogue")
+    x: float
+    y: float
+    x_error: float = Field(description="pixels, 1 sigma")
+    y_error: float
+    ra: float | None = Field(default=None, description="degrees (the frame's WCS); none "
+                                                       "without a WCS")
+    dec: float | None = None
+    ra_error: float | None = Field(default=None, description="arcsec, along RA cos(Dec)")
+    dec_error: float | None = Field(default=None, description="arcsec")
+    flux: float = Field(description="ADU")
+    flux_error: float
+    snr: float
+    mag: float | None = Field(default=None, description="zero_point - 2.5 log10(flux); "
+                                                        "instrumental when uncalibrated")
+    mag_error: float | None = None
+    a: float = Field(description="semi-axes (second moments, PSF removed), pixels")
+    b: float
+    theta: float = Field(description="major axis, degrees from +x")
+    fwhm: float = Field(description="pixels")
+    elongation: float = Field(description="a / b on the detection image")
+    flags: int = Field(ge=0, description="1 saturated, 2 edge, 4 masked, 8 blended, 16 trail")
+    trail_length: float | None = Field(default=None, description="pixels (trails only)")
+    trail_angle: float | None = Field(default=None, description="degrees from +x")
+
+
+class SourceCatalog(_Message):
+    """A frame's catalogue: this envelope (frame-level figures) in the record headers, the
+    sources as a JSON array in the payload — chunked and checksummed as frames are."""
+
+    kind: Literal["sources"] = "sources"
+    frame_id: str
+    camera_id: str
+    source_name: str | None = None
+    exposure_start: dt.datetime
+    exposure_seconds: float
+    mid_exposure: dt.datetime = Field(description="UTC middle of the exposure")
+    mjd: float = Field(description="Modified Julian Date (UTC) of mid-exposure")
+    count: int = Field(ge=0)
+    trails: int = Field(ge=0)
+    threshold: float = Field(description="detection threshold, matched-filter S/N")
+    limiting_flux: float = Field(description="5 sigma PSF-fit flux of a point source, ADU")
+    limiting_mag: float
+    zero_point: float | None = Field(default=None, description="from the header; none: "
+                                                               "magnitudes are instrumental")
+    seeing: float = Field(description="PSF FWHM, pixels")
+    wcs: bool = Field(description="whether sources carry RA/Dec")
+    shape: tuple[int, int]
+    worker_id: str
+    measured_at: dt.datetime
+    payload_bytes: int = Field(ge=0)
+    payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    chunk_count: int = Field(ge=1)
+
+
 MODELS: dict[str, type[BaseModel]] = {
     "raw_frame": RawFrame,
     "restored_frame": RestoredFrame,
     "frame_metrics": FrameMetrics,
     "dead_letter": DeadLetter,
+    "source_catalog": SourceCatalog,
+    "source": Source,
 }
 
 

@@ -1,7 +1,7 @@
 """``streamer sink``: archive each restored frame with its raw input, the streaming form of
 "download the night's results" (the folder: :mod:`streamer.streaming.archive`).
 
-It consumes the raw, restored, metrics and dead-letter topics and commits offsets only after
+It consumes the raw, restored, metrics, sources and dead-letter topics and commits offsets only after
 the files are on disk, so nothing is lost and a redelivered record rewrites the same bytes. A
 record that cannot be archived (a corrupt input, a malformed envelope) is reported and
 skipped — the worker dead-letters it, and the dead letter is archived apart. A rebalance while
@@ -33,7 +33,9 @@ from streamer.streaming.archive import Archive, remove_temporaries
 from streamer.streaming.codec import FrameLimits
 from streamer.streaming.framing import AssembledFrame, PartitionAssembler, headers_dict
 from streamer.streaming.kafka_clients import consumer, start_client
-from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, RestoredFrame
+from streamer.streaming.messages import (
+    DeadLetter, FrameMetrics, RawFrame, RestoredFrame, SourceCatalog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ def error_name(error: OSError) -> str:
 
 
 class Sink:
-    """Consumes the raw, restored, metrics and dead-letter topics into an :class:`Archive`."""
+    """Consumes the raw, restored, metrics, sources and dead-letter topics into an
+    :class:`Archive`."""
 
     def __init__(self, settings: StreamerSettings, out_dir: Path, group_id: str = "streamer-sink",
                  metrics: StreamerMetrics | None = None):
@@ -84,7 +87,8 @@ class Sink:
         self.archive = Archive(out_dir, FrameLimits(settings.max_frame_pixels,
                                                     settings.max_frame_bytes))
         topics = settings.topics
-        self.topics = (topics.raw, topics.restored, topics.metrics, topics.dead_letter)
+        self.topics = (topics.raw, topics.restored, topics.metrics, topics.dead_letter,
+                       topics.sources)
         self.consumer = consumer(settings, group_id=group_id)
         self.assemblers: dict[TopicPartition, PartitionAssembler] = {}
         self.restored_frames: set[str] = set()
@@ -126,6 +130,10 @@ class Sink:
             self.archive.store_restored(restored, item.payload)
             self.metrics.frames_archived.labels("output").inc()
             self.restored_frames.add(restored.frame_id)
+        elif topic == topics.sources:
+            self.archive.store_sources(SourceCatalog.model_validate_json(item.envelope_json),
+                                       item.payload)
+            self.metrics.frames_archived.labels("sources").inc()
         else:
             letter = DeadLetter.model_validate_json(item.envelope_json)
             self.archive.store_dead_letter(letter, item.payload)

@@ -65,6 +65,7 @@ def topic_configs(settings: StreamerSettings) -> dict[str, dict[str, str]]:
         topics.raw: frame,
         topics.restored: frame,
         topics.metrics: {"retention.ms": retention, "cleanup.policy": "delete", **durable},
+        topics.sources: frame,  # chunked like frames: a crowded field's catalogue is large
         # Dead letters wait for a person: keep them four times longer.
         topics.dead_letter: {**frame, "retention.ms": str(int(retention) * 4)},
     }

@@ -23,8 +23,9 @@ from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import RestorationSettings
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import (
-    FrameMetrics, PSFSummary, QualityMetrics, RawFrame, RestoredFrame, utc_now,
+    FrameMetrics, PSFSummary, QualityMetrics, RawFrame, RestoredFrame, SourceCatalog, utc_now,
 )
+from streamer.worker.catalogue import catalogue_message, frame_sources
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ProcessedFrame:
     envelope: RestoredFrame
     payload: bytes
     metrics: FrameMetrics
+    catalogue: tuple[SourceCatalog, bytes] | None = None  # envelope and JSON rows
 
 
 def psf_summary(psf: PSFMeasurement) -> PSFSummary:
@@ -69,6 +71,12 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     encode_seconds = time.perf_counter() - started
     quality = frame_quality(prepared.quality if prepared.quality is not None else image.data,
                             result.data)
+    catalogue = None
+    if settings.sources:
+        started = time.perf_counter()
+        catalogue = catalogue_message(frame_sources(image, result, raw, settings.source_threshold),
+                                      raw, result.data.shape, worker_id, chunk_bytes)
+        result.timings["sources"] = time.perf_counter() - started
     restored_at = utc_now()
     summary = psf_summary(result.psf)
     envelope = RestoredFrame(
@@ -84,7 +92,7 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     )
     metrics = _metrics(raw, result, restored_at, decode_seconds, encode_seconds, quality,
                        summary, worker_id, device_name)
-    return ProcessedFrame(envelope, payload, metrics)
+    return ProcessedFrame(envelope, payload, metrics, catalogue)
 
 
 def _metrics(raw: RawFrame, result: Restoration, restored_at, decode_seconds: float,

@@ -1,5 +1,5 @@
-"""The Kafka records a frame's transaction writes: the restored frame's chunks and its metrics,
-or a dead letter carrying the original bytes and the reason. Pure functions, no Kafka client.
+"""The Kafka records a frame's transaction writes: the restored frame's chunks, its metrics and
+its source catalogue's chunks, or a dead letter carrying the original bytes and the reason. Pure functions, no Kafka client.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def record_key(raw: RawFrame | None) -> bytes:
 
 def restored_records(settings: StreamerSettings, processed: ProcessedFrame, key: bytes
                      ) -> list[OutgoingRecord]:
-    """The restored frame's chunks on the restored topic, then its metrics record."""
+    """The restored frame's chunks on the restored topic, its metrics record, and its source
+    catalogue's chunks on the sources topic — all in the frame's one transaction."""
     topics = settings.topics
     records = [
         OutgoingRecord(topics.restored, key, value, headers)
@@ -32,6 +33,11 @@ def restored_records(settings: StreamerSettings, processed: ProcessedFrame, key:
     records.append(OutgoingRecord(
         topics.metrics, key, processed.metrics.model_dump_json().encode(),
         [("streamer-kind", b"metrics")]))
+    if processed.catalogue is not None:
+        envelope, rows = processed.catalogue
+        records.extend(OutgoingRecord(topics.sources, key, value, headers)
+                       for value, headers in frame_records(envelope.model_dump_json().encode(),
+                                                           "sources", rows, settings.chunk_bytes))
     return records
 
 

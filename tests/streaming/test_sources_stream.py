@@ -1,0 +1,72 @@
+"""Each restored frame's source catalogue on the real broker: one catalogue per restored frame
+on the sources topic (read_committed, written in the frame's transaction), rows that follow
+the contract, and the sink's ECSV beside the restored frame, listed in the manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from streamer.imaging.psf import PSFSpec
+from streamer.streaming.camera import CameraPublisher, simulate
+from streamer.streaming.messages import RestoredFrame, Source, SourceCatalog
+from streamer.streaming.sink import Sink
+from streamer.streaming.topics import create_topics
+from streamer.worker.worker import Worker
+from tests.kafka_support import read_topic, unique_settings
+
+pytestmark = pytest.mark.kafka
+FRAMES = 3
+
+
+def test_every_restored_frame_has_its_catalogue_once_and_archived(kafka_bootstrap, tmp_path):
+    settings = unique_settings(kafka_bootstrap, partitions=1)
+
+    async def scenario():
+        await create_topics(settings)
+        async with CameraPublisher(settings, "cat1") as camera:
+            await simulate(camera, count=FRAMES, size=160, cadence=0.0,
+                           psf=PSFSpec(kind="gaussian", fwhm=2.5))
+        worker, sink = Worker(settings), Sink(settings, tmp_path / "archive")
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(worker.run(stop, max_frames=FRAMES)),
+                 asyncio.create_task(sink.run(stop))]
+        await asyncio.wait_for(tasks[0], 180)
+        for _ in range(300):
+            if len(list((tmp_path / "archive" / "sources").rglob("*.ecsv"))) == FRAMES:
+                break
+            await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*tasks)
+        restored = await read_topic(settings, settings.topics.restored, expect=FRAMES, settle=1)
+        catalogues = await read_topic(settings, settings.topics.sources, expect=FRAMES, settle=1)
+        return restored, catalogues
+
+    restored, catalogues = asyncio.run(scenario())
+    restored_ids = sorted(RestoredFrame.model_validate_json(i.envelope_json).frame_id
+                          for i in restored)
+    envelopes = [SourceCatalog.model_validate_json(i.envelope_json) for i in catalogues]
+    assert sorted(e.frame_id for e in envelopes) == restored_ids  # one each, none twice
+    for envelope, item in zip(envelopes, catalogues):
+        rows = [Source.model_validate(row) for row in json.loads(item.payload)]
+        assert envelope.count == len(rows) > 5  # a simulated field has stars
+        assert [row.id for row in rows] == list(range(len(rows)))
+        assert all(row.snr > 0 and 0 <= row.x < 160 and 0 <= row.y < 160 for row in rows)
+        assert envelope.seeing == pytest.approx(2.5, rel=0.2)
+        assert envelope.limiting_flux > 0 and envelope.wcs  # the simulator writes a TAN WCS
+        assert all(row.ra is not None and row.dec_error > 0 for row in rows)
+        assert envelope.mid_exposure > envelope.exposure_start
+    archive = tmp_path / "archive"
+    tables = sorted((archive / "sources").rglob("*.ecsv"))
+    assert len(tables) == FRAMES
+    for path in tables:
+        table = Table.read(path, format="ascii.ecsv")
+        place = path.relative_to(archive / "sources").with_suffix("")
+        manifest = json.loads((archive / "manifest" / f"{place}.json").read_text())
+        assert manifest["sources"]["count"] == len(table) == table.meta["count"]
+        assert (archive / "output" / f"{place}.fits").is_file()  # beside its restored frame
+        assert np.all(table["flux_error"] > 0) and not np.ma.is_masked(table["ra"])
