@@ -70,3 +70,28 @@ def test_every_restored_frame_has_its_catalogue_once_and_archived(kafka_bootstra
         assert manifest["sources"]["count"] == len(table) == table.meta["count"]
         assert (archive / "output" / f"{place}.fits").is_file()  # beside its restored frame
         assert np.all(table["flux_error"] > 0) and not np.ma.is_masked(table["ra"])
+
+
+def test_the_readme_consumer_prints_each_frames_sources(kafka_bootstrap, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings = unique_settings(kafka_bootstrap, partitions=1)
+
+    async def publish_and_restore() -> None:
+        await create_topics(settings)
+        async with CameraPublisher(settings, "cat2") as camera:
+            await simulate(camera, count=2, size=128, cadence=0.0,
+                           psf=PSFSpec(kind="gaussian", fwhm=2.5))
+        await asyncio.wait_for(Worker(settings).run(asyncio.Event(), max_frames=2), 180)
+
+    asyncio.run(publish_and_restore())
+    example = Path(__file__).parents[2] / "examples" / "sources_consumer.py"
+    done = subprocess.run([sys.executable, str(example), "--bootstrap-servers", kafka_bootstrap,
+                           "--topic", settings.topics.sources, "--frames", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    headers = [line for line in done.stdout.splitlines() if line.startswith("cat2:")]
+    assert len(headers) == 2 and all("sources, 5σ limit" in line for line in headers)
+    assert "RA " in done.stdout and " S/N " in done.stdout
