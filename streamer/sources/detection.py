@@ -44,9 +44,11 @@ def matched_filter_snr(data: np.ndarray, sigma: float, psf: np.ndarray) -> np.nd
     noise ``sigma`` (NaN pixels count as sky)."""
     kernel = np.asarray(psf, dtype=np.float64)
     kernel = kernel / kernel.sum()
-    filtered = fftconvolve(np.nan_to_num(np.asarray(data, dtype=np.float64)), kernel[::-1, ::-1],
-                           mode="same")
-    return filtered / (max(sigma, 1e-30) * np.sqrt(np.sum(kernel**2)))
+    norm = max(sigma, 1e-30) * np.sqrt(np.sum(kernel**2))
+    # float32 halves the FFTs' time; a detection threshold needs no more digits
+    filtered = fftconvolve(np.nan_to_num(np.asarray(data, dtype=np.float32)),
+                           kernel[::-1, ::-1].astype(np.float32), mode="same")
+    return filtered / np.float32(norm)
 
 
 def _extract(snr: np.ndarray, threshold: float, mask: np.ndarray | None,
