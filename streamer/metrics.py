@@ -131,6 +131,14 @@ class StreamerMetrics:
                                      "Frames with no measurable PSF (restored with the camera's "
                                      "last good PSF or the configured one)", ["camera"],
                                      registry=r)
+        self.catalogue_sources = Histogram(
+            "streamer_catalogue_sources", "Sources in each frame's catalogue",
+            buckets=(0, 10, 30, 100, 300, 1000, 3000, 10000, 30000), registry=r)
+        self.limiting_mag = Gauge("streamer_limiting_magnitude",
+                                  "5-sigma point-source magnitude of the camera's latest frame "
+                                  "(instrumental without a zero point)", ["camera"], registry=r)
+        self.trails = Counter("streamer_trails_total", "Trails (moving objects) found",
+                              ["camera"], registry=r)
         self.moat_depth = Histogram("streamer_moat_depth_sigma",
                                     "Depth of the restored profile below the local sky around "
                                     "bright stars, local-noise sigmas",
@@ -177,6 +185,10 @@ class StreamerMetrics:
             self.transfer_bytes.labels("down").inc(metrics.transfer_bytes.get("downloaded", 0))
         if metrics.psf is not None:
             self._observe_psf(metrics.camera_id, metrics.psf)
+        if metrics.catalogue is not None:
+            self.catalogue_sources.observe(metrics.catalogue.sources)
+            self.limiting_mag.labels(metrics.camera_id).set(metrics.catalogue.limiting_mag)
+            self.trails.labels(metrics.camera_id).inc(metrics.catalogue.trails)
         if metrics.quality is not None:
             quality = metrics.quality
             self.background.observe(quality.background)

@@ -10,7 +10,7 @@ import sys
 from streamer import __version__
 from streamer.errors import (ClusterConnectionError, DeviceError, KernelBuildError, ParameterError,
                              PSFError, StreamerError)
-from streamer.operations import offline_commands, streaming_commands
+from streamer.operations import offline_commands, sources_export, streaming_commands
 from streamer.operations.kafka_logs import quiet_kafka_logs
 
 EXIT_OK, EXIT_FRAME_ERRORS, EXIT_USAGE, EXIT_DEVICE, EXIT_CLUSTER = 0, 1, 2, 3, 4
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     offline_commands.register(commands)
     streaming_commands.register(commands)
+    sources_export.register(commands)
     return parser
 
 

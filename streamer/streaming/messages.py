@@ -112,6 +112,15 @@ class QualityMetrics(_Message):
                                   "below the local sky 1.5-4 FWHM around bright stars")
 
 
+class CatalogueFigures(_Message):
+    """A frame's catalogue for monitoring: how many sources, how deep, how many trails."""
+
+    sources: int = Field(ge=0)
+    limiting_mag: float = Field(description="5 sigma point source; instrumental when no "
+                                            "zero point is known")
+    trails: int = Field(ge=0)
+
+
 class FrameMetrics(_Message):
     """Per-frame figures for monitoring and downstream quality decisions."""
 
@@ -140,6 +149,9 @@ class FrameMetrics(_Message):
     masked_pixels: int
     quality: QualityMetrics | None = None
     psf: PSFSummary | None = None
+    catalogue: CatalogueFigures | None = Field(
+        default=None, description="the frame's source catalogue in three numbers (the whole "
+                                  "catalogue is on the sources topic)")
     worker_id: str
     device: str
 
@@ -226,6 +238,7 @@ class SourceCatalog(_Message):
     zero_point: float | None = Field(default=None, description="from the header; none: "
                                                                "magnitudes are instrumental")
     seeing: float = Field(description="PSF FWHM, pixels")
+    band: str | None = Field(default=None, description="the header's FILTER (or BAND)")
     wcs: bool = Field(description="whether sources carry RA/Dec")
     shape: tuple[int, int]
     worker_id: str

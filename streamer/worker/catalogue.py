@@ -56,8 +56,18 @@ def source_rows(found: FrameSources) -> list[dict]:
     return rows
 
 
+def header_band(header) -> str | None:
+    """The frame's filter name from ``FILTER`` or ``BAND`` (None when absent)."""
+    for keyword in ("FILTER", "BAND", "FILTER1"):
+        value = header.get(keyword) if header is not None else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:32]
+    return None
+
+
 def catalogue_message(found: FrameSources, raw: RawFrame, shape: tuple[int, int],
-                      worker_id: str, chunk_bytes: int) -> tuple[SourceCatalog, bytes]:
+                      worker_id: str, chunk_bytes: int,
+                      band: str | None = None) -> tuple[SourceCatalog, bytes]:
     """The catalogue's envelope and payload (the rows, compact JSON)."""
     payload = json.dumps(source_rows(found), separators=(",", ":"),
                          allow_nan=False).encode()
@@ -67,7 +77,8 @@ def catalogue_message(found: FrameSources, raw: RawFrame, shape: tuple[int, int]
         mid_exposure=found.mid_exposure, mjd=found.mjd, count=len(found),
         trails=found.trails, threshold=found.threshold,
         limiting_flux=found.limiting_flux, limiting_mag=found.limiting_mag,
-        zero_point=found.zero_point, seeing=found.seeing, wcs=found.sky is not None,
+        zero_point=found.zero_point, seeing=found.seeing, band=band,
+        wcs=found.sky is not None,
         shape=(int(shape[0]), int(shape[1])), worker_id=worker_id, measured_at=utc_now(),
         payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
         chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)))

@@ -23,9 +23,10 @@ from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import RestorationSettings
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import (
-    FrameMetrics, PSFSummary, QualityMetrics, RawFrame, RestoredFrame, SourceCatalog, utc_now,
+    CatalogueFigures, FrameMetrics, PSFSummary, QualityMetrics, RawFrame, RestoredFrame,
+    SourceCatalog, utc_now,
 )
-from streamer.worker.catalogue import catalogue_message, frame_sources
+from streamer.worker.catalogue import catalogue_message, frame_sources, header_band
 
 
 @dataclass
@@ -75,7 +76,8 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     if settings.sources:
         started = time.perf_counter()
         catalogue = catalogue_message(frame_sources(image, result, raw, settings.source_threshold),
-                                      raw, result.data.shape, worker_id, chunk_bytes)
+                                      raw, result.data.shape, worker_id, chunk_bytes,
+                                      header_band(image.header))
         result.timings["sources"] = time.perf_counter() - started
     restored_at = utc_now()
     summary = psf_summary(result.psf)
@@ -92,6 +94,10 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     )
     metrics = _metrics(raw, result, restored_at, decode_seconds, encode_seconds, quality,
                        summary, worker_id, device_name)
+    if catalogue is not None:
+        found = catalogue[0]
+        metrics = metrics.model_copy(update={"catalogue": CatalogueFigures(
+            sources=found.count, limiting_mag=found.limiting_mag, trails=found.trails)})
     return ProcessedFrame(envelope, payload, metrics, catalogue)
 
 

@@ -13,7 +13,7 @@ from astropy.table import Table
 
 from streamer.imaging.psf import PSFSpec
 from streamer.streaming.camera import CameraPublisher, simulate
-from streamer.streaming.messages import RestoredFrame, Source, SourceCatalog
+from streamer.streaming.messages import FrameMetrics, RestoredFrame, Source, SourceCatalog
 from streamer.streaming.sink import Sink
 from streamer.streaming.topics import create_topics
 from streamer.worker.worker import Worker
@@ -44,9 +44,13 @@ def test_every_restored_frame_has_its_catalogue_once_and_archived(kafka_bootstra
         await asyncio.gather(*tasks)
         restored = await read_topic(settings, settings.topics.restored, expect=FRAMES, settle=1)
         catalogues = await read_topic(settings, settings.topics.sources, expect=FRAMES, settle=1)
-        return restored, catalogues
+        metrics = await read_topic(settings, settings.topics.metrics, expect=FRAMES, settle=1,
+                                   frames=False)
+        return restored, catalogues, metrics, worker
 
-    restored, catalogues = asyncio.run(scenario())
+    restored, catalogues, metrics, worker = asyncio.run(scenario())
+    figures = {FrameMetrics.model_validate_json(r.value).frame_id:
+               FrameMetrics.model_validate_json(r.value).catalogue for r in metrics}
     restored_ids = sorted(RestoredFrame.model_validate_json(i.envelope_json).frame_id
                           for i in restored)
     envelopes = [SourceCatalog.model_validate_json(i.envelope_json) for i in catalogues]
@@ -60,6 +64,10 @@ def test_every_restored_frame_has_its_catalogue_once_and_archived(kafka_bootstra
         assert envelope.limiting_flux > 0 and envelope.wcs  # the simulator writes a TAN WCS
         assert all(row.ra is not None and row.dec_error > 0 for row in rows)
         assert envelope.mid_exposure > envelope.exposure_start
+        assert figures[envelope.frame_id].sources == envelope.count  # the metrics record
+        assert figures[envelope.frame_id].limiting_mag == envelope.limiting_mag
+    exported = worker.metrics.registry.get_sample_value("streamer_catalogue_sources_count")
+    assert exported == FRAMES  # Prometheus saw each catalogue
     archive = tmp_path / "archive"
     tables = sorted((archive / "sources").rglob("*.ecsv"))
     assert len(tables) == FRAMES
