@@ -354,3 +354,39 @@ def test_demo_view_serves_the_page_until_interrupted(tmp_path):
         rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, "".join(lines) + rest
     assert any("verdict: this device" in line for line in lines)
+
+
+def test_a_frames_sources_in_the_api_and_over_its_picture(client, pipeline, tmp_path):
+    settings, archive = pipeline
+    row = next(r for r in client.get("/api/frames").json() if r["status"] == "restored")
+    assert row["has_sources"] and row["catalogue_sources"] > 0 and row["limiting_mag"] < 0
+    reply = client.get(f"/api/frames/{row['key']}/sources.json?limit=5").json()
+    assert reply["figures"]["count"] == row["catalogue_sources"]
+    snr = [source["snr"] for source in reply["sources"]]
+    assert len(snr) == min(5, row["catalogue_sources"]) and snr == sorted(snr, reverse=True)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "view", "--archive", str(archive),
+         "--bind", f"127.0.0.1:{port}"],
+        env={**settings_env(settings), "STREAMER_KAFKA__BOOTSTRAP_SERVERS": ""},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        dom = _chromium("--dump-dom", f"http://127.0.0.1:{port}/?sources").stdout
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+    followed = next(r for r in Catalog(archive).refresh() if r.status != "received")
+    if followed.has_sources:  # the newest finished frame; a dead letter has no catalogue
+        assert dom.count("<circle") == min(followed.catalogue_sources, 2000)
+        assert '<svg id="marks" hidden' not in dom  # drawn, not only in the DOM
+        assert 'id="catalogue" hidden' not in dom and "5σ limit" in dom
+        assert dom.count("<tr><td>") >= min(followed.catalogue_sources, 100)
+    else:
+        assert 'id="catalogue" hidden' in dom

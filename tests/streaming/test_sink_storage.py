@@ -155,7 +155,7 @@ def test_a_second_archive_with_its_own_group_gets_every_frame(kafka_bootstrap, t
             for index in range(FRAMES):
                 await camera.publish_image(rng.normal(100, 5, (32, 32)).astype(np.float32),
                                            frame_id=f"two:{index}", source_name=f"f{index}.fits")
-        sink = Sink(settings, tmp_path / "first")
+        sink = Sink(settings, tmp_path / "first", group_id=f"first-{settings.group_id}")
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
         for _ in range(300):

@@ -31,12 +31,15 @@ def test_every_restored_frame_has_its_catalogue_once_and_archived(kafka_bootstra
         async with CameraPublisher(settings, "cat1") as camera:
             await simulate(camera, count=FRAMES, size=160, cadence=0.0,
                            psf=PSFSpec(kind="gaussian", fwhm=2.5))
-        worker, sink = Worker(settings), Sink(settings, tmp_path / "archive")
+        # A group of its own: a sink of an earlier test in the default group cannot hold up
+        # this one's assignment.
+        worker = Worker(settings)
+        sink = Sink(settings, tmp_path / "archive", group_id=f"sink-{settings.group_id}")
         stop = asyncio.Event()
         tasks = [asyncio.create_task(worker.run(stop, max_frames=FRAMES)),
                  asyncio.create_task(sink.run(stop))]
         await asyncio.wait_for(tasks[0], 180)
-        for _ in range(300):
+        for _ in range(600):
             if len(list((tmp_path / "archive" / "sources").rglob("*.ecsv"))) == FRAMES:
                 break
             await asyncio.sleep(0.2)

@@ -7,6 +7,7 @@
 ``frames/{night}/{camera}/{name}``                   one frame's whole manifest
 ``frames/{night}/{camera}/{name}/{input|output|psf}.png?side=``  its renderings
 ``frames/{night}/{camera}/{name}/{input|output}.fits``     its files
+``frames/{night}/{camera}/{name}/sources.json?limit=``     its catalogue (highest S/N first)
 ``nights``                                           nights with counts
 ``nights/{night}.zip``                               a night's input/ and output/ (streamed)
 ``uploads`` (GET, POST multipart ``files``, ``camera``)    publish FITS files; their status
@@ -158,6 +159,11 @@ def _add_archive_routes(app: FastAPI, catalog: Catalog, previews: Previews,
         key = f"{night}/{camera}/{name}"
         row = await run_in_threadpool(catalog.frame, key)
         return {"row": row.model_dump(), "manifest": catalog.manifest(key)}
+
+    @app.get("/api/frames/{night}/{camera}/{name}/sources.json")
+    async def sources(night: str, camera: str, name: str, limit: int = 5000) -> dict:
+        return await run_in_threadpool(catalog.sources, f"{night}/{camera}/{name}",
+                                       max(1, min(limit, 50000)))
 
     @app.get("/api/frames/{night}/{camera}/{name}/{kind}.png")
     async def rendering(night: str, camera: str, name: str, kind: str,

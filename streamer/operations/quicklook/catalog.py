@@ -18,6 +18,7 @@ import re
 import threading
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel
 
 from streamer.errors import NotInArchiveError
@@ -58,6 +59,10 @@ class FrameRow(BaseModel):
     has_input: bool = False
     has_preview: bool = False  # the input is a FITS file the page can draw
     has_output: bool = False
+    has_sources: bool = False  # a source catalogue is archived
+    catalogue_sources: int | None = None
+    limiting_mag: float | None = None
+    trails: int | None = None
     updated: float = 0.0  # manifest modification time (epoch seconds)
 
 
@@ -101,6 +106,7 @@ def row_from_manifest(key: str, entry: dict, updated: float, root: Path) -> Fram
     quality = metrics.get("quality") or {}
     psf = metrics.get("psf") or (entry.get("output") or {}).get("psf_summary") or {}
     letter = entry.get("dead_letter") or {}
+    catalogue = entry.get("sources") or {}
     status = entry.get("status") or ("restored" if entry.get("output") else "received")
     latency, latency_from = _latency(metrics)
     inputs = [root / "input" / f"{key}.fits",
@@ -129,6 +135,9 @@ def row_from_manifest(key: str, entry: dict, updated: float, root: Path) -> Fram
         has_preview=stored is not None and stored.suffix != ".bin"
         and stored.stat().st_size > 0,
         has_output=(root / "output" / f"{key}.fits").is_file(),
+        has_sources=bool(catalogue) and (root / "sources" / f"{key}.ecsv").is_file(),
+        catalogue_sources=catalogue.get("count"), limiting_mag=catalogue.get("limiting_mag"),
+        trails=catalogue.get("trails"),
         updated=updated)
 
 
@@ -229,6 +238,24 @@ class Catalog:
                 return self.inside(path)
         raise NotInArchiveError(f"frame {key!r} has no {kind} file in the archive")
 
+    def sources(self, key: str, limit: int = 5000) -> dict:
+        """A frame's catalogue for the page: its figures and the ``limit`` sources of highest
+        S/N (id, x, y, ra, dec, mag, snr, flags), from the archived ECSV."""
+        from astropy.table import Table
+
+        night, camera, name = self.split(key)
+        path = self.root / "sources" / night / camera / f"{name}.ecsv"
+        if not path.is_file():
+            raise NotInArchiveError(f"frame {key!r} has no source catalogue in the archive")
+        table = Table.read(self.inside(path), format="ascii.ecsv")
+        order = np.argsort(-np.asarray(table["snr"], dtype=float))[:limit]
+        columns = ("id", "x", "y", "ra", "dec", "mag", "mag_error", "snr", "flags")
+        rows = [{column: _cell(table[column][index]) for column in columns}
+                for index in order]
+        figures = {k: table.meta.get(k) for k in ("count", "limiting_mag", "seeing", "trails",
+                                                  "zero_point", "wcs", "band", "shape")}
+        return {"figures": figures, "sources": rows}
+
     def night_files(self, night: str) -> tuple[list[tuple[str, Path]], list[str]]:
         """A night's files for its zip — (name in the zip, path) of its inputs, outputs and
         dead letters (reasons and bytes) — and a line for each file left out (a link that
@@ -271,6 +298,16 @@ class Catalog:
             return Path(path).relative_to(self.root).as_posix()
         except ValueError:
             return Path(path).name
+
+
+def _cell(value) -> float | int | None:
+    """A table cell as JSON: None when masked or not finite."""
+    if value is None or np.ma.is_masked(value):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    number = float(value)
+    return number if np.isfinite(number) else None
 
 
 def _instant(text: str | None) -> float:
