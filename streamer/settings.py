@@ -101,6 +101,9 @@ class RestorationSettings(BaseModel):
     source_threshold: float = Field(default=5.0, gt=0,
                                     description="source detection threshold, PSF-matched-"
                                                 "filter S/N")
+    max_sources: int = Field(default=20_000, ge=1,
+                             description="most sources a frame's catalogue holds (the "
+                                         "strongest; the catalogue says capped)")
     method: ConvolutionMethod = Field(
         default="auto", description="convolution method; auto times the candidates on the "
                                     "device")

@@ -71,6 +71,7 @@ class FrameSources:
     mid_exposure: dt.datetime
     mjd: float
     threshold: float
+    capped: bool = False       # more sources were found than the cap: the strongest kept
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -137,13 +138,17 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
                     exposure_seconds: float, restored: np.ndarray | None = None,
                     target_psf: np.ndarray | None = None,
                     quality_flags: np.ndarray | None = None,
-                    threshold: float = 5.0) -> FrameSources:
-    """The catalogue of a frame (see the module notes)."""
+                    threshold: float = 5.0, max_sources: int | None = None) -> FrameSources:
+    """The catalogue of a frame (see the module notes); at most ``max_sources`` (the highest
+    detection S/N), ``capped`` when more were found."""
     data = _subtracted(image)
     restored_data = _subtracted(restored) if restored is not None else None
     found = detect(data, noise.sigma, psf, psf_fwhm, restored=restored_data,
                    restored_psf=target_psf, threshold=threshold,
                    mask=~np.isfinite(np.asarray(image, dtype=np.float32)))
+    capped = max_sources is not None and len(found) > max_sources
+    if capped:
+        found = found.strongest(max_sources)
     data = data - _sky_offset(data, found.x, found.y, SKY_CLEAR_FWHM * psf_fwhm)
     photometry = psf_photometry(data, noise.sigma, noise.inverse_gain, psf, psf_fwhm,
                                 found.x, found.y)
@@ -187,7 +192,7 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
         trail_length=trail_length[keep], trail_angle=trail_angle[keep], sky=sky,
         zero_point=zero_point, limiting_flux=float(limiting_flux),
         limiting_mag=float(offset - 2.5 * np.log10(limiting_flux)), seeing=float(psf_fwhm),
-        mid_exposure=middle, mjd=mjd, threshold=threshold)
+        mid_exposure=middle, mjd=mjd, threshold=threshold, capped=capped)
 
 
 def _nearest_neighbour(x: np.ndarray, y: np.ndarray) -> np.ndarray:

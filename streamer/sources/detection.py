@@ -38,6 +38,12 @@ class Detections:
     def __len__(self) -> int:
         return int(self.x.size)
 
+    def strongest(self, count: int) -> Detections:
+        """The ``count`` detections of highest detection S/N."""
+        keep = np.sort(np.argsort(-self.detection_snr)[:count])
+        return Detections(self.x[keep], self.y[keep], self.detection_snr[keep], self.a[keep],
+                          self.b[keep], self.theta[keep], self.blended[keep])
+
 
 def matched_filter_snr(data: np.ndarray, sigma: float, psf: np.ndarray) -> np.ndarray:
     """The S/N map of the PSF-matched filter on a background-subtracted frame with white

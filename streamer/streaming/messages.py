@@ -240,6 +240,11 @@ class SourceCatalog(_Message):
     seeing: float = Field(description="PSF FWHM, pixels")
     band: str | None = Field(default=None, description="the header's FILTER (or BAND)")
     wcs: bool = Field(description="whether sources carry RA/Dec")
+    capped: bool = Field(default=False, description="more sources than max_sources were "
+                                                    "found: the strongest are listed")
+    failure: str | None = Field(default=None, description="why no catalogue could be measured "
+                                                          "(the restored frame is published "
+                                                          "regardless)")
     shape: tuple[int, int]
     worker_id: str
     measured_at: dt.datetime

@@ -11,19 +11,36 @@ import math
 from streamer.imaging.fits_io import FitsImage
 from streamer.restoration.restorer import Restoration
 from streamer.sources.catalog import FrameSources, measure_sources
+from streamer.sources.sky_positions import mid_exposure
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import RawFrame, SourceCatalog, utc_now
 
 
 def frame_sources(image: FitsImage, result: Restoration, raw: RawFrame,
-                  threshold: float) -> FrameSources:
+                  threshold: float, max_sources: int | None = None) -> FrameSources:
     """The catalogue of a restored frame: measured on its input, blends split on ``result``."""
     target = result.resolution.target if result.resolution is not None else None
     return measure_sources(image.data, image.header, result.psf.psf, result.psf.fwhm,
                            result.noise, exposure_start=raw.exposure_start,
                            exposure_seconds=raw.exposure_seconds, restored=result.data,
                            target_psf=target, quality_flags=result.quality_flags,
-                           threshold=threshold)
+                           threshold=threshold, max_sources=max_sources)
+
+
+def failed_catalogue(raw: RawFrame, shape: tuple[int, int], worker_id: str,
+                     error: BaseException) -> tuple[SourceCatalog, bytes]:
+    """An empty catalogue that says why none could be measured: the frame itself is
+    restored and published; a catalogue's failure never costs it."""
+    payload = b"[]"
+    middle, mjd = mid_exposure(raw.exposure_start, raw.exposure_seconds)
+    return SourceCatalog(
+        frame_id=raw.frame_id, camera_id=raw.camera_id, source_name=raw.source_name,
+        exposure_start=raw.exposure_start, exposure_seconds=raw.exposure_seconds,
+        mid_exposure=middle, mjd=mjd, count=0, trails=0, threshold=0.0,
+        limiting_flux=0.0, limiting_mag=0.0, seeing=0.0, wcs=False,
+        shape=(int(shape[0]), int(shape[1])), worker_id=worker_id, measured_at=utc_now(),
+        failure=f"{type(error).__name__}: {error}"[:500], payload_bytes=len(payload),
+        payload_sha256=sha256_hex(payload), chunk_count=1), payload
 
 
 def _number(value: float) -> float | None:
@@ -78,7 +95,7 @@ def catalogue_message(found: FrameSources, raw: RawFrame, shape: tuple[int, int]
         trails=found.trails, threshold=found.threshold,
         limiting_flux=found.limiting_flux, limiting_mag=found.limiting_mag,
         zero_point=found.zero_point, seeing=found.seeing, band=band,
-        wcs=found.sky is not None,
+        wcs=found.sky is not None, capped=found.capped,
         shape=(int(shape[0]), int(shape[1])), worker_id=worker_id, measured_at=utc_now(),
         payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
         chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)))

@@ -9,10 +9,10 @@ checksums and measures the result on the host while the device restores the next
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
-
 
 from streamer.imaging.fits_io import FitsImage, output_header, restored_bytes
 from streamer.imaging.preparation import PreparedFrame
@@ -23,10 +23,23 @@ from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import RestorationSettings
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import (
-    CatalogueFigures, FrameMetrics, PSFSummary, QualityMetrics, RawFrame, RestoredFrame,
-    SourceCatalog, utc_now,
+    CatalogueFigures,
+    FrameMetrics,
+    PSFSummary,
+    QualityMetrics,
+    RawFrame,
+    RestoredFrame,
+    SourceCatalog,
+    utc_now,
 )
-from streamer.worker.catalogue import catalogue_message, frame_sources, header_band
+from streamer.worker.catalogue import (
+    catalogue_message,
+    failed_catalogue,
+    frame_sources,
+    header_band,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,9 +88,15 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     catalogue = None
     if settings.sources:
         started = time.perf_counter()
-        catalogue = catalogue_message(frame_sources(image, result, raw, settings.source_threshold),
-                                      raw, result.data.shape, worker_id, chunk_bytes,
-                                      header_band(image.header))
+        try:
+            catalogue = catalogue_message(
+                frame_sources(image, result, raw, settings.source_threshold,
+                              settings.max_sources),
+                raw, result.data.shape, worker_id, chunk_bytes, header_band(image.header))
+        except Exception as error:  # noqa: BLE001 - the frame is restored; only its catalogue failed
+            log.warning("frame %s: no source catalogue (%s: %s); the restored frame goes on",
+                        raw.frame_id, type(error).__name__, error)
+            catalogue = failed_catalogue(raw, result.data.shape, worker_id, error)
         result.timings["sources"] = time.perf_counter() - started
     restored_at = utc_now()
     summary = psf_summary(result.psf)

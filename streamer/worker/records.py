@@ -1,5 +1,6 @@
 """The Kafka records a frame's transaction writes: the restored frame's chunks, its metrics and
-its source catalogue's chunks, or a dead letter carrying the original bytes and the reason. Pure functions, no Kafka client.
+its source catalogue's chunks, or a dead letter carrying the original bytes and the reason.
+Pure functions, no Kafka client.
 """
 
 from __future__ import annotations

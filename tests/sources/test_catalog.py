@@ -199,3 +199,47 @@ def test_forced_fits_at_the_true_positions_are_unbiased_at_every_snr(field):
         chosen = (field["snr"][single] >= low) & (field["snr"][single] < high)
         pull = (result.flux[chosen] - field["flux"][single][chosen]) / result.flux_error[chosen]
         assert abs(np.median(pull)) < 0.25, (low, high, np.median(pull))
+
+
+def test_a_frame_without_stars_gives_an_empty_catalogue(tmp_path):
+    from streamer.streaming.archive import Archive
+    from streamer.streaming.messages import RawFrame
+    from streamer.worker.catalogue import catalogue_message
+
+    sky = np.random.default_rng(12).poisson(SKY, (256, 256)).astype(np.float64)
+    noise = NoiseModel(sky=SKY, sigma=np.sqrt(SKY), inverse_gain=1.0)
+    result = measure_sources(sky, None, _gaussian(SIGMA), FWHM, noise, exposure_start=START,
+                             exposure_seconds=10.0, restored=sky)
+    assert len(result) <= 1  # noise alone: at most a stray 5σ peak on 65 kpx
+    empty = measure_sources(np.full((64, 64), SKY), None, _gaussian(SIGMA), FWHM, noise,
+                            exposure_start=START, exposure_seconds=10.0)
+    assert len(empty) == 0 and not empty.capped and empty.limiting_flux > 0
+    raw = RawFrame(frame_id="cam1:blank", camera_id="cam1", exposure_start=START,
+                   exposure_seconds=10.0, shape=(64, 64), dtype="float64", encoding="fits",
+                   payload_bytes=1, payload_sha256="0" * 64, chunk_count=1,
+                   source_name="blank.fits", published_at=START)
+    envelope, payload = catalogue_message(empty, raw, (64, 64), "w1", 1 << 20)
+    assert envelope.count == 0 and payload == b"[]" and envelope.failure is None
+    path = Archive(tmp_path / "archive").store_sources(envelope, payload)
+    assert path.is_file() and "count: 0" in path.read_text()
+
+
+def test_a_crowded_field_is_capped_to_its_strongest_sources(field, catalogue):
+    noise = NoiseModel(sky=SKY, sigma=np.sqrt(SKY), inverse_gain=1.0)
+    capped = measure_sources(field["image"], None, field["psf"], FWHM, noise,
+                             exposure_start=START, exposure_seconds=30.0, max_sources=25)
+    assert len(capped) <= 25 and capped.capped and not catalogue.capped
+    assert np.median(capped.snr) > np.percentile(catalogue.snr, 90)
+
+
+def test_masked_pixels_flag_their_sources(field):
+    noise = NoiseModel(sky=SKY, sigma=np.sqrt(SKY), inverse_gain=1.0)
+    image = field["image"].copy()
+    star = int(np.argmax(field["flux"][: field["count"]]))
+    row, column = int(field["y"][star]), int(field["x"][star])
+    image[row - 1: row + 2, column + 2] = np.nan  # a bad column beside a bright star
+    result = measure_sources(image, None, field["psf"], FWHM, noise, exposure_start=START,
+                             exposure_seconds=30.0)
+    nearest = np.argmin(np.hypot(result.x - field["x"][star], result.y - field["y"][star]))
+    assert result.flags[nearest] & SourceFlag.MASKED
+    assert np.isfinite(result.flux[nearest])

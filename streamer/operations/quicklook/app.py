@@ -160,6 +160,23 @@ def _add_archive_routes(app: FastAPI, catalog: Catalog, previews: Previews,
         row = await run_in_threadpool(catalog.frame, key)
         return {"row": row.model_dump(), "manifest": catalog.manifest(key)}
 
+    _add_frame_file_routes(app, catalog, previews)
+
+    @app.get("/api/nights")
+    async def nights() -> list[dict]:
+        return await run_in_threadpool(catalog.nights)
+
+    @app.get("/api/nights/{night}.zip")
+    async def night_zip(night: str) -> StreamingResponse:
+        files, skipped = await run_in_threadpool(catalog.night_files, night)
+        return StreamingResponse(
+            zip_stream(files, skipped, f"{night}/MISSING.txt"), media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="streamer-{night}.zip"'})
+
+
+def _add_frame_file_routes(app: FastAPI, catalog: Catalog, previews: Previews) -> None:
+    """A frame's catalogue, renderings and files."""
+
     @app.get("/api/frames/{night}/{camera}/{name}/sources.json")
     async def sources(night: str, camera: str, name: str, limit: int = 5000) -> dict:
         return await run_in_threadpool(catalog.sources, f"{night}/{camera}/{name}",
@@ -184,17 +201,6 @@ def _add_archive_routes(app: FastAPI, catalog: Catalog, previews: Previews,
         return FileResponse(path, media_type="application/fits" if suffix == ".fits"
                             else "application/octet-stream",
                             filename=f"{camera}_{name}_{kind}{suffix}")
-
-    @app.get("/api/nights")
-    async def nights() -> list[dict]:
-        return await run_in_threadpool(catalog.nights)
-
-    @app.get("/api/nights/{night}.zip")
-    async def night_zip(night: str) -> StreamingResponse:
-        files, skipped = await run_in_threadpool(catalog.night_files, night)
-        return StreamingResponse(
-            zip_stream(files, skipped, f"{night}/MISSING.txt"), media_type="application/zip",
-            headers={"Content-Disposition": f'attachment; filename="streamer-{night}.zip"'})
 
 
 def _add_upload_routes(app: FastAPI, catalog: Catalog, uploads: Uploads,
