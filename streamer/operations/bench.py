@@ -253,6 +253,18 @@ def run_bench(args: argparse.Namespace) -> int:
         else:
             print_profile(science)
         return 0
+    if getattr(args, "profile", "cpu") == "sources":
+        from streamer.operations.science.sources_profile import collect as collect_sources
+        from streamer.operations.science.sources_profile import print_profile as print_sources
+
+        device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)
+        sources = collect_sources(args.size if args.size != 2048 else 1024, device)
+        if args.json:
+            json.dump(sources, sys.stdout, indent=2)
+            print()
+        else:
+            print_sources(sources)
+        return 0
     if getattr(args, "profile", "cpu") == "gpu":
         from streamer.operations.gpu_bench import collect as collect_gpu
 
