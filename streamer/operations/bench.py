@@ -12,6 +12,7 @@ measured.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -240,32 +241,27 @@ def print_table(result: dict[str, Any], cadence: float | None) -> None:
         print(f"this device {verdict} a {cadence:g} s cadence")
 
 
+# Profiles measured against a truth table: the module (collect, print_profile) and the side
+# of its field when --size is left at the default.
+TRUTH_PROFILES = {"science": ("streamer.operations.science.profile", 768),
+                  "sources": ("streamer.operations.science.sources_profile", 1024)}
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by the CLI arguments; print a table or JSON."""
-    if getattr(args, "profile", "cpu") == "science":
-        from streamer.operations.science.profile import collect as collect_science, print_profile
-
+    profile = getattr(args, "profile", "cpu")
+    if profile in TRUTH_PROFILES:
+        module_name, default_size = TRUTH_PROFILES[profile]
+        module = importlib.import_module(module_name)
         device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)
-        science = collect_science(args.size if args.size != 2048 else 768, device)
+        result = module.collect(args.size if args.size != 2048 else default_size, device)
         if args.json:
-            json.dump(science, sys.stdout, indent=2)
+            json.dump(result, sys.stdout, indent=2)
             print()
         else:
-            print_profile(science)
+            module.print_profile(result)
         return 0
-    if getattr(args, "profile", "cpu") == "sources":
-        from streamer.operations.science.sources_profile import collect as collect_sources
-        from streamer.operations.science.sources_profile import print_profile as print_sources
-
-        device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)
-        sources = collect_sources(args.size if args.size != 2048 else 1024, device)
-        if args.json:
-            json.dump(sources, sys.stdout, indent=2)
-            print()
-        else:
-            print_sources(sources)
-        return 0
-    if getattr(args, "profile", "cpu") == "gpu":
+    if profile == "gpu":
         from streamer.operations.gpu_bench import collect as collect_gpu
 
         device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)

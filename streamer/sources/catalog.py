@@ -145,7 +145,7 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     restored_data = _subtracted(restored) if restored is not None else None
     found = detect(data, noise.sigma, psf, psf_fwhm, restored=restored_data,
                    restored_psf=target_psf, threshold=threshold,
-                   mask=~np.isfinite(np.asarray(image, dtype=np.float32)))
+                   mask=~np.isfinite(data))  # _subtracted leaves excluded pixels NaN
     capped = max_sources is not None and len(found) > max_sources
     if capped:
         found = found.strongest(max_sources)

@@ -156,8 +156,6 @@ def _split_blends(found: Detections, restored: np.ndarray, sigma: float,
         if near.size >= 2:
             keep[index] = False
             claimed[near] = True
-        elif near.size == 1:
-            claimed[near] = False  # the same star seen twice: the data's centroid stays
     kept_x, kept_y = found.x[keep], found.y[keep]
     added = claimed.copy()
     for index in np.flatnonzero(~claimed):

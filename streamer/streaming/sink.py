@@ -34,7 +34,11 @@ from streamer.streaming.codec import FrameLimits
 from streamer.streaming.framing import AssembledFrame, PartitionAssembler, headers_dict
 from streamer.streaming.kafka_clients import consumer, start_client
 from streamer.streaming.messages import (
-    DeadLetter, FrameMetrics, RawFrame, RestoredFrame, SourceCatalog,
+    DeadLetter,
+    FrameMetrics,
+    RawFrame,
+    RestoredFrame,
+    SourceCatalog,
 )
 
 log = logging.getLogger(__name__)
@@ -59,8 +63,7 @@ class StorageFault:
     """A spell of archive writes failing: since when, and how long to wait before the next
     try (doubling from 1 s to a minute)."""
 
-    def __init__(self, error: OSError, started: float) -> None:
-        self.error = error
+    def __init__(self, started: float) -> None:
         self.started = started
         self.delay = 1.0
         self.tries = 1
@@ -202,13 +205,12 @@ class Sink:
         self.metrics.archive_write_errors.labels(error_name(error)).inc()
         self.metrics.archive_writable.set(0)
         if self.storage_fault is None:
-            self.storage_fault = StorageFault(error, loop.time())
+            self.storage_fault = StorageFault(loop.time())
             log.error("sink: cannot write the archive (%s: %s); consuming paused, nothing "
                       "committed, retrying until the disk is writable", error_name(error),
                       error.strerror or error)
         else:
             self.storage_fault.tries += 1
-            self.storage_fault.error = error
         assigned = self.consumer.assignment()
         self.assemblers.clear()
         if assigned:

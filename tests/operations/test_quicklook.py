@@ -5,6 +5,7 @@ published to the raw topic and followed to the archive, and the page in headless
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -281,29 +284,51 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=120)
 
 
-def test_the_page_in_headless_chromium_shows_the_frames(pipeline, tmp_path):
-    settings, archive = pipeline
-    port = _free_port()
+@dataclass
+class ViewProcess:
+    """``streamer view`` run as a person runs it; ``output`` and ``code`` once it stopped."""
+
+    port: int
+    output: str = ""
+    code: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+@contextlib.contextmanager
+def serving_view(archive: Path, settings, stop: int = signal.SIGTERM) -> Iterator[ViewProcess]:
+    """``streamer view`` over ``archive`` without a broker, listening when entered; sent
+    ``stop`` on the way out."""
+    view = ViewProcess(_free_port())
     server = subprocess.Popen(
         [sys.executable, "-m", "streamer", "view", "--archive", str(archive),
-         "--bind", f"127.0.0.1:{port}"],
+         "--bind", f"127.0.0.1:{view.port}"],
         env={**settings_env(settings), "STREAMER_KAFKA__BOOTSTRAP_SERVERS": ""},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
+                socket.create_connection(("127.0.0.1", view.port), 1).close()
                 break
             except OSError:
                 time.sleep(0.2)
-        url = f"http://127.0.0.1:{port}/"
-        dom = _chromium("--dump-dom", url).stdout
-        shot = tmp_path / "quicklook.png"
-        _chromium(f"--screenshot={shot}", url)
+        yield view
     finally:
-        server.send_signal(signal.SIGINT)
-        output = server.communicate(timeout=30)[0]
+        server.send_signal(stop)
+        view.output = server.communicate(timeout=30)[0]
+        view.code = server.returncode
+
+
+def test_the_page_in_headless_chromium_shows_the_frames(pipeline, tmp_path):
+    settings, archive = pipeline
+    with serving_view(archive, settings, signal.SIGINT) as view:
+        dom = _chromium("--dump-dom", view.url).stdout
+        shot = tmp_path / "quicklook.png"
+        _chromium(f"--screenshot={shot}", view.url)
+    port, output = view.port, view.output
     assert f"quick look on http://127.0.0.1:{port}/" in output
     # The script ran: the table holds every frame, the viewer the latest finished one.
     rows = Catalog(archive).refresh()  # the pipeline's frames and any upload test's
@@ -364,24 +389,8 @@ def test_a_frames_sources_in_the_api_and_over_its_picture(client, pipeline, tmp_
     assert reply["figures"]["count"] == row["catalogue_sources"]
     snr = [source["snr"] for source in reply["sources"]]
     assert len(snr) == min(5, row["catalogue_sources"]) and snr == sorted(snr, reverse=True)
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "view", "--archive", str(archive),
-         "--bind", f"127.0.0.1:{port}"],
-        env={**settings_env(settings), "STREAMER_KAFKA__BOOTSTRAP_SERVERS": ""},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        dom = _chromium("--dump-dom", f"http://127.0.0.1:{port}/?sources").stdout
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
+    with serving_view(archive, settings) as view:
+        dom = _chromium("--dump-dom", view.url + "?sources").stdout
     followed = next(r for r in Catalog(archive).refresh() if r.status != "received")
     if followed.has_sources:  # the newest finished frame; a dead letter has no catalogue
         assert dom.count("<circle") == min(followed.catalogue_sources, 2000)

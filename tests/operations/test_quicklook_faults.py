@@ -14,10 +14,6 @@ import asyncio
 import datetime as dt
 import gzip
 import io
-import signal
-import socket
-import subprocess
-import sys
 import time
 import zipfile
 
@@ -33,8 +29,8 @@ from streamer.streaming.archive import Archive, night_of
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import DeadLetter, RawFrame, utc_now
 from streamer.streaming.topics import create_topics
-from tests.kafka_support import read_topic, settings_env, unique_settings
-from tests.operations.test_quicklook import _chromium, _free_port
+from tests.kafka_support import read_topic, unique_settings
+from tests.operations.test_quicklook import _chromium, serving_view
 
 UPLOADS_SHOWN = 6  # as page.html
 # Mid-night (UTC 03:00 of today): every frame of "tonight" lies in one night folder.
@@ -170,31 +166,14 @@ def test_uploads_are_answered_at_once_while_the_broker_is_away(tmp_path):
 
 
 def test_the_page_shows_a_dead_letter_panel_and_a_bounded_upload_list(archive, tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "view", "--archive", str(archive),
-         "--bind", f"127.0.0.1:{port}"],
-        env={**settings_env(unique_settings("127.0.0.1:9")),
-             "STREAMER_KAFKA__BOOTSTRAP_SERVERS": ""},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        import httpx
+    import httpx
 
+    with serving_view(archive, unique_settings("127.0.0.1:9")) as view:
         for index in range(UPLOADS_SHOWN + 4):  # refused: no broker configured
-            httpx.post(f"http://127.0.0.1:{port}/api/uploads",
+            httpx.post(f"{view.url}api/uploads",
                        files={"files": (f"f{index}.fits", _fits_bytes(np.ones((4, 4))))})
-        dom = _chromium("--dump-dom", f"http://127.0.0.1:{port}/").stdout
-    finally:
-        server.send_signal(signal.SIGTERM)
-        output = server.communicate(timeout=30)[0]
-        code = server.returncode
+        dom = _chromium("--dump-dom", view.url).stdout
+    code, output = view.code, view.output
     assert code == 0 and "quick look stopped (SIGTERM)" in output, output
     # Followed: the newest arrival the worker finished, the camera's dead letter.
     assert "cam1 · notes.fits · dead-letter" in dom
