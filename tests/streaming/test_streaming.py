@@ -1,5 +1,6 @@
-"""The streaming system on a real Kafka broker: camera → raw topic → workers → restored and
-metrics topics (exactly once) → sink; dead letters; SIGKILL recovery; two workers; big frames."""
+"""The streaming system on a real Kafka broker: camera → raw topic → workers → restored,
+metrics and sources topics (exactly once) → sink; dead letters; SIGKILL recovery; two workers;
+big frames."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from streamer.imaging.fits_io import read_image_bytes
 from streamer.errors import FrameTooLargeError
 from streamer.streaming.framing import frame_records, sha256_hex
 from streamer.streaming.kafka_clients import transactional_producer
-from streamer.streaming.messages import DeadLetter, FrameMetrics, RawFrame, RestoredFrame
+from streamer.streaming.messages import (DeadLetter, FrameMetrics, RawFrame, RestoredFrame,
+                                        SourceCatalog)
 from streamer.imaging.psf import PSFSpec
 from streamer.restoration.restorer import Restorer
 from streamer.streaming.sink import Archive, Sink
@@ -305,6 +307,11 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, tmp_pa
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
     metric_counts = collections.Counter(FrameMetrics.model_validate_json(r.value).frame_id for r in metrics)
     assert set(metric_counts.values()) == {1} and len(metric_counts) == frames
+    # The catalogues ride in the same transactions: one per frame, none lost with the victim.
+    catalogues = run(read_topic(settings, settings.topics.sources, expect=frames, settle=1))
+    catalogue_counts = collections.Counter(
+        SourceCatalog.model_validate_json(i.envelope_json).frame_id for i in catalogues)
+    assert catalogue_counts == collections.Counter(set(counts))
 
 
 def _assigned(log: Path) -> list[int] | None:
