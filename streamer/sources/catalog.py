@@ -20,13 +20,14 @@ from astropy.stats import sigma_clipped_stats
 from streamer.imaging.data_quality import Quality
 from streamer.imaging.noise import NoiseModel
 from streamer.sources.detection import detect
-from streamer.sources.photometry import fit_radius, psf_photometry
+from streamer.sources.photometry import aperture_correction, fit_radius, psf_photometry
 from streamer.sources.sky_positions import SkyPositions, celestial_wcs, mid_exposure, sky_positions
 
 BACKGROUND_MESH = 64
 TRAIL_ELONGATION = 2.0  # matched-filter a/b beyond which a source is a trail (≳ 3.5 FWHM long)
 TRAIL_MIN_SNR = 10.0
 SKY_CLEAR_FWHM = 3.0  # the sky level is measured this far (PSF FWHM) from every source
+HALO_SNR = 20.0  # ... and farther from brighter ones (see _sky_offset)
 BLEND_FWHM = 2.0  # a neighbour this close (PSF FWHM) makes a source blended
 ZERO_POINT_KEYWORDS = ("MAGZERO", "MAGZPT", "MAGZP", "PHOTZP", "ZP", "ZEROPNT")
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -72,6 +73,9 @@ class FrameSources:
     mjd: float
     threshold: float
     capped: bool = False       # more sources were found than the cap: the strongest kept
+    aperture_correction: float = 1.0  # PSF-fit fluxes × this: total light (see photometry)
+    aperture_stars: int = 0    # the stars it was measured on; 0: none, no correction
+    noise_ratio: float = 1.0   # the frame's noise at the PSF's scale over white noise's
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -110,24 +114,36 @@ def _subtracted(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sky_offset(data: np.ndarray, x: np.ndarray, y: np.ndarray, reach: float) -> float:
-    """The mean level of ``data`` away from the sources (discs of ``reach`` around each left
-    out, then 3σ-clipped). sep's level is the mode (2.5 median − 1.5 mean), which sits below
-    the mean of a skewed (Poisson, integer) sky — by 0.5-0.8 ADU on a sky of 100 counts,
-    which a PSF fit turns into +3 % on a star of S/N 10; the fluxes stand on the mean."""
+def _sky_offset(data: np.ndarray, x: np.ndarray, y: np.ndarray, snr: np.ndarray,
+                reach: float) -> float:
+    """The mean level of ``data`` away from the sources (3σ-clipped). sep's level is the mode
+    (2.5 median − 1.5 mean), which sits below the mean of a skewed (Poisson, integer) sky —
+    by 0.5-0.8 ADU on a sky of 100 counts, which a PSF fit turns into +3 % on a star of S/N
+    10; the fluxes stand on the mean. Each source's disc is ``reach`` wide, grown as the sixth
+    root of its S/N over ``HALO_SNR`` (a Moffat β≈3 halo falls as r⁻⁶): on a crowded field
+    the halos of the bright stars otherwise lift the mean by 0.07σ, which takes 1 % from a
+    star of S/N 30. Where that leaves too little sky, the discs shrink back to ``reach``."""
     height, width = data.shape
     step = max(1, int(np.sqrt(data.size / (1 << 18))))
     rows, columns = np.mgrid[0:height:step, 0:width:step]
     sample = data[::step, ::step]
     free = np.isfinite(sample)
+    points = np.column_stack([columns[free], rows[free]])
+    values = sample[free]
     if x.size:
         from scipy.spatial import cKDTree
 
-        distance, _ = cKDTree(np.column_stack([x, y])).query(
-            np.column_stack([columns[free], rows[free]]))
-        values = sample[free][distance > reach]
-    else:
-        values = sample[free]
+        tree = cKDTree(np.column_stack([x, y]))
+        grown = reach * np.maximum(1.0, np.nan_to_num(snr) / HALO_SNR) ** (1.0 / 6.0)
+        for radii in (grown, np.full(x.size, reach)):
+            distance, index = tree.query(points, k=min(8, x.size),
+                                         distance_upper_bound=float(radii.max()))
+            distance, index = distance.reshape(len(points), -1), index.reshape(len(points), -1)
+            limit = np.append(radii, 0.0)[index]  # a missing neighbour (index n) covers nothing
+            clear = values[~np.any(distance < limit, axis=1)]
+            if clear.size >= max(100, values.size // 20):
+                break
+        values = clear
     if values.size < 100:
         return 0.0
     return float(sigma_clipped_stats(values, sigma=3.0, maxiters=10)[0])
@@ -149,36 +165,36 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     capped = max_sources is not None and len(found) > max_sources
     if capped:
         found = found.strongest(max_sources)
-    data = data - _sky_offset(data, found.x, found.y, SKY_CLEAR_FWHM * psf_fwhm)
-    photometry = psf_photometry(data, noise.sigma, noise.inverse_gain, psf, psf_fwhm,
-                                found.x, found.y)
+    data = data - _sky_offset(data, found.x, found.y, found.detection_snr,
+                              SKY_CLEAR_FWHM * psf_fwhm)
+    # The sky noise at the PSF's scale, as the detection measured it around each source.
+    photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain, psf,
+                                psf_fwhm, found.x, found.y)
     flux, error = photometry.flux, photometry.flux_error
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(error > 0, flux / error, 0.0)
     # A blend's parts come from the restored frame: each must stand on the data by itself.
     keep = np.isfinite(flux) & np.isfinite(snr) & (~found.blended | (snr >= threshold))
-    psf_sigma = psf_fwhm / FWHM_PER_SIGMA
-    position_error = np.sqrt(2.0) * psf_sigma / np.maximum(snr, 1.0)
-    # sep measured the shapes on the matched-filter image: the PSF's variance is in twice.
-    a2 = np.maximum(found.a**2 - psf_sigma**2, 0.25 * psf_sigma**2)
-    b2 = np.maximum(found.b**2 - psf_sigma**2, 0.25 * psf_sigma**2)
-    a, b = np.sqrt(a2), np.sqrt(b2)
-    elongation = found.a / np.maximum(found.b, 1e-6)
+    position_error = np.sqrt(2.0) * psf_fwhm / FWHM_PER_SIGMA / np.maximum(snr, 1.0)
+    a, b, elongation = _intrinsic_shapes(found, psf_fwhm)
     crowded = _nearest_neighbour(found.x, found.y) < BLEND_FWHM * psf_fwhm
     flags = _flags(data.shape, found, photometry, quality_flags, fit_radius(psf_fwhm), crowded)
     trail = (elongation > TRAIL_ELONGATION) & (snr > TRAIL_MIN_SNR) & ~found.blended & ~crowded
     flags = np.where(trail, flags | SourceFlag.TRAIL, flags)
-    trail_length = np.where(trail, np.sqrt(12.0 * np.maximum(a2 - b2, 0.0)), np.nan)
+    trail_length = np.where(trail, np.sqrt(12.0 * np.maximum(a**2 - b**2, 0.0)), np.nan)
     trail_angle = np.where(trail, np.degrees(found.theta), np.nan)
-    if trail.any():
+    correction = aperture_correction(data, found.x, found.y, flux,
+                                     noise.sigma * found.noise_ratio, noise.inverse_gain,
+                                     keep & (flags == 0), psf_fwhm)
+    flux, error = flux * correction.factor, error * correction.factor
+    if trail.any():  # an aperture of its own: no correction
         flux = np.where(trail, _trail_flux(data, found, a, b, trail, flux, psf), flux)
     zero_point = header_zero_point(header)
     offset = zero_point if zero_point is not None else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(flux > 0, offset - 2.5 * np.log10(flux), np.nan)
-        mag_error = np.where(flux > 0, 2.5 / np.log(10.0) * error / flux, np.nan)
+    mag, mag_error = _magnitudes(flux, error, offset)
     unit = np.asarray(psf, dtype=np.float64) / np.sum(psf)
-    limiting_flux = 5.0 * noise.sigma / np.sqrt(np.sum(unit**2))
+    limiting_flux = (5.0 * noise.sigma * found.frame_noise_ratio / np.sqrt(np.sum(unit**2))
+                     * correction.factor)
     wcs = celestial_wcs(header)
     sky = (sky_positions(wcs, found.x[keep], found.y[keep], position_error[keep],
                          position_error[keep]) if wcs is not None and keep.any() else None)
@@ -192,7 +208,27 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
         trail_length=trail_length[keep], trail_angle=trail_angle[keep], sky=sky,
         zero_point=zero_point, limiting_flux=float(limiting_flux),
         limiting_mag=float(offset - 2.5 * np.log10(limiting_flux)), seeing=float(psf_fwhm),
-        mid_exposure=middle, mjd=mjd, threshold=threshold, capped=capped)
+        mid_exposure=middle, mjd=mjd, threshold=threshold, capped=capped,
+        aperture_correction=correction.factor, aperture_stars=correction.stars,
+        noise_ratio=found.frame_noise_ratio)
+
+
+def _intrinsic_shapes(found, psf_fwhm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each source's second-moment axes with the PSF taken out, and its elongation. sep
+    measured the shapes on the matched-filter image: the PSF's variance is in them twice."""
+    psf_variance = (psf_fwhm / FWHM_PER_SIGMA) ** 2
+    a = np.sqrt(np.maximum(found.a**2 - psf_variance, 0.25 * psf_variance))
+    b = np.sqrt(np.maximum(found.b**2 - psf_variance, 0.25 * psf_variance))
+    return a, b, found.a / np.maximum(found.b, 1e-6)
+
+
+def _magnitudes(flux: np.ndarray, error: np.ndarray, zero_point: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitudes and their errors; NaN where the flux is not positive."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(flux > 0, zero_point - 2.5 * np.log10(flux), np.nan)
+        mag_error = np.where(flux > 0, 2.5 / np.log(10.0) * error / flux, np.nan)
+    return mag, mag_error
 
 
 def _nearest_neighbour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -230,7 +266,7 @@ def _trail_flux(data: np.ndarray, found, a: np.ndarray, b: np.ndarray, trail: np
     the fitted PSFs of the other sources around it taken out first."""
     import sep
 
-    from streamer.sources.photometry import _placed
+    from streamer.sources.photometry import add_placed
 
     out = np.full(len(found), np.nan)
     others = ~trail & np.isfinite(flux)
@@ -243,11 +279,13 @@ def _trail_flux(data: np.ndarray, found, a: np.ndarray, b: np.ndarray, trail: np
         near = np.flatnonzero(others & (np.abs(found.x - found.x[index]) < reach)
                               & (np.abs(found.y - found.y[index]) < reach))
         for other in near:
-            box -= flux[other] * _placed(psf, found.y[other] - top, found.x[other] - left,
-                                         box.shape)
+            add_placed(box, psf, found.y[other] - top, found.x[other] - left, -flux[other])
         total, _, _ = sep.sum_ellipse(np.ascontiguousarray(box), [found.x[index] - left],
                                       [found.y[index] - top], [max(a[index], 0.5)],
-                                      [max(b[index], 0.5)], [found.theta[index]], r=3.0,
-                                      subpix=1)
+                                      [max(b[index], 0.5)],
+                                      # sep's float32 angle can round past π/2, which sep
+                                      # itself then refuses
+                                      [float(np.clip(found.theta[index], -np.pi / 2,
+                                                     np.pi / 2))], r=3.0, subpix=1)
         out[index] = float(total[0])
     return out

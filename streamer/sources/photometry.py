@@ -7,6 +7,11 @@ source's sub-pixel position) and weights ``w = 1/σ²`` (the sky's noise, so the
 depend on the data and the fluxes are unbiased), ``A f = b`` with ``A_ij = Σ w P_i P_j`` and
 ``b_i = Σ w P_i D``. The flux errors carry the whole noise model — sky and the sources' own
 Poisson noise, ``var = σ² + max(model, 0)/gain`` — through ``cov = A⁻¹ (Σ w² var P_i P_j) A⁻¹``.
+
+A PSF measured on a stamp misses the light of its wings beyond the stamp (and a real star's
+profile is never quite the model): as DAOPHOT does, each frame's fluxes are put on the total
+scale by an aperture correction — the mean ratio of a large aperture's light (4 FWHM, on the
+same sky as the fit) to the PSF-fit flux over the bright, isolated, clean stars.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ import numpy as np
 from scipy.ndimage import shift as subpixel_shift
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
+
+APERTURE_FWHM = 4.0       # radius of the aperture that holds a star's total light
+APERTURE_MIN_SNR = 20.0   # S/N in the large aperture (~5× the PSF fit's noise) of a star used
+APERTURE_MIN_STARS = 5    # fewer: no correction (1.0), and the catalogue says it used none
+APERTURE_PRECISION = 0.005  # the correction's standard error must be below this to be applied
+APERTURE_LIMITS = (0.7, 1.4)  # a correction beyond these says the PSF is wrong, not its wings
 
 
 @dataclass(frozen=True)
@@ -55,9 +66,12 @@ def groups_of(x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def psf_photometry(data: np.ndarray, sigma: float, inverse_gain: float, psf: np.ndarray,
-                   fwhm: float, x: np.ndarray, y: np.ndarray) -> Photometry:
-    """PSF-fit fluxes of the sources at ``(x, y)`` on the background-subtracted ``data``."""
+def psf_photometry(data: np.ndarray, sigma: float | np.ndarray, inverse_gain: float,
+                   psf: np.ndarray, fwhm: float, x: np.ndarray, y: np.ndarray) -> Photometry:
+    """PSF-fit fluxes of the sources at ``(x, y)`` on the background-subtracted ``data``;
+    ``sigma`` is the sky's noise, one figure or one per source (a group takes its members'
+    largest)."""
+    sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape)
     radius = fit_radius(fwhm)
     group = groups_of(x, y, 2.0 * radius)
     flux = np.full(x.size, np.nan)
@@ -66,7 +80,8 @@ def psf_photometry(data: np.ndarray, sigma: float, inverse_gain: float, psf: np.
     sizes = np.bincount(group, minlength=group.max() + 1 if group.size else 0)
     for label in range(sizes.size):
         members = np.flatnonzero(group == label)
-        result = _fit_group(data, sigma, inverse_gain, psf, radius, x[members], y[members])
+        result = _fit_group(data, float(sigmas[members].max()), inverse_gain, psf, radius,
+                            x[members], y[members])
         if result is not None:
             flux[members], error[members], masked[members] = result
     return Photometry(flux, error, group, sizes[group] if group.size else group, masked)
@@ -109,14 +124,74 @@ def _fit_group(data: np.ndarray, sigma: float, inverse_gain: float, psf: np.ndar
 def _placed(psf: np.ndarray, row: float, column: float, shape: tuple[int, int]) -> np.ndarray:
     """The unit-sum PSF centred at ``(row, column)`` of an array of ``shape`` (cut at its
     edges); the PSF's centre is its middle, ``(side − 1) / 2``."""
+    out = np.zeros(shape)
+    add_placed(out, psf, row, column, 1.0)
+    return out
+
+
+def add_placed(image: np.ndarray, psf: np.ndarray, row: float, column: float,
+               scale: float) -> None:
+    """Add ``scale`` times the unit-sum PSF centred at ``(row, column)`` to ``image`` in
+    place, over the PSF's own footprint only (cut at the edges)."""
     size_y, size_x = psf.shape
     centre_y, centre_x = (size_y - 1) / 2.0, (size_x - 1) / 2.0
     top = int(np.floor(row - centre_y))
     left = int(np.floor(column - centre_x))
-    moved = shifted_psf(psf, row - centre_y - top, column - centre_x - left)
-    out = np.zeros(shape)
     y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + size_y, shape[0]), min(left + size_x, shape[1])
+    y1, x1 = min(top + size_y, image.shape[0]), min(left + size_x, image.shape[1])
     if y1 > y0 and x1 > x0:
-        out[y0:y1, x0:x1] = moved[y0 - top: y1 - top, x0 - left: x1 - left]
-    return out
+        moved = shifted_psf(psf, row - centre_y - top, column - centre_x - left)
+        image[y0:y1, x0:x1] += scale * moved[y0 - top: y1 - top, x0 - left: x1 - left]
+
+
+@dataclass(frozen=True)
+class ApertureCorrection:
+    """The factor that puts PSF-fit fluxes on the total-light scale, and its support."""
+
+    factor: float
+    stars: int
+
+
+def aperture_correction(data: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                        sigma: np.ndarray, inverse_gain: float, usable: np.ndarray,
+                        fwhm: float) -> ApertureCorrection:
+    """The weighted mean of (light within ``APERTURE_FWHM`` FWHM) / (PSF-fit flux), 3σ
+    clipped, over the usable (unflagged) sources whose large aperture has S/N ≥
+    ``APERTURE_MIN_SNR``, with no other source within the aperture and its wings, inside the
+    frame; 1.0 (none) with fewer than ``APERTURE_MIN_STARS`` or when it is not known to
+    ``APERTURE_PRECISION`` — a noisy correction would shift every star of the frame."""
+    import sep
+
+    radius = APERTURE_FWHM * fwhm
+    height, width = data.shape
+    inside = ((x > radius) & (y > radius) & (x < width - 1 - radius) & (y < height - 1 - radius))
+    chosen = usable & inside & np.isfinite(flux) & (flux > 0)
+    if x.size > 1:
+        points = np.column_stack([x, y])
+        nearest = cKDTree(points).query(points, k=2)[0][:, 1]
+        chosen &= nearest > radius + 1.5 * fwhm
+    none = ApertureCorrection(1.0, 0)
+    if np.count_nonzero(chosen) < APERTURE_MIN_STARS:
+        return none
+    invalid = ~np.isfinite(data)
+    clean = np.ascontiguousarray(np.where(invalid, 0.0, data), dtype=np.float64)
+    light, _, flags = sep.sum_circle(clean, x[chosen], y[chosen], radius, mask=invalid,
+                                     subpix=5)
+    error = np.sqrt(sigma[chosen] ** 2 * np.pi * radius**2
+                    + np.maximum(light, 0.0) * inverse_gain)
+    good = (flags == 0) & (error > 0) & (light >= APERTURE_MIN_SNR * error)
+    ratio = light[good] / flux[chosen][good]
+    weight = (flux[chosen][good] / error[good]) ** 2
+    for _ in range(3):
+        if ratio.size < APERTURE_MIN_STARS:
+            return none
+        mean = float(np.sum(weight * ratio) / np.sum(weight))
+        spread = np.sqrt(1.0 / weight)
+        inliers = np.abs(ratio - mean) <= 3.0 * spread
+        if inliers.all():
+            break
+        ratio, weight = ratio[inliers], weight[inliers]
+    if (np.sqrt(1.0 / np.sum(weight)) > APERTURE_PRECISION
+            or not APERTURE_LIMITS[0] <= mean <= APERTURE_LIMITS[1]):
+        return none
+    return ApertureCorrection(mean, int(ratio.size))

@@ -235,6 +235,14 @@ class SourceCatalog(_Message):
     threshold: float = Field(description="detection threshold, matched-filter S/N")
     limiting_flux: float = Field(description="5 sigma PSF-fit flux of a point source, ADU")
     limiting_mag: float
+    aperture_correction: float = Field(
+        default=1.0, description="the PSF-fit fluxes were multiplied by this to be total "
+                                 "light (a 4 FWHM aperture over bright isolated stars)")
+    aperture_stars: int = Field(default=0, ge=0, description="the stars the aperture "
+                                                             "correction rests on; 0: none")
+    noise_ratio: float = Field(default=1.0, description="the frame's noise at the PSF's "
+                                                        "scale over white noise's (median); "
+                                                        "detection and errors use it")
     zero_point: float | None = Field(default=None, description="from the header; none: "
                                                                "magnitudes are instrumental")
     seeing: float = Field(description="PSF FWHM, pixels")

@@ -26,9 +26,9 @@ def test_the_catalogue_against_the_reference(profile):
     assert apart[0] >= 0.9 * apart[1]
     assert ours["centroid_rms"] <= 1.1 * ref["centroid_rms"]
     assert ours["radec_rms"] <= 0.2
-    # #14's goal is 1 %: the Moffat wings beyond the measured PSF's stamp leave -1.1 % here
-    # (-1.6 % at 1024²); said in the README, to be closed.
-    assert ours["flux_median"] == pytest.approx(1.0, abs=0.015)
+    # #14's goal, 1 %: +0.15 % here and at 1024² (the aperture correction restores the Moffat
+    # wings beyond the PSF's stamp; the sky is taken clear of the bright stars' halos).
+    assert ours["flux_median"] == pytest.approx(1.0, abs=0.01)
     assert ours["flux_scatter"] <= 1.2 * ref["flux_scatter"]
 
 
