@@ -9,6 +9,7 @@ fluxes are not used for photometry: detect on the restored frame, measure on the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     # The sky noise at the PSF's scale, as the detection measured it around each source.
     photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain, psf,
                                 psf_fwhm, found.x, found.y)
+    found = dataclasses.replace(found, x=photometry.x, y=photometry.y)  # blends' refined
     flux, error = photometry.flux, photometry.flux_error
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(error > 0, flux / error, 0.0)
