@@ -84,8 +84,7 @@ def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, t
     mesh = int(min(FILTERED_MESH, max(8, min(snr.shape) // 4)))
     level = sep.Background(snr, mask=mask, bw=mesh, bh=mesh)
     first = (snr - level.back()) / np.maximum(level.rms(), np.float32(1.0))
-    _, segments = _extract(first, threshold, mask, deblend=False, segments=True)
-    sources = binary_dilation(segments > 0, iterations=max(2, int(round(fwhm))))
+    sources = binary_dilation(first > threshold, iterations=max(2, int(round(fwhm))))
     level = sep.Background(snr, mask=sources if mask is None else sources | mask, bw=mesh,
                            bh=mesh)
     ratio = np.maximum(level.rms(), np.float32(1.0))
@@ -93,15 +92,14 @@ def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, t
 
 
 def _extract(snr: np.ndarray, threshold: float, mask: np.ndarray | None,
-             deblend: bool = True, segments: bool = False):
+             deblend: bool = True):
     import sep
 
     snr32 = np.ascontiguousarray(snr, dtype=np.float32)
     sep.set_extract_pixstack(max(300_000, snr32.size // 4))
     sep.set_sub_object_limit(4096)
     return sep.extract(snr32, threshold, err=None, mask=mask, minarea=MINAREA,
-                       filter_kernel=None, deblend_cont=DEBLEND_CONTRAST if deblend else 1.0,
-                       segmentation_map=segments)
+                       filter_kernel=None, deblend_cont=DEBLEND_CONTRAST if deblend else 1.0)
 
 
 def _unfragmented(snr: np.ndarray, children, parents):
