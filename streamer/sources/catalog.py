@@ -21,7 +21,9 @@ from astropy.stats import sigma_clipped_stats
 from streamer.imaging.data_quality import Quality
 from streamer.imaging.noise import NoiseModel
 from streamer.sources.detection import detect
-from streamer.sources.photometry import aperture_correction, fit_radius, psf_photometry
+from streamer.sources.photometry import (
+    aperture_correction, extended_psf, fit_radius, psf_photometry,
+)
 from streamer.sources.sky_positions import SkyPositions, celestial_wcs, mid_exposure, sky_positions
 
 BACKGROUND_MESH = 64
@@ -158,6 +160,7 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
                     threshold: float = 5.0, max_sources: int | None = None) -> FrameSources:
     """The catalogue of a frame (see the module notes); at most ``max_sources`` (the highest
     detection S/N), ``capped`` when more were found."""
+    model = extended_psf(psf, psf_fwhm)  # the halo past the stamp's edge, for the fits
     data = _subtracted(image)
     restored_data = _subtracted(restored) if restored is not None else None
     found = detect(data, noise.sigma, psf, psf_fwhm, restored=restored_data,
@@ -169,8 +172,8 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     data = data - _sky_offset(data, found.x, found.y, found.detection_snr,
                               SKY_CLEAR_FWHM * psf_fwhm)
     # The sky noise at the PSF's scale, as the detection measured it around each source.
-    photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain, psf,
-                                psf_fwhm, found.x, found.y)
+    photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain,
+                                model, psf_fwhm, found.x, found.y, local_sky=found.blended)
     found = dataclasses.replace(found, x=photometry.x, y=photometry.y)  # blends' refined
     flux, error = photometry.flux, photometry.flux_error
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -190,11 +193,11 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
                                      keep & (flags == 0), psf_fwhm)
     flux, error = flux * correction.factor, error * correction.factor
     if trail.any():  # an aperture of its own: no correction
-        flux = np.where(trail, _trail_flux(data, found, a, b, trail, flux, psf), flux)
+        flux = np.where(trail, _trail_flux(data, found, a, b, trail, flux, model), flux)
     zero_point = header_zero_point(header)
     offset = zero_point if zero_point is not None else 0.0
     mag, mag_error = _magnitudes(flux, error, offset)
-    unit = np.asarray(psf, dtype=np.float64) / np.sum(psf)
+    unit = model  # unit sum
     limiting_flux = (5.0 * noise.sigma * found.frame_noise_ratio / np.sqrt(np.sum(unit**2))
                      * correction.factor)
     wcs = celestial_wcs(header)
@@ -268,7 +271,9 @@ def _trail_flux(data: np.ndarray, found, a: np.ndarray, b: np.ndarray, trail: np
     the fitted PSFs of the other sources around it taken out first."""
     import sep
 
-    from streamer.sources.photometry import add_placed
+    from streamer.sources.photometry import add_placed, as_spline
+
+    psf = as_spline(psf)
 
     out = np.full(len(found), np.nan)
     others = ~trail & np.isfinite(flux)

@@ -102,6 +102,33 @@ def _extract(snr: np.ndarray, threshold: float, mask: np.ndarray | None,
                        filter_kernel=None, deblend_cont=DEBLEND_CONTRAST if deblend else 1.0)
 
 
+def local_peaks(snr: np.ndarray, threshold: float, mask: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The local maxima (3×3) of ``snr`` above ``threshold`` with at least ``MINAREA`` of
+    their 3×3 pixels above it too (one noise spike is not a star): positions refined to the
+    3×3 light-weighted centroid, and heights. A pass of two filters, not a segmentation —
+    these are candidates, each vetted on the data."""
+    from scipy.ndimage import maximum_filter, uniform_filter
+
+    values = np.where(mask, -np.inf, snr) if mask is not None else np.asarray(snr)
+    above = values > threshold
+    crowd = uniform_filter(above.astype(np.float32), 3, mode="constant") * 9.0
+    rows, columns = np.nonzero(above & (values == maximum_filter(values, 3, mode="nearest"))
+                               & (crowd >= MINAREA - 0.5))
+    height = values[rows, columns].astype(float)
+    padded = np.pad(np.where(above, values, 0.0), 1)
+    total = np.zeros(rows.size)
+    sum_y = np.zeros(rows.size)
+    sum_x = np.zeros(rows.size)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            weight = padded[rows + 1 + dy, columns + 1 + dx]
+            total += weight
+            sum_y += dy * weight
+            sum_x += dx * weight
+    return columns + sum_x / total, rows + sum_y / total, height
+
+
 def _unfragmented(snr: np.ndarray, children, parents):
     """Deblended objects, with a trail's fragments put back together: an elongated parent
     whose pieces have no dip between them (a streak is flat along its length; two stars show
@@ -189,27 +216,32 @@ def _split_blends(found: Detections, restored: np.ndarray, sigma: float,
     kernel = restored_psf if restored_psf is not None else np.ones((1, 1))
     # Candidates only, at the white-noise unit: each must stand on the data by its own PSF-fit
     # S/N (against the measured noise) to stay, so a generous list costs no false sources.
-    peaks = _extract(matched_filter_snr(restored, sigma, kernel), threshold, mask)
-    if len(peaks) == 0:
+    px, py, height = local_peaks(matched_filter_snr(restored, sigma, kernel), threshold, mask)
+    if px.size == 0:
         return found
-    px, py = peaks["x"].astype(float), peaks["y"].astype(float)
+    from scipy.spatial import cKDTree
+
     keep = np.ones(len(found), bool)
-    claimed = np.zeros(len(peaks), bool)
-    for index in np.argsort(-found.detection_snr):
-        near = np.flatnonzero(~claimed & (np.hypot(px - found.x[index], py - found.y[index])
-                                          <= fwhm))
-        if near.size >= 2:
-            keep[index] = False
-            claimed[near] = True
+    claimed = np.zeros(px.size, bool)
+    if len(found):
+        peak_tree = cKDTree(np.column_stack([px, py]))
+        nearby = peak_tree.query_ball_point(np.column_stack([found.x, found.y]), fwhm)
+        for index in np.argsort(-found.detection_snr):
+            near = [peak for peak in nearby[index] if not claimed[peak]]
+            if len(near) >= 2:
+                keep[index] = False
+                claimed[near] = True
     kept_x, kept_y = found.x[keep], found.y[keep]
     added = claimed.copy()
-    for index in np.flatnonzero(~claimed):
-        distance = np.hypot(kept_x - px[index], kept_y - py[index])
-        if distance.size == 0 or distance.min() > NEW_PEAK_FWHM * fwhm:
-            added[index] = True
+    if kept_x.size:
+        distance, _ = cKDTree(np.column_stack([kept_x, kept_y])).query(
+            np.column_stack([px, py]))
+        added |= ~claimed & (distance > NEW_PEAK_FWHM * fwhm)
+    else:
+        added[:] = True
     if not added.any():
         return found
-    ex, ey, es = px[added], py[added], peaks["peak"][added].astype(float)
+    ex, ey, es = px[added], py[added], height[added]
     count = ex.size
     psf_axis = np.full(count, np.sqrt(2.0) * max(fwhm, 1.0) / 2.3548)  # as on the S/N map
     return Detections(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import shift as subpixel_shift
+from scipy.ndimage import spline_filter
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
@@ -27,6 +28,10 @@ REFINE_ITERATIONS = 6    # Gauss–Newton steps of a blend's positions
 REFINE_STEP = 0.5        # px per step at most
 REFINE_TOLERANCE = 0.01  # px: converged
 REFINE_REACH = 1.0       # FWHM a blended source may move from where it was detected
+REFINE_NEIGHBOUR_FWHM = 2.0  # a group's positions are fitted when two of it are this close
+REFINE_MAX_GROUP = 12    # ... and it is no bigger (a crowded cluster's groups run to hundreds)
+EXTEND_FWHM = 4.0        # the PSF model's halo is carried on to this radius
+EXTEND_MAX = 0.2         # ... unless that adds more of the light than this
 APERTURE_FWHM = 4.0       # radius of the aperture that holds a star's total light
 APERTURE_MIN_SNR = 20.0   # S/N in the large aperture (~5× the PSF fit's noise) of a star used
 APERTURE_MIN_STARS = 5    # fewer: no correction (1.0), and the catalogue says it used none
@@ -52,11 +57,26 @@ def fit_radius(fwhm: float) -> int:
     return max(2, int(np.ceil(1.5 * fwhm)))
 
 
+class SplinePSF:
+    """A unit-sum PSF ready to be moved by sub-pixel offsets: its cubic-spline coefficients
+    computed once, not for every source it is placed at."""
+
+    def __init__(self, psf: np.ndarray) -> None:
+        self.psf = np.asarray(psf, dtype=np.float64)
+        self.shape = self.psf.shape
+        self.coefficients = spline_filter(self.psf, 3, output=np.float64, mode="constant")
+
+    def shifted(self, dy: float, dx: float) -> np.ndarray:
+        """The PSF moved by ``(dy, dx)`` pixels, renormalised to unit sum."""
+        moved = subpixel_shift(self.coefficients, (dy, dx), order=3, mode="constant",
+                               prefilter=False)
+        total = moved.sum()
+        return moved / total if total > 0 else moved
+
+
 def shifted_psf(psf: np.ndarray, dy: float, dx: float) -> np.ndarray:
     """The PSF moved by a sub-pixel offset (cubic spline), renormalised to unit sum."""
-    moved = subpixel_shift(np.asarray(psf, dtype=np.float64), (dy, dx), order=3, mode="constant")
-    total = moved.sum()
-    return moved / total if total > 0 else moved
+    return SplinePSF(psf).shifted(dy, dx)
 
 
 def groups_of(x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
@@ -73,10 +93,13 @@ def groups_of(x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
 
 
 def psf_photometry(data: np.ndarray, sigma: float | np.ndarray, inverse_gain: float,
-                   psf: np.ndarray, fwhm: float, x: np.ndarray, y: np.ndarray) -> Photometry:
+                   psf: np.ndarray, fwhm: float, x: np.ndarray, y: np.ndarray,
+                   local_sky: np.ndarray | None = None) -> Photometry:
     """PSF-fit fluxes of the sources at ``(x, y)`` on the background-subtracted ``data``;
     ``sigma`` is the sky's noise, one figure or one per source (a group takes its members'
-    largest)."""
+    largest). A group with a ``local_sky`` member fits a constant level beside its PSFs, as
+    DAOPHOT's ALLSTAR does: smooth light the models leave (a bright star's halo beyond the
+    PSF's stamp) is not a star's."""
     sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape)
     radius = fit_radius(fwhm)
     group = groups_of(x, y, 2.0 * radius)
@@ -84,20 +107,31 @@ def psf_photometry(data: np.ndarray, sigma: float | np.ndarray, inverse_gain: fl
     error = np.full(x.size, np.nan)
     masked = np.zeros(x.size, bool)
     x, y = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
+    psf = as_spline(psf)
+    # Positions are fitted where a neighbour is near enough to pull a centroid.
+    pulled = np.zeros(x.size, bool)
+    if x.size > 1:
+        points = np.column_stack([x, y])
+        pulled = cKDTree(points).query(points, k=2)[0][:, 1] < REFINE_NEIGHBOUR_FWHM * fwhm
     sizes = np.bincount(group, minlength=group.max() + 1 if group.size else 0)
     for label in range(sizes.size):
         members = np.flatnonzero(group == label)
         result = _fit_group(data, float(sigmas[members].max()), inverse_gain, psf, radius,
-                            x[members], y[members], refine=fwhm if members.size > 1 else 0.0)
+                            x[members], y[members],
+                            refine=fwhm if (pulled[members].any()
+                                            and members.size <= REFINE_MAX_GROUP) else 0.0,
+                            sky=local_sky is not None and bool(local_sky[members].any()))
         if result is not None:
             flux[members], error[members], masked[members], x[members], y[members] = result
     return Photometry(flux, error, x, y, group, sizes[group] if group.size else group, masked)
 
 
-def _fit_group(data: np.ndarray, sigma: float, inverse_gain: float, psf: np.ndarray,
-               radius: int, x: np.ndarray, y: np.ndarray, refine: float = 0.0):
+def _fit_group(data: np.ndarray, sigma: float, inverse_gain: float, psf: SplinePSF,
+               radius: int, x: np.ndarray, y: np.ndarray, refine: float = 0.0,
+               sky: bool = False):
     """Fluxes, errors, masked flags and positions of one group, or None when it cannot be
-    fitted; with ``refine`` (the FWHM) the positions are fitted too (see :func:`_refined`)."""
+    fitted; with ``refine`` (the FWHM) the positions are fitted too (see :func:`_refined`),
+    with ``sky`` a constant level beside the PSFs."""
     height, width = data.shape
     top = max(int(np.floor(y.min())) - radius, 0)
     bottom = min(int(np.ceil(y.max())) + radius + 1, height)
@@ -118,7 +152,11 @@ def _fit_group(data: np.ndarray, sigma: float, inverse_gain: float, psf: np.ndar
         x, y = _refined(box, use, psf, x - left, y - top, refine)
         x, y = x + left, y + top
     models = np.stack([_placed(psf, cy - top, cx - left, box.shape) for cx, cy in zip(x, y)])
-    design = models[:, use]                      # sources × pixels
+    design = models[:, use]                      # sources (and the level) × pixels
+    if sky:  # a plane: a halo's light slopes across the box
+        level = np.ones(design.shape[1])
+        design = np.vstack([design, level, (columns[use] - columns[use].mean()) / radius,
+                            (rows[use] - rows[use].mean()) / radius])
     weight = 1.0 / max(sigma, 1e-30) ** 2
     try:
         inverse = np.linalg.inv(weight * design @ design.T)
@@ -129,7 +167,7 @@ def _fit_group(data: np.ndarray, sigma: float, inverse_gain: float, psf: np.ndar
     covariance = inverse @ ((weight**2 * design * variance) @ design.T) @ inverse
     errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     masked = (cores & ~valid).any(axis=(1, 2))
-    return fluxes, errors, masked, x, y
+    return fluxes[:x.size], errors[:x.size], masked, x, y
 
 
 def _refined(box: np.ndarray, use: np.ndarray, psf: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -161,7 +199,49 @@ def _refined(box: np.ndarray, use: np.ndarray, psf: np.ndarray, x: np.ndarray, y
     return np.where(strayed, start_x, x), np.where(strayed, start_y, y)
 
 
-def _placed(psf: np.ndarray, row: float, column: float, shape: tuple[int, int]) -> np.ndarray:
+def extended_psf(psf: np.ndarray, fwhm: float) -> np.ndarray:
+    """The measured PSF with its halo carried on past the stamp's edge out to
+    ``EXTEND_FWHM`` FWHM: a power law fitted to the stamp's outer radial profile (slope
+    clipped to a Moffat β of 1.25–4), unit sum. A model cut at the stamp's edge leaves a bright
+    star's halo as a step in the residuals just outside it, where restored-frame candidates
+    then fit as stars; carried on smoothly, the halo is the bright star's. Returned unchanged
+    when the profile cannot be fitted or the fit adds more than ``EXTEND_MAX`` of the light."""
+    psf = np.asarray(psf, dtype=np.float64) / np.sum(psf)
+    side = min(psf.shape)
+    edge = (side - 1) / 2.0
+    rows, columns = np.indices(psf.shape)
+    radius = np.hypot(rows - (psf.shape[0] - 1) / 2.0, columns - (psf.shape[1] - 1) / 2.0)
+    inner = max(1.25 * fwhm, 0.5 * edge)
+    bins = np.arange(inner, edge - 0.5, 1.0)
+    if bins.size < 2:
+        return psf
+    means = np.array([psf[(radius >= b) & (radius < b + 1.0)].mean() for b in bins])
+    if np.any(means <= 0):
+        return psf
+    slope, intercept = np.polyfit(np.log(bins + 0.5), np.log(means), 1)
+    slope = float(np.clip(slope, -8.0, -2.5))
+    half = max(int(np.ceil(EXTEND_FWHM * fwhm)), (side - 1) // 2)
+    canvas = np.zeros((2 * half + 1, 2 * half + 1))
+    top, left = half - (psf.shape[0] - 1) // 2, half - (psf.shape[1] - 1) // 2
+    canvas[top:top + psf.shape[0], left:left + psf.shape[1]] = psf
+    rows, columns = np.indices(canvas.shape)
+    far = np.hypot(rows - half, columns - half)
+    outside = (far > edge - 0.5) & (far <= half + 0.5)
+    canvas[outside] = np.exp(intercept) * far[outside] ** slope
+    canvas[far > half + 0.5] = 0.0
+    added = canvas.sum() - psf[radius <= edge - 0.5].sum()
+    if not 0.0 <= added <= EXTEND_MAX:
+        return psf
+    return canvas / canvas.sum()
+
+
+def as_spline(psf: np.ndarray | SplinePSF) -> SplinePSF:
+    """``psf`` ready to be placed (its spline computed once)."""
+    return psf if isinstance(psf, SplinePSF) else SplinePSF(psf)
+
+
+def _placed(psf: np.ndarray | SplinePSF, row: float, column: float,
+            shape: tuple[int, int]) -> np.ndarray:
     """The unit-sum PSF centred at ``(row, column)`` of an array of ``shape`` (cut at its
     edges); the PSF's centre is its middle, ``(side − 1) / 2``."""
     out = np.zeros(shape)
@@ -169,7 +249,7 @@ def _placed(psf: np.ndarray, row: float, column: float, shape: tuple[int, int]) 
     return out
 
 
-def add_placed(image: np.ndarray, psf: np.ndarray, row: float, column: float,
+def add_placed(image: np.ndarray, psf: np.ndarray | SplinePSF, row: float, column: float,
                scale: float) -> None:
     """Add ``scale`` times the unit-sum PSF centred at ``(row, column)`` to ``image`` in
     place, over the PSF's own footprint only (cut at the edges)."""
@@ -180,7 +260,7 @@ def add_placed(image: np.ndarray, psf: np.ndarray, row: float, column: float,
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + size_y, image.shape[0]), min(left + size_x, image.shape[1])
     if y1 > y0 and x1 > x0:
-        moved = shifted_psf(psf, row - centre_y - top, column - centre_x - left)
+        moved = as_spline(psf).shifted(row - centre_y - top, column - centre_x - left)
         image[y0:y1, x0:x1] += scale * moved[y0 - top: y1 - top, x0 - left: x1 - left]
 
 
