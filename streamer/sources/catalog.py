@@ -20,7 +20,7 @@ from astropy.stats import sigma_clipped_stats
 
 from streamer.imaging.data_quality import Quality
 from streamer.imaging.noise import NoiseModel
-from streamer.sources.detection import detect
+from streamer.sources.detection import Detections, detect
 from streamer.sources.photometry import (
     aperture_correction, extended_psf, fit_radius, psf_photometry,
 )
@@ -161,16 +161,8 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     """The catalogue of a frame (see the module notes); at most ``max_sources`` (the highest
     detection S/N), ``capped`` when more were found."""
     model = extended_psf(psf, psf_fwhm)  # the halo past the stamp's edge, for the fits
-    data = _subtracted(image)
-    restored_data = _subtracted(restored) if restored is not None else None
-    found = detect(data, noise.sigma, psf, psf_fwhm, restored=restored_data,
-                   restored_psf=target_psf, threshold=threshold,
-                   mask=~np.isfinite(data))  # _subtracted leaves excluded pixels NaN
-    capped = max_sources is not None and len(found) > max_sources
-    if capped:
-        found = found.strongest(max_sources)
-    data = data - _sky_offset(data, found.x, found.y, found.detection_snr,
-                              SKY_CLEAR_FWHM * psf_fwhm)
+    data, found, capped = _detected(image, restored, psf, psf_fwhm, noise, target_psf,
+                                    threshold, max_sources)
     # The sky noise at the PSF's scale, as the detection measured it around each source.
     photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain,
                                 model, psf_fwhm, found.x, found.y, local_sky=found.blended)
@@ -216,6 +208,24 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
         mid_exposure=middle, mjd=mjd, threshold=threshold, capped=capped,
         aperture_correction=correction.factor, aperture_stars=correction.stars,
         noise_ratio=found.frame_noise_ratio)
+
+
+def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, fwhm: float,
+              noise: NoiseModel, target_psf: np.ndarray | None, threshold: float,
+              max_sources: int | None) -> tuple[np.ndarray, Detections, bool]:
+    """The linear frame on the sources' sky level, its detections (the strongest
+    ``max_sources``) and whether the cap cut them."""
+    data = _subtracted(image)
+    restored_data = _subtracted(restored) if restored is not None else None
+    found = detect(data, noise.sigma, psf, fwhm, restored=restored_data,
+                   restored_psf=target_psf, threshold=threshold,
+                   mask=~np.isfinite(data))  # _subtracted leaves excluded pixels NaN
+    capped = max_sources is not None and len(found) > max_sources
+    if capped:
+        found = found.strongest(max_sources)
+    data = data - _sky_offset(data, found.x, found.y, found.detection_snr,
+                              SKY_CLEAR_FWHM * fwhm)
+    return data, found, capped
 
 
 def _intrinsic_shapes(found, psf_fwhm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
