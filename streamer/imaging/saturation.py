@@ -95,20 +95,21 @@ def data_saturation(image: np.ndarray, detection: Detection) -> Saturation:
     """S and L from a frame's sources (:func:`~streamer.imaging.psf_stars.detect`): flat tops
     of the stored values, and the peak-to-flux ratio in a fixed aperture above the
     background."""
-    from scipy import ndimage
-
     objects = detection.objects
     count = len(objects)
     if count == 0:
         return Saturation()
-    segments = detection.segments
-    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=-np.inf)
-    labels = np.arange(1, count + 1)
-    maxima = np.asarray(ndimage.maximum(values, segments, labels), dtype=np.float64)
+    # Only the sources' own pixels are read (a few per cent of a frame): whole-frame label
+    # statistics sorted all 16 M pixels of a 4096² frame, 2 s of the host's budget.
+    inside = np.flatnonzero(detection.segments.ravel() > 0)
+    labels = detection.segments.ravel()[inside].astype(np.intp) - 1
+    values = np.nan_to_num(np.asarray(image).ravel()[inside].astype(np.float64), nan=-np.inf)
+    maxima = np.full(count, -np.inf)
+    np.maximum.at(maxima, labels, values)
     amplitude = np.asarray(objects["peak"], dtype=np.float64)  # above the background
     tolerance = np.maximum(FLAT_TOLERANCE * amplitude, 2.0 * detection.noise)
-    near_top = values >= (maxima - tolerance)[np.clip(segments - 1, 0, None)]
-    flat_pixels = np.asarray(ndimage.sum(near_top & (segments > 0), segments, labels))
+    near_top = values >= (maxima - tolerance)[labels]
+    flat_pixels = np.bincount(labels[near_top], minlength=count).astype(np.float64)
     # Only a bright source can be flat for want of range: a faint one is flat within noise.
     flat_pixels[amplitude < BRIGHT_SIGMAS * detection.noise] = 0
     level = _ceiling(maxima, flat_pixels)

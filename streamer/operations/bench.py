@@ -243,15 +243,16 @@ def print_table(result: dict[str, Any], cadence: float | None) -> None:
 
 # Profiles measured against a truth table: the module (collect, print_profile) and the side
 # of its field when --size is left at the default.
-TRUTH_PROFILES = {"science": ("streamer.operations.science.profile", 768),
-                  "sources": ("streamer.operations.science.sources_profile", 1024)}
+MODULE_PROFILES = {"science": ("streamer.operations.science.profile", 768),
+                  "sources": ("streamer.operations.science.sources_profile", 1024),
+                  "worker": ("streamer.operations.worker_budget", 0)}  # 0: 1024² to 4096²
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by the CLI arguments; print a table or JSON."""
     profile = getattr(args, "profile", "cpu")
-    if profile in TRUTH_PROFILES:
-        module_name, default_size = TRUTH_PROFILES[profile]
+    if profile in MODULE_PROFILES:
+        module_name, default_size = MODULE_PROFILES[profile]
         module = importlib.import_module(module_name)
         device = args.device if args.device is not None else os.environ.get(DEVICE_ENV_VAR)
         result = module.collect(args.size if args.size != 2048 else default_size, device)

@@ -60,12 +60,16 @@ def _register_bench(commands: argparse._SubParsersAction) -> None:
                        help="skip SciPy/scikit-image (the SciPy median takes about a minute "
                             "at 2048)")
     bench.add_argument("--json", action="store_true", help="print one JSON document")
-    bench.add_argument("--profile", choices=["cpu", "gpu", "science", "sources"], default="cpu",
+    bench.add_argument("--profile", choices=["cpu", "gpu", "science", "sources", "worker"],
+                       default="cpu",
                        help="cpu: the kernels beside SciPy/scikit-image (default); gpu: a "
                             "4096² uint16 frame upload to download, per-stage device times, "
                             "beside CuPy when installed; science: fluxes, sizes, pairs, rings, "
                             "noise and saturated stars against a truth table, each way of "
-                            "restoring beside the raw frame; sources: the catalogue against a truth table beside sep's matched filter")
+                            "restoring beside the raw frame; sources: the catalogue against "
+                            "a truth table beside sep's matched filter; worker: each stage's "
+                            "seconds per frame at 1024², 2048² and 4096² (or --size), uint16 "
+                            "and float32, and the frames/s they sustain")
     bench.add_argument("--device", default=None, metavar="SPEC", help=DEVICE_HELP)
     bench.set_defaults(run=run_bench)
 

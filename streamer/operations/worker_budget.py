@@ -1,0 +1,123 @@
+"""``streamer bench --profile worker``: a worker's budget, stage by stage.
+
+Not a test. For synthetic star fields of 1024², 2048² and 4096² pixels, uint16 and float32,
+it runs the worker's own stage functions in order, without Kafka, and prints what each costs:
+
+* **decode** — the FITS payload read and checked (:func:`~streamer.streaming.codec.decode_payload`,
+  the signal and capacity checks);
+* **prepare** — input quality, noise, saturation and the PSF measured on the host
+  (:meth:`~streamer.imaging.preparation.FramePreparer.prepare`), the PSF's share apart;
+* **device** — :func:`~streamer.worker.processing.restore_on_device` (upload, median, RL,
+  download; on this machine's PoCL the "device" is the same two cores);
+* **finish** — :func:`~streamer.worker.processing.finish_frame`: the restored FITS and its
+  checksum (encode), the output quality, and the source catalogue apart.
+
+The worker runs decode + prepare, the device and finish on three threads, a frame in each, so
+it sustains ``1 / max(stage)`` frames per second; on a GPU, whose device stage takes tens of
+milliseconds, the host stages alone bound it — the last column. The first frame of each shape
+pays kernel builds and plans and is left out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import numpy as np
+
+from streamer.imaging.fits_io import image_bytes
+from streamer.imaging.preparation import FramePreparer
+from streamer.imaging.psf import gaussian_psf
+from streamer.imaging.synthetic import star_field
+from streamer.imaging.validation import check_signal
+from streamer.restoration.restorer import Restorer
+from streamer.settings import RestorationSettings
+from streamer.streaming.codec import FrameLimits, decode_payload
+from streamer.streaming.framing import sha256_hex
+from streamer.streaming.messages import RawFrame, utc_now
+from streamer.worker.processing import finish_frame, restore_on_device
+
+SIZES = (1024, 2048, 4096)
+DTYPES = ("uint16", "float32")
+HOST_BUDGET = 0.5  # s per 4096² frame on one core, the catalogue apart (#17); the catalogue's own: 0.5 s (#14)
+
+
+def _payload(size: int, dtype: str, seed: int) -> tuple[bytes, RawFrame]:
+    field = star_field((size, size), gaussian_psf(3.0), stars=max(200, size * size // 5000),
+                       seed=seed).image
+    data = (np.clip(np.round(field), 0, 65535).astype(np.uint16) if dtype == "uint16"
+            else field.astype(np.float32))
+    payload = image_bytes(data)
+    raw = RawFrame(frame_id=f"budget-{size}-{dtype}-{seed}", camera_id="budget",
+                   exposure_start=dt.datetime(2026, 11, 30, 3, tzinfo=dt.timezone.utc),
+                   exposure_seconds=30.0, shape=(size, size), dtype=dtype, encoding="fits",
+                   payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+                   chunk_count=1, published_at=utc_now())
+    return payload, raw
+
+
+def _one_frame(restorer: Restorer, preparer: FramePreparer, size: int, dtype: str,
+               seed: int) -> dict[str, float]:
+    """Each stage's seconds for one frame, through the worker's own functions."""
+    payload, raw = _payload(size, dtype, seed)
+    limits = FrameLimits(1 << 28, 1 << 31)
+    started = time.perf_counter()
+    image = decode_payload(raw, payload, limits)
+    check_signal(image.data)
+    restorer.capacity.check(image.data.shape, image.data.dtype)
+    decoded = time.perf_counter()
+    prepared = preparer.prepare(image.data, image.header, raw.camera_id, quality=True)
+    ready = time.perf_counter()
+    result = restore_on_device(restorer, image, prepared)
+    restored = time.perf_counter()
+    processed = finish_frame(restorer.settings, restorer.device_name, "budget", 1 << 20, raw,
+                             image, prepared, result, ready - started)
+    finished = time.perf_counter()
+    stages = processed.metrics.stage_seconds
+    return {"decode": decoded - started, "prepare": ready - decoded,
+            "psf": prepared.psf.seconds, "device": restored - ready,
+            "finish": finished - restored, "encode": stages.get("encode", 0.0),
+            "sources": stages.get("sources", 0.0)}
+
+
+def collect(size: int = 0, device: str | None = None, frames: int = 1) -> dict[str, Any]:
+    """The budget at ``size`` (0: 1024², 2048² and 4096²) for uint16 and float32: per stage,
+    the mean over ``frames`` frames after one that warms the shape up."""
+    settings = RestorationSettings(device=device) if device else RestorationSettings()
+    restorer = Restorer(settings)
+    rows = []
+    for side in (SIZES if size == 0 else (size,)):
+        for dtype in DTYPES:
+            preparer = FramePreparer.from_settings(settings)
+            _one_frame(restorer, preparer, side, dtype, seed=0)  # kernels, plans, caches
+            runs = [_one_frame(restorer, preparer, side, dtype, seed=1 + i)
+                    for i in range(frames)]
+            row = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
+            rows.append({"size": side, "dtype": dtype, **row})
+    return {"device": restorer.device_name, "rows": rows}
+
+
+def sustained(row: dict[str, float]) -> tuple[float, float]:
+    """Frames/s the worker's three stages sustain with this device stage, and with the host
+    stages alone (a device that takes no time)."""
+    host_in, host_out = row["decode"] + row["prepare"], row["finish"]
+    return 1.0 / max(host_in, row["device"], host_out), 1.0 / max(host_in, host_out)
+
+
+def print_profile(result: dict[str, Any]) -> None:
+    """The budget as a table, seconds per frame."""
+    print(f"worker budget on {result['device']} (seconds per frame; finish = encode + output "
+          f"quality + sources)")
+    header = (f"{'frame':>14s}{'decode':>8s}{'prepare':>9s}{'(psf)':>7s}{'device':>8s}"
+              f"{'finish':>8s}{'(encode)':>9s}{'(sources)':>10s}{'host*':>7s}"
+              f"{'frames/s':>10s}{'host-bound':>11s}")
+    print(header)
+    for row in result["rows"]:
+        here, bound = sustained(row)
+        host = row["decode"] + row["prepare"] + row["finish"] - row["sources"]
+        print(f"{str(row['size']) + '² ' + row['dtype']:>14s}{row['decode']:8.2f}"
+              f"{row['prepare']:9.2f}{row['psf']:7.2f}{row['device']:8.2f}{row['finish']:8.2f}"
+              f"{row['encode']:9.2f}{row['sources']:10.2f}{host:7.2f}{here:10.2f}{bound:11.2f}")
+    print(f"host* = the host's work without the catalogue, one core; #17's budget: "
+          f"{HOST_BUDGET:g} s at 4096² (the catalogue's own, #14: 0.5 s)")

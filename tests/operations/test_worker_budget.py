@@ -1,0 +1,32 @@
+"""``streamer bench --profile worker`` on a small frame: it runs the worker's own stages, each
+is timed, and the frames/s it prints follow from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer.operations.worker_budget import DTYPES, collect, print_profile, sustained
+
+
+@pytest.fixture(scope="module")
+def budget():
+    return collect(256)
+
+
+def test_every_stage_of_both_frame_types_is_timed(budget):
+    assert [(row["size"], row["dtype"]) for row in budget["rows"]] == [(256, d) for d in DTYPES]
+    for row in budget["rows"]:
+        assert all(row[stage] > 0 for stage in ("decode", "prepare", "device", "finish"))
+        assert row["psf"] <= row["prepare"] and row["sources"] + row["encode"] <= row["finish"]
+        here, bound = sustained(row)
+        # Three stages, one frame each: the slowest sets the pace; without the device only the
+        # host stages do.
+        slowest = max(row["decode"] + row["prepare"], row["device"], row["finish"])
+        assert here == pytest.approx(1 / slowest) and bound >= here
+
+
+def test_the_table_says_what_it_measured(budget, capsys):
+    print_profile(budget)
+    text = capsys.readouterr().out
+    assert "256² uint16" in text and "256² float32" in text
+    assert "host-bound" in text and "0.5 s at 4096²" in text
