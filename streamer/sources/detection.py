@@ -108,25 +108,24 @@ def local_peaks(snr: np.ndarray, threshold: float, mask: np.ndarray | None
     their 3×3 pixels above it too (one noise spike is not a star): positions refined to the
     3×3 light-weighted centroid, and heights. A pass of two filters, not a segmentation —
     these are candidates, each vetted on the data."""
-    from scipy.ndimage import maximum_filter, uniform_filter
+    from scipy.ndimage import maximum_filter
 
     values = np.where(mask, -np.inf, snr) if mask is not None else np.asarray(snr)
-    above = values > threshold
-    crowd = uniform_filter(above.astype(np.float32), 3, mode="constant") * 9.0
-    rows, columns = np.nonzero(above & (values == maximum_filter(values, 3, mode="nearest"))
-                               & (crowd >= MINAREA - 0.5))
-    height = values[rows, columns].astype(float)
-    padded = np.pad(np.where(above, values, 0.0), 1)
-    total = np.zeros(rows.size)
-    sum_y = np.zeros(rows.size)
-    sum_x = np.zeros(rows.size)
-    for dy in (-1, 0, 1):
+    rows, columns = np.nonzero((values > threshold)
+                               & (values == maximum_filter(values, 3, mode="nearest")))
+    padded = np.pad(values, 1, constant_values=-np.inf)
+    total, sum_y, sum_x, crowd = (np.zeros(rows.size) for _ in range(4))
+    for dy in (-1, 0, 1):  # the 3×3 around each maximum only, not whole-frame filters
         for dx in (-1, 0, 1):
-            weight = padded[rows + 1 + dy, columns + 1 + dx]
+            value = padded[rows + 1 + dy, columns + 1 + dx]
+            weight = np.where(value > threshold, value, 0.0)
+            crowd += value > threshold
             total += weight
             sum_y += dy * weight
             sum_x += dx * weight
-    return columns + sum_x / total, rows + sum_y / total, height
+    keep = crowd >= MINAREA
+    return ((columns + sum_x / total)[keep], (rows + sum_y / total)[keep],
+            values[rows, columns][keep].astype(float))
 
 
 def _unfragmented(snr: np.ndarray, children, parents):
