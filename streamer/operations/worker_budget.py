@@ -3,10 +3,10 @@
 Not a test. For synthetic star fields of 1024², 2048² and 4096² pixels, uint16 and float32,
 it runs the worker's own stage functions in order, without Kafka, and prints what each costs:
 
-* **decode** — the FITS payload read and checked (:func:`~streamer.streaming.codec.decode_payload`,
-  the signal and capacity checks);
-* **prepare** — input quality, noise, saturation and the PSF measured on the host
-  (:meth:`~streamer.imaging.preparation.FramePreparer.prepare`), the PSF's share apart;
+* **decode** — the envelope and FITS payload read and checked (the signal and capacity
+  checks) and **prepare** — input quality, noise, saturation and the PSF measured on the host
+  (:meth:`~streamer.imaging.preparation.FramePreparer.prepare`), the PSF's share apart: the
+  worker's decode stage (:func:`~streamer.worker.decoding.decode_and_measure`);
 * **device** — :func:`~streamer.worker.processing.restore_on_device` (upload, median, RL,
   download; on this machine's PoCL the "device" is the same two cores);
 * **finish** — :func:`~streamer.worker.processing.finish_frame`: the restored FITS and its
@@ -30,17 +30,17 @@ from streamer.imaging.fits_io import image_bytes
 from streamer.imaging.preparation import FramePreparer
 from streamer.imaging.psf import gaussian_psf
 from streamer.imaging.synthetic import star_field
-from streamer.imaging.validation import check_signal
 from streamer.restoration.restorer import Restorer
 from streamer.settings import RestorationSettings
-from streamer.streaming.codec import FrameLimits, decode_payload
-from streamer.streaming.framing import sha256_hex
+from streamer.streaming.codec import FrameLimits
+from streamer.streaming.framing import AssembledFrame, sha256_hex
 from streamer.streaming.messages import RawFrame, utc_now
+from streamer.worker.decoding import HostChecks, decode_and_measure
 from streamer.worker.processing import finish_frame, restore_on_device
 
 SIZES = (1024, 2048, 4096)
 DTYPES = ("uint16", "float32")
-HOST_BUDGET = 0.5  # s per 4096² frame on one core, the catalogue apart (#17); the catalogue's own: 0.5 s (#14)
+HOST_BUDGET = 0.5  # s per 4096² frame on one core without the catalogue (#17; the catalogue: #14)
 
 
 def _payload(size: int, dtype: str, seed: int) -> tuple[bytes, RawFrame]:
@@ -57,25 +57,23 @@ def _payload(size: int, dtype: str, seed: int) -> tuple[bytes, RawFrame]:
     return payload, raw
 
 
-def _one_frame(restorer: Restorer, preparer: FramePreparer, size: int, dtype: str,
+def _one_frame(restorer: Restorer, checks: HostChecks, size: int, dtype: str,
                seed: int) -> dict[str, float]:
     """Each stage's seconds for one frame, through the worker's own functions."""
     payload, raw = _payload(size, dtype, seed)
-    limits = FrameLimits(1 << 28, 1 << 31)
+    item = AssembledFrame(0, [0], raw.model_dump_json().encode(), payload, {})
     started = time.perf_counter()
-    image = decode_payload(raw, payload, limits)
-    check_signal(image.data)
-    restorer.capacity.check(image.data.shape, image.data.dtype)
-    decoded = time.perf_counter()
-    prepared = preparer.prepare(image.data, image.header, raw.camera_id, quality=True)
+    _, image, prepared, error = decode_and_measure(item, checks)
     ready = time.perf_counter()
+    if error is not None:
+        raise error
     result = restore_on_device(restorer, image, prepared)
     restored = time.perf_counter()
     processed = finish_frame(restorer.settings, restorer.device_name, "budget", 1 << 20, raw,
                              image, prepared, result, ready - started)
     finished = time.perf_counter()
     stages = processed.metrics.stage_seconds
-    return {"decode": decoded - started, "prepare": ready - decoded,
+    return {"decode": ready - started - prepared.seconds, "prepare": prepared.seconds,
             "psf": prepared.psf.seconds, "device": restored - ready,
             "finish": finished - restored, "encode": stages.get("encode", 0.0),
             "sources": stages.get("sources", 0.0)}
@@ -89,9 +87,10 @@ def collect(size: int = 0, device: str | None = None, frames: int = 1) -> dict[s
     rows = []
     for side in (SIZES if size == 0 else (size,)):
         for dtype in DTYPES:
-            preparer = FramePreparer.from_settings(settings)
-            _one_frame(restorer, preparer, side, dtype, seed=0)  # kernels, plans, caches
-            runs = [_one_frame(restorer, preparer, side, dtype, seed=1 + i)
+            checks = HostChecks(FrameLimits(1 << 28, 1 << 31), restorer.capacity,
+                                FramePreparer.from_settings(settings))
+            _one_frame(restorer, checks, side, dtype, seed=0)  # kernels, plans, caches
+            runs = [_one_frame(restorer, checks, side, dtype, seed=1 + i)
                     for i in range(frames)]
             row = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
             rows.append({"size": side, "dtype": dtype, **row})

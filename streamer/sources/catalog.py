@@ -22,7 +22,7 @@ from streamer.imaging.data_quality import Quality
 from streamer.imaging.noise import NoiseModel
 from streamer.sources.detection import Detections, detect
 from streamer.sources.photometry import (
-    aperture_correction, extended_psf, fit_radius, psf_photometry,
+    aperture_correction, extended_psf, fit_radius, nearest_neighbour, psf_photometry,
 )
 from streamer.sources.sky_positions import SkyPositions, celestial_wcs, mid_exposure, sky_positions
 
@@ -174,7 +174,7 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     keep = np.isfinite(flux) & np.isfinite(snr) & (~found.blended | (snr >= threshold))
     position_error = np.sqrt(2.0) * psf_fwhm / FWHM_PER_SIGMA / np.maximum(snr, 1.0)
     a, b, elongation = _intrinsic_shapes(found, psf_fwhm)
-    crowded = _nearest_neighbour(found.x, found.y) < BLEND_FWHM * psf_fwhm
+    crowded = nearest_neighbour(found.x, found.y) < BLEND_FWHM * psf_fwhm
     flags = _flags(data.shape, found, photometry, quality_flags, fit_radius(psf_fwhm), crowded)
     trail = (elongation > TRAIL_ELONGATION) & (snr > TRAIL_MIN_SNR) & ~found.blended & ~crowded
     flags = np.where(trail, flags | SourceFlag.TRAIL, flags)
@@ -244,16 +244,6 @@ def _magnitudes(flux: np.ndarray, error: np.ndarray, zero_point: float
         mag = np.where(flux > 0, zero_point - 2.5 * np.log10(flux), np.nan)
         mag_error = np.where(flux > 0, 2.5 / np.log(10.0) * error / flux, np.nan)
     return mag, mag_error
-
-
-def _nearest_neighbour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each source's distance to its nearest other source (inf when alone)."""
-    if x.size < 2:
-        return np.full(x.size, np.inf)
-    from scipy.spatial import cKDTree
-
-    points = np.column_stack([x, y])
-    return cKDTree(points).query(points, k=2)[0][:, 1]
 
 
 def _flags(shape: tuple[int, int], found, photometry, quality_flags: np.ndarray | None,

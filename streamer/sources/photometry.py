@@ -74,9 +74,12 @@ class SplinePSF:
         return moved / total if total > 0 else moved
 
 
-def shifted_psf(psf: np.ndarray, dy: float, dx: float) -> np.ndarray:
-    """The PSF moved by a sub-pixel offset (cubic spline), renormalised to unit sum."""
-    return SplinePSF(psf).shifted(dy, dx)
+def nearest_neighbour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each source's distance to its nearest other source (inf when alone)."""
+    if x.size < 2:
+        return np.full(x.size, np.inf)
+    points = np.column_stack([x, y])
+    return cKDTree(points).query(points, k=2)[0][:, 1]
 
 
 def groups_of(x: np.ndarray, y: np.ndarray, reach: float) -> np.ndarray:
@@ -97,9 +100,9 @@ def psf_photometry(data: np.ndarray, sigma: float | np.ndarray, inverse_gain: fl
                    local_sky: np.ndarray | None = None) -> Photometry:
     """PSF-fit fluxes of the sources at ``(x, y)`` on the background-subtracted ``data``;
     ``sigma`` is the sky's noise, one figure or one per source (a group takes its members'
-    largest). A group with a ``local_sky`` member fits a constant level beside its PSFs, as
-    DAOPHOT's ALLSTAR does: smooth light the models leave (a bright star's halo beyond the
-    PSF's stamp) is not a star's."""
+    largest). A group with a ``local_sky`` member fits a plane beside its PSFs, as DAOPHOT's
+    ALLSTAR fits a local sky: smooth light the models leave (a galaxy's disk, a halo) is not a
+    star's."""
     sigmas = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape)
     radius = fit_radius(fwhm)
     group = groups_of(x, y, 2.0 * radius)
@@ -109,13 +112,10 @@ def psf_photometry(data: np.ndarray, sigma: float | np.ndarray, inverse_gain: fl
     x, y = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
     psf = as_spline(psf)
     # Positions are fitted where a neighbour is near enough to pull a centroid.
-    pulled = np.zeros(x.size, bool)
-    if x.size > 1:
-        points = np.column_stack([x, y])
-        pulled = cKDTree(points).query(points, k=2)[0][:, 1] < REFINE_NEIGHBOUR_FWHM * fwhm
+    pulled = nearest_neighbour(x, y) < REFINE_NEIGHBOUR_FWHM * fwhm
     sizes = np.bincount(group, minlength=group.max() + 1 if group.size else 0)
-    for label in range(sizes.size):
-        members = np.flatnonzero(group == label)
+    groups = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1]) if x.size else []
+    for members in groups:
         result = _fit_group(data, float(sigmas[members].max()), inverse_gain, psf, radius,
                             x[members], y[members],
                             refine=fwhm if (pulled[members].any()
@@ -131,7 +131,7 @@ def _fit_group(data: np.ndarray, sigma: float, inverse_gain: float, psf: SplineP
                sky: bool = False):
     """Fluxes, errors, masked flags and positions of one group, or None when it cannot be
     fitted; with ``refine`` (the FWHM) the positions are fitted too (see :func:`_refined`),
-    with ``sky`` a constant level beside the PSFs."""
+    with ``sky`` a plane beside the PSFs."""
     height, width = data.shape
     top = max(int(np.floor(y.min())) - radius, 0)
     bottom = min(int(np.ceil(y.max())) + radius + 1, height)
@@ -286,10 +286,7 @@ def aperture_correction(data: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np
     height, width = data.shape
     inside = ((x > radius) & (y > radius) & (x < width - 1 - radius) & (y < height - 1 - radius))
     chosen = usable & inside & np.isfinite(flux) & (flux > 0)
-    if x.size > 1:
-        points = np.column_stack([x, y])
-        nearest = cKDTree(points).query(points, k=2)[0][:, 1]
-        chosen &= nearest > radius + 1.5 * fwhm
+    chosen &= nearest_neighbour(x, y) > radius + 1.5 * fwhm
     none = ApertureCorrection(1.0, 0)
     if np.count_nonzero(chosen) < APERTURE_MIN_STARS:
         return none

@@ -19,11 +19,13 @@ import time
 from dataclasses import dataclass
 
 from streamer.errors import StreamerError, UnexpectedFrameError
-from streamer.imaging.preparation import FramePreparer
+from streamer.imaging.fits_io import FitsImage
+from streamer.imaging.preparation import FramePreparer, PreparedFrame
 from streamer.imaging.validation import check_signal
 from streamer.restoration.capacity import FrameCapacity
 from streamer.streaming.codec import FrameLimits, decode_payload, parse_envelope
 from streamer.streaming.framing import AssembledFrame
+from streamer.streaming.messages import RawFrame
 from streamer.worker.items import DecodedFrame
 from streamer.worker.partitions import PartitionState
 
@@ -43,6 +45,16 @@ def decode_frame(item: AssembledFrame, state: PartitionState, checks: HostChecks
                  ) -> DecodedFrame:
     """Decode, check and measure one frame (input quality, noise, PSF)."""
     started = time.perf_counter()
+    raw, image, prepared, error = decode_and_measure(item, checks)
+    return DecodedFrame(state, item, raw, image, error, time.perf_counter() - started,
+                        prepared)
+
+
+def decode_and_measure(item: AssembledFrame, checks: HostChecks
+                       ) -> tuple[RawFrame | None, FitsImage | None, PreparedFrame | None,
+                                  StreamerError | None]:
+    """The stage's work, free of the partition: the envelope, the image, its host
+    measurements, or the frame's fault."""
     raw = image = prepared = None
     error: StreamerError | None = item.error
     if error is None:
@@ -59,5 +71,4 @@ def decode_frame(item: AssembledFrame, state: PartitionState, checks: HostChecks
             log.debug("unexpected error decoding a frame", exc_info=True)
             error = UnexpectedFrameError(f"unexpected {type(failure).__name__} while decoding "
                                          f"or measuring the frame: {failure}")
-    return DecodedFrame(state, item, raw, image, error, time.perf_counter() - started,
-                        prepared)
+    return raw, image, prepared, error
