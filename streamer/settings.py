@@ -237,6 +237,10 @@ class StreamerSettings(BaseSettings):
         default=600.0, gt=0, description="Kafka transaction timeout, and the workers' "
                                          "rebalance timeout")
     prefetch_frames: int = Field(default=2, ge=1, description="decoded frames queued ahead")
+    host_threads: int = Field(
+        default=0, ge=0, description="threads for the host stages of consecutive frames "
+                                     "(decode and measure, encode and catalogue); 0: one per "
+                                     "core")
     metrics_address: str | None = Field(
         default=None,
         description="serve Prometheus /metrics at HOST:PORT; unset: 127.0.0.1 and the role's "

@@ -9,7 +9,6 @@ provenance keywords and HISTORY lines.
 from __future__ import annotations
 
 import io
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import Sequence
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
 
 from streamer.errors import FrameDecodeError, FrameTooLargeError, NoValidPixelError
 from streamer.imaging.data_quality import quality_keywords
 from streamer.imaging.validation import checked_image
+from streamer.quiet import filtered_warnings
 
 # Keywords describing the stored array; astropy writes them anew for the float32 output.
 _STRUCTURAL = {
@@ -99,9 +98,8 @@ def read_image_bytes(payload: bytes) -> FitsImage:
 
 def _read(source) -> FitsImage:
     try:
-        with warnings.catch_warnings():
-            # astropy warns, then raises, on truncated files; the raise is what we report.
-            warnings.simplefilter("ignore")
+        # astropy warns, then raises, on truncated files; the raise is what we report.
+        with filtered_warnings("ignore"):
             with fits.open(source, memmap=False) as hdus:
                 hdus.verify("silentfix+ignore")
                 for index, hdu in enumerate(hdus):
@@ -147,16 +145,12 @@ def _card(keyword: str, value: object, comment: str) -> fits.Card:
     than left for astropy to cut with a warning."""
     if isinstance(value, str) and len(value) > 60:
         return fits.Card(keyword, value)  # CONTINUE cards; the keyword names the value
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", VerifyWarning)
-        for length in range(len(comment), -1, -1):
-            card = fits.Card(keyword, value, comment[:length])
-            try:
-                card.image  # formats the card: warns when the comment does not fit
-            except VerifyWarning:
-                continue
-            return card
-    return fits.Card(keyword, value)
+    if not comment:
+        return fits.Card(keyword, value)
+    # The value's field with a one-character comment says how much room a comment has;
+    # formatting a card whose comment is too long is what makes astropy warn.
+    room = 80 - len(fits.Card(keyword, value, "x").image.rstrip()) + 1
+    return fits.Card(keyword, value, comment[:room]) if room > 0 else fits.Card(keyword, value)
 
 
 def psf_hdu(psf: np.ndarray, keywords: dict[str, tuple[object, str]]) -> fits.ImageHDU:

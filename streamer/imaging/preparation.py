@@ -25,12 +25,20 @@ from streamer.imaging.psf import PSFSpec
 from streamer.imaging.psf_measure import (
     PSFMeasurement, PSFMeasureSettings, configured_saturation, describe,
 )
-from streamer.imaging.psf_tracker import PSFTracker
+from streamer.imaging.psf_tracker import PSF_STEP, PSFTracker
 from streamer.imaging.quality import InputQuality, measure_input
 from streamer.imaging.saturated_stars import CoreFit, refill_cores
 from streamer.imaging.saturation import Saturation, frame_saturation, saturation_mask
 from streamer.imaging.target_resolution import Resolution, resolution_for
 from streamer.imaging.validation import checked_mask, validated_frame
+from streamer.turns import Ticket, Turns, in_turn
+
+LEVELS_STEP = "levels"  # the turn in which a camera's saturation levels are read and updated
+
+
+def preparation_turns() -> Turns:
+    """The ordered turns (:mod:`streamer.turns`) of frames prepared on several threads."""
+    return Turns((LEVELS_STEP, PSF_STEP))
 
 
 @dataclass
@@ -103,19 +111,24 @@ class FramePreparer:
 
     def choose_psf(self, image: np.ndarray, valid: np.ndarray, header: fits.Header | None = None,
                    camera_id: str = "default", saturation: Saturation | None = None,
-                   detection: psf_stars.Detection | None = None) -> PSFMeasurement:
+                   detection: psf_stars.Detection | None = None,
+                   ticket: Ticket | None = None) -> PSFMeasurement:
         """The PSF for this frame: the configured one, or measured (per camera)."""
         if self.fixed_psf is not None:
             return describe(self.fixed_psf, "configured", 0, 0)
-        return self.tracker.psf_for(camera_id, image, ~valid, header, saturation, detection)
+        return self.tracker.psf_for(camera_id, image, ~valid, header, saturation, detection,
+                                    ticket)
 
     def prepare(self, frame: Any, header: fits.Header | None = None,
                 camera_id: str = "default", mask: Any | None = None, *,
-                quality: bool = False, psf: PSFMeasurement | None = None) -> PreparedFrame:
+                quality: bool = False, psf: PSFMeasurement | None = None,
+                ticket: Ticket | None = None) -> PreparedFrame:
         """Check ``frame`` (see :mod:`streamer.imaging.validation`), find its saturation
         level and linear limit, measure its noise and PSF (and, with ``quality``, the input's
         quality figures), refill its saturated and non-linear star cores; the camera's PSF
-        and levels are updated. A given ``psf`` is used instead of measuring one.
+        and levels are updated. A given ``psf`` is used instead of measuring one. Frames
+        prepared on several threads carry a ``ticket`` (:mod:`streamer.turns`): the camera's
+        levels and PSF are then read and updated in fetch order.
 
         Raises
         ------
@@ -128,9 +141,11 @@ class FramePreparer:
         measured = measure_input(raw) if quality else None
         noise = noise_model(image, header, measured.sky if measured is not None else None)
         detection = psf_stars.detect(image, ~valid, self.measure.detect_sigma)
-        saturation = self._saturation(raw, header, detection, camera_id)
+        with in_turn(ticket, LEVELS_STEP):
+            saturation = self._saturation(raw, header, detection, camera_id)
         if psf is None:
-            psf = self.choose_psf(image, valid, header, camera_id, saturation, detection)
+            psf = self.choose_psf(image, valid, header, camera_id, saturation, detection,
+                                  ticket)
         prepared = PreparedFrame(noise, psf, 0.0, measured, saturation)
         self._refill(prepared, image, valid, detection, user_mask)
         prepared.resolution = self.resolution_for(psf)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,11 +28,13 @@ from streamer.imaging.psf_measure import (
 )
 from streamer.imaging.psf_stars import Detection
 from streamer.imaging.saturation import Saturation
+from streamer.turns import Ticket, in_turn
 
 log = logging.getLogger(__name__)
 
 SEEING_CHANGE = 0.10     # relative FWHM change that counts as new seeing
 SHAPE_CHANGE = 0.10      # ellipticity change that counts as a new PSF shape
+PSF_STEP = "psf"         # the step of the turns (streamer.turns) that reads and updates the state
 
 
 @dataclass
@@ -87,24 +88,31 @@ class PSFTracker:
 
     def psf_for(self, camera_id: str, image: np.ndarray, mask: np.ndarray | None = None,
                 header: fits.Header | None = None, saturation: Saturation | None = None,
-                detection: Detection | None = None) -> PSFMeasurement:
+                detection: Detection | None = None, ticket: Ticket | None = None
+                ) -> PSFMeasurement:
         """Measure ``image`` and return the PSF to restore it with (see the module notes).
         Never raises for want of a PSF: a frame whose stars give none, or give one that fails
-        its checks, gets the camera's last good PSF or the fallback, with a warning."""
+        its checks, gets the camera's last good PSF or the fallback, with a warning.
+
+        The measurement is the frame's own; with a ``ticket`` (frames prepared on several
+        threads, :mod:`streamer.turns`) the camera's state is read and updated in its turn."""
         started = time.perf_counter()
-        state = self._cameras.get(camera_id)
+        measured: PSFMeasurement | None = None
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", RuntimeWarning)  # NaN-masked stamps, by design
-                measured = measure_psf(image, mask, header, self.settings, saturation,
-                                       detection)
+            measured = measure_psf(image, mask, header, self.settings, saturation, detection)
         except TooFewStarsError as error:
-            return self._without_stars(camera_id, state, f"no PSF stars ({error})", started)
+            reason = f"no PSF stars ({error})"
         except PSFError as error:  # a measured PSF that failed its own checks
-            return self._without_stars(camera_id, state, f"the measured PSF is unusable "
-                                                         f"({error})", started)
-        for warning in caught:
-            log.debug("camera %s: PSF measurement: %s", camera_id, warning.message)
+            reason = f"the measured PSF is unusable ({error})"
+        with in_turn(ticket, PSF_STEP):
+            state = self._cameras.get(camera_id)
+            if measured is None:
+                return self._without_stars(camera_id, state, reason, started)
+            return self._settled(camera_id, state, measured, started)
+
+    def _settled(self, camera_id: str, state: _CameraPSF | None, measured: PSFMeasurement,
+                 started: float) -> PSFMeasurement:
+        """The PSF a measurement gives against the camera's ``state``; the state updated."""
         if measured.method == "moffat":
             if state is not None and agrees(measured, state.measurement):
                 return describe(state.psf, "previous", measured.stars_used,
@@ -137,4 +145,5 @@ class PSFTracker:
 
     def cameras(self) -> dict[str, PSFMeasurement]:
         """The recent PSF of every camera seen."""
-        return {camera: state.measurement for camera, state in self._cameras.items()}
+        # A copy first: frames on other threads may add a camera meanwhile.
+        return {camera: state.measurement for camera, state in list(self._cameras.items())}

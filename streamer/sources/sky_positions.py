@@ -4,11 +4,12 @@ and the mid-exposure time from ``DATE-OBS`` and ``EXPTIME``."""
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
+
+from streamer.quiet import filtered_warnings
 
 ARCSEC_PER_DEGREE = 3600.0
 
@@ -30,8 +31,7 @@ def celestial_wcs(header: fits.Header | None):
     from astropy.wcs import WCS, FITSFixedWarning
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
+        with filtered_warnings("ignore", FITSFixedWarning):
             wcs = WCS(header, naxis=2)
     except Exception:  # a malformed WCS is "no WCS", never a lost frame
         return None

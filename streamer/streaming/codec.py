@@ -8,7 +8,6 @@ FITS file can claim 32768×32768 pixels — and raw payloads must hold real numb
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 
 from streamer.errors import ChecksumError, EnvelopeError, FrameDecodeError, FrameTooLargeError
 from streamer.imaging.fits_io import FitsImage, fits_bytes, read_image_bytes
+from streamer.quiet import filtered_warnings
 from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import FramePayload, RawFrame
 
@@ -86,8 +86,7 @@ def fits_image_shape(payload: bytes) -> tuple[tuple[int, ...], int]:
     """Shape and bytes per pixel of the first image HDU with data, from the headers alone
     (nothing decompressed; of a gzipped file, only its first MiB)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with filtered_warnings("ignore"):
             with fits.open(io.BytesIO(fits_bytes(payload, head=HEADER_BYTES)), memmap=False,
                            lazy_load_hdus=True) as hdus:
                 for hdu in hdus:

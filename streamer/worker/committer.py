@@ -31,7 +31,7 @@ class Committer:
     """Commits frame outcomes from ``results``; counts what was restored and dead-lettered."""
 
     def __init__(self, settings: StreamerSettings, metrics: StreamerMetrics,
-                 assignment: Assignment, results: asyncio.Queue[FrameOutcome],
+                 assignment: Assignment, results: asyncio.Queue[asyncio.Future[FrameOutcome]],
                  worker_id: str) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -46,9 +46,10 @@ class Committer:
         handled, which sets ``stop``)."""
         while not (stop.is_set() and self.results.empty() and not self.assignment.busy):
             try:
-                outcome = await asyncio.wait_for(self.results.get(), QUEUE_POLL_SECONDS)
+                finishing = await asyncio.wait_for(self.results.get(), QUEUE_POLL_SECONDS)
             except asyncio.TimeoutError:
                 continue
+            outcome = await finishing  # frames commit in the order they came off the device
             state = outcome.decoded.state
             try:
                 if state.owned:

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streamer.errors import StreamerError, UnexpectedFrameError
 from streamer.imaging.fits_io import FitsImage
-from streamer.imaging.preparation import FramePreparer, PreparedFrame
+from streamer.imaging.preparation import FramePreparer, PreparedFrame, preparation_turns
 from streamer.imaging.validation import check_signal
 from streamer.restoration.capacity import FrameCapacity
 from streamer.streaming.codec import FrameLimits, decode_payload, parse_envelope
 from streamer.streaming.framing import AssembledFrame
 from streamer.streaming.messages import RawFrame
+from streamer.turns import Ticket, Turns
 from streamer.worker.items import DecodedFrame
 from streamer.worker.partitions import PartitionState
 
@@ -34,23 +35,30 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class HostChecks:
-    """What the host stage checks and measures a frame with."""
+    """What the host stage checks and measures a frame with; ``turns`` order the preparer's
+    per-camera steps when frames are measured on several threads."""
 
     limits: FrameLimits
     capacity: FrameCapacity
     preparer: FramePreparer
+    turns: Turns = field(default_factory=preparation_turns)
 
 
-def decode_frame(item: AssembledFrame, state: PartitionState, checks: HostChecks
-                 ) -> DecodedFrame:
-    """Decode, check and measure one frame (input quality, noise, PSF)."""
+def decode_frame(item: AssembledFrame, state: PartitionState, checks: HostChecks,
+                 ticket: Ticket | None = None) -> DecodedFrame:
+    """Decode, check and measure one frame (input quality, noise, PSF). With a ``ticket``
+    (taken in fetch order from ``checks.turns``) it may run beside other frames' decoding."""
     started = time.perf_counter()
-    raw, image, prepared, error = decode_and_measure(item, checks)
+    try:
+        raw, image, prepared, error = decode_and_measure(item, checks, ticket)
+    finally:
+        if ticket is not None:
+            ticket.finish()  # a frame that failed early still lets the next ones pass
     return DecodedFrame(state, item, raw, image, error, time.perf_counter() - started,
                         prepared)
 
 
-def decode_and_measure(item: AssembledFrame, checks: HostChecks
+def decode_and_measure(item: AssembledFrame, checks: HostChecks, ticket: Ticket | None = None
                        ) -> tuple[RawFrame | None, FitsImage | None, PreparedFrame | None,
                                   StreamerError | None]:
     """The stage's work, free of the partition: the envelope, the image, its host
@@ -64,7 +72,7 @@ def decode_and_measure(item: AssembledFrame, checks: HostChecks
             check_signal(image.data)
             checks.capacity.check(image.data.shape, image.data.dtype)
             prepared = checks.preparer.prepare(image.data, image.header, raw.camera_id,
-                                               quality=True)
+                                               quality=True, ticket=ticket)
         except StreamerError as failure:
             error = failure
         except Exception as failure:  # a library's surprise is still the frame's fault

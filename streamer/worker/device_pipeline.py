@@ -7,8 +7,10 @@ anything else (an OpenCL error, a kernel that failed to build) probes the device
 device means the frame is tried again within ``retry_budget``, a failed one stops the worker
 with :class:`~streamer.errors.DeviceFaultError` and the frame uncommitted.
 
-The encode stage builds the restored FITS, its checksum, the output quality and the records of
-the frame's transaction on its own thread while the device restores the next frame.
+The encode stage builds the restored FITS, its checksum, the output quality, the source
+catalogue and the records of the frame's transaction on the host threads
+(:mod:`streamer.worker.host_pool`) while the device restores the next frame: several frames
+at once where there are cores for them, handed on in the order they came off the device.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from streamer.errors import (
 from streamer.metrics import StreamerMetrics
 from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import StreamerSettings
+from streamer.worker.host_pool import HostPool
 from streamer.worker.items import DecodedFrame, DeviceResult, FrameOutcome
 from streamer.worker.partitions import Assignment
 from streamer.worker.processing import finish_frame, restore_on_device
@@ -34,12 +37,13 @@ QUEUE_POLL_SECONDS = 0.5
 
 
 class DevicePipeline:
-    """Decoded frames in (``decoded``), frame outcomes out (``results``)."""
+    """Frames' decoding in (``decoded``), their outcomes out (``results``); both queues hold
+    futures in frame order, done or not."""
 
     def __init__(self, restorer: Restorer, settings: StreamerSettings, metrics: StreamerMetrics,
                  worker_id: str, assignment: Assignment,
-                 decoded: asyncio.Queue[DecodedFrame],
-                 results: asyncio.Queue[FrameOutcome]) -> None:
+                 decoded: asyncio.Queue[asyncio.Future[DecodedFrame]],
+                 results: asyncio.Queue[asyncio.Future[FrameOutcome]], host: HostPool) -> None:
         self.restorer = restorer
         self.settings = settings
         self.metrics = metrics
@@ -50,7 +54,7 @@ class DevicePipeline:
         # Frames off the device waiting to be encoded: one, so encoding overlaps the device.
         self.encoding: asyncio.Queue[DeviceResult] = asyncio.Queue(maxsize=1)
         self._device = ThreadPoolExecutor(1, thread_name_prefix="device")
-        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode")
+        self.host = host
         self.busy_seconds = 0.0
         self.running = False  # a frame is on the device now
 
@@ -59,9 +63,10 @@ class DevicePipeline:
         """Restore decoded frames, one at a time, in fetch order, until ``stop``."""
         while not stop.is_set():
             try:
-                decoded = await asyncio.wait_for(self.decoded.get(), QUEUE_POLL_SECONDS)
+                decoding = await asyncio.wait_for(self.decoded.get(), QUEUE_POLL_SECONDS)
             except asyncio.TimeoutError:
                 continue
+            decoded = await decoding
             state = decoded.state
             if not state.owned:
                 self.metrics.in_flight.dec()
@@ -126,13 +131,14 @@ class DevicePipeline:
     async def encode_stage(self, stop: asyncio.Event) -> None:
         """Encode, checksum and measure restored frames while the device works on the next
         one; dead-letter records for frames that failed. After ``stop``, frames still in
-        flight are finished."""
+        flight are finished. Outcomes are queued in device order as they are started; the
+        queue's size bounds how many frames are encoded at once."""
         while not (stop.is_set() and self.encoding.empty() and not self.assignment.busy):
             try:
                 result = await asyncio.wait_for(self.encoding.get(), QUEUE_POLL_SECONDS)
             except asyncio.TimeoutError:
                 continue
-            await self.results.put(await self._outcome(result))
+            await self.results.put(asyncio.ensure_future(self._outcome(result)))
 
     async def _outcome(self, result: DeviceResult) -> FrameOutcome:
         decoded = result.decoded
@@ -141,8 +147,8 @@ class DevicePipeline:
         if error is None:
             restorer = self.restorer
             try:
-                processed = await asyncio.get_running_loop().run_in_executor(
-                    self._encoder, finish_frame, restorer.settings, restorer.device_name,
+                processed = await self.host.submit(
+                    finish_frame, restorer.settings, restorer.device_name,
                     self.worker_id, self.settings.chunk_bytes, decoded.raw, decoded.image,
                     decoded.prepared, result.restoration, decoded.decode_seconds)
             except Exception as failure:  # noqa: BLE001 - encoding a frame is still that frame
@@ -156,6 +162,9 @@ class DevicePipeline:
         return FrameOutcome(decoded, records, error, None)
 
     def close(self) -> None:
-        """Stop the device and encode threads (a kernel already running finishes alone)."""
-        for executor in (self._device, self._encoder):
-            executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the device thread (a kernel already running finishes alone) and drop the
+        frames still queued (uncommitted: the partition's next owner restores them)."""
+        self._device.shutdown(wait=False, cancel_futures=True)
+        for queue in (self.decoded, self.results):
+            while not queue.empty():
+                queue.get_nowait().cancel()

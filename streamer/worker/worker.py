@@ -28,8 +28,10 @@ earlier owner was decoding or restoring when it died is counted
 around again.
 
 Throughput: four stages overlap. A fetch task keeps polling and decoding frames ahead
-(``prefetch_frames``); the device restores one frame at a time in a thread; an encode thread
-builds the previous frame's FITS and metrics; a publish task commits the frame before that.
+(``prefetch_frames``); the device restores one frame at a time in a thread; the encode stage
+builds earlier frames' FITS, catalogues and metrics; a publish task commits them in order. The
+host stages (decoding, encoding) of consecutive frames share ``host_threads`` threads
+(:mod:`streamer.worker.host_pool`), several frames at once.
 When the prefetch queue is full the partitions are paused, not left unpolled, so long device
 work never trips ``max.poll.interval.ms``.
 """
@@ -57,6 +59,7 @@ from streamer.worker.committer import Committer
 from streamer.worker.decoding import HostChecks
 from streamer.worker.device_pipeline import DevicePipeline
 from streamer.worker.fetcher import Fetcher
+from streamer.worker.host_pool import HostPool
 from streamer.worker.items import DecodedFrame, FrameOutcome
 from streamer.worker.memory import limit_arenas
 from streamer.worker.monitor import Monitor
@@ -102,17 +105,19 @@ class Worker:
             rebalance_timeout_ms=int(settings.transaction_timeout_seconds * 1000),
         )
         self.assignment = Assignment()
-        decoded: asyncio.Queue[DecodedFrame] = asyncio.Queue()
-        # Restored frames waiting for their transaction: one, so the device works on the next
-        # frame while this one is committed.
-        results: asyncio.Queue[FrameOutcome] = asyncio.Queue(maxsize=1)
+        self.host = HostPool(settings.host_threads)
+        decoded: asyncio.Queue[asyncio.Future[DecodedFrame]] = asyncio.Queue()
+        # Restored frames being encoded or waiting for their transaction: as many as there
+        # are host threads, so the device works on the next frame while these finish.
+        results: asyncio.Queue[asyncio.Future[FrameOutcome]] = asyncio.Queue(
+            maxsize=self.host.threads)
         checks = HostChecks(FrameLimits(settings.max_frame_pixels, settings.max_frame_bytes),
                             self.restorer.capacity,
                             FramePreparer.from_settings(settings.restoration))
         self.fetcher = Fetcher(self.consumer, self.assignment, settings, self.metrics, checks,
-                               decoded)
+                               decoded, self.host)
         self.pipeline = DevicePipeline(self.restorer, settings, self.metrics, self.worker_id,
-                                       self.assignment, decoded, results)
+                                       self.assignment, decoded, results, self.host)
         self.committer = Committer(settings, self.metrics, self.assignment, results,
                                    self.worker_id)
         self.monitor = Monitor(self.consumer, self.assignment, self.pipeline, self.restorer,
@@ -241,3 +246,4 @@ class Worker:
             await self._admin.close()
         self.fetcher.close()
         self.pipeline.close()
+        self.host.close()

@@ -67,13 +67,20 @@ def outcome(state: PartitionState, item, error=None) -> FrameOutcome:
     return FrameOutcome(decoded, [OutgoingRecord("out", b"k", item.payload)], error, None)
 
 
+def finished(item: FrameOutcome) -> asyncio.Future[FrameOutcome]:
+    """An outcome as the encode stage queues it: a future, here already done."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(item)
+    return future
+
+
 async def commit_all(committer: Committer, assignment: Assignment, outcomes: list[FrameOutcome],
                      ) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(committer.run(stop, max_frames=None))
     for item in outcomes:
         assignment.taken(item.decoded.state)
-        await committer.results.put(item)
+        await committer.results.put(finished(item))
     while not committer.results.empty() or assignment.busy:
         await asyncio.sleep(0.01)
     stop.set()
@@ -130,7 +137,7 @@ def test_frames_of_a_revoked_partition_are_dropped_uncommitted():
         committer = make_committer(assignment)
         assignment.taken(state)
         assignment.remove(0)  # revoked while the frame was on the device
-        await committer.results.put(outcome(state, items[0]))
+        await committer.results.put(finished(outcome(state, items[0])))
         stop = asyncio.Event()
         task = asyncio.create_task(committer.run(stop))
         while not committer.results.empty() or state.busy:
