@@ -8,6 +8,8 @@ Not a test. From one run it prints, for the same synthetic frames:
   ``restored_at`` stamps so start-up is left out, and the overhead against offline; the
   frames are published before the workers start, so on a small machine the camera does not
   compete with them for the cores;
+* the device's share of that time: a frame's device span (median of the workers' metrics)
+  over the time per frame and worker — how much of its time each device is kept busy;
 * exposure-to-restored latency percentiles of a paced run with one worker.
 """
 
@@ -163,8 +165,12 @@ def _measure(settings: StreamerSettings, frames: int, size: int, worker_counts: 
         restore = float(np.mean([sum(m.stage_seconds.get(k, 0.0) for k in
                                      ("prepare", "median", "richardson_lucy"))
                                  for m in metrics]))
+        # A frame's device span (its profiling markers) over the interval between frames, per
+        # worker; medians, so a first frame's plans and builds do not count.
+        device = float(np.median([sum(m.device_seconds.values()) for m in metrics]))
         result["workers"][workers] = {
             "restored": len(metrics), "seconds_per_frame": per_frame,
+            "device_busy_share": device / (per_frame * workers),
             "frames_per_second": 1 / per_frame,
             "worker_restore_seconds": restore,
             # With several workers sharing one device the per-worker figure means little
@@ -191,7 +197,8 @@ def _report(settings: StreamerSettings, result: dict) -> str:
     for workers, row in result["workers"].items():
         line = (f"{workers} worker(s): {row['seconds_per_frame']:.3f} s/frame through Kafka "
                 f"({row['frames_per_second']:.2f} frames/s, {row['speedup_vs_one_offline']:.2f}x "
-                f"the offline rate)")
+                f"the offline rate; device busy {row['device_busy_share'] * 100:.0f} % of the "
+                f"time)")
         if row["overhead_vs_worker_restore"] is not None:
             line += (f"; the worker restores in {row['worker_restore_seconds']:.3f} s, so Kafka + "
                      f"encoding + transactions add {row['overhead_vs_worker_restore'] * 100:+.1f}% "

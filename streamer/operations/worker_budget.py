@@ -12,16 +12,23 @@ it runs the worker's own stage functions in order, without Kafka, and prints wha
 * **finish** — :func:`~streamer.worker.processing.finish_frame`: the restored FITS and its
   checksum (encode), the output quality, and the source catalogue apart.
 
-The worker runs decode + prepare, the device and finish on three threads, a frame in each, so
-it sustains ``1 / max(stage)`` frames per second; on a GPU, whose device stage takes tens of
+The worker runs decode + prepare, the device and finish as stages, so with one host thread it
+sustains ``1 / max(stage)`` frames per second; on a GPU, whose device stage takes tens of
 milliseconds, the host stages alone bound it — the last column. The first frame of each shape
 pays kernel builds and plans and is left out.
+
+The host stages of consecutive frames share ``host_threads`` threads
+(:mod:`streamer.worker.host_pool`). **Host frames/s against threads**: for the largest uint16
+frame, a few frames already restored go through both host stages (decode and measure with
+their ordered turns, then finish) on a pool of 1, 2 and all cores' threads, and the frames
+per second the host then sustains are printed beside the one-thread rate.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -35,12 +42,14 @@ from streamer.settings import RestorationSettings
 from streamer.streaming.codec import FrameLimits
 from streamer.streaming.framing import AssembledFrame, sha256_hex
 from streamer.streaming.messages import RawFrame, utc_now
-from streamer.worker.decoding import HostChecks, decode_and_measure
+from streamer.worker.decoding import HostChecks, decode_and_measure, decode_frame
+from streamer.worker.host_pool import available_cores
 from streamer.worker.processing import finish_frame, restore_on_device
 
 SIZES = (1024, 2048, 4096)
 DTYPES = ("uint16", "float32")
 HOST_BUDGET = 0.5  # s per 4096² frame on one core without the catalogue (#17; the catalogue: #14)
+THREADED_FRAMES = 4  # frames through the host pool per thread count
 
 
 def _payload(size: int, dtype: str, seed: int) -> tuple[bytes, RawFrame]:
@@ -94,7 +103,47 @@ def collect(size: int = 0, device: str | None = None, frames: int = 1) -> dict[s
                     for i in range(frames)]
             row = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
             rows.append({"size": side, "dtype": dtype, **row})
-    return {"device": restorer.device_name, "rows": rows}
+    largest = SIZES[-1] if size == 0 else size
+    return {"device": restorer.device_name, "rows": rows,
+            "threads": host_rates(restorer, settings, largest)}
+
+
+def _host_work(checks: HostChecks, restorer: Restorer, item: AssembledFrame, raw: RawFrame,
+               result, ticket) -> None:
+    """Both host stages of one frame, as the worker's pool runs them."""
+    decoded = decode_frame(item, None, checks, ticket)
+    if decoded.error is not None:
+        raise decoded.error
+    finish_frame(restorer.settings, restorer.device_name, "budget", 1 << 20, raw,
+                 decoded.image, decoded.prepared, result, decoded.decode_seconds)
+
+
+def host_rates(restorer: Restorer, settings: RestorationSettings, size: int,
+               frames: int = THREADED_FRAMES) -> list[dict[str, float]]:
+    """Host frames/s with 1, 2 and all cores' threads: ``frames`` uint16 frames of ``size``
+    restored first, then their decode-and-measure and finish stages timed on each pool."""
+    checks = HostChecks(FrameLimits(1 << 28, 1 << 31), restorer.capacity,
+                        FramePreparer.from_settings(settings))
+    work = []
+    for seed in range(frames):
+        payload, raw = _payload(size, "uint16", 100 + seed)
+        item = AssembledFrame(0, [0], raw.model_dump_json().encode(), payload, {})
+        _, image, prepared, error = decode_and_measure(item, checks)
+        if error is not None:
+            raise error
+        work.append((item, raw, restore_on_device(restorer, image, prepared)))
+    rates = []
+    for threads in sorted({1, 2, available_cores()}):
+        with ThreadPoolExecutor(threads) as pool:
+            started = time.perf_counter()
+            # Tickets in submission order, as the worker's fetch stage takes them.
+            futures = [pool.submit(_host_work, checks, restorer, item, raw, result,
+                                   checks.turns.ticket()) for item, raw, result in work]
+            for future in futures:
+                future.result()
+            seconds = time.perf_counter() - started
+        rates.append({"threads": threads, "frames_per_second": frames / seconds})
+    return rates
 
 
 def sustained(row: dict[str, float]) -> tuple[float, float]:
@@ -120,3 +169,11 @@ def print_profile(result: dict[str, Any]) -> None:
               f"{row['encode']:9.2f}{row['sources']:10.2f}{host:7.2f}{here:10.2f}{bound:11.2f}")
     print(f"host* = the host's work without the catalogue, one core; #17's budget: "
           f"{HOST_BUDGET:g} s at 4096² (the catalogue's own, #14: 0.5 s)")
+    rates = result.get("threads", [])
+    if rates:
+        one = rates[0]["frames_per_second"]
+        print(f"host stages on the worker's pool ({THREADED_FRAMES} frames, largest uint16 "
+              f"frame; {available_cores()} cores here):")
+        for rate in rates:
+            print(f"  {rate['threads']:2d} thread(s): {rate['frames_per_second']:.3f} host "
+                  f"frames/s ({rate['frames_per_second'] / one:.2f}x one thread)")

@@ -30,3 +30,14 @@ def test_the_table_says_what_it_measured(budget, capsys):
     text = capsys.readouterr().out
     assert "256² uint16" in text and "256² float32" in text
     assert "host-bound" in text and "0.5 s at 4096²" in text
+
+
+def test_host_frames_per_second_are_measured_against_threads(budget, capsys):
+    from streamer.worker.host_pool import available_cores
+
+    rates = budget["threads"]
+    assert [rate["threads"] for rate in rates] == sorted({1, 2, available_cores()})
+    assert all(rate["frames_per_second"] > 0 for rate in rates)
+    print_profile(budget)
+    text = capsys.readouterr().out
+    assert " 1 thread(s)" in text and " 2 thread(s)" in text and "x one thread" in text
