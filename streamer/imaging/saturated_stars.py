@@ -9,7 +9,11 @@ non-linear pixels is fitted on the unaffected pixels around it with the frame's 
 sub-pixel centre, an amplitude and a local sky — and its pixels are replaced by that model.
 Restoration then sees a star of the PSF's shape and the flux its wings imply; the data-quality
 plane marks the replaced pixels ``FILLED``. A region whose wings cannot carry a fit (too few
-clean pixels, a non-positive amplitude) is left to the mask: weight 0, NaN in the output.
+clean pixels, a non-positive amplitude) is left to the mask: weight 0, NaN in the output. So
+is one the fit does not explain: a clipped or compressed pixel's true value is at least what
+was recorded, so a model that stays below half the recorded values over a quarter of the region (the
+bleed a saturated star spills along its columns, hundreds of pixels long, that one PSF cannot
+reach) would replace light by sky, and Richardson–Lucy would answer with a trough.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from streamer.imaging import psf_stack
 MIN_WING_PIXELS = 12       # clean pixels a fit needs around a core
 WING_FRACTION = 1e-3       # pixels where the PSF is below this share of its peak are not used
 SHIFT_STEPS = (-0.5, -0.25, 0.0, 0.25, 0.5)   # sub-pixel centres tried (pixels)
+BELOW_RECORDED = 0.5       # a model below half a bad pixel's recorded value ...
+BELOW_SHARE = 0.25         # ... on more than a quarter of the region does not explain it
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,9 @@ def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.
             continue
         core, model = fit
         region = labels[core.box] == index
+        recorded = above[core.box][region]
+        if np.mean(model[region] < BELOW_RECORDED * recorded) > BELOW_SHARE:
+            continue  # not one star's core: left to the mask
         sky = np.broadcast_to(np.asarray(background, dtype=np.float32), image.shape)[core.box]
         filled[core.box][region] = (model + sky)[region]
         replaced[core.box] |= region

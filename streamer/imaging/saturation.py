@@ -15,7 +15,11 @@ Two numbers, from the first source that gives them (the configured value, the he
 * **saturation level** S — pixels at or above it hold no information about the sky. From the
   data: at least three flat-topped sources (several pixels within 0.5 % of their maximum) whose
   maxima agree within 3 %, or one flat top of a dozen pixels (SExtractor's ``SATUR_LEVEL`` made
-  automatic; the pile-up a clipped converter or a saturated emulsion leaves);
+  automatic; the pile-up a clipped converter or a saturated emulsion leaves); or, on a
+  flat-fielded frame whose clipped plateau is no longer flat to 0.5 %, a **bleed**: the
+  charge of a saturated star spilling along the columns (or rows), pixels within 10 % of the
+  source's maximum running ten or more pixels along a detector axis and three times further
+  than across it — S is then the plateau's 5th percentile;
 * **linear limit** L — stars peaking above it are no longer scaled copies of the PSF. A linear
   detector keeps a star's peak-to-flux ratio whatever its brightness; the limit is where that
   ratio, followed from faint to bright stars, falls 10 % below the faint stars'. Without enough
@@ -46,6 +50,10 @@ MIN_RATIO_STARS = 15       # stars needed to follow the ratio at all
 BRIGHT_SIGMAS = 50.0       # a source must peak this far above the sky to count as flat-topped
 NEAR_TOP = 0.85            # ... and reach this share of the brightest source's maximum
 GROW_SATURATED = 2         # pixels a saturated region is grown by (bleeding, the PSF's core)
+BLEED_TOLERANCE = 0.10     # a bleed's plateau: pixels within this fraction of its maximum
+BLEED_LENGTH = 10          # ... running at least this many pixels along a detector axis
+BLEED_ASPECT = 3.0         # ... and this many times further than across it
+BLEED_FLOOR = 5.0          # S: this percentile of the plateau's values
 GROW_NONLINEAR = 1
 
 
@@ -113,6 +121,8 @@ def data_saturation(image: np.ndarray, detection: Detection) -> Saturation:
     # Only a bright source can be flat for want of range: a faint one is flat within noise.
     flat_pixels[amplitude < BRIGHT_SIGMAS * detection.noise] = 0
     level = _ceiling(maxima, flat_pixels)
+    if level is None:
+        level = _bleed_level(np.shape(image), inside, labels, values, maxima)
     linear = _linear_limit(maxima, _aperture_fluxes(detection), objects["peak"],
                            detection.noise, flat_pixels, level)
     if level is None and linear is None:
@@ -147,6 +157,31 @@ def _ceiling(maxima: np.ndarray, flat_pixels: np.ndarray) -> float | None:
     if shared.size >= 3 or (shared.size >= 1 and flat_pixels[shared].max() >= FLAT_PIXELS_ALONE):
         return float(np.min(maxima[shared]) * (1.0 - FLAT_TOLERANCE))
     return None
+
+
+def _bleed_level(shape: tuple[int, ...], inside: np.ndarray, labels: np.ndarray,
+                 values: np.ndarray, maxima: np.ndarray) -> float | None:
+    """S from a bleed (module notes), or None. ``inside`` are the flat indices of the
+    sources' pixels, ``labels`` their sources, ``values`` their stored values."""
+    count = maxima.size
+    top = maxima >= NEAR_TOP * maxima.max()
+    high = top[labels] & (values >= (1.0 - BLEED_TOLERANCE) * maxima[labels])
+    if not high.any():
+        return None
+    rows, cols = np.divmod(inside[high], shape[1])
+    owners = labels[high]
+    spans = []
+    for coordinate in (rows, cols):
+        low, high_end = np.full(count, np.iinfo(np.intp).max), np.full(count, -1)
+        np.minimum.at(low, owners, coordinate)
+        np.maximum.at(high_end, owners, coordinate)
+        spans.append(np.where(high_end >= 0, high_end - low + 1, 0))
+    along, across = np.maximum(*spans), np.minimum(*spans)
+    bleeding = (along >= BLEED_LENGTH) & (along >= BLEED_ASPECT * np.maximum(across, 1))
+    if not bleeding.any():
+        return None
+    plateau = values[high][bleeding[owners]]
+    return float(np.percentile(plateau, BLEED_FLOOR))
 
 
 def _linear_limit(maxima: np.ndarray, fluxes: np.ndarray, peaks: np.ndarray, noise: float,

@@ -108,3 +108,17 @@ def test_saturated_stars_restore_as_stars_not_donuts(saturated_field):
         assert np.isfinite(box).all() and box[3:6, 3:6].max() > ring.max(), (row, column)
         checked += 1
     assert checked >= 10
+
+
+def test_a_bleed_is_left_to_the_mask_not_replaced_by_sky():
+    """One PSF cannot explain a saturated star's bleed: a fit to its wings would set most of
+    the bleed's pixels to the sky (their true values are at least what was recorded), so the
+    region stays out of the likelihood instead."""
+    from tests.imaging.test_saturation import _bleeding_frame
+
+    image, clipped, _ = _bleeding_frame()
+    preparer = FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0))
+    prepared = preparer.prepare(image)
+    assert prepared.mask is not None and prepared.mask[clipped].mean() > 0.95
+    flags = prepared.quality_flags[clipped]
+    assert np.all(flags & Quality.SATURATED) and not np.any(flags & Quality.FILLED)

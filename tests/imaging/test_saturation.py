@@ -91,3 +91,44 @@ def test_the_mask_grows_saturated_regions_and_marks_the_non_linear_ones():
     saturated, nonlinear = saturation_mask(image, Saturation(100.0, 50.0, "configured"))
     assert saturated.sum() == 13 and saturated[10, 8] and not saturated[10, 7]  # grown by 2
     assert nonlinear.sum() == 5 and nonlinear[3, 3] and not (saturated & nonlinear).any()
+
+
+def _bleeding_frame(seed: int = 6):
+    """A float frame, flat-fielded after the converter clipped (the plateau varies by 2 %
+    pixel to pixel), with one saturated star whose charge ran 150 rows down its column —
+    as the CFHT A370 frame of the real-frame checks shows."""
+    field = truth_field((384, 384), SEEING, stars=150, seed=seed)
+    image = np.array(field.image, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    sky = float(np.median(image))
+    ys, xs = np.mgrid[:384, :384]
+    star = 3e5 * np.exp(-0.5 * ((ys - 100) ** 2 + (xs - 250) ** 2) / 1.6 ** 2)
+    image += star
+    image[90:240, 249:252] += 3e4  # the bleed, three columns wide
+    ceiling = 13000.0
+    clipped = image >= ceiling  # the field's brightest stars too: they are refilled
+    image[clipped] = ceiling * rng.normal(1.0, 0.02, clipped.sum())  # after the flat field
+    bleed = np.zeros(image.shape, bool)
+    bleed[80:250, 246:255] = clipped[80:250, 246:255]
+    return image, bleed, sky
+
+
+def test_a_bleed_on_a_flat_fielded_frame_sets_the_level():
+    image, clipped, _ = _bleeding_frame()
+    found = frame_saturation(image, None, _detect(image))
+    assert found.source == "data"
+    # Below nearly all the plateau (its 5th percentile), far above every unsaturated star.
+    assert np.mean(image[clipped] >= found.level) > 0.9
+    assert found.level > 0.9 * 13000.0
+    saturated, _ = saturation_mask(image, found)
+    assert saturated[clipped].all()
+
+
+def test_a_round_smooth_peak_is_not_a_bleed():
+    """A galaxy's broad core near the frame's top is flat within 10 % over many pixels, but
+    as wide as it is long: no level."""
+    field = truth_field((384, 384), SEEING, stars=150, seed=7)
+    ys, xs = np.mgrid[:384, :384]
+    image = field.image + 2e4 * np.exp(-0.5 * ((ys - 200) ** 2 + (xs - 180) ** 2) / 12.0 ** 2)
+    found = frame_saturation(image, None, _detect(image))
+    assert found.level is None
