@@ -241,6 +241,10 @@ class StreamerSettings(BaseSettings):
         default=0, ge=0, description="threads for the host stages of consecutive frames "
                                      "(decode and measure, encode and catalogue); 0: one per "
                                      "core")
+    catalogue_processes: int = Field(
+        default=0, ge=0, description="processes that measure the source catalogues (whose sep "
+                                     "calls hold the GIL) beside the host threads; 0: on the "
+                                     "host threads")
     metrics_address: str | None = Field(
         default=None,
         description="serve Prometheus /metrics at HOST:PORT; unset: 127.0.0.1 and the role's "

@@ -21,7 +21,8 @@ The host stages of consecutive frames share ``host_threads`` threads
 (:mod:`streamer.worker.host_pool`). **Host frames/s against threads**: for the largest uint16
 frame, a few frames already restored go through both host stages (decode and measure with
 their ordered turns, then finish) on a pool of 1, 2 and all cores' threads, and the frames
-per second the host then sustains are printed beside the one-thread rate.
+per second the host then sustains are printed beside the one-thread rate — then again with as
+many processes measuring the catalogues (``catalogue_processes``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from streamer.streaming.codec import FrameLimits
 from streamer.streaming.framing import AssembledFrame, sha256_hex
 from streamer.streaming.messages import RawFrame, utc_now
 from streamer.worker.decoding import HostChecks, decode_and_measure, decode_frame
+from streamer.worker.catalogue_processes import CatalogueProcesses
 from streamer.worker.host_pool import available_cores
 from streamer.worker.processing import finish_frame, restore_on_device
 
@@ -109,19 +111,20 @@ def collect(size: int = 0, device: str | None = None, frames: int = 1) -> dict[s
 
 
 def _host_work(checks: HostChecks, restorer: Restorer, item: AssembledFrame, raw: RawFrame,
-               result, ticket) -> None:
+               result, ticket, catalogues: CatalogueProcesses | None) -> None:
     """Both host stages of one frame, as the worker's pool runs them."""
     decoded = decode_frame(item, None, checks, ticket)
     if decoded.error is not None:
         raise decoded.error
     finish_frame(restorer.settings, restorer.device_name, "budget", 1 << 20, raw,
-                 decoded.image, decoded.prepared, result, decoded.decode_seconds)
+                 decoded.image, decoded.prepared, result, decoded.decode_seconds, catalogues)
 
 
 def host_rates(restorer: Restorer, settings: RestorationSettings, size: int,
                frames: int = THREADED_FRAMES) -> list[dict[str, float]]:
-    """Host frames/s with 1, 2 and all cores' threads: ``frames`` uint16 frames of ``size``
-    restored first, then their decode-and-measure and finish stages timed on each pool."""
+    """Host frames/s with 1, 2 and all cores' threads, without and with as many catalogue
+    processes (:mod:`streamer.worker.catalogue_processes`): ``frames`` uint16 frames of
+    ``size`` restored first, then their decode-and-measure and finish stages timed."""
     checks = HostChecks(FrameLimits(1 << 28, 1 << 31), restorer.capacity,
                         FramePreparer.from_settings(settings))
     work = []
@@ -133,16 +136,22 @@ def host_rates(restorer: Restorer, settings: RestorationSettings, size: int,
             raise error
         work.append((item, raw, restore_on_device(restorer, image, prepared)))
     rates = []
-    for threads in sorted({1, 2, available_cores()}):
+    counts = sorted({1, 2, available_cores()})
+    for threads, processes in [(t, 0) for t in counts] + [(t, t) for t in counts]:
+        catalogues = CatalogueProcesses(processes) if processes else None
         with ThreadPoolExecutor(threads) as pool:
             started = time.perf_counter()
             # Tickets in submission order, as the worker's fetch stage takes them.
             futures = [pool.submit(_host_work, checks, restorer, item, raw, result,
-                                   checks.turns.ticket()) for item, raw, result in work]
+                                   checks.turns.ticket(), catalogues)
+                       for item, raw, result in work]
             for future in futures:
                 future.result()
             seconds = time.perf_counter() - started
-        rates.append({"threads": threads, "frames_per_second": frames / seconds})
+        if catalogues is not None:
+            catalogues.close()
+        rates.append({"threads": threads, "catalogue_processes": processes,
+                      "frames_per_second": frames / seconds})
     return rates
 
 
@@ -175,5 +184,6 @@ def print_profile(result: dict[str, Any]) -> None:
         print(f"host stages on the worker's pool ({THREADED_FRAMES} frames, largest uint16 "
               f"frame; {available_cores()} cores here):")
         for rate in rates:
-            print(f"  {rate['threads']:2d} thread(s): {rate['frames_per_second']:.3f} host "
-                  f"frames/s ({rate['frames_per_second'] / one:.2f}x one thread)")
+            print(f"  {rate['threads']:2d} thread(s), {rate['catalogue_processes']} catalogue "
+                  f"process(es): {rate['frames_per_second']:.3f} host frames/s "
+                  f"({rate['frames_per_second'] / one:.2f}x one thread)")

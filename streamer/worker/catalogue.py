@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from streamer.imaging.fits_io import FitsImage
 from streamer.restoration.restorer import Restoration
@@ -16,15 +17,23 @@ from streamer.streaming.framing import sha256_hex
 from streamer.streaming.messages import RawFrame, SourceCatalog, utc_now
 
 
+def source_arguments(image: FitsImage, result: Restoration, raw: RawFrame, threshold: float,
+                     max_sources: int | None = None) -> tuple[tuple, dict[str, Any]]:
+    """The arguments of :func:`measure_sources` for a restored frame (here or in another
+    process, :mod:`streamer.worker.catalogue_processes`)."""
+    target = result.resolution.target if result.resolution is not None else None
+    return ((image.data, image.header, result.psf.psf, result.psf.fwhm, result.noise),
+            {"exposure_start": raw.exposure_start, "exposure_seconds": raw.exposure_seconds,
+             "restored": result.data, "target_psf": target,
+             "quality_flags": result.quality_flags, "threshold": threshold,
+             "max_sources": max_sources})
+
+
 def frame_sources(image: FitsImage, result: Restoration, raw: RawFrame,
                   threshold: float, max_sources: int | None = None) -> FrameSources:
     """The catalogue of a restored frame: measured on its input, blends split on ``result``."""
-    target = result.resolution.target if result.resolution is not None else None
-    return measure_sources(image.data, image.header, result.psf.psf, result.psf.fwhm,
-                           result.noise, exposure_start=raw.exposure_start,
-                           exposure_seconds=raw.exposure_seconds, restored=result.data,
-                           target_psf=target, quality_flags=result.quality_flags,
-                           threshold=threshold, max_sources=max_sources)
+    args, kwargs = source_arguments(image, result, raw, threshold, max_sources)
+    return measure_sources(*args, **kwargs)
 
 
 def failed_catalogue(raw: RawFrame, shape: tuple[int, int], worker_id: str,

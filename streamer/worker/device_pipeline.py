@@ -26,6 +26,7 @@ from streamer.errors import (
 from streamer.metrics import StreamerMetrics
 from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import StreamerSettings
+from streamer.worker.catalogue_processes import CatalogueProcesses
 from streamer.worker.host_pool import HostPool
 from streamer.worker.items import DecodedFrame, DeviceResult, FrameOutcome
 from streamer.worker.partitions import Assignment
@@ -43,7 +44,8 @@ class DevicePipeline:
     def __init__(self, restorer: Restorer, settings: StreamerSettings, metrics: StreamerMetrics,
                  worker_id: str, assignment: Assignment,
                  decoded: asyncio.Queue[asyncio.Future[DecodedFrame]],
-                 results: asyncio.Queue[asyncio.Future[FrameOutcome]], host: HostPool) -> None:
+                 results: asyncio.Queue[asyncio.Future[FrameOutcome]], host: HostPool,
+                 catalogues: CatalogueProcesses | None = None) -> None:
         self.restorer = restorer
         self.settings = settings
         self.metrics = metrics
@@ -55,6 +57,7 @@ class DevicePipeline:
         self.encoding: asyncio.Queue[DeviceResult] = asyncio.Queue(maxsize=1)
         self._device = ThreadPoolExecutor(1, thread_name_prefix="device")
         self.host = host
+        self.catalogues = catalogues
         self.busy_seconds = 0.0
         self.running = False  # a frame is on the device now
 
@@ -150,7 +153,8 @@ class DevicePipeline:
                 processed = await self.host.submit(
                     finish_frame, restorer.settings, restorer.device_name,
                     self.worker_id, self.settings.chunk_bytes, decoded.raw, decoded.image,
-                    decoded.prepared, result.restoration, decoded.decode_seconds)
+                    decoded.prepared, result.restoration, decoded.decode_seconds,
+                    self.catalogues)
             except Exception as failure:  # noqa: BLE001 - encoding a frame is still that frame
                 error = UnexpectedFrameError(
                     f"{type(failure).__name__} while encoding: {failure}")

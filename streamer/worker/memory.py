@@ -1,10 +1,11 @@
 """Keeping a long-running worker's memory flat.
 
 A worker allocates and frees a frame's worth of buffers per frame in several threads (the
-host threads that decode and encode, the device thread). glibc gives each thread its own malloc arena and keeps freed pages in them,
-so resident memory creeps up for a quarter of an hour before it levels off (seen in the
-30-minute soak: +8 % before the plateau). Capping the arenas and handing freed pages back to
-the system after frames keeps it flat. Both are glibc calls; elsewhere they do nothing.
+host threads that decode and encode, the device thread). glibc gives each thread its own
+malloc arena and keeps freed pages in them, so resident memory creeps up for a quarter of an
+hour before it levels off (seen in the 30-minute soak: +8 % before the plateau). Capping the
+arenas and handing freed pages back to the system after frames keeps it flat. Both are glibc
+calls; elsewhere they do nothing.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from streamer.worker.catalogue import (
     frame_sources,
     header_band,
 )
+from streamer.worker.catalogue_processes import CatalogueProcesses
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,12 @@ def restore_on_device(restorer: Restorer, image: FitsImage, prepared: PreparedFr
 
 def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str,
                  chunk_bytes: int, raw: RawFrame, image: FitsImage, prepared: PreparedFrame,
-                 result: Restoration, decode_seconds: float = 0.0) -> ProcessedFrame:
+                 result: Restoration, decode_seconds: float = 0.0,
+                 catalogues: CatalogueProcesses | None = None) -> ProcessedFrame:
     """The host part after the device: the restored FITS payload (input header kept, with
     provenance, and the PSF as an extension), its checksum, the output quality and the
-    metrics record — CPU work that overlaps the next frame's device work."""
+    metrics record — CPU work that overlaps the next frame's device work. The catalogue is
+    measured here, or by ``catalogues`` in a process of their own."""
     keywords, history = provenance(settings, device_name, result,
                                    raw.source_name or raw.frame_id, image.hdu_index)
     keywords["STRMFID"] = (raw.frame_id, "frame id")
@@ -90,8 +93,8 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
         started = time.perf_counter()
         try:
             catalogue = catalogue_message(
-                frame_sources(image, result, raw, settings.source_threshold,
-                              settings.max_sources),
+                (catalogues.measure if catalogues is not None else frame_sources)(
+                    image, result, raw, settings.source_threshold, settings.max_sources),
                 raw, result.data.shape, worker_id, chunk_bytes, header_band(image.header))
         except Exception as error:  # noqa: BLE001 - the frame is restored; only its catalogue failed
             log.warning("frame %s: no source catalogue (%s: %s); the restored frame goes on",

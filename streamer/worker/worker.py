@@ -55,6 +55,7 @@ from streamer.streaming.framing import PartitionAssembler
 from streamer.streaming.kafka_clients import admin_client, consumer, start_client
 from streamer.streaming.publisher import TransactionalPublisher
 from streamer.worker.attempts import recorded_attempts, suspect_of
+from streamer.worker.catalogue_processes import CatalogueProcesses
 from streamer.worker.committer import Committer
 from streamer.worker.decoding import HostChecks
 from streamer.worker.device_pipeline import DevicePipeline
@@ -106,6 +107,9 @@ class Worker:
         )
         self.assignment = Assignment()
         self.host = HostPool(settings.host_threads)
+        self.catalogues = (CatalogueProcesses(settings.catalogue_processes)
+                           if settings.catalogue_processes and settings.restoration.sources
+                           else None)
         decoded: asyncio.Queue[asyncio.Future[DecodedFrame]] = asyncio.Queue()
         # Restored frames being encoded or waiting for their transaction: as many as there
         # are host threads, so the device works on the next frame while these finish.
@@ -117,7 +121,8 @@ class Worker:
         self.fetcher = Fetcher(self.consumer, self.assignment, settings, self.metrics, checks,
                                decoded, self.host)
         self.pipeline = DevicePipeline(self.restorer, settings, self.metrics, self.worker_id,
-                                       self.assignment, decoded, results, self.host)
+                                       self.assignment, decoded, results, self.host,
+                                       self.catalogues)
         self.committer = Committer(settings, self.metrics, self.assignment, results,
                                    self.worker_id)
         self.monitor = Monitor(self.consumer, self.assignment, self.pipeline, self.restorer,
@@ -247,3 +252,5 @@ class Worker:
         self.fetcher.close()
         self.pipeline.close()
         self.host.close()
+        if self.catalogues is not None:
+            self.catalogues.close()

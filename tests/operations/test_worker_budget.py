@@ -36,8 +36,11 @@ def test_host_frames_per_second_are_measured_against_threads(budget, capsys):
     from streamer.worker.host_pool import available_cores
 
     rates = budget["threads"]
-    assert [rate["threads"] for rate in rates] == sorted({1, 2, available_cores()})
+    counts = sorted({1, 2, available_cores()})
+    assert [(rate["threads"], rate["catalogue_processes"]) for rate in rates] == \
+        [(t, 0) for t in counts] + [(t, t) for t in counts]
     assert all(rate["frames_per_second"] > 0 for rate in rates)
     print_profile(budget)
     text = capsys.readouterr().out
-    assert " 1 thread(s)" in text and " 2 thread(s)" in text and "x one thread" in text
+    assert " 1 thread(s), 0 catalogue" in text and " 2 thread(s), 2 catalogue" in text
+    assert "x one thread" in text

@@ -48,3 +48,34 @@ def test_a_failing_catalogue_leaves_an_empty_one_that_says_why(monkeypatch):
     assert envelope.failure == "RuntimeError: sep: object buffer full"
     restored = fits.getdata(io.BytesIO(processed.payload))
     assert np.array_equal(restored, fits.getdata(io.BytesIO(good.payload)))  # same frame
+
+
+def test_a_catalogue_measured_in_another_process_is_the_same_catalogue():
+    """catalogue_processes: the frame's arrays go to a spawned process and its sources come
+    back — row for row what the host thread measures."""
+    import datetime as dt
+
+    from streamer.imaging.fits_io import FitsImage
+    from streamer.imaging.psf import gaussian_psf
+    from streamer.imaging.synthetic import star_field
+    from streamer.restoration.restorer import Restorer
+    from streamer.settings import RestorationSettings
+    from streamer.streaming.messages import RawFrame, utc_now
+    from streamer.worker.catalogue import frame_sources, source_rows
+    from streamer.worker.catalogue_processes import CatalogueProcesses
+
+    data = star_field((256, 256), gaussian_psf(3.0), stars=60, seed=11).image.astype("float32")
+    result = Restorer(RestorationSettings()).restore(data)
+    raw = RawFrame(frame_id="f", camera_id="c", shape=(256, 256), dtype="float32",
+                   encoding="fits", payload_bytes=1, payload_sha256="0" * 64, chunk_count=1,
+                   exposure_start=dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc),
+                   exposure_seconds=10.0, published_at=utc_now())
+    image = FitsImage(data, None, 0)
+    here = frame_sources(image, result, raw, 5.0)
+    processes = CatalogueProcesses(1)
+    try:
+        there = processes.measure(image, result, raw, 5.0)
+    finally:
+        processes.close()
+    assert len(here) > 20
+    assert source_rows(there) == source_rows(here)
