@@ -27,7 +27,7 @@ from streamer.imaging.psf_measure import (
 )
 from streamer.imaging.psf_tracker import PSF_STEP, PSFTracker
 from streamer.imaging.quality import InputQuality, measure_input
-from streamer.imaging.saturated_stars import CoreFit, refill_cores
+from streamer.imaging.saturated_stars import CoreFit, bleed_tails, refill_cores
 from streamer.imaging.saturation import Saturation, frame_saturation, saturation_mask
 from streamer.imaging.target_resolution import Resolution, resolution_for
 from streamer.imaging.validation import checked_mask, validated_frame
@@ -171,16 +171,21 @@ class FramePreparer:
         likelihood mask and the data-quality plane."""
         saturated, nonlinear = saturation_mask(image, prepared.saturation)
         bad = (saturated | nonlinear) & valid
-        filled = None
+        filled, masked = None, user_mask
         if bad.any():
             background = image - detection.subtracted  # sep's sky, where the wings sit on
             data, filled, fits = refill_cores(image, bad, valid, prepared.psf.psf, background)
             prepared.data, prepared.refilled = data, tuple(fits)
             unfitted = bad & ~filled
             if unfitted.any():
+                # A bleed's tail below S goes with it (flagged masked in the DQ plane).
+                tails = bleed_tails(unfitted, detection.subtracted, prepared.noise.sigma)
+                unfitted |= tails
+                if tails.any():
+                    masked = tails if user_mask is None else (tails | user_mask)
                 prepared.mask = unfitted if user_mask is None else (unfitted | user_mask)
         if prepared.mask is None and user_mask is not None:
             prepared.mask = user_mask
         prepared.quality_flags = quality_plane(
-            image.shape, invalid=~np.isfinite(image), masked=user_mask, saturated=saturated,
+            image.shape, invalid=~np.isfinite(image), masked=masked, saturated=saturated,
             nonlinear=nonlinear, filled=filled, edge=max(prepared.psf.psf.shape) // 2)

@@ -122,3 +122,7 @@ def test_a_bleed_is_left_to_the_mask_not_replaced_by_sky():
     assert prepared.mask is not None and prepared.mask[clipped].mean() > 0.95
     flags = prepared.quality_flags[clipped]
     assert np.all(flags & Quality.SATURATED) and not np.any(flags & Quality.FILLED)
+    # The tail below the ceiling goes with it: no PSF shaped that charge either.
+    tail = prepared.mask[243:270, 250]
+    assert tail.all() and np.all(prepared.quality_flags[243:270, 250] & Quality.MASKED)
+    assert not prepared.mask[285:, 250].any()

@@ -105,6 +105,7 @@ def _bleeding_frame(seed: int = 6):
     star = 3e5 * np.exp(-0.5 * ((ys - 100) ** 2 + (xs - 250) ** 2) / 1.6 ** 2)
     image += star
     image[90:240, 249:252] += 3e4  # the bleed, three columns wide
+    image[240:270, 250] += 3000.0  # its tail: spilled charge below the ceiling
     ceiling = 13000.0
     clipped = image >= ceiling  # the field's brightest stars too: they are refilled
     image[clipped] = ceiling * rng.normal(1.0, 0.02, clipped.sum())  # after the flat field
