@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import ssl
-from typing import Iterator, Literal, Mapping, get_args
+from typing import Annotated, Iterator, Literal, Mapping, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SecretBytes, SecretStr, StringConstraints, model_validator,
+)
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,6 +26,8 @@ from streamer.imaging.psf import PSFSpec
 from streamer.imaging.psf_measure import PSFMeasureSettings
 
 MIB = 1 << 20
+# A warm-up frame (streamer.worker.warm_up): HEIGHTxWIDTH, optionally :dtype.
+WARM_FRAME_PATTERN = r"^\s*(\d+)\s*x\s*(\d+)\s*(?::\s*(\w+))?\s*$"
 # How the environment names a field (STREAMER_KAFKA__BOOTSTRAP_SERVERS) and writes None.
 ENV_PREFIX, ENV_NESTED, ENV_NONE = "STREAMER_", "__", "null"
 
@@ -241,6 +245,10 @@ class StreamerSettings(BaseSettings):
         default=0, ge=0, description="threads for the host stages of consecutive frames "
                                      "(decode and measure, encode and catalogue); 0: one per "
                                      "core")
+    warm_up: list[Annotated[str, StringConstraints(pattern=WARM_FRAME_PATTERN)]] = Field(
+        default_factory=list, description="frames (HEIGHTxWIDTH[:dtype]) a worker restores "
+                                          "once before it joins the group, so kernel builds "
+                                          "and plans do not stall its partitions")
     catalogue_processes: int = Field(
         default=0, ge=0, description="processes that measure the source catalogues (whose sep "
                                      "calls hold the GIL) beside the host threads; 0: on the "

@@ -102,6 +102,8 @@ def _other_value(path: str, field: FieldInfo):
         return (default + high) / 2 if high is not None else default + 1.5
     if kind is str:
         return f"{path}-set"
+    if get_origin(kind) is list and path == "warm_up":  # frames, HEIGHTxWIDTH[:dtype]
+        return ["96x96:uint16", "64x80:float32"]
     raise AssertionError(f"{path}: no non-default value for {kind}; teach this test the type")
 
 

@@ -83,7 +83,8 @@ RESTORATION_FLAGS = (
     Flag("restoration.method"),
     Flag("device", "SPEC"),
 )
-WORKER_FLAGS = (Flag("group_id"), Flag("worker_id"))
+WORKER_FLAGS = (Flag("group_id"), Flag("worker_id"), Flag("host_threads", "N"),
+                Flag("catalogue_processes", "N"))
 
 
 def field_of(path: str) -> FieldInfo:

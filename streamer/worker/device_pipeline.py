@@ -32,6 +32,7 @@ from streamer.worker.items import DecodedFrame, DeviceResult, FrameOutcome
 from streamer.worker.partitions import Assignment
 from streamer.worker.processing import finish_frame, restore_on_device
 from streamer.worker.records import dead_letter_records, record_key, restored_records
+from streamer.worker.warm_up import warm_up
 
 log = logging.getLogger(__name__)
 QUEUE_POLL_SECONDS = 0.5
@@ -60,6 +61,12 @@ class DevicePipeline:
         self.catalogues = catalogues
         self.busy_seconds = 0.0
         self.running = False  # a frame is on the device now
+
+    async def warm_up(self, specs: list[str]) -> float:
+        """Restore one synthetic frame of each spec on the device thread
+        (:mod:`streamer.worker.warm_up`); the seconds it took."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._device, warm_up, self.restorer, specs)
 
     # -- the device stage ---------------------------------------------------------------------
     async def restore_stage(self, stop: asyncio.Event) -> None:

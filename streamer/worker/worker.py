@@ -27,6 +27,10 @@ earlier owner was decoding or restoring when it died is counted
 (:mod:`streamer.worker.attempts`), so a frame that kills workers goes to dead letters instead of
 around again.
 
+Cold start: frames named in ``warm_up`` are restored once, as synthetic fields, before the
+worker subscribes (:mod:`streamer.worker.warm_up`), so kernel builds and plan measurements do
+not stall partitions it has just been given.
+
 Throughput: four stages overlap. A fetch task keeps polling and decoding frames ahead
 (``prefetch_frames``); the device restores one frame at a time in a thread; the encode stage
 builds earlier frames' FITS, catalogues and metrics; a publish task commits them in order. The
@@ -200,6 +204,10 @@ class Worker:
         ``shutdown_grace_seconds``, abandoned uncommitted after it; prefetched frames are left
         to the next owner. A device fault ends the run with DeviceFaultError."""
         self.metrics.device.info({"device": self.restorer.device_name, "worker": self.worker_id})
+        if self.settings.warm_up:  # before joining: nobody's partitions wait for it
+            seconds = await self.pipeline.warm_up(self.settings.warm_up)
+            log.info("worker %s: ready: kernels built and plans made for %s in %.1f s",
+                     self.worker_id, ", ".join(self.settings.warm_up), seconds)
         self._admin = admin_client(self.settings)
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         try:

@@ -1,0 +1,61 @@
+"""A worker's warm-up: the frames named in ``warm_up`` restored once before it joins the group,
+so kernel builds and plans never stall partitions it was just given."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+
+from streamer.errors import ParameterError
+from streamer.restoration.restorer import Restorer
+from streamer.settings import RestorationSettings
+from streamer.worker.warm_up import WARM_CAMERA, parse_warm_frame, warm_frame, warm_up
+
+
+def test_warm_frames_are_read_from_their_specs():
+    assert parse_warm_frame("2048x2048") == ((2048, 2048), np.dtype("uint16"))
+    assert parse_warm_frame(" 96 x 128 : float32 ") == ((96, 128), np.dtype("float32"))
+    for bad in ("2048", "8x8", "96x96:complex64", "96x96:nonsense"):
+        with pytest.raises(ParameterError, match="warm-up frame"):
+            parse_warm_frame(bad)
+    frame = warm_frame((64, 80), np.dtype("uint16"))
+    assert frame.shape == (64, 80) and frame.dtype == np.uint16 and frame.max() > frame.min()
+
+
+def test_warming_up_makes_the_plans_and_touches_no_camera():
+    restorer = Restorer(RestorationSettings())
+    assert restorer.plan_count == 0
+    seconds = warm_up(restorer, ["96x96:uint16", "64x80:float32"])
+    assert seconds > 0 and restorer.plan_count >= 2
+    assert set(restorer.preparer.tracker.cameras()) <= {WARM_CAMERA}
+
+
+@pytest.mark.kafka
+def test_the_worker_is_ready_before_it_joins_the_group(kafka_bootstrap, caplog):
+    from streamer.imaging.psf import PSFSpec
+    from streamer.streaming.camera import CameraPublisher, simulate
+    from streamer.streaming.topics import create_topics
+    from streamer.worker.worker import Worker
+    from tests.kafka_support import unique_settings
+
+    settings = unique_settings(kafka_bootstrap, partitions=1, warm_up=["96x96:uint16"])
+
+    async def scenario() -> Worker:
+        await create_topics(settings)
+        async with CameraPublisher(settings, "warm1") as camera:
+            await simulate(camera, count=1, size=96, cadence=0.0,
+                           psf=PSFSpec(kind="gaussian", fwhm=2.5))
+        worker = Worker(settings)
+        await asyncio.wait_for(worker.run(asyncio.Event(), max_frames=1), 180)
+        return worker
+
+    with caplog.at_level(logging.INFO, logger="streamer.worker.worker"):
+        worker = asyncio.run(scenario())
+    messages = [record.getMessage() for record in caplog.records]
+    ready = next(i for i, m in enumerate(messages) if ": ready: kernels built" in m)
+    assigned = next(i for i, m in enumerate(messages) if ": assigned partitions" in m)
+    assert ready < assigned and "96x96:uint16" in messages[ready]
+    assert worker.restored == 1
