@@ -11,9 +11,10 @@ Restoration then sees a star of the PSF's shape and the flux its wings imply; th
 plane marks the replaced pixels ``FILLED``. A region whose wings cannot carry a fit (too few
 clean pixels, a non-positive amplitude) is left to the mask: weight 0, NaN in the output. So
 is one the fit does not explain: a clipped or compressed pixel's true value is at least what
-was recorded, so a model that stays below half the recorded values over a quarter of the region (the
-bleed a saturated star spills along its columns, hundreds of pixels long, that one PSF cannot
-reach) would replace light by sky, and Richardson–Lucy would answer with a trough.
+was recorded, so a model that stays below half the recorded values over a quarter of the
+region (the bleed a saturated star spills along its columns, hundreds of pixels long, that
+one PSF cannot reach) would replace light by sky, and Richardson–Lucy would answer with a
+trough.
 """
 
 from __future__ import annotations
@@ -97,8 +98,7 @@ def bleed_tails(unfitted: np.ndarray, above: np.ndarray, sigma: float) -> np.nda
     from scipy import ndimage
 
     tails = np.zeros(unfitted.shape, dtype=bool)
-    labels, count = ndimage.label(unfitted)
-    bright = above > TAIL_SIGMAS * sigma
+    labels, _ = ndimage.label(unfitted)
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         tall, wide = box[0].stop - box[0].start, box[1].stop - box[1].start
         if max(tall, wide) < BLEED_ASPECT * min(tall, wide):
@@ -111,8 +111,9 @@ def bleed_tails(unfitted: np.ndarray, above: np.ndarray, sigma: float) -> np.nda
         seed = labels[window] == index
         structure = np.zeros((3, 3), dtype=bool)
         structure[(slice(None), 1) if axis == 0 else (1, slice(None))] = True
-        grown = ndimage.binary_propagation(seed, structure=structure,
-                                           mask=bright[window] | seed)
+        # Only the region's window is compared with the threshold, not the whole frame.
+        bright = above[window] > TAIL_SIGMAS * sigma
+        grown = ndimage.binary_propagation(seed, structure=structure, mask=bright | seed)
         tails[window] |= grown & ~seed
     return tails & ~unfitted
 
