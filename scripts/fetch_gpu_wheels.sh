@@ -5,9 +5,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+mkdir -p .git/info
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 packages=(pyopencl pytools platformdirs siphash24 astropy pyerfa astropy-iers-data pydantic
-          pydantic-core annotated-types typing-inspection pydantic-settings python-dotenv sep)
+          pydantic-core annotated-types typing-inspection pydantic-settings python-dotenv sep
+          aiokafka async-timeout)
 # pyvkfft publishes no binary wheel (it builds against the machine's OpenCL), so the GPU runs
 # without the fft method: the direct and separable methods serve there.
 rm -rf .whl && mkdir -p .whl

@@ -28,6 +28,7 @@ many processes measuring the catalogues (``catalogue_processes``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -51,7 +52,9 @@ from streamer.worker.processing import finish_frame, restore_on_device
 SIZES = (1024, 2048, 4096)
 DTYPES = ("uint16", "float32")
 HOST_BUDGET = 0.5  # s per 4096² frame on one core without the catalogue (#17; the catalogue: #14)
-THREADED_FRAMES = 4  # frames through the host pool per thread count
+log = logging.getLogger(__name__)
+
+THREADED_FRAMES = 4  # frames through the host pool per thread count, at least one per thread
 
 
 def _payload(size: int, dtype: str, seed: int) -> tuple[bytes, RawFrame]:
@@ -86,6 +89,7 @@ def _one_frame(restorer: Restorer, checks: HostChecks, size: int, dtype: str,
     stages = processed.metrics.stage_seconds
     return {"decode": ready - started - prepared.seconds, "prepare": prepared.seconds,
             "psf": prepared.psf.seconds, "device": restored - ready,
+            "kernels": sum(result.device_seconds.values()),
             "finish": finished - restored, "encode": stages.get("encode", 0.0),
             "sources": stages.get("sources", 0.0)}
 
@@ -93,8 +97,8 @@ def _one_frame(restorer: Restorer, checks: HostChecks, size: int, dtype: str,
 def collect(size: int = 0, device: str | None = None, frames: int = 1) -> dict[str, Any]:
     """The budget at ``size`` (0: 1024², 2048² and 4096²) for uint16 and float32: per stage,
     the mean over ``frames`` frames after one that warms the shape up."""
-    settings = RestorationSettings(device=device) if device else RestorationSettings()
-    restorer = Restorer(settings)
+    settings = RestorationSettings()
+    restorer = Restorer(settings, device)
     rows = []
     for side in (SIZES if size == 0 else (size,)):
         for dtype in DTYPES:
@@ -105,6 +109,7 @@ def collect(size: int = 0, device: str | None = None, frames: int = 1) -> dict[s
                     for i in range(frames)]
             row = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
             rows.append({"size": side, "dtype": dtype, **row})
+            log.info("budget %d² %s: %s", side, dtype, row)  # a killed run keeps its rows
     largest = SIZES[-1] if size == 0 else size
     return {"device": restorer.device_name, "rows": rows,
             "threads": host_rates(restorer, settings, largest)}
@@ -121,14 +126,19 @@ def _host_work(checks: HostChecks, restorer: Restorer, item: AssembledFrame, raw
 
 
 def host_rates(restorer: Restorer, settings: RestorationSettings, size: int,
-               frames: int = THREADED_FRAMES) -> list[dict[str, float]]:
+               frames: int = THREADED_FRAMES,
+               configurations: list[tuple[int, int]] | None = None) -> list[dict[str, float]]:
     """Host frames/s with 1, 2 and all cores' threads, without and with as many catalogue
-    processes (:mod:`streamer.worker.catalogue_processes`): ``frames`` uint16 frames of
-    ``size`` restored first, then their decode-and-measure and finish stages timed."""
+    processes (:mod:`streamer.worker.catalogue_processes`): uint16 frames of ``size``
+    restored first, then their decode-and-measure and finish stages timed, ``frames`` or one
+    per thread where there are more threads (else a many-core machine's threads would idle).
+    ``configurations`` (threads, processes) replaces that default list."""
+    counts = sorted({1, 2, available_cores()})
+    configurations = configurations or [(t, 0) for t in counts] + [(t, t) for t in counts]
     checks = HostChecks(FrameLimits(1 << 28, 1 << 31), restorer.capacity,
                         FramePreparer.from_settings(settings))
     work = []
-    for seed in range(frames):
+    for seed in range(max(frames, *(threads for threads, _ in configurations))):
         payload, raw = _payload(size, "uint16", 100 + seed)
         item = AssembledFrame(0, [0], raw.model_dump_json().encode(), payload, {})
         _, image, prepared, error = decode_and_measure(item, checks)
@@ -136,22 +146,23 @@ def host_rates(restorer: Restorer, settings: RestorationSettings, size: int,
             raise error
         work.append((item, raw, restore_on_device(restorer, image, prepared)))
     rates = []
-    counts = sorted({1, 2, available_cores()})
-    for threads, processes in [(t, 0) for t in counts] + [(t, t) for t in counts]:
+    for threads, processes in configurations:
         catalogues = CatalogueProcesses(processes) if processes else None
         with ThreadPoolExecutor(threads) as pool:
             started = time.perf_counter()
             # Tickets in submission order, as the worker's fetch stage takes them.
+            batch = work[:max(frames, threads)]
             futures = [pool.submit(_host_work, checks, restorer, item, raw, result,
                                    checks.turns.ticket(), catalogues)
-                       for item, raw, result in work]
+                       for item, raw, result in batch]
             for future in futures:
                 future.result()
             seconds = time.perf_counter() - started
         if catalogues is not None:
             catalogues.close()
         rates.append({"threads": threads, "catalogue_processes": processes,
-                      "frames_per_second": frames / seconds})
+                      "frames": len(batch), "frames_per_second": len(batch) / seconds})
+        log.info("host rate %s", rates[-1])
     return rates
 
 
@@ -167,6 +178,7 @@ def print_profile(result: dict[str, Any]) -> None:
     print(f"worker budget on {result['device']} (seconds per frame; finish = encode + output "
           f"quality + sources)")
     header = (f"{'frame':>14s}{'decode':>8s}{'prepare':>9s}{'(psf)':>7s}{'device':>8s}"
+              f"{'(kernels)':>10s}"
               f"{'finish':>8s}{'(encode)':>9s}{'(sources)':>10s}{'host*':>7s}"
               f"{'frames/s':>10s}{'host-bound':>11s}")
     print(header)
@@ -174,16 +186,18 @@ def print_profile(result: dict[str, Any]) -> None:
         here, bound = sustained(row)
         host = row["decode"] + row["prepare"] + row["finish"] - row["sources"]
         print(f"{str(row['size']) + '² ' + row['dtype']:>14s}{row['decode']:8.2f}"
-              f"{row['prepare']:9.2f}{row['psf']:7.2f}{row['device']:8.2f}{row['finish']:8.2f}"
+              f"{row['prepare']:9.2f}{row['psf']:7.2f}{row['device']:8.2f}"
+              f"{row.get('kernels', 0.0):10.3f}{row['finish']:8.2f}"
               f"{row['encode']:9.2f}{row['sources']:10.2f}{host:7.2f}{here:10.2f}{bound:11.2f}")
     print(f"host* = the host's work without the catalogue, one core; #17's budget: "
           f"{HOST_BUDGET:g} s at 4096² (the catalogue's own, #14: 0.5 s)")
     rates = result.get("threads", [])
     if rates:
         one = rates[0]["frames_per_second"]
-        print(f"host stages on the worker's pool ({THREADED_FRAMES} frames, largest uint16 "
-              f"frame; {available_cores()} cores here):")
+        print(f"host stages on the worker's pool (largest uint16 frame; {available_cores()} "
+              f"cores here):")
         for rate in rates:
             print(f"  {rate['threads']:2d} thread(s), {rate['catalogue_processes']} catalogue "
-                  f"process(es): {rate['frames_per_second']:.3f} host frames/s "
+                  f"process(es), {rate.get('frames', THREADED_FRAMES)} frames: "
+                  f"{rate['frames_per_second']:.3f} host frames/s "
                   f"({rate['frames_per_second'] / one:.2f}x one thread)")

@@ -234,6 +234,7 @@ def test_gpu_profile_runs_anywhere_and_times_both_medians():
     report = json.loads(result.stdout)
     figures = report["streamer"]
     assert figures["frame"] == "256x256 uint16" and figures["restore_seconds"] > 0
+    assert figures["device_stage_seconds"] > 0
     assert set(figures["median_seconds_by_method"]) == {"histogram", "tiled"}
     assert figures["median_float32_seconds"] == min(figures["median_seconds_by_method"].values())
     assert figures["bytes_per_pixel"] <= 10.5  # uint16 in, float32 out and its noise map
