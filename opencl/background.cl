@@ -1,17 +1,8 @@
 // Background equalisation (inverse median filtration), eq. 1 and 2 of the brief:
 //   B = A - median_window(A);  C = B - min(B) over the valid (weight > 0) pixels.
 //
-// Defines: KEY_IS_FLOAT (1 when the median keys encode float32, 0 for uint16 values).
-
-inline float key_to_value(const uint key)
-{
-#if KEY_IS_FLOAT
-    const uint bits = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
-    return as_float(bits);
-#else
-    return (float)key;
-#endif
-}
+// Defines: KEY_IS_FLOAT (1 when the median keys encode float32, 0 for uint16 values; see
+// key_to_value in common.cl).
 
 // B = A - median; per work item (FOR_EACH_ELEMENT, common.cl), the min of B over its valid
 // pixels (reduce.cl folds the partials).

@@ -19,3 +19,17 @@
 #define FOR_EACH_ELEMENT(i, count) \
     for (int i = (int)get_global_id(0); i < (count); i += (int)get_global_size(0))
 #endif
+
+// The value of a median key (prepare.cl's float_key, or a uint16 value itself), in the
+// programs built with KEY_IS_FLOAT (background.cl, detection.cl).
+#ifdef KEY_IS_FLOAT
+inline float key_to_value(const uint key)
+{
+#if KEY_IS_FLOAT
+    const uint bits = (key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key;
+    return as_float(bits);
+#else
+    return (float)key;
+#endif
+}
+#endif

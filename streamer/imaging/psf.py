@@ -316,3 +316,12 @@ def parse_psf_spec(text: str) -> PSFSpec:
         return PSFSpec.model_validate(values)
     except ValueError as error:
         raise PSFError(f"invalid PSF {text!r}: {error}") from error
+
+
+def matched_filter_weights(psf: np.ndarray, sigma: float) -> np.ndarray:
+    """The weights that correlate a background-subtracted frame of white noise ``sigma`` into
+    the S/N a PSF fit would have at each pixel: the PSF at unit sum over ``σ·√ΣP²`` (the
+    noise of that weighted sum)."""
+    kernel = np.asarray(psf, dtype=np.float64)
+    kernel = kernel / kernel.sum()
+    return kernel / (max(sigma, 1e-30) * np.sqrt(np.sum(kernel**2)))

@@ -53,11 +53,12 @@ def streamer_figures(device: str | None, size: int = SIZE) -> dict[str, Any]:
     psf = settings.psf.build()
     restorer.restore(frame, psf=psf)  # plan, compile, first touch
     wall, result = _best(lambda: restorer.restore(frame, psf=psf))
-    # The worker's device stage alone: the host's preparation (checks, saturation, noise) is
-    # done once beforehand, as the worker's fetch stage does it on another thread.
+    # The worker's device stage alone, with the catalogue's detection maps as the worker
+    # makes them: the host's preparation (checks, saturation, noise) is done once beforehand,
+    # as the worker's fetch stage does it on another thread.
     prepared = restorer.preparer.prepare(frame, None, "bench", None, psf=describe(psf, "given",
                                                                                   0, 0))
-    stage, _ = _best(lambda: restorer.restore_prepared(frame, prepared))
+    stage, staged = _best(lambda: restorer.restore_prepared(frame, prepared, snr_maps=True))
     medians = _median_figures(restorer, frame.astype(np.float32))
     median_seconds = min(medians.values())
     return {
@@ -65,6 +66,7 @@ def streamer_figures(device: str | None, size: int = SIZE) -> dict[str, Any]:
         "frame": f"{size}x{size} uint16",
         "restore_seconds": wall,
         "device_stage_seconds": stage,
+        "device_stage_events": staged.device_seconds,
         "restore_device_seconds": result.device_seconds,
         "convolution_method": result.deconvolution.method,
         "bytes_per_pixel": result.transfers.per_pixel(frame.size),

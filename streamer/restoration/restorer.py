@@ -26,9 +26,11 @@ from streamer.imaging.preparation import FramePreparer, PreparedFrame
 from streamer.imaging.psf_measure import PSFMeasurement, describe
 from streamer.imaging.saturation import Saturation
 from streamer.imaging.target_resolution import Resolution
+from streamer.sources.detection import SNRMaps
 from streamer.imaging.validation import checked_image, checked_mask
 from streamer.restoration.background import BackgroundEqualiser
-from streamer.restoration.capacity import MAX_PSF_SIDE, FrameCapacity
+from streamer.restoration.capacity import FrameCapacity
+from streamer.restoration.detection_maps import DetectionMaps
 from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.device import MAX_PLANS, DeviceSession, open_session
 from streamer.restoration.median import INPUT_TYPES, validate_window
@@ -66,6 +68,7 @@ class Restoration:
     resolution: Resolution | None = None       # the target PSF and the kernel deconvolved
     saturation: Saturation = field(default_factory=Saturation)
     refilled: int = 0                          # saturated or non-linear cores refilled
+    snr_maps: SNRMaps | None = None            # the catalogue's detection maps, when asked
 
 
 def upload_form(frame: Any) -> np.ndarray:
@@ -86,7 +89,7 @@ def device_seconds(marks: list[cl.Event]) -> dict[str, float]:
         ends = [mark.profile.end for mark in marks]
     except (cl.Error, cl.RuntimeError):
         return {}
-    names = ("upload", "median", "richardson_lucy", "download")
+    names = ("upload", "median", "richardson_lucy", "download", "detection")
     return {name: (b - a) * 1e-9 for name, a, b in zip(names, ends, ends[1:])}
 
 
@@ -134,6 +137,8 @@ class Restorer:
         self.cache = cache if cache is not None else PlanCache()
         self.capacity = FrameCapacity(self.session.memory, settings.window)
         self._mask: cl.Buffer | None = None
+        self.detection_maps = DetectionMaps(self.session.queue, self.session.library,
+                                            self.session.plans, settings.method, self.cache)
 
     @property
     def fixed_psf(self) -> np.ndarray | None:
@@ -186,7 +191,8 @@ class Restorer:
     # -- per frame --------------------------------------------------------------------------
     def restore(self, frame: Any, mask: Any | None = None, *, header=None,
                 camera_id: str = "default", psf: PSFMeasurement | np.ndarray | None = None,
-                noise: NoiseModel | None = None, deadline: float | None = None) -> Restoration:
+                noise: NoiseModel | None = None, deadline: float | None = None,
+                snr_maps: bool = False) -> Restoration:
         """Restore one frame: the host's measurements it still needs, then the device.
 
         Parameters
@@ -207,6 +213,8 @@ class Restorer:
         deadline : float, optional
             ``time.monotonic()`` by which the frame must be done; checked between median
             batches and RL iterations (FrameDeadlineError).
+        snr_maps : bool
+            Also the catalogue's detection maps (:mod:`streamer.restoration.detection_maps`).
 
         Returns
         -------
@@ -237,15 +245,17 @@ class Restorer:
             timings["prepare"] = prepared.seconds - prepared.psf.seconds
             timings["psf"] = prepared.psf.seconds
             prepared.noise = noise or prepared.noise
-        return self.restore_prepared(frame, prepared, deadline, timings)
+        return self.restore_prepared(frame, prepared, deadline, timings, snr_maps)
 
     def restore_prepared(self, frame: np.ndarray, prepared: PreparedFrame,
                          deadline: float | None = None,
-                         timings: dict[str, float] | None = None) -> Restoration:
+                         timings: dict[str, float] | None = None,
+                         snr_maps: bool = False) -> Restoration:
         """The device's work alone, for a frame the host has checked and measured
         (:meth:`FramePreparer.prepare`): one upload — of ``prepared.data`` where cores were
         refilled — the median and Richardson–Lucy with ``prepared.mask`` left out, one
-        download (under the session's lock).
+        download (under the session's lock); with ``snr_maps``, the catalogue's detection
+        maps too (:mod:`streamer.restoration.detection_maps`).
 
         Raises
         ------
@@ -257,19 +267,14 @@ class Restorer:
         kernel = prepared.resolution.kernel
         self.capacity.check(data.shape, data.dtype, max(kernel.shape))
         with self.session.lock:
-            restoration = self._restore_on_device(data, prepared.mask, prepared.psf, kernel,
-                                                  prepared.noise, dict(timings or {}), deadline)
+            restoration = self._restore_on_device(
+                data, prepared.mask, prepared.psf, kernel, prepared.noise,
+                dict(timings or {}), deadline, prepared.resolution if snr_maps else None)
         restoration.resolution = prepared.resolution
         restoration.quality_flags = prepared.quality_flags
         restoration.saturation = prepared.saturation
         restoration.refilled = len(prepared.refilled)
         return restoration
-
-    def check_capacity(self, shape: tuple[int, ...], dtype: np.dtype,
-                       psf_side: int = MAX_PSF_SIDE) -> None:
-        """Raise FrameTooLargeError when a frame of ``shape`` would not fit the device's
-        memory (or one of its allocations), or this host's — checked before allocating."""
-        self.capacity.check(shape, dtype, psf_side)
 
     def device_healthy(self) -> bool:
         """Whether this restorer's device still builds and runs a kernel."""
@@ -277,9 +282,10 @@ class Restorer:
 
     def _restore_on_device(self, frame: np.ndarray, mask: np.ndarray | None,
                            psf: PSFMeasurement, kernel: np.ndarray, noise: NoiseModel,
-                           timings: dict[str, float], deadline: float | None) -> Restoration:
+                           timings: dict[str, float], deadline: float | None,
+                           maps_for: Resolution | None = None) -> Restoration:
         """One upload, the device work (RL with ``kernel``, the residuals added back), one
-        download."""
+        download; with ``maps_for``, the detection maps at that resolution's target."""
         started = time.perf_counter()
         shape = frame.shape
         queue = self.session.queue
@@ -314,12 +320,16 @@ class Restorer:
         error = deconvolution.download_noise_map() if settings.noise_map else None
         shift = float(meter.download(np.empty(1, np.float32), background.minimum)[0])
         marks.append(cl.enqueue_marker(queue))
+        maps = None if maps_for is None else self.detection_maps.compute(
+            background, deconvolution, psf.psf, maps_for.target, noise.sky, noise.sigma)
+        if maps is not None:
+            marks.append(cl.enqueue_marker(queue))
         queue.finish()
         timings["richardson_lucy"] = time.perf_counter() - started
         flux_out = float(np.nansum(restored, dtype=np.float64))
         return Restoration(restored, shift, report, psf, noise, timings, frame.size - valid,
                            data_flux, flux_out, meter.frame, device_seconds(marks),
-                           error=error)
+                           error=error, snr_maps=maps)
 
     def _mask_buffer(self, shape: tuple[int, int]) -> cl.Buffer:
         if self._mask is None or self._mask.size < shape[0] * shape[1]:

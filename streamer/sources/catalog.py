@@ -20,7 +20,7 @@ from astropy.stats import sigma_clipped_stats
 
 from streamer.imaging.data_quality import Quality
 from streamer.imaging.noise import NoiseModel
-from streamer.sources.detection import Detections, detect
+from streamer.sources.detection import Detections, SNRMaps, detect
 from streamer.sources.photometry import (
     aperture_correction, extended_psf, fit_radius, nearest_neighbour, psf_photometry,
 )
@@ -157,12 +157,14 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
                     exposure_seconds: float, restored: np.ndarray | None = None,
                     target_psf: np.ndarray | None = None,
                     quality_flags: np.ndarray | None = None,
-                    threshold: float = 5.0, max_sources: int | None = None) -> FrameSources:
+                    threshold: float = 5.0, max_sources: int | None = None,
+                    snr_maps: SNRMaps | None = None) -> FrameSources:
     """The catalogue of a frame (see the module notes); at most ``max_sources`` (the highest
-    detection S/N), ``capped`` when more were found."""
+    detection S/N), ``capped`` when more were found. ``snr_maps``: the detection's matched
+    filters of the frame and of ``restored``, when the device made them."""
     model = extended_psf(psf, psf_fwhm)  # the halo past the stamp's edge, for the fits
     data, found, capped = _detected(image, restored, psf, psf_fwhm, noise, target_psf,
-                                    threshold, max_sources)
+                                    threshold, max_sources, snr_maps)
     # The sky noise at the PSF's scale, as the detection measured it around each source.
     photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain,
                                 model, psf_fwhm, found.x, found.y, local_sky=found.blended)
@@ -212,14 +214,18 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
 
 def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, fwhm: float,
               noise: NoiseModel, target_psf: np.ndarray | None, threshold: float,
-              max_sources: int | None) -> tuple[np.ndarray, Detections, bool]:
+              max_sources: int | None, snr_maps: SNRMaps | None = None
+              ) -> tuple[np.ndarray, Detections, bool]:
     """The linear frame on the sources' sky level, its detections (the strongest
     ``max_sources``) and whether the cap cut them."""
     data = _subtracted(image)
-    restored_data = _subtracted(restored) if restored is not None else None
+    restored_data = (_subtracted(restored) if restored is not None and snr_maps is None
+                     else None)
     found = detect(data, noise.sigma, psf, fwhm, restored=restored_data,
                    restored_psf=target_psf, threshold=threshold,
-                   mask=~np.isfinite(data))  # _subtracted leaves excluded pixels NaN
+                   mask=~np.isfinite(data),  # _subtracted leaves excluded pixels NaN
+                   data_snr=snr_maps.data if snr_maps is not None else None,
+                   restored_snr=snr_maps.restored if snr_maps is not None else None)
     capped = max_sources is not None and len(found) > max_sources
     if capped:
         found = found.strongest(max_sources)

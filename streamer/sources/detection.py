@@ -25,12 +25,24 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
+from streamer.imaging.psf import matched_filter_weights
+
 MINAREA = 3  # pixels above the threshold a detection needs (one noise spike is not a star)
 DEBLEND_CONTRAST = 0.005
 TRAIL_PARENT_ELONGATION = 2.0  # a/b of an undeblended object that may be a trail
 SADDLE = 0.8  # a dip below this share of the fainter peak: two stars, not a trail
 NEW_PEAK_FWHM = 0.75  # a restored peak this far from every source is a source of its own
 FILTERED_MESH = 64  # pixels per cell of the S/N map's own background and rms
+
+
+@dataclass
+class SNRMaps:
+    """The matched-filter S/N of the frame (its PSF) and of the restored frame (the target
+    PSF, or the pixels themselves when restored fully), float32, frame-shaped — made on the
+    device (:mod:`streamer.restoration.detection_maps`)."""
+
+    data: np.ndarray
+    restored: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -74,26 +86,26 @@ def finite_or_zero(data: np.ndarray) -> np.ndarray:
 def matched_filter_snr(data: np.ndarray, sigma: float, psf: np.ndarray) -> np.ndarray:
     """The S/N map of the PSF-matched filter on a background-subtracted frame with white
     noise ``sigma`` (NaN pixels count as sky)."""
-    kernel = np.asarray(psf, dtype=np.float64)
-    kernel = kernel / kernel.sum()
-    norm = max(sigma, 1e-30) * np.sqrt(np.sum(kernel**2))
+    weights = matched_filter_weights(psf, sigma)
     # float32 halves the FFTs' time; a detection threshold needs no more digits
-    filtered = fftconvolve(finite_or_zero(data), kernel[::-1, ::-1].astype(np.float32),
-                           mode="same")
-    return filtered / np.float32(norm)
+    return fftconvolve(finite_or_zero(data), weights[::-1, ::-1].astype(np.float32),
+                       mode="same")
 
 
 def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, threshold: float,
-                 mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 mask: np.ndarray | None = None, snr: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The matched-filter S/N map levelled and scaled by its own sep mesh background and rms
     (the rms at least white noise's), and that rms: how much noisier than white noise the
     frame is at the PSF's scale, pixel by pixel. The rms is measured twice: the second time
     with the first pass's detections (grown by a FWHM) left out, so that a crowded field's
-    star wings do not pass for noise."""
+    star wings do not pass for noise. ``snr``: the matched filter's map, when the device made
+    it (:mod:`streamer.restoration.detection_maps`)."""
     import sep
     from scipy.ndimage import binary_dilation
 
-    snr = np.ascontiguousarray(matched_filter_snr(data, sigma, psf), dtype=np.float32)
+    snr = np.ascontiguousarray(matched_filter_snr(data, sigma, psf) if snr is None else snr,
+                               dtype=np.float32)
     mesh = int(min(FILTERED_MESH, max(8, min(snr.shape) // 4)))
     level = sep.Background(snr, mask=mask, bw=mesh, bh=mesh)
     first = (snr - level.back()) / np.maximum(level.rms(), np.float32(1.0))
@@ -113,6 +125,24 @@ def _extract(snr: np.ndarray, threshold: float, mask: np.ndarray | None,
     sep.set_sub_object_limit(4096)
     return sep.extract(snr32, threshold, err=None, mask=mask, minarea=MINAREA,
                        filter_kernel=None, deblend_cont=DEBLEND_CONTRAST if deblend else 1.0)
+
+
+def sky_mode(snr: np.ndarray) -> float:
+    """The sky level of a map with a flat sky (the device's map of the restored frame, whose
+    sky the median background flattened): SExtractor's mode, 2.5 median − 1.5 mean of the
+    3σ-clipped pixels of a quarter-million sample, the median where that is skewed. The sky
+    of ``C`` that the device subtracted (``−min B``) sits a quarter σ below it on a synthetic
+    field — enough to cost faint restored peaks their threshold."""
+    from astropy.stats import sigma_clipped_stats
+
+    step = max(1, int(np.sqrt(snr.size / (1 << 18))))
+    sample = np.asarray(snr[::step, ::step])
+    sample = sample[np.isfinite(sample)]
+    if sample.size < 100:
+        return 0.0
+    mean, median, std = sigma_clipped_stats(sample, sigma=3.0, maxiters=5)
+    skewed = std > 0 and abs(mean - median) > 0.3 * std
+    return float(median if skewed else 2.5 * median - 1.5 * mean)
 
 
 def local_peaks(snr: np.ndarray, threshold: float, mask: np.ndarray | None
@@ -195,13 +225,17 @@ def _flat_between(snr: np.ndarray, pieces) -> bool:
 
 def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
            restored: np.ndarray | None = None, restored_psf: np.ndarray | None = None,
-           threshold: float = 5.0, mask: np.ndarray | None = None) -> Detections:
+           threshold: float = 5.0, mask: np.ndarray | None = None,
+           data_snr: np.ndarray | None = None, restored_snr: np.ndarray | None = None
+           ) -> Detections:
     """The sources of a background-subtracted linear frame ``data`` at matched-filter S/N
     ``threshold``, merged ones split where the (background-subtracted) ``restored`` frame
-    shows two or more peaks within one input FWHM."""
+    shows two or more peaks within one input FWHM. ``data_snr`` and ``restored_snr``: the
+    two frames' matched-filter maps, when the device made them (``restored`` is then not
+    needed)."""
     import sep
 
-    snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask)
+    snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr)
     frame_ratio = float(np.median(ratio))
     objects = _unfragmented(snr, _extract(snr, threshold, mask),
                             _extract(snr, threshold, mask, deblend=False))
@@ -218,9 +252,14 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     found = Detections(x, y, objects["peak"].astype(float), objects["a"].astype(float),
                        objects["b"].astype(float), objects["theta"].astype(float),
                        np.zeros(len(objects), bool), _at(ratio, x, y), frame_ratio)
-    if restored is None:
-        return found
-    return _split_blends(found, restored, sigma, restored_psf, fwhm, threshold, mask, ratio)
+    if restored_snr is None:
+        if restored is None:
+            return found
+        restored_snr = matched_filter_snr(restored, sigma, restored_psf if restored_psf
+                                          is not None else np.ones((1, 1)))
+    else:
+        restored_snr = restored_snr - sky_mode(restored_snr)
+    return _split_blends(found, restored_snr, fwhm, threshold, mask, ratio)
 
 
 def _at(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -230,18 +269,16 @@ def _at(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(image[rows, columns], dtype=float)
 
 
-def _split_blends(found: Detections, restored: np.ndarray, sigma: float,
-                  restored_psf: np.ndarray | None, fwhm: float, threshold: float,
+def _split_blends(found: Detections, restored_snr: np.ndarray, fwhm: float, threshold: float,
                   mask: np.ndarray | None, ratio: np.ndarray) -> Detections:
     """Blends from the restored frame: a matched-filter source holding two or more restored
     peaks within one input FWHM is replaced by them, and a restored peak farther than
     ``NEW_PEAK_FWHM`` input FWHM from every source (a faint star in a bright one's wing, which
     the matched filter merges) is added; both are marked blended, and their PSF-fit S/N on
     the data decides whether they stay (:mod:`streamer.sources.catalog`)."""
-    kernel = restored_psf if restored_psf is not None else np.ones((1, 1))
     # Candidates only, at the white-noise unit: each must stand on the data by its own PSF-fit
     # S/N (against the measured noise) to stay, so a generous list costs no false sources.
-    px, py, height = local_peaks(matched_filter_snr(restored, sigma, kernel), threshold, mask)
+    px, py, height = local_peaks(restored_snr, threshold, mask)
     if px.size == 0:
         return found
     from scipy.spatial import cKDTree

@@ -63,9 +63,12 @@ def psf_summary(psf: PSFMeasurement) -> PSFSummary:
 
 def restore_on_device(restorer: Restorer, image: FitsImage, prepared: PreparedFrame,
                       deadline: float | None = None) -> Restoration:
-    """The device part: one upload, the restoration, one download. Raises what
-    :meth:`Restorer.restore_prepared` raises."""
-    result = restorer.restore_prepared(image.data, prepared, deadline=deadline)
+    """The device part: one upload, the restoration (and the catalogue's detection maps),
+    the downloads. Raises what :meth:`Restorer.restore_prepared` raises."""
+    # The catalogue's whole-frame detection passes run here too, on the device that holds
+    # the frames already, when the worker measures catalogues.
+    result = restorer.restore_prepared(image.data, prepared, deadline=deadline,
+                                       snr_maps=restorer.settings.sources)
     result.timings["psf"] = prepared.psf.seconds
     return result
 

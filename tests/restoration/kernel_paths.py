@@ -127,7 +127,11 @@ class KernelPaths:
                 method=method, target_fwhm=None, restored_as="residual"),
                 str(self.device.name))
             self.keep.append(target)
-            self.out[f"restore_residual_{method}"] = target.restore(image, mask=mask).data
+            result = target.restore(image, mask=mask, snr_maps=True)
+            self.out[f"restore_residual_{method}"] = result.data
+            # The catalogue's matched filters (opencl/detection.cl), by the same method.
+            self.out[f"snr_map_data_{method}"] = result.snr_maps.data
+            self.out[f"snr_map_restored_{method}"] = result.snr_maps.restored
 
 
 def run(device: str | None, paths: str = "all") -> dict[str, np.ndarray]:

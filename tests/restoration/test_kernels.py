@@ -17,6 +17,7 @@ from streamer.errors import KernelBuildError
 from streamer.imaging.psf import gaussian_psf, moffat_psf
 from streamer.restoration.background import BackgroundEqualiser
 from streamer.restoration.copy_block import FILL_FLOATS
+from streamer.restoration.detection_maps import LEVELLED_PADDED, SKY_LEVELLED_PADDED
 from streamer.restoration.correlation_plan import build_correlation
 from streamer.restoration.fft_correlation import MULTIPLY_CONJUGATE, fft_available
 from streamer.restoration.kernels import BUFFER, LOCAL, KernelDeclaration, KernelLibrary
@@ -140,6 +141,9 @@ def test_every_kernel_is_declared_and_every_declaration_matches_its_source(openc
         build_correlation("fft", queue, library, gaussian_psf(2.0, size=5), (20, 23))
     else:
         library.kernel(MULTIPLY_CONJUGATE, KH=5, KW=5)
+    # The catalogue's matched filters, as DetectionMaps.compute builds them for a uint16 frame.
+    for declaration in (SKY_LEVELLED_PADDED, LEVELLED_PADDED):
+        library.kernel(declaration, INPUT_TYPE="ushort", KEY_IS_FLOAT=0)
     built = library.declarations
     assert {(d.family, d.name) for d in built} == _kernels_in_sources()
     assert built == _declarations_in_package()

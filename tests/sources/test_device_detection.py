@@ -1,0 +1,58 @@
+"""The catalogue from the device's detection maps (as the worker measures it) against the same
+catalogue with the host's FFT matched filters: the same sources, the same measurements."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from streamer.imaging.psf import moffat_psf
+from streamer.imaging.synthetic import star_field
+from streamer.restoration.restorer import Restorer
+from streamer.settings import RestorationSettings
+from streamer.sources.catalog import measure_sources
+
+START = dt.datetime(2026, 11, 30, 3, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def catalogues():
+    field = star_field((512, 512), moffat_psf(3.6, 3.0), stars=500, seed=21).image
+    image = np.clip(np.round(field), 0, 65535).astype(np.uint16)
+    image = image.astype(np.float32)
+    image[200:230, 40:90] = np.nan  # excluded pixels: 0 in both maps
+    result = Restorer(RestorationSettings()).restore(image, snr_maps=True)
+
+    def measure(maps):
+        return measure_sources(image, None, result.psf.psf, result.psf.fwhm, result.noise,
+                               exposure_start=START, exposure_seconds=30.0,
+                               restored=result.data, target_psf=result.resolution.target,
+                               quality_flags=result.quality_flags, snr_maps=maps)
+
+    return measure(None), measure(result.snr_maps)
+
+
+def test_the_same_sources_are_found(catalogues):
+    host, device = catalogues
+    assert len(host) > 300
+    assert abs(len(device) - len(host)) <= 0.03 * len(host)
+    distance, index = cKDTree(np.column_stack([host.x, host.y])).query(
+        np.column_stack([device.x, device.y]))
+    matched = distance < 0.5
+    assert matched.mean() >= 0.97
+    # Where they differ, it is at the threshold: every source of S/N > 10 is in both.
+    assert matched[device.snr > 10].all()
+    strong = host.snr > 10
+    back, _ = cKDTree(np.column_stack([device.x, device.y])).query(
+        np.column_stack([host.x[strong], host.y[strong]]))
+    assert (back < 0.5).all()
+    # ... and measured alike (the photometry reads the data, not the maps). The aperture
+    # correction is a median over the isolated, unflagged stars, a set the host's few extra
+    # blend candidates change (their neighbours count as crowded): compare the fits before it.
+    ratio = ((device.flux[matched] / device.aperture_correction)
+             / (host.flux[index[matched]] / host.aperture_correction))
+    assert np.median(np.abs(ratio - 1)) < 1e-3
+    assert device.aperture_correction == pytest.approx(host.aperture_correction, rel=0.02)
