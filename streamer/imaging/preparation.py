@@ -138,9 +138,10 @@ class FramePreparer:
         user_mask = None if mask is None else checked_mask(mask, np.shape(frame))
         image, valid = validated_frame(frame, user_mask)
         raw = np.asarray(frame)
-        measured = measure_input(raw) if quality else None
-        noise = noise_model(image, header, measured.sky if measured is not None else None)
+        # One detection pass for the PSF's stars, the saturation and the input's quality.
         detection = psf_stars.detect(image, ~valid, self.measure.detect_sigma)
+        measured = measure_input(raw, objects=detection.objects) if quality else None
+        noise = noise_model(image, header, measured.sky if measured is not None else None)
         with in_turn(ticket, LEVELS_STEP):
             saturation = self._saturation(raw, header, detection, camera_id)
         if psf is None:

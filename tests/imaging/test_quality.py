@@ -51,6 +51,32 @@ def test_sources_found_are_the_stars():
     assert len(found - truth) <= 2
 
 
+def test_the_psf_detections_serve_as_the_quality_sources():
+    # The worker's preparation makes one detection pass: the PSF's stars are the sources the
+    # input quality measures (no second sep extraction of the frame).
+    from streamer.imaging import psf_stars
+    from streamer.imaging.preparation import FramePreparer
+    from streamer.settings import RestorationSettings
+
+    field = star_field((200, 200), gaussian_psf(2.5), stars=20, flux_range=(5e4, 1e5),
+                       margin=20, seed=5)
+    image = field.image.astype(np.float32)
+    sky = sky_statistics(image)
+    detection = psf_stars.detect(image, np.zeros(image.shape, bool), 5.0)
+    positions, total = find_sources(image, sky, objects=detection.objects)
+    own, _ = find_sources(image, sky)
+    truth = set(zip(field.rows.tolist(), field.columns.tolist()))
+    found = {tuple(p) for p in positions}
+    assert len(truth & found) >= 0.9 * len(truth) and total == len(detection.objects)
+    assert {tuple(p) for p in own[:10]} == {tuple(p) for p in positions[:10]}
+    prepared = FramePreparer.from_settings(RestorationSettings()).prepare(image, quality=True)
+    assert {tuple(p) for p in prepared.quality.positions} == found
+    # A frame with no source at all: none, not an error.
+    empty = psf_stars.detect(np.full((50, 50), 3.0, np.float32), np.zeros((50, 50), bool), 5.0)
+    none, count = find_sources(np.full((50, 50), 3.0), sky, objects=empty.objects)
+    assert none.shape == (0, 2) and count == 0
+
+
 def test_frame_quality_reports_sharper_stars_after():
     field = star_field((128, 128), gaussian_psf(4.0), stars=15, flux_range=(5e4, 1e5), seed=8)
     sharper = star_field((128, 128), gaussian_psf(2.0), stars=15, flux_range=(5e4, 1e5), seed=8)

@@ -115,7 +115,9 @@ def test_each_frame_is_restored_with_its_measured_psf(kafka_bootstrap):
         assert m.quality.moat_depth is not None
         assert m.stopped_by in ("iterations", "discrepancy", "plateau")
         assert "psf" in m.stage_seconds
-        assert set(m.device_seconds) == {"upload", "median", "richardson_lucy", "download"}
+        # ... and the catalogue's detection maps, made on the device after RL
+        assert set(m.device_seconds) == {"upload", "median", "richardson_lucy", "download",
+                                         "detection"}
         assert m.transfer_bytes["uploaded"] == 384 * 384 * 2  # the uint16 frame, once
     for item in restored:
         envelope = RestoredFrame.model_validate_json(item.envelope_json)
