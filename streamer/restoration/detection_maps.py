@@ -6,13 +6,15 @@ development machine, the largest part of the catalogue — while the device alre
 frames after Richardson–Lucy, and the correlation is one it has planned methods for. The
 frame's map correlates the frame as uploaded less its sky level (saturated cores included: they
 are where a star is; excluded pixels and the border past the edges filled with eq. 1's local
-median background, so that a sky gradient makes no step there) with the PSF; the restored frame's, that frame less its sky ``−min B``
-with the target PSF. What is left of the sky (gradients) the detection levels on each map, as
-it levels the host's (a 64 px mesh: a 31 px median background would lift the sky near every
-star of a crowded field and cost its faint stars S/N). Both are divided by the noise of a PSF
-fit on white noise of the frame's σ (:func:`streamer.imaging.psf.matched_filter_weights`); the
-restored frame's excluded pixels and border are its sky (0), as the host's
-``fftconvolve(..., mode="same")`` of a background-subtracted frame with its NaN set to 0.
+median background, so that a sky gradient makes no step there) with the PSF; the restored
+frame's, that frame less its sky ``−min B`` with the target PSF (the host levels it again by its
+own sky mode). What is left of the sky
+(gradients) the detection levels on each map, as it levels the host's (a 64 px mesh: a 31 px
+median background would lift the sky near every star of a crowded field and cost its faint
+stars S/N). Both are divided by the noise of a PSF fit on white noise of the frame's σ
+(:func:`streamer.imaging.psf.matched_filter_weights`); the restored frame's excluded pixels and
+border are its sky (0), as the host's ``fftconvolve(..., mode="same")`` of a background-
+subtracted frame with its NaN set to 0.
 """
 
 from __future__ import annotations
@@ -87,8 +89,11 @@ class DetectionMaps:
         self.method = method
         self.cache = cache
 
-    def _filter(self, shape: tuple[int, int], weights: np.ndarray) -> MatchedFilter:
-        key = (shape, weights.shape, self.method)
+    def _filter(self, role: str, shape: tuple[int, int], weights: np.ndarray
+                ) -> MatchedFilter:
+        # One plan per map: with a measured PSF and a Gaussian target of the same side, the
+        # target's map would otherwise run by the PSF's method, never its separable passes.
+        key = (role, shape, weights.shape, self.method)
         plan = self.plans.get("matched_filter", key)
         if isinstance(plan, MatchedFilter) and plan.accepts(weights):
             return plan
@@ -104,7 +109,7 @@ class DetectionMaps:
         height, width = shape
         meter = deconvolution.meter
         weights = matched_filter_weights(psf, sigma)
-        frame = self._filter(shape, weights)
+        frame = self._filter("frame", shape, weights)
         # One program for both kernels: the frame's types are its defines.
         defines = {"INPUT_TYPE": input_type(background.input_dtype),
                    "KEY_IS_FLOAT": int(key_dtype(background.input_dtype) == np.float32)}
@@ -116,7 +121,7 @@ class DetectionMaps:
         data = frame.run(weights, meter)
         target_weights = matched_filter_weights(
             target if target is not None else np.ones((1, 1)), sigma)
-        restored = self._filter(shape, target_weights)
+        restored = self._filter("restored", shape, target_weights)
         levelled = self.library.kernel(LEVELLED_PADDED, **defines)
         levelled(self.queue, restored.padded_size, None, image=deconvolution.restored,
                  weight=deconvolution.weight, stats=deconvolution.statistics,
