@@ -49,11 +49,11 @@ from streamer.worker.catalogue_processes import CatalogueProcesses
 from streamer.worker.host_pool import available_cores
 from streamer.worker.processing import finish_frame, restore_on_device
 
+log = logging.getLogger(__name__)
+
 SIZES = (1024, 2048, 4096)
 DTYPES = ("uint16", "float32")
 HOST_BUDGET = 0.5  # s per 4096² frame on one core without the catalogue (#17; the catalogue: #14)
-log = logging.getLogger(__name__)
-
 THREADED_FRAMES = 4  # frames through the host pool per thread count, at least one per thread
 
 
@@ -126,19 +126,16 @@ def _host_work(checks: HostChecks, restorer: Restorer, item: AssembledFrame, raw
 
 
 def host_rates(restorer: Restorer, settings: RestorationSettings, size: int,
-               frames: int = THREADED_FRAMES,
-               configurations: list[tuple[int, int]] | None = None) -> list[dict[str, float]]:
+               frames: int = THREADED_FRAMES) -> list[dict[str, float]]:
     """Host frames/s with 1, 2 and all cores' threads, without and with as many catalogue
     processes (:mod:`streamer.worker.catalogue_processes`): uint16 frames of ``size``
     restored first, then their decode-and-measure and finish stages timed, ``frames`` or one
-    per thread where there are more threads (else a many-core machine's threads would idle).
-    ``configurations`` (threads, processes) replaces that default list."""
+    per thread where there are more threads (else a many-core machine's threads would idle)."""
     counts = sorted({1, 2, available_cores()})
-    configurations = configurations or [(t, 0) for t in counts] + [(t, t) for t in counts]
     checks = HostChecks(FrameLimits(1 << 28, 1 << 31), restorer.capacity,
                         FramePreparer.from_settings(settings))
     work = []
-    for seed in range(max(frames, *(threads for threads, _ in configurations))):
+    for seed in range(max(frames, *counts)):
         payload, raw = _payload(size, "uint16", 100 + seed)
         item = AssembledFrame(0, [0], raw.model_dump_json().encode(), payload, {})
         _, image, prepared, error = decode_and_measure(item, checks)
@@ -146,7 +143,7 @@ def host_rates(restorer: Restorer, settings: RestorationSettings, size: int,
             raise error
         work.append((item, raw, restore_on_device(restorer, image, prepared)))
     rates = []
-    for threads, processes in configurations:
+    for threads, processes in [(t, 0) for t in counts] + [(t, t) for t in counts]:
         catalogues = CatalogueProcesses(processes) if processes else None
         with ThreadPoolExecutor(threads) as pool:
             started = time.perf_counter()

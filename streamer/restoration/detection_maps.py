@@ -7,7 +7,8 @@ frames after Richardson–Lucy, and the correlation is one it has planned method
 frame's map correlates the frame as uploaded less its sky level (saturated cores included: they
 are where a star is; excluded pixels and the border past the edges filled with eq. 1's local
 median background, so that a sky gradient makes no step there) with the PSF; the restored
-frame's, that frame less its sky ``−min B`` with the target PSF. The host then takes the frame's 64 px mesh background off the frame's map
+frame's, that frame less its sky ``−min B`` with the target PSF. The host then takes the
+frame's 64 px mesh background off the frame's map
 (:func:`streamer.sources.catalog._on_the_mesh`) and the restored frame's sky mode off its map,
 as its own FFT filters of the background-subtracted frames had them (a 31 px median background
 here instead of the sky level would lift the sky near every star of a crowded field and cost

@@ -21,7 +21,7 @@ from astropy.stats import sigma_clipped_stats
 from streamer.imaging.data_quality import Quality
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import matched_filter_weights
-from streamer.sources.detection import Detections, SNRMaps, detect
+from streamer.sources.detection import Detections, SNRMaps, detect, sky_mode
 from streamer.sources.photometry import (
     aperture_correction, extended_psf, fit_radius, nearest_neighbour, psf_photometry,
 )
@@ -245,7 +245,8 @@ def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, f
                    mask=~np.isfinite(data),  # _subtracted leaves excluded pixels NaN
                    data_snr=(_on_the_mesh(snr_maps.data, background, noise.sky, psf,
                                           noise.sigma) if snr_maps is not None else None),
-                   restored_snr=snr_maps.restored if snr_maps is not None else None)
+                   restored_snr=(snr_maps.restored - sky_mode(snr_maps.restored)
+                                 if snr_maps is not None else None))
     capped = max_sources is not None and len(found) > max_sources
     if capped:
         found = found.strongest(max_sources)

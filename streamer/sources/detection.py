@@ -239,8 +239,8 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     """The sources of a background-subtracted linear frame ``data`` at matched-filter S/N
     ``threshold``, merged ones split where the (background-subtracted) ``restored`` frame
     shows two or more peaks within one input FWHM. ``data_snr`` and ``restored_snr``: the
-    two frames' matched-filter maps, when the device made them (``restored`` is then not
-    needed)."""
+    two frames' matched-filter maps of their background-subtracted frames, when made
+    elsewhere (the device's, levelled by the catalogue; ``restored`` is then not needed)."""
     import sep
 
     snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr)
@@ -265,8 +265,6 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
             return found
         restored_snr = matched_filter_snr(restored, sigma, restored_psf if restored_psf
                                           is not None else np.ones((1, 1)))
-    else:
-        restored_snr = restored_snr - sky_mode(restored_snr)
     return _split_blends(found, restored_snr, fwhm, threshold, mask, ratio)
 
 
