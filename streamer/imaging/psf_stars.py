@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.imaging.mesh_background import MeshBackground
+
 MIN_PEAK_SNR = 20.0
 OBJECT_FLAGS = 1 | 2 | 8 | 16   # sep: merged, truncated, singular, deblending overflow
 CORE_NEIGHBOUR_FLUX = 0.01      # a neighbour this bright (relative) over the core disqualifies
@@ -49,7 +51,7 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
         filled = np.where(invalid, np.median(data[~invalid]), data).astype(np.float32)
     else:  # no median of 4 M pixels to fill nothing (40 ms at 2048²)
         filled = np.array(data, dtype=np.float32)  # a copy: the background comes off in place
-    background = sep.Background(filled, mask=invalid, bw=64, bh=64, fw=3, fh=3)
+    background = MeshBackground(filled, 64, invalid)
     background.subfrom(filled)
     subtracted = filled
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0

@@ -19,6 +19,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from streamer.imaging.data_quality import Quality
+from streamer.imaging.mesh_background import MeshBackground
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import matched_filter_weights
 from streamer.sources.detection import Detections, SNRMaps, detect, sky_mode
@@ -109,29 +110,27 @@ def _subtracted(image: np.ndarray) -> np.ndarray:
     return _mesh_subtracted(image)[0]
 
 
-def _mesh_subtracted(image: np.ndarray):
-    """``image`` less its sep mesh background (excluded pixels NaN), and that background."""
-    import sep
-
+def _mesh_subtracted(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` less its sep mesh background (excluded pixels NaN), and that background
+    (float32, frame-shaped)."""
     data = np.asarray(image, dtype=np.float32)
     invalid = ~np.isfinite(data)
     clean = np.ascontiguousarray(np.where(invalid, 0.0, data), dtype=np.float32)
     mesh = int(min(BACKGROUND_MESH, max(8, min(data.shape) // 4)))
-    background = sep.Background(clean, mask=invalid, bw=mesh, bh=mesh)
-    background.subfrom(clean)  # in place, float32: a 4096² frame is 64 MB, not 128
+    background = MeshBackground(clean, mesh, invalid).back()
+    clean -= background  # in place, float32: a 4096² frame is 64 MB, not 128
     clean[invalid] = np.nan
     return clean, background
 
 
-def _on_the_mesh(snr: np.ndarray, background, sky: float, psf: np.ndarray,
+def _on_the_mesh(snr: np.ndarray, background: np.ndarray, sky: float, psf: np.ndarray,
                  sigma: float) -> np.ndarray:
     """The device's S/N map of the frame less its sky level, made the map of the frame less
     its mesh background — the host's: the filter of a background that is smooth on the PSF's
     scale is that background times the filter's sum. Without this a galaxy's or a cluster's
     light stays in the map, its structure within each 64 px cell passes for noise, and the
     detection loses its stars (NGC 1316 kept 291 of 534 sources, ISAAC 1370 of 2046)."""
-    level = background.back()
-    level -= np.float32(sky)
+    level = background - np.float32(sky)
     level *= np.float32(matched_filter_weights(psf, sigma).sum())
     return np.subtract(snr, level, out=level)
 

@@ -114,8 +114,16 @@ def psf_photometry(data: np.ndarray, sigma: float | np.ndarray, inverse_gain: fl
     # Positions are fitted where a neighbour is near enough to pull a centroid.
     pulled = nearest_neighbour(x, y) < REFINE_NEIGHBOUR_FWHM * fwhm
     sizes = np.bincount(group, minlength=group.max() + 1 if group.size else 0)
+    # An isolated source with no local sky is a one-parameter fit: all of them at once.
+    single = (sizes[group] == 1) if x.size else np.zeros(0, bool)
+    if local_sky is not None:
+        single &= ~np.asarray(local_sky, bool)
+    single[single] = _fit_singles(data, sigmas[single], inverse_gain, psf, radius, x[single],
+                                  y[single], flux, error, masked, np.flatnonzero(single))
     groups = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1]) if x.size else []
     for members in groups:
+        if members.size == 1 and single[members[0]]:
+            continue
         result = _fit_group(data, float(sigmas[members].max()), inverse_gain, psf, radius,
                             x[members], y[members],
                             refine=fwhm if (pulled[members].any()
@@ -168,6 +176,49 @@ def _fit_group(data: np.ndarray, sigma: float, inverse_gain: float, psf: SplineP
     errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     masked = (cores & ~valid).any(axis=(1, 2))
     return fluxes[:x.size], errors[:x.size], masked, x, y
+
+
+def _fit_singles(data: np.ndarray, sigma: np.ndarray, inverse_gain: float, psf: SplinePSF,
+                 radius: int, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                 error: np.ndarray, masked: np.ndarray, into: np.ndarray) -> np.ndarray:
+    """:func:`_fit_group` for many one-source groups at once, written into ``flux``,
+    ``error`` and ``masked`` at ``into``; returns which it fitted (those whose box lies
+    inside the frame — the others go through :func:`_fit_group`). One source's fit is
+    ``f = ΣPD / ΣP²`` over its core, its variance ``ΣP²·var / (ΣP²)²``: the per-group
+    matrices, masks and grids in Python cost 0.2 ms a source, 0.6 s on a 4096² frame."""
+    height, width = data.shape
+    side = 2 * radius + 2  # a box of 2r+1 or 2r+2 pixels a side, as the group's (the core decides)
+    top = np.floor(y).astype(int) - radius
+    left = np.floor(x).astype(int) - radius
+    fitted = (top >= 0) & (left >= 0) & (top + side <= height) & (left + side <= width)
+    chosen = np.flatnonzero(fitted)
+    if chosen.size == 0:
+        return fitted
+    steps = np.arange(side)
+    rows = top[chosen, None] + steps             # sources × side
+    columns = left[chosen, None] + steps
+    boxes = np.asarray(data[rows[:, :, None], columns[:, None, :]], dtype=np.float64)
+    valid = np.isfinite(boxes)
+    core = ((np.abs(rows - y[chosen, None]) <= radius)[:, :, None]
+            & (np.abs(columns - x[chosen, None]) <= radius)[:, None, :])
+    use = valid & core
+    models = np.stack([_placed(psf, cy - box_top, cx - box_left, (side, side))
+                       for cx, cy, box_top, box_left in zip(x[chosen], y[chosen], top[chosen],
+                                                             left[chosen])])
+    models = np.where(use, models, 0.0)
+    values = np.where(use, boxes, 0.0)
+    norm = np.einsum("nij,nij->n", models, models)
+    enough = (use.sum(axis=(1, 2)) >= 4) & (norm > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fluxes = np.einsum("nij,nij->n", models, values) / norm
+        variance = (sigma[chosen, None, None] ** 2
+                    + np.maximum(fluxes[:, None, None] * models, 0.0) * inverse_gain)
+        errors = np.sqrt(np.einsum("nij,nij,nij->n", models, models, variance)) / norm
+    places = into[chosen]
+    flux[places] = np.where(enough, fluxes, np.nan)
+    error[places] = np.where(enough, errors, np.nan)
+    masked[places] = np.where(enough, (core & ~valid).any(axis=(1, 2)), False)
+    return fitted
 
 
 def _refined(box: np.ndarray, use: np.ndarray, psf: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -291,7 +342,8 @@ def aperture_correction(data: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np
     if np.count_nonzero(chosen) < APERTURE_MIN_STARS:
         return none
     invalid = ~np.isfinite(data)
-    clean = np.ascontiguousarray(np.where(invalid, 0.0, data), dtype=np.float64)
+    # float32 as sep reads every pixel anyway: a float64 copy of a 4096² frame is 128 MB
+    clean = np.where(invalid, np.float32(0.0), np.asarray(data, dtype=np.float32))
     light, _, flags = sep.sum_circle(clean, x[chosen], y[chosen], radius, mask=invalid,
                                      subpix=5)
     error = np.sqrt(sigma[chosen] ** 2 * np.pi * radius**2

@@ -1,14 +1,24 @@
-"""The detection's whole-frame passes against SciPy references: the local peaks (3×3 maxima
-above the threshold, read only where the map is above it) and the excluded pixels zeroed
-without a copy when there are none."""
+"""The detection's whole-frame passes against SciPy and sep references: the local peaks (3×3
+maxima above the threshold, read only where the map is above it), the excluded pixels zeroed
+without a copy when there are none, and the objects sep's deblending split as sep lists them
+without deblending."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.ndimage import maximum_filter
+import sep
+from scipy.ndimage import gaussian_filter, maximum_filter
 
-from streamer.sources.detection import MINAREA, finite_or_zero, local_peaks
+from streamer.sources.detection import (
+    DEBLEND_CONTRAST,
+    MINAREA,
+    _component_box,
+    _extract,
+    _parents,
+    finite_or_zero,
+    local_peaks,
+)
 
 
 def _reference_peaks(snr, threshold, mask):
@@ -72,3 +82,60 @@ def test_finite_or_zero_copies_only_what_it_must():
     assert out is not dirty and np.isnan(dirty[0, 1])  # the caller's frame is left as it was
     assert out[0, 1] == out[2, 2] == out[1, 0] == 0 and out.dtype == np.float32
     assert np.array_equal(out[np.isfinite(dirty)], dirty[np.isfinite(dirty)])
+
+
+def _trails_and_pairs(seed: int, size: int = 700) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.0, 1.0, (size, size))
+    rows, columns = rng.integers(0, size, (2, 1500))
+    image[rows, columns] += rng.exponential(40.0, rows.size)
+    for _ in range(15):  # trails, which sep's deblending cuts into pieces
+        row, column = rng.integers(40, size - 40, 2)
+        angle = rng.uniform(0.0, np.pi)
+        steps = np.linspace(0.0, 30.0, 200)
+        image[(row + steps * np.sin(angle)).astype(int),
+              (column + steps * np.cos(angle)).astype(int)] += 5.0
+    image[:3, 100:140] += 30.0  # an object cut by the frame's edge
+    return (6.0 * gaussian_filter(image, 1.5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_parents_are_seps_undeblended_objects(seed):
+    snr = _trails_and_pairs(seed)
+    mask = np.zeros(snr.shape, bool)
+    mask[300:340, 200:260] = True
+    children = _extract(snr, 5.0, mask)
+    parents = _parents(snr, 5.0, mask, children)
+    whole, segments = sep.extract(snr, 5.0, err=None, mask=mask, minarea=MINAREA,
+                                  filter_kernel=None, deblend_cont=1.0, segmentation_map=True)
+    # sep's undeblended objects that hold two or more children's peaks: exactly the parents
+    holders = np.bincount(segments[children["ypeak"], children["xpeak"]],
+                          minlength=len(whole) + 1)[1:]
+    expected = whole[holders >= 2]
+    assert DEBLEND_CONTRAST < 1.0 and len(parents) == len(expected) >= 10
+    assert any(parent["a"] > 2 * parent["b"] for parent in parents)  # trails among them
+    boxes = {tuple(int(v) for v in row[["xmin", "xmax", "ymin", "ymax"]]): row
+             for row in expected}
+    for parent in parents:
+        reference = boxes[tuple(int(v) for v in parent[["xmin", "xmax", "ymin", "ymax"]])]
+        for field in ("x", "y", "x2", "y2", "xy", "a", "b", "theta", "peak", "flux", "npix",
+                      "xpeak", "ypeak"):
+            assert parent[field] == pytest.approx(reference[field], rel=1e-4, abs=1e-4), field
+
+
+def test_no_parents_without_two_children():
+    snr = np.zeros((64, 64), np.float32)
+    snr[30:34, 30:34] = 10.0
+    children = _extract(snr, 5.0, None)
+    assert len(children) == 1 and len(_parents(snr, 5.0, None, children)) == 0
+
+
+def test_a_component_box_grows_past_its_childrens_boxes():
+    labels = np.zeros((100, 120), np.int32)
+    labels[20:70, 10:90] = 3   # the component
+    labels[0:5, 0:5] = 1       # another one, not to be taken in
+    members = np.zeros(1, dtype=[("xmin", int), ("xmax", int), ("ymin", int), ("ymax", int)])
+    members[0] = (40, 50, 30, 40)
+    rows, columns = _component_box(labels, 3, members)
+    assert np.all(labels[rows, columns][labels[rows, columns] != 0] == 3)
+    assert np.count_nonzero(labels[rows, columns] == 3) == np.count_nonzero(labels == 3)
