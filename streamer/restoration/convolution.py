@@ -27,6 +27,7 @@ import pyopencl as cl
 
 from streamer.errors import ParameterError
 from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.deferred_measurements import DeferredMeasurements
 from streamer.restoration.kernels import (
     BUFFER, DeclaredKernel, KernelDeclaration, KernelLibrary,
 )
@@ -66,6 +67,9 @@ class Correlation(ABC):
     the kernel's values are set (and may be changed) with :meth:`set_weights`."""
 
     method: str
+    # (plan-cache key, what this plan was made with) of each measurement put off for it: the
+    # method the estimate chose, the FFT size (:mod:`streamer.restoration.deferred_measurements`)
+    provisional: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, queue: cl.CommandQueue, kernel_shape: tuple[int, int],
                  out_shape: tuple[int, int]) -> None:
@@ -74,6 +78,10 @@ class Correlation(ABC):
         self.out_shape = (int(out_shape[0]), int(out_shape[1]))
         self.src_shape = (self.out_shape[0] + self.kh - 1, self.out_shape[1] + self.kw - 1)
         self.weights: np.ndarray | None = None
+
+    def superseded_by(self, deferred: DeferredMeasurements) -> bool:
+        """Whether a measurement put off for this plan has run and chosen otherwise."""
+        return any(deferred.supersedes(key, value) for key, value in self.provisional)
 
     def accepts(self, weights: np.ndarray) -> bool:
         """Whether this plan can load ``weights`` (same shape; a method may ask more)."""

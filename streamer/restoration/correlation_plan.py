@@ -10,6 +10,7 @@ to the kernel (a streak's zero taps make ``sparse`` a candidate, a Gaussian's ra
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from streamer.restoration.convolution import (
 from streamer.restoration.fft_correlation import (
     FFTCorrelation, HostFFTCorrelation, fft_available,
 )
+from streamer.restoration.deferred_measurements import DeferredMeasurements
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.plan_cache import PlanCache
 
@@ -70,9 +72,11 @@ def candidate_costs(weights: np.ndarray, out_shape: tuple[int, int], device: cl.
 
 def build_correlation(method: str, queue: cl.CommandQueue, library: KernelLibrary,
                       weights: np.ndarray, out_shape: tuple[int, int],
-                      cache: PlanCache | None = None) -> Correlation:
+                      cache: PlanCache | None = None,
+                      deferred: DeferredMeasurements | None = None) -> Correlation:
     """Construct one method's correlation for ``weights`` (no timing); ``host_fft`` keeps its
-    measured transform size in ``cache`` (default: the cache directory's)."""
+    measured transform size in ``cache`` (default: the cache directory's), or with
+    ``deferred`` takes the smallest size for now and queues the measurement there."""
     if method not in _CLASSES:
         raise ParameterError(f"unknown convolution method {method!r}; choose from {METHODS}")
     if method == "fft" and not fft_available():
@@ -83,7 +87,7 @@ def build_correlation(method: str, queue: cl.CommandQueue, library: KernelLibrar
             f"{MAX_SEPARABLE_RANK} terms; use method dense, sparse, fft or host_fft")
     if method == "host_fft":
         correlation: Correlation = HostFFTCorrelation(queue, library, weights.shape, out_shape,
-                                                      cache=cache)
+                                                      cache=cache, deferred=deferred)
     else:
         correlation = _CLASSES[method](queue, library, weights.shape, out_shape)
     correlation.set_weights(weights)
@@ -109,9 +113,14 @@ def time_correlation(correlation: Correlation, repeats: int = 2) -> float:
 
 def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarray,
                      out_shape: tuple[int, int], method: str = "auto",
-                     cache: PlanCache | None = None) -> tuple[Correlation, dict[str, float]]:
+                     cache: PlanCache | None = None,
+                     deferred: DeferredMeasurements | None = None
+                     ) -> tuple[Correlation, dict[str, float]]:
     """Plan the correlation by ``method``, or with ``auto`` the fastest measured one (taken
-    from ``cache`` when this device measured this case before).
+    from ``cache`` when this device measured this case before). With ``deferred``, a case not
+    measured yet gets the method the estimate favours now and its measurement is queued
+    there (and a host FFT's size measurement with it); the plan's
+    :attr:`~streamer.restoration.convolution.Correlation.provisional` names them.
 
     Returns the plan and the seconds measured for each method timed (empty unless measured
     now or cached).
@@ -130,6 +139,24 @@ def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np
     if known is not None and known.get("method") in candidates:
         return (build_correlation(known["method"], queue, library, weights, out_shape, cache),
                 dict(known.get("timings", {})))
+    if deferred is not None:
+        estimated = min(candidates, key=costs.__getitem__)
+        correlation = build_correlation(estimated, queue, library, weights, out_shape, cache,
+                                        deferred)
+        correlation.provisional += ((key, estimated),)
+        deferred.add(key, functools.partial(_measure, queue, library, weights, out_shape,
+                                            candidates, cache, key))
+        log.info("convolution %dx%d on %s: %s for now (the estimate's); %s to be measured",
+                 *weights.shape, out_shape, estimated, ", ".join(candidates))
+        return correlation, {}
+    best, timings = _measured(queue, library, weights, out_shape, candidates, cache, key)
+    return best, timings
+
+
+def _measured(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarray,
+              out_shape: tuple[int, int], candidates: list[str], cache: PlanCache | None,
+              key: str) -> tuple[Correlation, dict[str, float]]:
+    """Every candidate built and timed; the fastest, kept in ``cache`` under ``key``."""
     timings: dict[str, float] = {}
     best: Correlation | None = None
     for name in candidates:
@@ -137,9 +164,21 @@ def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np
         timings[name] = time_correlation(correlation)
         if best is None or timings[name] < timings[best.method]:
             best = correlation
+    assert best is not None  # candidates is never empty
     log.info("convolution %dx%d on %s: %s (measured %s)", *weights.shape, out_shape,
              best.method, ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in timings.items()))
     if cache is not None:
         cache.put(key, {"method": best.method, "timings": timings,
                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return best, timings
+
+
+def _measure(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarray,
+             out_shape: tuple[int, int], candidates: list[str], cache: PlanCache | None,
+             key: str) -> str:
+    """A deferred measurement: the method chosen (the candidates' buffers are let go), or
+    the one another process measured meanwhile."""
+    known = cache.get(key) if cache is not None else None
+    if known is not None and known.get("method") in candidates:
+        return str(known["method"])
+    return _measured(queue, library, weights, out_shape, candidates, cache, key)[0].method

@@ -28,6 +28,7 @@ from streamer.restoration.background import BackgroundEqualiser, key_dtype
 from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.correlation_plan import plan_correlation
+from streamer.restoration.deferred_measurements import DeferredMeasurements
 from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrary
 from streamer.restoration.median import input_type
 from streamer.restoration.plan_cache import PlanCache
@@ -52,12 +53,13 @@ class MatchedFilter:
     source it reads is written by one of this module's kernels."""
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary, shape: tuple[int, int],
-                 weights: np.ndarray, method: str = "auto", cache: PlanCache | None = None
-                 ) -> None:
+                 weights: np.ndarray, method: str = "auto", cache: PlanCache | None = None,
+                 deferred: DeferredMeasurements | None = None) -> None:
         self.queue = queue
         self.shape = shape
         self.correlation: Correlation
-        self.correlation, _ = plan_correlation(queue, library, weights, shape, method, cache)
+        self.correlation, _ = plan_correlation(queue, library, weights, shape, method, cache,
+                                               deferred)
         self.pad = (weights.shape[0] // 2, weights.shape[1] // 2)
         self.padded = source_buffer(queue.context, *self.correlation.src_shape)
         BlockCopy(queue, library).fill(self.padded, 0.0)  # the slack past the source, once
@@ -89,6 +91,8 @@ class DetectionMaps:
         self.plans = plans  # the device session's, shared with its other plans
         self.method = method
         self.cache = cache
+        # Set by the restorer when its method measurements are put off.
+        self.deferred: DeferredMeasurements | None = None
 
     def _filter(self, role: str, shape: tuple[int, int], weights: np.ndarray
                 ) -> MatchedFilter:
@@ -96,10 +100,15 @@ class DetectionMaps:
         # target's map would otherwise run by the PSF's method, never its separable passes.
         key = (role, shape, weights.shape, self.method)
         plan = self.plans.get("matched_filter", key)
-        if isinstance(plan, MatchedFilter) and plan.accepts(weights):
+        if (isinstance(plan, MatchedFilter) and plan.accepts(weights)
+                and not self._superseded(plan.correlation)):
             return plan
-        plan = MatchedFilter(self.queue, self.library, shape, weights, self.method, self.cache)
+        plan = MatchedFilter(self.queue, self.library, shape, weights, self.method, self.cache,
+                             self.deferred)
         return self.plans.put("matched_filter", key, plan)
+
+    def _superseded(self, correlation: Correlation) -> bool:
+        return self.deferred is not None and correlation.superseded_by(self.deferred)
 
     def compute(self, background: BackgroundEqualiser, deconvolution: RichardsonLucy,
                 psf: np.ndarray, target: np.ndarray | None, sky: float, sigma: float

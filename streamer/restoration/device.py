@@ -36,6 +36,7 @@ import pyopencl as cl
 
 from streamer.errors import DeviceError, FrameDeadlineError
 from streamer.restoration.capacity import DeviceMemory
+from streamer.restoration.deferred_measurements import DeferredMeasurements
 from streamer.restoration.kernels import KernelLibrary, read_kernel_source
 from streamer.restoration.plan_store import PlanStore
 
@@ -150,8 +151,9 @@ class DeviceSession:
     Attributes
     ----------
     device, name, context, queue (profiling), library (:class:`KernelLibrary`), plans
-    (:class:`PlanStore`, ``MAX_PLANS`` per kind), lock (re-entrant), memory
-    (:class:`~streamer.restoration.capacity.DeviceMemory`).
+    (:class:`PlanStore`, ``MAX_PLANS`` per kind), measurements (:class:`~streamer.restoration.
+    deferred_measurements.DeferredMeasurements`, the method timings put off), lock
+    (re-entrant), memory (:class:`~streamer.restoration.capacity.DeviceMemory`).
     """
 
     def __init__(self, device: cl.Device) -> None:
@@ -162,6 +164,7 @@ class DeviceSession:
             self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
         self.library = KernelLibrary(self.context)
         self.plans = PlanStore(MAX_PLANS)
+        self.measurements = DeferredMeasurements()
         self.lock = threading.RLock()
         self.memory = DeviceMemory(device.global_mem_size, device.max_mem_alloc_size)
 

@@ -20,6 +20,7 @@ import pyopencl as cl
 
 from streamer.restoration.convolution import Correlation
 from streamer.restoration.copy_block import BlockCopy
+from streamer.restoration.deferred_measurements import DeferredMeasurements
 from streamer.restoration.host_transforms import plan_pair
 from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrary
 from streamer.restoration.plan_cache import PlanCache
@@ -113,10 +114,14 @@ class HostFFTCorrelation(Correlation):
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary,
                  kernel_shape: tuple[int, int], out_shape: tuple[int, int],
-                 workers: int | None = None, cache: PlanCache | None = None) -> None:
+                 workers: int | None = None, cache: PlanCache | None = None,
+                 deferred: DeferredMeasurements | None = None) -> None:
         super().__init__(queue, kernel_shape, out_shape)
         self.transforms = plan_pair(self.src_shape, workers,
-                                    cache if cache is not None else PlanCache())
+                                    cache if cache is not None else PlanCache(),
+                                    deferred=deferred)
+        if self.transforms.measurement is not None:
+            self.provisional = (self.transforms.measurement,)
         self.fft_shape = self.transforms.shape
         self.workers = self.transforms.threads
         self._kernel_conjugate: np.ndarray | None = None

@@ -15,6 +15,7 @@ size matters as much as the library.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.restoration.deferred_measurements import DeferredMeasurements
 from streamer.restoration.plan_cache import PlanCache, cache_directory
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ class TransformPair:
     real: np.ndarray
     spectrum: np.ndarray
     output: np.ndarray
+    # (plan-cache key, "RxC") when this size was taken for now and its measurement put off
+    measurement: tuple[str, str] | None = None
 
     def __init__(self, shape: tuple[int, int], threads: int) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
@@ -232,10 +236,13 @@ def _time_pair(pair: TransformPair, repeats: int = 5) -> float:
 
 
 def plan_pair(minimum: tuple[int, int], threads: int | None = None,
-              cache: PlanCache | None = None, use_fftw: bool | None = None) -> TransformPair:
+              cache: PlanCache | None = None, use_fftw: bool | None = None,
+              deferred: DeferredMeasurements | None = None) -> TransformPair:
     """The fastest transform pair at least ``minimum`` in each axis: FFTW's when pyFFTW is
     there (sizes timed, the choice kept in ``cache``, a :class:`PlanCache`), else
-    pocketfft's at ``next_fast_len``."""
+    pocketfft's at ``next_fast_len``. With ``deferred``, a size not measured yet is the
+    smallest smooth one for now and its timing is queued there (the pair's
+    :attr:`~TransformPair.measurement` names it)."""
     threads = threads or os.cpu_count() or 1
     if not (fftw_available() if use_fftw is None else use_fftw):
         import scipy.fft
@@ -250,6 +257,31 @@ def plan_pair(minimum: tuple[int, int], threads: int | None = None,
     if known is not None:
         size = known["shape"]
         return FFTWPair((int(size[0]), int(size[1])), threads)
+    if deferred is not None:
+        pair = FFTWPair((smooth_lengths(minimum[0])[0], smooth_lengths(minimum[1])[0]), threads)
+        pair.measurement = (cache_key, f"{pair.shape[0]}x{pair.shape[1]}")
+        deferred.add(cache_key, functools.partial(_measured_size, minimum, threads, cache,
+                                                  cache_key))
+        return pair
+    return _measured_pair(minimum, threads, cache, wisdom, cache_key)
+
+
+def _measured_size(minimum: tuple[int, int], threads: int, cache: PlanCache | None,
+                   cache_key: str) -> str:
+    """A deferred size measurement: the size chosen, ``"RxC"`` (or another process's)."""
+    known = cache.get(cache_key) if cache is not None else None
+    if known is None:
+        wisdom = _Wisdom(cache_directory(), host_key(threads))
+        wisdom.load()
+        shape = _measured_pair(minimum, threads, cache, wisdom, cache_key).shape
+    else:
+        shape = known["shape"]
+    return f"{int(shape[0])}x{int(shape[1])}"
+
+
+def _measured_pair(minimum: tuple[int, int], threads: int, cache: PlanCache | None,
+                   wisdom: _Wisdom, cache_key: str) -> FFTWPair:
+    """Smooth sizes timed, the fastest kept in ``cache`` (and FFTW's wisdom saved)."""
     rows, columns = smooth_lengths(minimum[0]), smooth_lengths(minimum[1])
     timings: dict[str, float] = {}
     best: FFTWPair | None = None

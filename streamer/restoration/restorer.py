@@ -28,15 +28,15 @@ from streamer.imaging.saturation import Saturation
 from streamer.imaging.target_resolution import Resolution
 from streamer.sources.detection import SNRMaps
 from streamer.imaging.validation import checked_image, checked_mask
-from streamer.restoration.background import BackgroundEqualiser
 from streamer.restoration.capacity import FrameCapacity
 from streamer.restoration.detection_maps import DetectionMaps
 from streamer.restoration.plan_cache import PlanCache
+from streamer.restoration.restoration_plans import PSF_SIDES, RestorationPlans, padded_psf
 from streamer.restoration.device import MAX_PLANS, DeviceSession, open_session
 from streamer.restoration.median import INPUT_TYPES, validate_window
 from streamer.restoration.transfers import Transfers
 from streamer.restoration.richardson_lucy import (
-    STAT, DeconvolutionReport, RichardsonLucy, validate_damping, validate_iterations,
+    STAT, DeconvolutionReport, validate_damping, validate_iterations,
 )
 from streamer.settings import RestorationSettings
 
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MAX_PLANS", "PSF_SIDES", "Restoration", "Restorer", "padded_psf", "upload_form"]
 
-# PSF sides a measured PSF is padded up to, so that frame-to-frame size changes reuse a plan.
-PSF_SIDES = (3, 5, 7, 9, 11, 13, 15, 17, 21, 25, 29, 33, 41, 49, 57, 65, 81, 97, 129)
 
 
 @dataclass
@@ -93,15 +91,7 @@ def device_seconds(marks: list[cl.Event]) -> dict[str, float]:
     return {name: (b - a) * 1e-9 for name, a, b in zip(names, ends, ends[1:])}
 
 
-def padded_psf(psf: np.ndarray) -> np.ndarray:
-    """``psf`` zero-padded to a square side from :data:`PSF_SIDES` (its next size up)."""
-    side = max(psf.shape)
-    target = next((s for s in PSF_SIDES if s >= side), side)
-    pad_y, pad_x = (target - psf.shape[0]) // 2, (target - psf.shape[1]) // 2
-    return np.pad(psf, ((pad_y, pad_y), (pad_x, pad_x)))
-
-
-class Restorer:
+class Restorer(RestorationPlans):
     """Restores frames on one OpenCL device with one set of restoration settings.
 
     Parameters
@@ -144,49 +134,6 @@ class Restorer:
     def fixed_psf(self) -> np.ndarray | None:
         """The configured PSF, or None when each frame's PSF is measured."""
         return self.preparer.fixed_psf
-
-    # -- plans ------------------------------------------------------------------------------
-    def background(self, shape: tuple[int, int], dtype: np.dtype | type = np.float32
-                   ) -> BackgroundEqualiser:
-        """The background equaliser for frames of ``shape`` arriving as ``dtype`` (built on
-        first use)."""
-        method = self.settings.median_method
-        key = (shape, np.dtype(dtype).str, self.settings.window, method)
-        session = self.session
-        return session.plans.get_or_make("background", key, lambda: BackgroundEqualiser(
-            session.queue, session.library, shape, self.settings.window, dtype,
-            None if method == "auto" else method))
-
-    def deconvolution(self, shape: tuple[int, int], psf: np.ndarray) -> RichardsonLucy:
-        """The Richardson–Lucy plan for ``shape`` loaded with ``psf`` (planned on first use
-        of this frame shape and PSF size, or when the PSF needs another method)."""
-        key = (shape, psf.shape, self.settings.method, str(self.cache.path))
-        plans = self.session.plans
-        plan = plans.get("richardson_lucy", key)
-        if isinstance(plan, RichardsonLucy) and plan.accepts(psf):
-            plan.set_psf(psf)
-            return plan
-        started = time.perf_counter()
-        plan = RichardsonLucy(self.session.queue, self.session.library, shape, psf,
-                              self.settings.method, self.cache)
-        self.session.queue.finish()
-        log.info("planned %dx%d frames with %dx%d PSFs in %.2f s (convolution: %s)",
-                 *shape, *psf.shape, time.perf_counter() - started, plan.method)
-        return plans.put("richardson_lucy", key, plan)
-
-    def plan(self, shape: tuple[int, int], psf: np.ndarray | None = None) -> RichardsonLucy:
-        """Make the plans for ``shape`` (and ``psf``, default the configured or fallback one)
-        ahead of the first frame; returns the Richardson–Lucy plan."""
-        with self.session.lock:
-            self.background(shape)
-            chosen = psf if psf is not None else self.preparer.default_psf
-            return self.deconvolution(shape, padded_psf(chosen))
-
-    @property
-    def plan_count(self) -> int:
-        """Plans the device session holds for restorations (bounded by ``MAX_PLANS`` per
-        kind)."""
-        return self.session.plans.count("background", "richardson_lucy")
 
     # -- per frame --------------------------------------------------------------------------
     def restore(self, frame: Any, mask: Any | None = None, *, header=None,

@@ -55,6 +55,7 @@ from streamer.restoration.convolution import Correlation, source_buffer
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.copying_iterations import CopyingIterations
 from streamer.restoration.correlation_plan import build_correlation, plan_correlation
+from streamer.restoration.deferred_measurements import DeferredMeasurements
 from streamer.restoration.device import check_deadline
 from streamer.restoration.in_place_iterations import InPlaceIterations, IterationArrays
 from streamer.restoration.kernels import KernelLibrary
@@ -117,10 +118,13 @@ class RichardsonLucy:
         ``host_fft``.
     cache : PlanCache, optional
         Where ``auto`` finds and keeps its measured choices.
+    deferred : DeferredMeasurements, optional
+        Where ``auto`` queues a measurement it puts off (the estimate's method meanwhile).
     """
 
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary, shape: tuple[int, int],
-                 psf: np.ndarray, method: str = "auto", cache: PlanCache | None = None) -> None:
+                 psf: np.ndarray, method: str = "auto", cache: PlanCache | None = None,
+                 deferred: DeferredMeasurements | None = None) -> None:
         psf = validate_psf(psf)  # odd, finite, non-negative, centred; normalised to sum 1
         self.queue = queue
         self.library = library
@@ -137,10 +141,10 @@ class RichardsonLucy:
         # model = h ⊛ u on the frame: a valid correlation of u with the flipped PSF.
         self.forward: Correlation
         self.forward, self.method_timings = plan_correlation(
-            queue, library, weights[::-1, ::-1], self.shape, method, cache)
+            queue, library, weights[::-1, ::-1], self.shape, method, cache, deferred)
         # h' ⊛ ratio on the extended domain: a valid correlation with the PSF itself.
         self.backward = build_correlation(self.forward.method, queue, library, weights,
-                                          self.extended_shape, cache)
+                                          self.extended_shape, cache, deferred)
         self.method = self.forward.method
         self.psf = weights
         self._allocate()

@@ -75,6 +75,7 @@ class DevicePipeline:
             try:
                 decoding = await asyncio.wait_for(self.decoded.get(), QUEUE_POLL_SECONDS)
             except asyncio.TimeoutError:
+                await self._measure_pending()  # idle: time for a method measurement
                 continue
             decoded = await decoding
             state = decoded.state
@@ -88,6 +89,18 @@ class DevicePipeline:
                 self.assignment.finished(state)  # the worker is ending; nothing waits for it
                 raise
             await self.encoding.put(result)
+            await self._measure_pending()  # one at most between frames, so none waits long
+
+    async def _measure_pending(self) -> None:
+        """One queued method measurement on the device thread, if any
+        (:meth:`~streamer.restoration.restorer.Restorer.measure_pending`)."""
+        if self.restorer.measurements_pending:
+            started = time.perf_counter()
+            await asyncio.get_running_loop().run_in_executor(self._device,
+                                                             self.restorer.measure_pending)
+            log.info("worker %s: a convolution method measured in %.2f s; %d to go",
+                     self.worker_id, time.perf_counter() - started,
+                     self.restorer.measurements_pending)
 
     async def _on_device(self, decoded: DecodedFrame) -> DeviceResult:
         if decoded.error is not None:

@@ -208,6 +208,9 @@ class Worker:
             seconds = await self.pipeline.warm_up(self.settings.warm_up)
             log.info("worker %s: ready: kernels built and plans made for %s in %.1f s",
                      self.worker_id, ", ".join(self.settings.warm_up), seconds)
+        # From here on no frame waits for a method's timing: the device thread measures
+        # when it has nothing else to do (the pipeline's restore stage).
+        self.restorer.defer_measurements()
         self._admin = admin_client(self.settings)
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         try:

@@ -72,6 +72,25 @@ def test_the_measured_size_and_wisdom_are_kept(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not fftw_available(), reason="pyFFTW is not installed")
+def test_a_size_measurement_put_off_takes_the_smallest_for_now(tmp_path, monkeypatch):
+    from streamer.restoration.deferred_measurements import DeferredMeasurements
+
+    monkeypatch.setenv("STREAMER_CACHE_DIR", str(tmp_path))
+    cache, deferred = PlanCache(tmp_path / "plans.json"), DeferredMeasurements()
+    with monkeypatch.context() as patch:
+        patch.setattr(host_transforms, "_time_pair", lambda *_: 1 / 0)  # nothing timed now
+        now = plan_pair((130, 100), 2, cache, deferred=deferred)
+    assert now.shape == (132, 100) and deferred.pending == 1
+    key, size = now.measurement
+    assert size == "132x100" and cache.get(key) is None
+    assert deferred.run_next() == key
+    chosen = cache.get(key)["shape"]
+    assert deferred.supersedes(key, size) == (tuple(chosen) != (132, 100))
+    later = plan_pair((130, 100), 2, cache, deferred=deferred)
+    assert later.shape == tuple(chosen) and later.measurement is None and deferred.pending == 0
+
+
+@pytest.mark.skipif(not fftw_available(), reason="pyFFTW is not installed")
 def test_a_plans_cache_also_keeps_its_fft_size(opencl, tmp_path):
     """The FFT size that host_fft measures goes to the cache the plan was given (a Restorer's
     own), not to the default one."""

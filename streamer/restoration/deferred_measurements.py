@@ -1,0 +1,72 @@
+"""Method measurements put off until the device has time for them.
+
+Choosing a correlation method by timing means building every candidate's kernels and running
+each (:mod:`streamer.restoration.correlation_plan`): 2–9 s for a 2048² frame on this
+machine's CPU device, most of it compiling. A worker that meets a new PSF size mid-stream
+would make that frame wait, and its partitions with it. With measurements deferred, the plan
+takes the method the arithmetic estimate favours at once, and the measurement waits here
+until the worker's device thread is idle or between frames
+(:meth:`~streamer.restoration.restorer.Restorer.measure_pending`). Once measured, the choice
+is in the plan cache, and a plan made by the estimate is replaced the next time it is asked
+for — unless the measurement chose the same method.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+class DeferredMeasurements:
+    """Pending measurements, one per plan-cache key, run one at a time in the order added;
+    and what each chose. Thread-safe: planning adds on the device thread, a worker asks how
+    many are pending from its event loop."""
+
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[str, Callable[[], str]] = OrderedDict()
+        self._chosen: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, measure: Callable[[], str]) -> None:
+        """Queue ``measure`` (which returns the method it chose) for ``key``, unless that key
+        is queued or was measured already."""
+        with self._lock:
+            if key not in self._jobs and key not in self._chosen:
+                self._jobs[key] = measure
+
+    @property
+    def pending(self) -> int:
+        """Measurements waiting."""
+        with self._lock:
+            return len(self._jobs)
+
+    def run_next(self) -> str | None:
+        """Run the oldest waiting measurement (the caller holds the device); its key, or None
+        when nothing waits. A measurement that fails is logged and leaves its plans as they
+        are: the estimate's method works, only perhaps not the fastest."""
+        with self._lock:
+            if not self._jobs:
+                return None
+            key, measure = self._jobs.popitem(last=False)
+        try:
+            chosen: str | None = measure()
+        except Exception as error:  # noqa: BLE001 - a failed timing must not stop the worker
+            log.warning("deferred method measurement failed (%s: %s); the estimated method "
+                        "stays", type(error).__name__, error)
+            chosen = None
+        with self._lock:
+            self._chosen[key] = chosen
+        return key
+
+    def supersedes(self, key: str | None, method: str) -> bool:
+        """Whether a plan made by the estimate (``method``, for the measurement ``key``) is to
+        be replaced: its measurement ran and chose another method."""
+        if key is None:
+            return False
+        with self._lock:
+            chosen = self._chosen.get(key)
+        return chosen is not None and chosen != method
