@@ -127,18 +127,20 @@ def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np
     """
     weights = np.asarray(weights, dtype=np.float64)
     if method != "auto":
-        return build_correlation(method, queue, library, weights, out_shape, cache), {}
+        return build_correlation(method, queue, library, weights, out_shape, cache,
+                                 deferred), {}
     costs = candidate_costs(weights, out_shape, queue.device)
     cheapest = min(costs.values())
     candidates = sorted(name for name, cost in costs.items() if cost <= 4.0 * cheapest)
     if len(candidates) == 1:
-        return build_correlation(candidates[0], queue, library, weights, out_shape, cache), {}
+        return build_correlation(candidates[0], queue, library, weights, out_shape, cache,
+                                 deferred), {}
     key = json.dumps([_CACHE_VERSION, device_key(queue.device), list(out_shape),
                       list(weights.shape), candidates])
     known = cache.get(key) if cache is not None else None
     if known is not None and known.get("method") in candidates:
-        return (build_correlation(known["method"], queue, library, weights, out_shape, cache),
-                dict(known.get("timings", {})))
+        return (build_correlation(known["method"], queue, library, weights, out_shape, cache,
+                                  deferred), dict(known.get("timings", {})))
     if deferred is not None:
         estimated = min(candidates, key=costs.__getitem__)
         correlation = build_correlation(estimated, queue, library, weights, out_shape, cache,
