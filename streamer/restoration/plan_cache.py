@@ -36,6 +36,10 @@ class PlanCache:
             return {}
         return entries if isinstance(entries, dict) else {}
 
+    def entries(self) -> dict[str, dict]:
+        """Every stored choice, by key."""
+        return self._read()
+
     def get(self, key: str) -> dict | None:
         """The stored choice for ``key``, or None."""
         return self._read().get(key)

@@ -76,6 +76,28 @@ def test_the_estimate_now_and_the_measured_choice_later(opencl, tmp_path, monkey
     assert measured.provisional == () and deferred.pending == 0
 
 
+def test_the_nearest_measured_case_is_taken_before_the_estimate(opencl, tmp_path):
+    cache = PlanCache(tmp_path / "plans.json")
+    weights = streak_psf(21, 30.0, 1.5)
+    measured, timings = plan_correlation(opencl.queue, opencl.library, weights, (300, 300),
+                                         "auto", cache)
+    # Pretend the measurement found the estimate's least favoured candidate fastest, then
+    # plan a case near it (another frame shape) with the measurement put off.
+    key = next(key for key, entry in cache.entries().items() if "method" in entry)
+    costs = candidate_costs(weights, (300, 300), opencl.queue.device)
+    slowest = max(timings, key=costs.get)
+    cache.put(key, {**cache.get(key), "method": slowest})
+    deferred = DeferredMeasurements()
+    near, _ = plan_correlation(opencl.queue, opencl.library, weights, (320, 310), "auto",
+                               cache, deferred)
+    assert near.method == slowest and deferred.pending >= 1
+    # Nothing measured on this device for these candidates: the estimate.
+    fresh = PlanCache(tmp_path / "other.json")
+    alone, _ = plan_correlation(opencl.queue, opencl.library, weights, (320, 310), "auto",
+                                fresh, DeferredMeasurements())
+    assert alone.method == min(costs, key=costs.get)
+
+
 def test_a_restorer_switches_to_the_measured_method(tmp_path):
     restorer = Restorer(RestorationSettings(iterations=10),
                         cache=PlanCache(tmp_path / "plans.json"))
