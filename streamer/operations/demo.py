@@ -37,10 +37,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HEADROOM = 1.1  # a cadence 10 % above the slowest stage, so queues drain after a slow frame
-# The worker's stages: decode (and measure the PSF) in a thread, the device, encode in a
-# thread; they overlap across frames, so the slowest one sets the pace.
-STAGES = {"decode + PSF": ("decode", "psf"), "device (median + RL)": ("median", "richardson_lucy"),
-          "encode": ("encode",)}
+# The worker's stages: decode and measure (the PSF among it) on the host threads, the device,
+# then encode, output quality and the catalogue on the host threads; they overlap across
+# frames, so the slowest one sets the pace. ("decode" is the whole first stage: its PSF
+# seconds are in it, not beside it.)
+STAGES = {"decode + measure": ("decode",), "device (median + RL)": ("median", "richardson_lucy"),
+          "finish (encode, quality, sources)": ("encode", "output_quality", "sources")}
 
 
 @dataclass

@@ -89,8 +89,10 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     payload = restored_bytes(result.data, output_header(image.header, keywords, history),
                              extensions)
     encode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     quality = frame_quality(prepared.quality if prepared.quality is not None else image.data,
                             result.data)
+    result.timings["output_quality"] = time.perf_counter() - started
     catalogue = None
     if settings.sources:
         started = time.perf_counter()

@@ -114,7 +114,7 @@ def test_each_frame_is_restored_with_its_measured_psf(kafka_bootstrap):
         assert m.psf.fwhm == pytest.approx(3.0, rel=0.1) and not m.psf.fallback
         assert m.quality.moat_depth is not None
         assert m.stopped_by in ("iterations", "discrepancy", "plateau")
-        assert "psf" in m.stage_seconds
+        assert {"decode", "psf", "encode", "output_quality"} <= set(m.stage_seconds)
         # ... and the catalogue's detection maps, made on the device after RL
         assert set(m.device_seconds) == {"upload", "median", "richardson_lucy", "download",
                                          "detection"}
@@ -498,7 +498,8 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "frames published: 3, restored: 3, dead letters: 0" in result.stdout
     assert "p50" in result.stdout and "p99" in result.stdout
-    assert "time per frame in the worker (p50): decode + PSF" in result.stdout
+    assert "time per frame in the worker (p50): decode + measure" in result.stdout
+    assert "finish (encode, quality, sources)" in result.stdout
     assert "verdict: this device" in result.stdout
     assert len(list((tmp_path / "out" / "output").rglob("*.fits"))) == 3
     assert (tmp_path / "out" / "last-frame.png").stat().st_size > 1000
@@ -514,8 +515,9 @@ def test_the_demo_verdict_says_whether_the_device_keeps_up():
     slow = DemoSummary(frames=20, restored=20, dead_letters=0, seconds=30, frames_per_second=0.7,
                        latency_p50=10.8, latency_p99=20, output=Path("out"),
                        bootstrap_servers="x", cadence=1.0,
-                       stage_p50={"decode + PSF": 0.3, "device (median + RL)": 1.46,
-                                  "encode": 0.05}, latency_first=1.6, latency_last=20.0)
+                       stage_p50={"decode + measure": 0.3, "device (median + RL)": 1.46,
+                                  "finish (encode, quality, sources)": 0.5},
+                       latency_first=1.6, latency_last=20.0)
     assert not slow.keeps_up and slow.sustainable_cadence == 1.7
     assert "does NOT keep up with a 1 s cadence" in slow.verdict()
     assert "device (median + RL)) needs 1.46 s" in slow.verdict()
