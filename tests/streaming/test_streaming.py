@@ -517,14 +517,23 @@ def test_the_demo_verdict_says_whether_the_device_keeps_up():
                        bootstrap_servers="x", cadence=1.0,
                        stage_p50={"decode + measure": 0.3, "device (median + RL)": 1.46,
                                   "finish (encode, quality, sources)": 0.5},
-                       latency_first=1.6, latency_last=20.0)
+                       latency_first=1.6, latency_last=10.3)  # +0.46 s a frame: the device
     assert not slow.keeps_up and slow.sustainable_cadence == 1.7
     assert "does NOT keep up with a 1 s cadence" in slow.verdict()
     assert "device (median + RL)) needs 1.46 s" in slow.verdict()
-    assert "latency grew from 1.6 s to 20.0 s" in slow.verdict()
+    assert "latency grew from 1.6 s to 10.3 s" in slow.verdict()
     assert "cadence of 1.7 s or more, or with 2 workers" in slow.verdict()
-    fast = DemoSummary(**{**slow.__dict__, "cadence": 2.0})
+    fast = DemoSummary(**{**slow.__dict__, "cadence": 2.0, "latency_last": 1.7})
     assert fast.keeps_up and "keeps up" in fast.verdict() and "NOT" not in fast.verdict()
+    # Stages that fit the cadence one by one but share the cores: the latency's growth
+    # (1 + (20.1 - 5.2) / 19 = 1.78 s a frame) is the pace, not the slowest stage.
+    shared = DemoSummary(**{**slow.__dict__, "latency_first": 5.2, "latency_last": 20.1,
+                            "stage_p50": {"decode + measure": 0.9, "device (median + RL)": 0.8,
+                                          "finish (encode, quality, sources)": 0.7},
+                            "cadence": 1.0})
+    assert shared.paced == pytest.approx(1.784, abs=1e-3) and not shared.keeps_up
+    assert "share the machine's cores and together need 1.78 s" in shared.verdict()
+    assert "cadence of 2.0 s or more, or with 2 workers" in shared.verdict()
 
 
 def test_long_device_work_keeps_the_worker_in_its_group(kafka_bootstrap):
