@@ -119,6 +119,11 @@ class ClusterAuthenticationError(ClusterConnectionError):
     """The Kafka cluster refused these credentials (SASL user, password or mechanism)."""
 
 
+class MissingTopicError(ClusterConnectionError):
+    """A topic this process reads or writes does not exist on the cluster (and the cluster
+    does not create topics by itself)."""
+
+
 class PublishAbandonedError(StreamerError):
     """A frame the camera gave up publishing because it was told to stop (SIGTERM) while the
     broker did not answer: it was not committed, and stays pending for the next start."""

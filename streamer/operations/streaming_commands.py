@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from streamer.errors import ClusterConnectionError
+from streamer.errors import ClusterConnectionError, MissingTopicError
 from streamer.metrics import StreamerMetrics
 from streamer.operations import kafka_command
 from streamer.operations.cli_options import (WORKER_FLAGS, add_flags, kafka_flags,
@@ -232,13 +232,21 @@ def run_until_signal(settings: StreamerSettings,
 
 async def explain_connection_errors(settings: StreamerSettings, work: Awaitable[int]) -> int:
     """Await ``work``; a client that cannot reach the cluster becomes one clear error (wrong
-    password, untrusted certificate, wrong protocol, nothing listening)."""
-    from aiokafka.errors import KafkaConnectionError
+    password, untrusted certificate, wrong protocol, nothing listening), and so does a topic
+    that is not there."""
+    from aiokafka.errors import KafkaConnectionError, UnknownTopicOrPartitionError
 
     from streamer.streaming.cluster_check import diagnose
 
     try:
         return await work
+    except UnknownTopicOrPartitionError:
+        topics = settings.topics
+        raise MissingTopicError(
+            f"a topic this command uses is not on the cluster at "
+            f"{settings.kafka.bootstrap_servers} (it uses {topics.raw}, {topics.restored}, "
+            f"{topics.metrics}, {topics.sources}, {topics.dead_letter}): create them with "
+            f"`streamer topics create` and start again") from None
     except KafkaConnectionError as error:
         problem = await diagnose(settings.kafka)
         raise problem or ClusterConnectionError(f"lost the Kafka cluster: {error}") from None

@@ -26,7 +26,7 @@ from streamer.restoration.convolution import (
 from streamer.restoration.fft_correlation import (
     FFTCorrelation, HostFFTCorrelation, fft_available,
 )
-from streamer.restoration.deferred_measurements import DeferredMeasurements
+from streamer.restoration.deferred_measurements import Cancelled, DeferredMeasurements, check
 from streamer.restoration.kernels import KernelLibrary
 from streamer.restoration.plan_cache import PlanCache
 
@@ -181,11 +181,14 @@ def _nearest_measured(cache: PlanCache | None, device: cl.Device, out_shape: tup
 
 def _measured(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarray,
               out_shape: tuple[int, int], candidates: list[str], cache: PlanCache | None,
-              key: str) -> tuple[Correlation, dict[str, float]]:
-    """Every candidate built and timed; the fastest, kept in ``cache`` under ``key``."""
+              key: str, cancelled: Cancelled | None = None
+              ) -> tuple[Correlation, dict[str, float]]:
+    """Every candidate built and timed; the fastest, kept in ``cache`` under ``key``
+    (``cancelled`` is asked before each candidate)."""
     timings: dict[str, float] = {}
     best: Correlation | None = None
     for name in candidates:
+        check(cancelled)
         correlation = build_correlation(name, queue, library, weights, out_shape, cache)
         timings[name] = time_correlation(correlation)
         if best is None or timings[name] < timings[best.method]:
@@ -201,10 +204,11 @@ def _measured(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarra
 
 def _measure(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarray,
              out_shape: tuple[int, int], candidates: list[str], cache: PlanCache | None,
-             key: str) -> str:
+             key: str, cancelled: Cancelled | None = None) -> str:
     """A deferred measurement: the method chosen (the candidates' buffers are let go), or
     the one another process measured meanwhile."""
     known = cache.get(key) if cache is not None else None
     if known is not None and known.get("method") in candidates:
         return str(known["method"])
-    return _measured(queue, library, weights, out_shape, candidates, cache, key)[0].method
+    return _measured(queue, library, weights, out_shape, candidates, cache, key,
+                     cancelled)[0].method

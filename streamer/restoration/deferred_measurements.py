@@ -20,6 +20,19 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
+Cancelled = Callable[[], bool]  # asked between a measurement's steps: stop now?
+
+
+class MeasurementCancelled(Exception):
+    """A measurement stopped between its steps (the worker is stopping): it stays queued."""
+
+
+def check(cancelled: Cancelled | None) -> None:
+    """Raise :class:`MeasurementCancelled` if ``cancelled`` says so (a measurement's steps
+    call this between candidates)."""
+    if cancelled is not None and cancelled():
+        raise MeasurementCancelled()
+
 
 class DeferredMeasurements:
     """Pending measurements, one per plan-cache key, run one at a time in the order added;
@@ -27,13 +40,14 @@ class DeferredMeasurements:
     many are pending from its event loop."""
 
     def __init__(self) -> None:
-        self._jobs: OrderedDict[str, Callable[[], str]] = OrderedDict()
+        self._jobs: OrderedDict[str, Callable[[Cancelled | None], str]] = OrderedDict()
         self._chosen: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
-    def add(self, key: str, measure: Callable[[], str]) -> None:
-        """Queue ``measure`` (which returns the method it chose) for ``key``, unless that key
-        is queued or was measured already."""
+    def add(self, key: str, measure: Callable[[Cancelled | None], str]) -> None:
+        """Queue ``measure`` (which returns what it chose, and checks the callable it is given
+        between its steps, :func:`check`) for ``key``, unless that key is queued or was
+        measured already."""
         with self._lock:
             if key not in self._jobs and key not in self._chosen:
                 self._jobs[key] = measure
@@ -44,16 +58,22 @@ class DeferredMeasurements:
         with self._lock:
             return len(self._jobs)
 
-    def run_next(self) -> str | None:
+    def run_next(self, cancelled: Cancelled | None = None) -> str | None:
         """Run the oldest waiting measurement (the caller holds the device); its key, or None
-        when nothing waits. A measurement that fails is logged and leaves its plans as they
+        when nothing waits or ``cancelled`` stopped it between two of its steps (it is then
+        first in line again). A measurement that fails is logged and leaves its plans as they
         are: the estimate's method works, only perhaps not the fastest."""
         with self._lock:
             if not self._jobs:
                 return None
             key, measure = self._jobs.popitem(last=False)
         try:
-            chosen: str | None = measure()
+            chosen: str | None = measure(cancelled)
+        except MeasurementCancelled:
+            with self._lock:
+                self._jobs[key] = measure
+                self._jobs.move_to_end(key, last=False)
+            return None
         except Exception as error:  # noqa: BLE001 - a failed timing must not stop the worker
             log.warning("deferred method measurement failed (%s: %s); the estimated method "
                         "stays", type(error).__name__, error)

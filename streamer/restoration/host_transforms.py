@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.restoration.deferred_measurements import DeferredMeasurements
+from streamer.restoration.deferred_measurements import Cancelled, DeferredMeasurements, check
 from streamer.restoration.plan_cache import PlanCache, cache_directory
 
 log = logging.getLogger(__name__)
@@ -267,25 +267,28 @@ def plan_pair(minimum: tuple[int, int], threads: int | None = None,
 
 
 def _measured_size(minimum: tuple[int, int], threads: int, cache: PlanCache | None,
-                   cache_key: str) -> str:
+                   cache_key: str, cancelled: Cancelled | None = None) -> str:
     """A deferred size measurement: the size chosen, ``"RxC"`` (or another process's)."""
     known = cache.get(cache_key) if cache is not None else None
     if known is None:
         wisdom = _Wisdom(cache_directory(), host_key(threads))
         wisdom.load()
-        shape = _measured_pair(minimum, threads, cache, wisdom, cache_key).shape
+        shape = _measured_pair(minimum, threads, cache, wisdom, cache_key, cancelled).shape
     else:
         shape = known["shape"]
     return f"{int(shape[0])}x{int(shape[1])}"
 
 
 def _measured_pair(minimum: tuple[int, int], threads: int, cache: PlanCache | None,
-                   wisdom: _Wisdom, cache_key: str) -> FFTWPair:
-    """Smooth sizes timed, the fastest kept in ``cache`` (and FFTW's wisdom saved)."""
+                   wisdom: _Wisdom, cache_key: str, cancelled: Cancelled | None = None
+                   ) -> FFTWPair:
+    """Smooth sizes timed, the fastest kept in ``cache`` (and FFTW's wisdom saved);
+    ``cancelled`` is asked before each size."""
     rows, columns = smooth_lengths(minimum[0]), smooth_lengths(minimum[1])
     timings: dict[str, float] = {}
     best: FFTWPair | None = None
     for index in range(max(len(rows), len(columns))):
+        check(cancelled)
         shape = (rows[min(index, len(rows) - 1)], columns[min(index, len(columns) - 1)])
         pair = FFTWPair(shape, threads)
         timings[f"{shape[0]}x{shape[1]}"] = seconds = _time_pair(pair)

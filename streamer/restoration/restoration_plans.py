@@ -14,7 +14,7 @@ import numpy as np
 
 from streamer.imaging.preparation import FramePreparer
 from streamer.restoration.background import BackgroundEqualiser
-from streamer.restoration.deferred_measurements import DeferredMeasurements
+from streamer.restoration.deferred_measurements import Cancelled, DeferredMeasurements
 from streamer.restoration.detection_maps import DetectionMaps
 from streamer.restoration.device import DeviceSession
 from streamer.restoration.plan_cache import PlanCache
@@ -65,10 +65,12 @@ class RestorationPlans:
         """Method measurements queued on this restorer's device."""
         return self.session.measurements.pending
 
-    def measure_pending(self) -> bool:
-        """Run the oldest queued method measurement (holding the device); whether one ran."""
+    def measure_pending(self, cancelled: Cancelled | None = None) -> bool:
+        """Run the oldest queued method measurement (holding the device); whether one ran to
+        its end. ``cancelled`` is asked between its steps (a stopping worker's): it then
+        stays queued."""
         with self.session.lock:
-            return self.session.measurements.run_next() is not None
+            return self.session.measurements.run_next(cancelled) is not None
 
     def background(self, shape: tuple[int, int], dtype: np.dtype | type = np.float32
                    ) -> BackgroundEqualiser:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from streamer.errors import (
     DeviceFaultError, Fate, RetryBudgetError, StreamerError, UnexpectedFrameError, fate_of,
@@ -75,7 +76,8 @@ class DevicePipeline:
             try:
                 decoding = await asyncio.wait_for(self.decoded.get(), QUEUE_POLL_SECONDS)
             except asyncio.TimeoutError:
-                await self._measure_pending()  # idle: time for a method measurement
+                # idle: time for a method measurement, given up for a stop or a frame
+                await self._measure_pending(lambda: stop.is_set() or not self.decoded.empty())
                 continue
             decoded = await decoding
             state = decoded.state
@@ -89,18 +91,19 @@ class DevicePipeline:
                 self.assignment.finished(state)  # the worker is ending; nothing waits for it
                 raise
             await self.encoding.put(result)
-            await self._measure_pending()  # one at most between frames, so none waits long
+            await self._measure_pending(stop.is_set)  # one at most between frames
 
-    async def _measure_pending(self) -> None:
+    async def _measure_pending(self, cancelled: Callable[[], bool]) -> None:
         """One queued method measurement on the device thread, if any
-        (:meth:`~streamer.restoration.restorer.Restorer.measure_pending`)."""
+        (:meth:`~streamer.restoration.restorer.Restorer.measure_pending`); ``cancelled`` is
+        asked between its steps (read from the device thread: a flag and a length)."""
         if self.restorer.measurements_pending:
             started = time.perf_counter()
-            await asyncio.get_running_loop().run_in_executor(self._device,
-                                                             self.restorer.measure_pending)
-            log.info("worker %s: a convolution method measured in %.2f s; %d to go",
-                     self.worker_id, time.perf_counter() - started,
-                     self.restorer.measurements_pending)
+            finished = await asyncio.get_running_loop().run_in_executor(
+                self._device, self.restorer.measure_pending, cancelled)
+            log.info("worker %s: a convolution method %s in %.2f s; %d to go", self.worker_id,
+                     "measured" if finished else "measurement put back",
+                     time.perf_counter() - started, self.restorer.measurements_pending)
 
     async def _on_device(self, decoded: DecodedFrame) -> DeviceResult:
         if decoded.error is not None:

@@ -11,7 +11,7 @@ import pytest
 from streamer.imaging.psf import moffat_psf, streak_psf
 from streamer.restoration import correlation_plan
 from streamer.restoration.correlation_plan import PlanCache, candidate_costs, plan_correlation
-from streamer.restoration.deferred_measurements import DeferredMeasurements
+from streamer.restoration.deferred_measurements import DeferredMeasurements, check
 from streamer.restoration.restorer import Restorer, padded_psf
 from streamer.settings import RestorationSettings
 from streamer.imaging.synthetic import star_field
@@ -26,21 +26,48 @@ def _method_key(correlation) -> str | None:
 def test_measurements_queue_once_run_in_order_and_survive_a_failure(caplog):
     deferred = DeferredMeasurements()
     ran = []
-    deferred.add("a", lambda: ran.append("a") or "dense")
-    deferred.add("a", lambda: ran.append("again") or "sparse")  # queued already: ignored
-    deferred.add("b", lambda: 1 / 0)
+    deferred.add("a", lambda cancelled: ran.append("a") or "dense")
+    deferred.add("a", lambda cancelled: ran.append("again") or "sparse")  # queued: ignored
+    deferred.add("b", lambda cancelled: 1 / 0)
     assert deferred.pending == 2
     assert deferred.run_next() == "a" and ran == ["a"]
     with caplog.at_level(logging.WARNING):
         assert deferred.run_next() == "b"
     assert "ZeroDivisionError" in caplog.text and deferred.pending == 0
     assert deferred.run_next() is None
-    deferred.add("a", lambda: "sparse")  # measured already: not again
+    deferred.add("a", lambda cancelled: "sparse")  # measured already: not again
     assert deferred.pending == 0
     # A plan made by the estimate goes only when its measurement chose something else.
     assert deferred.supersedes("a", "host_fft") and not deferred.supersedes("a", "dense")
     assert not deferred.supersedes("b", "dense")  # failed: the estimate's plan stays
     assert not deferred.supersedes("c", "dense") and not deferred.supersedes(None, "dense")
+
+
+def test_a_cancelled_measurement_stays_first_in_line():
+    deferred = DeferredMeasurements()
+    steps = []
+
+    def measure(cancelled):
+        for step in ("dense", "host_fft"):
+            check(cancelled)
+            steps.append(step)
+        return "host_fft"
+
+    deferred.add("first", measure)
+    deferred.add("second", lambda cancelled: "dense")
+    assert deferred.run_next(lambda: len(steps) == 1) is None  # stopped after one step
+    assert deferred.pending == 2 and not deferred.supersedes("first", "dense")
+    assert deferred.run_next() == "first" and deferred.supersedes("first", "dense")
+    assert deferred.run_next() == "second"
+
+
+def test_a_stopping_worker_leaves_the_device_measurement_queued(opencl, tmp_path):
+    cache, deferred = PlanCache(tmp_path / "plans.json"), DeferredMeasurements()
+    first, _ = plan_correlation(opencl.queue, opencl.library, streak_psf(21, 30.0, 1.5),
+                                (300, 300), "auto", cache, deferred)
+    queued = deferred.pending
+    assert deferred.run_next(lambda: True) is None and deferred.pending == queued
+    assert cache.get(_method_key(first)) is None  # nothing half-measured was kept
 
 
 def test_the_estimate_now_and_the_measured_choice_later(opencl, tmp_path, monkeypatch):

@@ -54,3 +54,19 @@ def test_an_operators_settings_survive_a_second_run(kafka_bootstrap):
     assert third[raw].changed == {"retention.ms": (str(72 * 3600 * 1000), str(96 * 3600 * 1000))}
     assert final["segment.ms"] == "123456" and final["min.insync.replicas"] == "2"
     assert final["retention.ms"] == str(96 * 3600 * 1000)
+
+
+def test_a_worker_before_its_topics_says_what_to_do(kafka_bootstrap, tmp_path):
+    """Started on a cluster without the topics (the broker does not create them), a worker
+    ends with one line that names them and the command to make them: no traceback."""
+    import subprocess
+    import sys
+
+    from tests.kafka_support import settings_env
+
+    settings = unique_settings(kafka_bootstrap)  # its topics are never created
+    done = subprocess.run([sys.executable, "-m", "streamer", "worker"], env=settings_env(settings),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert f"{settings.topics.raw}" in done.stderr and "streamer topics create" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -13,9 +13,12 @@ class _Restorer:
 
     def __init__(self, pending: int) -> None:
         self.measurements_pending = pending
-        self.measured = 0
+        self.measured = self.given_up = 0
 
-    def measure_pending(self) -> bool:
+    def measure_pending(self, cancelled) -> bool:
+        if cancelled():  # the stage's own question: a frame waiting, or the stop
+            self.given_up += 1
+            return False
         self.measured += 1
         self.measurements_pending -= 1
         return True
@@ -23,8 +26,9 @@ class _Restorer:
 
 def _run_idle(restorer: _Restorer, seconds: float) -> None:
     async def idle() -> None:
-        pipeline = DevicePipeline(restorer, None, None, "w", None, asyncio.Queue(),
-                                  asyncio.Queue(), None)
+        decoded: asyncio.Queue = asyncio.Queue()
+        pipeline = DevicePipeline(restorer, None, None, "w", None, decoded, asyncio.Queue(),
+                                  None)
         stop = asyncio.Event()
         stage = asyncio.create_task(pipeline.restore_stage(stop))
         await asyncio.sleep(seconds)
@@ -44,3 +48,19 @@ def test_nothing_pending_nothing_measured() -> None:
     restorer = _Restorer(pending=0)
     _run_idle(restorer, QUEUE_POLL_SECONDS + 0.3)
     assert restorer.measured == 0
+
+
+def test_a_measurement_asks_whether_a_frame_or_the_stop_is_waiting() -> None:
+    restorer = _Restorer(pending=1)
+
+    async def scenario() -> None:
+        decoded: asyncio.Queue = asyncio.Queue()
+        pipeline = DevicePipeline(restorer, None, None, "w", None, decoded, asyncio.Queue(),
+                                  None)
+        stop = asyncio.Event()
+        stop.set()  # a stopping worker: the measurement gives up at its first step
+        await pipeline._measure_pending(stop.is_set)
+
+    asyncio.run(scenario())
+    assert restorer.given_up == 1 and restorer.measured == 0
+    assert restorer.measurements_pending == 1
