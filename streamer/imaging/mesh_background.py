@@ -62,16 +62,21 @@ class MeshBackground:
         return array if self.stride == 1 else array[::self.stride, ::self.stride]
 
     def back(self, sampled: bool = False) -> np.ndarray:
-        """The background, float32, frame-shaped (``sampled``: on the sampled pixels)."""
-        if self.stride == 1 or sampled:
-            return self._sampled_back
+        """The background, float32, frame-shaped (``sampled``: on the sampled pixels); a new
+        array each call, the caller's to change."""
+        if self.stride == 1:
+            return self._sep.back()
+        if sampled:
+            return self._sampled_back.copy()
         return self._evaluated(_cell_values(self._sampled_back, self._cell))
 
     def rms(self, sampled: bool = False) -> np.ndarray:
         """The background's rms, float32, frame-shaped (``sampled``: on the sampled
-        pixels)."""
-        if self.stride == 1 or sampled:
-            return self._sampled_rms
+        pixels); a new array each call, the caller's to change."""
+        if self.stride == 1:
+            return self._sep.rms()
+        if sampled:
+            return self._sampled_rms.copy()
         return self._evaluated(_cell_values(self._sampled_rms, self._cell))
 
     def subfrom(self, array: np.ndarray) -> None:

@@ -1,14 +1,16 @@
-"""Method measurements put off until the device has time for them.
+"""Method and FFT-size measurements put off until the device has time for them.
 
 Choosing a correlation method by timing means building every candidate's kernels and running
-each (:mod:`streamer.restoration.correlation_plan`): 2–9 s for a 2048² frame on this
-machine's CPU device, most of it compiling. A worker that meets a new PSF size mid-stream
-would make that frame wait, and its partitions with it. With measurements deferred, the plan
-takes the method the arithmetic estimate favours at once, and the measurement waits here
-until the worker's device thread is idle or between frames
-(:meth:`~streamer.restoration.restorer.Restorer.measure_pending`). Once measured, the choice
-is in the plan cache, and a plan made by the estimate is replaced the next time it is asked
-for — unless the measurement chose the same method.
+each (:mod:`streamer.restoration.correlation_plan`), and ``host_fft`` times FFT sizes too
+(:mod:`streamer.restoration.host_transforms`): 2–9 s for a 2048² frame on this machine's CPU
+device, most of it compiling. A worker that meets a new PSF size mid-stream would make that
+frame wait, and its partitions with it. With measurements deferred, the plan takes at once
+the method this device measured fastest for the nearest case (else the arithmetic estimate's)
+and the smallest FFT size, and the measurement waits here until the worker's device thread is
+idle or between frames (:meth:`~streamer.restoration.restorer.Restorer.measure_pending`),
+stopping between its candidates when asked to. Once measured, the choice is in the plan
+cache, and a plan made without it is replaced the next time it is asked for — unless the
+measurement chose the same.
 """
 
 from __future__ import annotations
@@ -82,11 +84,11 @@ class DeferredMeasurements:
             self._chosen[key] = chosen
         return key
 
-    def supersedes(self, key: str | None, method: str) -> bool:
-        """Whether a plan made by the estimate (``method``, for the measurement ``key``) is to
-        be replaced: its measurement ran and chose another method."""
+    def supersedes(self, key: str | None, value: str) -> bool:
+        """Whether a plan made without the measurement ``key`` (with ``value``: the method,
+        or the FFT size as ``"RxC"``) is to be replaced: it ran and chose otherwise."""
         if key is None:
             return False
         with self._lock:
             chosen = self._chosen.get(key)
-        return chosen is not None and chosen != method
+        return chosen is not None and chosen != value

@@ -53,10 +53,11 @@ class RestorationPlans:
     defers_measurements = False
 
     def defer_measurements(self) -> None:
-        """From now on, a convolution method not measured yet on this device is taken from
-        the estimate and its measurement queued (the worker does this once it is warm, so a
-        new PSF size mid-stream makes no frame wait); :meth:`measure_pending` runs them, and
-        the next plan asked for switches to the measured method."""
+        """From now on, a case not measured yet on this device takes the method measured
+        fastest for the nearest case (else the estimate's) and the smallest FFT size, and its
+        measurements are queued (the worker does this once it is warm, so a new PSF size
+        mid-stream makes no frame wait); :meth:`measure_pending` runs them, and the next plan
+        asked for switches to what they chose."""
         self.defers_measurements = True
         self.detection_maps.deferred = self.session.measurements
 
@@ -115,4 +116,3 @@ class RestorationPlans:
         """Plans the device session holds for restorations (bounded by ``MAX_PLANS`` per
         kind)."""
         return self.session.plans.count("background", "richardson_lucy")
-

@@ -30,6 +30,7 @@ REFINE_TOLERANCE = 0.01  # px: converged
 REFINE_REACH = 1.0       # FWHM a blended source may move from where it was detected
 REFINE_NEIGHBOUR_FWHM = 2.0  # a group's positions are fitted when two of it are this close
 REFINE_MAX_GROUP = 12    # ... and it is no bigger (a crowded cluster's groups run to hundreds)
+SINGLES_PER_BATCH = 2048  # isolated sources fitted together as arrays
 EXTEND_FWHM = 4.0        # the PSF model's halo is carried on to this radius
 EXTEND_MAX = 0.2         # ... unless that adds more of the light than this
 APERTURE_FWHM = 4.0       # radius of the aperture that holds a star's total light
@@ -192,33 +193,43 @@ def _fit_singles(data: np.ndarray, sigma: np.ndarray, inverse_gain: float, psf: 
     left = np.floor(x).astype(int) - radius
     fitted = (top >= 0) & (left >= 0) & (top + side <= height) & (left + side <= width)
     chosen = np.flatnonzero(fitted)
-    if chosen.size == 0:
-        return fitted
+    # A few thousand boxes at a time: a crowded frame's 10⁵ sources with a wide PSF would
+    # otherwise hold gigabytes of stacked boxes.
+    for start in range(0, chosen.size, SINGLES_PER_BATCH):
+        batch = chosen[start: start + SINGLES_PER_BATCH]
+        flux[into[batch]], error[into[batch]], masked[into[batch]] = _single_fits(
+            data, sigma[batch], inverse_gain, psf, radius, x[batch], y[batch], top[batch],
+            left[batch])
+    return fitted
+
+
+def _single_fits(data: np.ndarray, sigma: np.ndarray, inverse_gain: float, psf: SplinePSF,
+                 radius: int, x: np.ndarray, y: np.ndarray, top: np.ndarray, left: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fluxes, errors and masked flags of one-source groups whose boxes (``top``, ``left``,
+    ``2r + 2`` a side) lie inside the frame; NaN where too few pixels are left to fit."""
+    side = 2 * radius + 2
     steps = np.arange(side)
-    rows = top[chosen, None] + steps             # sources × side
-    columns = left[chosen, None] + steps
+    rows = top[:, None] + steps             # sources × side
+    columns = left[:, None] + steps
     boxes = np.asarray(data[rows[:, :, None], columns[:, None, :]], dtype=np.float64)
     valid = np.isfinite(boxes)
-    core = ((np.abs(rows - y[chosen, None]) <= radius)[:, :, None]
-            & (np.abs(columns - x[chosen, None]) <= radius)[:, None, :])
+    core = ((np.abs(rows - y[:, None]) <= radius)[:, :, None]
+            & (np.abs(columns - x[:, None]) <= radius)[:, None, :])
     use = valid & core
     models = np.stack([_placed(psf, cy - box_top, cx - box_left, (side, side))
-                       for cx, cy, box_top, box_left in zip(x[chosen], y[chosen], top[chosen],
-                                                             left[chosen])])
+                       for cx, cy, box_top, box_left in zip(x, y, top, left)])
     models = np.where(use, models, 0.0)
     values = np.where(use, boxes, 0.0)
     norm = np.einsum("nij,nij->n", models, models)
     enough = (use.sum(axis=(1, 2)) >= 4) & (norm > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         fluxes = np.einsum("nij,nij->n", models, values) / norm
-        variance = (sigma[chosen, None, None] ** 2
+        variance = (sigma[:, None, None] ** 2
                     + np.maximum(fluxes[:, None, None] * models, 0.0) * inverse_gain)
         errors = np.sqrt(np.einsum("nij,nij,nij->n", models, models, variance)) / norm
-    places = into[chosen]
-    flux[places] = np.where(enough, fluxes, np.nan)
-    error[places] = np.where(enough, errors, np.nan)
-    masked[places] = np.where(enough, (core & ~valid).any(axis=(1, 2)), False)
-    return fitted
+    return (np.where(enough, fluxes, np.nan), np.where(enough, errors, np.nan),
+            np.where(enough, (core & ~valid).any(axis=(1, 2)), False))
 
 
 def _refined(box: np.ndarray, use: np.ndarray, psf: np.ndarray, x: np.ndarray, y: np.ndarray,

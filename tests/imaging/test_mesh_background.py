@@ -84,6 +84,19 @@ def test_subtraction_in_place_and_small_frames_are_seps_own() -> None:
     np.testing.assert_array_equal(own.back(), sep.Background(small, bw=64, bh=64).back())
 
 
+@pytest.mark.parametrize("size", [512, 2048])
+def test_each_call_gives_a_new_array(size: int) -> None:
+    # callers level maps in place (the S/N map's levelling does): that must not reach back
+    background = MeshBackground(_field(size, seed=4), 64)
+    for sampled in (False, True):
+        first = background.back(sampled)
+        first += 1000.0
+        assert np.all(background.back(sampled) < first)
+        rms = background.rms(sampled)
+        rms *= 0.0
+        assert np.all(background.rms(sampled) > 0)
+
+
 def test_a_presampled_mask_and_a_mesh_the_stride_cannot_divide() -> None:
     data = _field(2048, seed=3)
     mask = np.zeros(data.shape, bool)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streamer.imaging.psf import gaussian_psf
+from streamer.sources import photometry
 from streamer.sources.photometry import (
     _fit_group,
     add_placed,
@@ -19,7 +20,9 @@ from streamer.sources.photometry import (
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_isolated_sources_are_fitted_as_their_own_groups_would_be(seed: int) -> None:
+def test_isolated_sources_are_fitted_as_their_own_groups_would_be(seed: int, monkeypatch) -> None:
+    if seed == 2:  # several batches, the last one partial
+        monkeypatch.setattr(photometry, "SINGLES_PER_BATCH", 37)
     rng = np.random.default_rng(seed)
     size, fwhm = 600, 3.0 + seed
     psf = extended_psf(gaussian_psf(fwhm), fwhm)
