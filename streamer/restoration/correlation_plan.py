@@ -137,8 +137,8 @@ def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np
                                  deferred), {}
     key = json.dumps([_CACHE_VERSION, device_key(queue.device), list(out_shape),
                       list(weights.shape), candidates])
-    known = cache.get(key) if cache is not None else None
-    if known is not None and known.get("method") in candidates:
+    known = _known(cache, key, candidates)
+    if known is not None:
         return (build_correlation(known["method"], queue, library, weights, out_shape, cache,
                                   deferred), dict(known.get("timings", {})))
     if deferred is not None:
@@ -152,8 +152,13 @@ def plan_correlation(queue: cl.CommandQueue, library: KernelLibrary, weights: np
         log.info("convolution %dx%d on %s: %s for now (the estimate's); %s to be measured",
                  *weights.shape, out_shape, estimated, ", ".join(candidates))
         return correlation, {}
-    best, timings = _measured(queue, library, weights, out_shape, candidates, cache, key)
-    return best, timings
+    return _measured(queue, library, weights, out_shape, candidates, cache, key)
+
+
+def _known(cache: PlanCache | None, key: str, candidates: list[str]) -> dict | None:
+    """The cached measurement of ``key``, when it chose one of ``candidates``."""
+    known = cache.get(key) if cache is not None else None
+    return known if known is not None and known.get("method") in candidates else None
 
 
 def _nearest_measured(cache: PlanCache | None, device: cl.Device, out_shape: tuple[int, int],
@@ -207,8 +212,8 @@ def _measure(queue: cl.CommandQueue, library: KernelLibrary, weights: np.ndarray
              key: str, cancelled: Cancelled | None = None) -> str:
     """A deferred measurement: the method chosen (the candidates' buffers are let go), or
     the one another process measured meanwhile."""
-    known = cache.get(key) if cache is not None else None
-    if known is not None and known.get("method") in candidates:
+    known = _known(cache, key, candidates)
+    if known is not None:
         return str(known["method"])
     return _measured(queue, library, weights, out_shape, candidates, cache, key,
                      cancelled)[0].method
