@@ -69,6 +69,7 @@ class PSFSettings(Protocol):
     psf_measure: PSFMeasureSettings
     psf_smoothing: float
     target_fwhm: float | None
+    window: int
 
 
 class FramePreparer:
@@ -87,22 +88,27 @@ class FramePreparer:
     target_fwhm : float, optional
         The restored frame's resolution (:mod:`streamer.imaging.target_resolution`); None:
         chosen from each PSF, 0: deconvolve fully.
+    window : int, optional
+        Eq. 1's median window: the kernel is made from the PSF as it leaves a star
+        (:mod:`streamer.imaging.windowed_psf`); None: from the PSF itself.
     """
 
     def __init__(self, psf: PSFSpec, fallback: PSFSpec,
                  measure: PSFMeasureSettings = PSFMeasureSettings(),
-                 smoothing: float = 0.3, target_fwhm: float | None = None) -> None:
+                 smoothing: float = 0.3, target_fwhm: float | None = None,
+                 window: int | None = None) -> None:
         self.fixed_psf = None if psf.measured else psf.build()
         self.tracker = PSFTracker(fallback.build(), str(fallback), measure, smoothing)
         self.measure = measure
         self.target_fwhm = target_fwhm
+        self.window = window
         self._levels: dict[str, Saturation] = {}  # each camera's last levels seen in its data
 
     @classmethod
     def from_settings(cls, settings: PSFSettings) -> FramePreparer:
         """The preparer the restoration settings describe."""
         return cls(settings.psf, settings.psf_fallback, settings.psf_measure,
-                   settings.psf_smoothing, settings.target_fwhm)
+                   settings.psf_smoothing, settings.target_fwhm, settings.window)
 
     @property
     def default_psf(self) -> np.ndarray:
@@ -156,7 +162,7 @@ class FramePreparer:
     def resolution_for(self, psf: PSFMeasurement) -> Resolution:
         """The target the frame is restored to and the kernel RL deconvolves
         (:mod:`streamer.imaging.target_resolution`)."""
-        return resolution_for(psf, self.target_fwhm)
+        return resolution_for(psf, self.target_fwhm, self.window)
 
     def _saturation(self, raw: np.ndarray, header: fits.Header | None,
                     detection: psf_stars.Detection, camera_id: str) -> Saturation:

@@ -27,6 +27,7 @@ import numpy as np
 
 from streamer.imaging.psf import validate_psf
 from streamer.imaging.psf_measure import PSFMeasurement
+from streamer.imaging.windowed_psf import windowed_psf
 
 MIN_TARGET_FWHM = 2.0      # pixels: what a detector samples properly (Nyquist for a Gaussian)
 TARGET_SHARE = 0.55        # of the PSF's minor-axis FWHM, when that is above the minimum
@@ -114,10 +115,15 @@ class Resolution:
     kernel: np.ndarray
 
 
-def resolution_for(psf: PSFMeasurement, setting: float | None = None) -> Resolution:
-    """The target and kernel for a frame of PSF ``psf`` (``setting``: see :func:`target_fwhm`)."""
+def resolution_for(psf: PSFMeasurement, setting: float | None = None,
+                   window: int | None = None) -> Resolution:
+    """The target and kernel for a frame of PSF ``psf`` (``setting``: see :func:`target_fwhm`).
+    With eq. 1's ``window`` the kernel is made from the PSF as that window leaves a star
+    (:mod:`streamer.imaging.windowed_psf`), the profile stars have in the data RL fits; full
+    deconvolution (no target) is textbook RL and deconvolves the PSF as given."""
     fwhm = target_fwhm(psf.fwhm, psf.ellipticity, setting)
     if fwhm <= 0:
         return Resolution(0.0, None, psf.psf)
+    h = psf.psf if window is None else windowed_psf(psf.psf, window, psf.ellipticity)
     target = gaussian_target(fwhm, psf.psf.shape)
-    return Resolution(fwhm, target, narrower_kernel(psf.psf, target))
+    return Resolution(fwhm, target, narrower_kernel(h, target))

@@ -43,14 +43,16 @@ class StarFluxes:
     restored: np.ndarray
     snr: np.ndarray
 
-    def ratio_by_bin(self) -> dict[str, tuple[float, int]]:
+    def ratio_by_bin(self, where: np.ndarray | None = None) -> dict[str, tuple[float, int]]:
         """Restored over input aperture flux, per S/N bin: ``1 + median((F_restored -
-        F_input) / F_true)`` and the number of stars. The difference shares the two frames'
-        noise, so it is not biased as a ratio of two noisy fluxes is at low S/N."""
+        F_input) / F_true)`` and the number of stars (of those ``where`` is true). The
+        difference shares the two frames' noise, so it is not biased as a ratio of two noisy
+        fluxes is at low S/N."""
         out = {}
         excess = (self.restored - self.input) / self.truth
+        chosen = np.ones(excess.shape, dtype=bool) if where is None else where
         for low, high in SNR_BINS:
-            inside = (self.snr >= low) & (self.snr < high) & np.isfinite(excess)
+            inside = (self.snr >= low) & (self.snr < high) & np.isfinite(excess) & chosen
             label = f"{low:g}-{high:g}" if math.isfinite(high) else f">{low:g}"
             out[label] = (1.0 + float(np.median(excess[inside])) if inside.any() else math.nan,
                           int(inside.sum()))
@@ -72,6 +74,33 @@ def isolated(field: TruthField, distance_fwhm: float = 6.0, margin_fwhm: float =
               & (stars["y"] > margin) & (stars["y"] < height - 1 - margin))
     return np.flatnonzero((stars["pair"] < 0) & ~stars["saturated"]
                           & (nearest > distance_fwhm * fwhm) & inside)
+
+
+def neighbour_light(field: TruthField, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Per star of ``indices``: how much its neighbours move its aperture flux on ``data``
+    (3 FWHM, sky the median of 4–6 FWHM), over its true flux — the measurement less the same
+    one with the neighbours' true images taken out of the data, its noise left in. A bright
+    neighbour's wing in the sky annulus moves the median by far more than its noiseless
+    light there suggests, so a distance alone does not make a star's measurement its own."""
+    fwhm = field.seeing.fwhm
+    radius, annulus = 3.0 * fwhm, (4.0 * fwhm, 6.0 * fwhm)
+    half = int(math.ceil(annulus[1])) + 2
+    starlight = field.expected - field.sky
+    height, width = data.shape
+    out = np.full(len(indices), np.inf)
+    for slot, index in enumerate(indices):
+        star = field.stars[index]
+        column, row = int(round(star["x"])), int(round(star["y"]))
+        if not (half <= row < height - half and half <= column < width - half):
+            continue
+        box = (slice(row - half, row + half + 1), slice(column - half, column + half + 1))
+        own = star["flux"] * field.seeing.image(half, star["x"] - column, star["y"] - row)
+        local = np.asarray(data[box], dtype=np.float64)
+        x, y = half + star["x"] - column, half + star["y"] - row
+        measured, _, _ = aperture_flux(local, x, y, radius, annulus)
+        alone, _, _ = aperture_flux(local - (starlight[box] - own), x, y, radius, annulus)
+        out[slot] = (measured - alone) / star["flux"]
+    return out
 
 
 def star_fluxes(field: TruthField, input_image: np.ndarray, restored: np.ndarray,

@@ -128,7 +128,7 @@ def truth_field(shape: tuple[int, int], seeing: Seeing, detector: Detector = Det
     background = sky + gradient * np.linspace(0.0, 1.0, width)[None, :] * np.ones((height, 1))
     sigma = math.sqrt(sky * detector.gain + detector.read_noise**2) / detector.gain
     margin = 3.0 * seeing.fwhm
-    rows = _single_stars(rng, stars, shape, margin, seeing, sigma)
+    rows = _single_stars(rng, stars, shape, margin, seeing, sigma, snr)
     rows += _pairs(rng, pairs, shape, margin, seeing, sigma, pair_separations)
     table = np.array(rows, dtype=STAR_DTYPE)
     stars_image = np.zeros(shape, dtype=np.float64)
@@ -148,9 +148,9 @@ def truth_field(shape: tuple[int, int], seeing: Seeing, detector: Detector = Det
                       _normalised(seeing.image(half)))
 
 
-def _single_stars(rng, count, shape, margin, seeing, sigma) -> list[tuple]:
+def _single_stars(rng, count, shape, margin, seeing, sigma, snr) -> list[tuple]:
     xy = _positions(rng, count, shape, margin)
-    fluxes = _fluxes_for_snr(rng, count, (3.0, 3000.0), seeing, sigma) if count else []
+    fluxes = _fluxes_for_snr(rng, count, snr, seeing, sigma) if count else []
     return [(x, y, f, 0.0, False, -1, 0.0) for (x, y), f in zip(xy, fluxes)]
 
 
