@@ -25,17 +25,21 @@ from numpy.lib.stride_tricks import sliding_window_view
 TRAIL_ELLIPTICITY = 0.5   # from this ellipticity on a PSF is a trail (as psf_measure calls it)
 
 
-def window_median(psf: np.ndarray, window: int) -> np.ndarray:
+def window_median(psf: np.ndarray, window: int, where: np.ndarray | None = None
+                  ) -> np.ndarray:
     """The median of ``psf`` (zero outside its array) in the ``window``-sided square around
-    each of its pixels: eq. 1's background under a star of profile ``psf``."""
+    each of its pixels (those ``where`` is true; zero elsewhere): eq. 1's background under a
+    star of profile ``psf``."""
     h = np.asarray(psf, dtype=np.float64)
+    out = np.zeros_like(h)
     if np.count_nonzero(h) * 2 < window * window:
         # Under half of any window holds light: every median is the zeros around the star.
-        return np.zeros_like(h)
+        return out
     half = window // 2
-    padded = np.pad(h, half)
-    windows = sliding_window_view(padded, (window, window))
-    return np.median(windows.reshape(h.shape[0], h.shape[1], -1), axis=2)
+    windows = sliding_window_view(np.pad(h, half), (window, window))
+    chosen = np.ones(h.shape, dtype=bool) if where is None else where
+    out[chosen] = np.median(windows[chosen].reshape(-1, window * window), axis=1)
+    return out
 
 
 def windowed_psf(psf: np.ndarray, window: int, ellipticity: float = 0.0) -> np.ndarray:
@@ -45,11 +49,14 @@ def windowed_psf(psf: np.ndarray, window: int, ellipticity: float = 0.0) -> np.n
     (as float64, sum 1) where the window leaves it whole."""
     h = np.asarray(psf, dtype=np.float64)
     h = h / h.sum()
-    out = np.clip(h - window_median(h, window), 0.0, None)
+    inside = None
     if ellipticity < TRAIL_ELLIPTICITY:
         rows, columns = np.indices(h.shape)
         distance = np.hypot(rows - (h.shape[0] - 1) / 2.0, columns - (h.shape[1] - 1) / 2.0)
-        out[distance > window / 2.0] = 0.0
+        inside = distance <= window / 2.0
+    out = np.clip(h - window_median(h, window, inside), 0.0, None)
+    if inside is not None:
+        out[~inside] = 0.0
     if not out.any():
         return h
     return out / out.sum()

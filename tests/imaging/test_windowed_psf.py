@@ -32,6 +32,9 @@ def test_the_window_median_is_scipys():
     pad = WINDOW // 2
     expected = median_filter(np.pad(psf, pad), size=WINDOW, mode="constant")[pad:-pad, pad:-pad]
     np.testing.assert_array_equal(window_median(psf, WINDOW), expected)
+    rows, columns = np.indices(psf.shape)
+    disc = np.hypot(rows - 20, columns - 20) <= 12
+    np.testing.assert_array_equal(window_median(psf, WINDOW, disc), np.where(disc, expected, 0))
 
 
 def test_a_compact_psf_has_no_window_median():
