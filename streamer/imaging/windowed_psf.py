@@ -4,11 +4,11 @@ Eq. 1 subtracts from every pixel the median of the window around it. A star stan
 its sky, so the median around a pixel near it is the median of the star's own light there: a
 bright star of profile ``F·h`` arrives in ``C`` as ``F·(h − M(h))``, where ``M`` is the
 window's median of ``h`` itself. For a compact PSF ``M(h)`` is zero (fewer than half of any
-window's pixels hold light); a PSF with a wide halo loses the halo (the CFHT frame of mpdaf's
-test data: 16 % of its PSF's light lies beyond 3 FWHM). Deconvolving ``C`` with the whole ``h`` then asks the model for
-a halo the data no longer has: RL moves the halo's light into the star's core and the residual
-restoration (``C + s − k ⊛ s``) digs a dark ring where the halo was — +25 to +36 % of
-aperture flux and a ring of 1.1σ on that frame.
+window's pixels hold light); a PSF with a wide halo loses the halo (the CFHT frame of
+mpdaf's test data: 16 % of its PSF's light lies beyond 3 FWHM). Deconvolving ``C`` with the
+whole ``h`` then asks the model for a halo the data no longer has: RL moves the halo's light
+into the star's core and the residual restoration (``C + s − k ⊛ s``) digs a dark ring where
+the halo was — +25 to +36 % of aperture flux and a ring of 1.1σ on that frame.
 
 Farther than half a window from a round star's centre, the window no longer holds the star's
 core and takes the halo around the pixel for sky: noise makes that median follow the halo's
