@@ -249,6 +249,10 @@ class StreamerSettings(BaseSettings):
         default_factory=list, description="frames (HEIGHTxWIDTH[:dtype]) a worker restores "
                                           "once before it joins the group, so kernel builds "
                                           "and plans do not stall its partitions")
+    warm_up_from_stream: bool = Field(
+        default=True, description="before joining, restore the newest frame on the input "
+                                  "topic once (its shape, type and PSF), so the first frame "
+                                  "given is warm")
     catalogue_processes: int = Field(
         default=0, ge=0, description="processes that measure the source catalogues (whose sep "
                                      "calls hold the GIL) beside the host threads; 0: on the "

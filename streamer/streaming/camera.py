@@ -20,7 +20,6 @@ import logging
 import math
 
 import numpy as np
-from aiokafka import TopicPartition
 from astropy.io import fits
 
 from streamer.errors import FrameTooLargeError, PublishAbandonedError
@@ -32,7 +31,7 @@ from streamer.imaging.validation import checked_image
 from streamer.metrics import StreamerMetrics
 from streamer.settings import StreamerSettings
 from streamer.streaming.framing import frame_records, headers_dict, sha256_hex
-from streamer.streaming.kafka_clients import admin_client, consumer as make_consumer
+from streamer.streaming.kafka_clients import consumer as make_consumer, topic_partitions
 from streamer.streaming.messages import ENVELOPE_HEADER, DeadLetter, RawFrame, utc_now
 from streamer.streaming.publisher import OutgoingRecord, TransactionalPublisher
 
@@ -204,15 +203,7 @@ class CameraPublisher:
     async def committed_frame_ids(self, since_ms: int, margin_ms: int = 60000) -> set[str]:
         """Frame ids of this camera committed to the raw topic since ``since_ms`` (epoch ms,
         less ``margin_ms`` for clock skew): read with ``read_committed`` up to the end."""
-        topic = self.settings.topics.raw
-        admin = admin_client(self.settings)
-        await admin.start()
-        try:
-            described = await admin.describe_topics([topic])
-        finally:
-            await admin.close()
-        partitions = [TopicPartition(topic, p["partition"])
-                      for t in described if t["topic"] == topic for p in t["partitions"]]
+        partitions = await topic_partitions(self.settings, self.settings.topics.raw)
         reader = make_consumer(self.settings, group_id=None)
         await reader.start()
         found: set[str] = set()

@@ -6,7 +6,7 @@ headers, so nothing depends on the broker accepting frame-sized messages.
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamer.settings import StreamerSettings
@@ -65,3 +65,16 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdm
 def admin_client(settings: StreamerSettings) -> AIOKafkaAdminClient:
     """An admin client for topic management."""
     return AIOKafkaAdminClient(**settings.kafka.client_options())
+
+
+async def topic_partitions(settings: StreamerSettings, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` as the cluster describes them (none if it does not exist).
+    A consumer's own metadata only follows the topics it subscribes to."""
+    admin = admin_client(settings)
+    await start_client(admin)
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p["partition"])
+            for t in described if t["topic"] == topic for p in t["partitions"]]

@@ -27,12 +27,15 @@ from streamer.errors import (
 from streamer.metrics import StreamerMetrics
 from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import StreamerSettings
+from streamer.streaming.codec import FrameLimits
+from streamer.streaming.framing import AssembledFrame
 from streamer.worker.catalogue_processes import CatalogueProcesses
 from streamer.worker.host_pool import HostPool
 from streamer.worker.items import DecodedFrame, DeviceResult, FrameOutcome
 from streamer.worker.partitions import Assignment
 from streamer.worker.processing import finish_frame, restore_on_device
 from streamer.worker.records import dead_letter_records, record_key, restored_records
+from streamer.worker.stream_warm_up import warm_on_frame
 from streamer.worker.warm_up import warm_up
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,14 @@ class DevicePipeline:
         (:mod:`streamer.worker.warm_up`); the seconds it took."""
         return await asyncio.get_running_loop().run_in_executor(
             self._device, warm_up, self.restorer, specs)
+
+    async def warm_up_on(self, item: AssembledFrame, limits: FrameLimits) -> tuple[str, float]:
+        """Restore a frame read off the stream once on the device thread
+        (:mod:`streamer.worker.stream_warm_up`): what it was and the seconds it took."""
+        started = time.perf_counter()
+        what = await asyncio.get_running_loop().run_in_executor(
+            self._device, warm_on_frame, self.restorer, item, limits)
+        return what, time.perf_counter() - started
 
     # -- the device stage ---------------------------------------------------------------------
     async def restore_stage(self, stop: asyncio.Event) -> None:

@@ -63,5 +63,6 @@ def warm_up(restorer: Restorer, specs: list[str]) -> float:
     """Restore one frame of each spec (:func:`parse_warm_frame`); the seconds it took."""
     started = time.perf_counter()
     for spec in specs:
-        restorer.restore(warm_frame(*parse_warm_frame(spec)), camera_id=WARM_CAMERA)
+        restorer.restore(warm_frame(*parse_warm_frame(spec)), camera_id=WARM_CAMERA,
+                         snr_maps=restorer.settings.sources)
     return time.perf_counter() - started

@@ -28,8 +28,9 @@ earlier owner was decoding or restoring when it died is counted
 around again.
 
 Cold start: frames named in ``warm_up`` are restored once, as synthetic fields, before the
-worker subscribes (:mod:`streamer.worker.warm_up`), so kernel builds and plan measurements do
-not stall partitions it has just been given.
+worker subscribes (:mod:`streamer.worker.warm_up`), and so is the newest frame already on the
+input topic (``warm_up_from_stream``, :mod:`streamer.worker.stream_warm_up`), so kernel builds
+and plans do not stall partitions it has just been given.
 
 Throughput: four stages overlap. A fetch task keeps polling and decoding frames ahead
 (``prefetch_frames``); the device restores one frame at a time in a thread; the encode stage
@@ -50,6 +51,7 @@ import socket
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streamer.errors import DeviceFaultError
 from streamer.imaging.preparation import FramePreparer
 from streamer.metrics import StreamerMetrics
 from streamer.restoration.restorer import Restorer
@@ -69,8 +71,25 @@ from streamer.worker.items import DecodedFrame, FrameOutcome
 from streamer.worker.memory import limit_arenas
 from streamer.worker.monitor import Monitor
 from streamer.worker.partitions import Assignment, PartitionState
+from streamer.worker.stream_warm_up import newest_frame
 
 log = logging.getLogger(__name__)
+
+
+async def _unless_stopped(work, stop: asyncio.Event) -> None:
+    """Await ``work`` unless ``stop`` is set first; then it is cancelled (a restore already on
+    the device thread still runs to its end there)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.done() and not task.cancelled():
+        task.result()  # its errors are the worker's
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -185,6 +204,39 @@ class Worker:
             state.suspect = suspect_of(committed.get(state.partition),
                                        recorded.get(state.partition))
 
+    async def _warm_up(self, stop: asyncio.Event) -> None:
+        """Before joining, so nobody's partitions wait for it: the ``warm_up`` frames, then
+        the newest frame on the input topic, until ``stop``."""
+        if self.settings.warm_up:
+            seconds = await self.pipeline.warm_up(self.settings.warm_up)
+            log.info("worker %s: ready: kernels built and plans made for %s in %.1f s",
+                     self.worker_id, ", ".join(self.settings.warm_up), seconds)
+        if self.settings.warm_up_from_stream and not stop.is_set():
+            await _unless_stopped(self._warm_on_stream(), stop)
+
+    async def _warm_on_stream(self) -> None:
+        """Restore the newest frame on the input topic once before joining
+        (:mod:`streamer.worker.stream_warm_up`); a frame that cannot be warmed on only costs
+        the warm-up."""
+        # A broker that cannot be reached (or refuses us) ends the worker here, with the one
+        # clear error it would give at its subscription a moment later.
+        item = await newest_frame(self.settings, self.topic)
+        if item is None:
+            log.info("worker %s: no frame on %s yet to warm up on", self.worker_id, self.topic)
+            return
+        limits = FrameLimits(self.settings.max_frame_pixels, self.settings.max_frame_bytes)
+        try:
+            what, seconds = await self.pipeline.warm_up_on(item, limits)
+        except DeviceFaultError:
+            raise  # a lost device ends the worker here as it would on a frame
+        except Exception as error:  # a frame's fault here must not stop the worker
+            log.warning("worker %s: no warm-up on the stream's newest frame (%s: %s); the "
+                        "first frame given pays the kernel builds", self.worker_id,
+                        type(error).__name__, error)
+            return
+        log.info("worker %s: ready: kernels built and plans made for %s in %.1f s",
+                 self.worker_id, what, seconds)
+
     async def release(self, revoked: set[TopicPartition]) -> None:
         """Give ``revoked`` up once their frames past the fetch have committed."""
         states = [s for tp in revoked if (s := self.assignment.get(tp.partition)) is not None]
@@ -204,10 +256,14 @@ class Worker:
         ``shutdown_grace_seconds``, abandoned uncommitted after it; prefetched frames are left
         to the next owner. A device fault ends the run with DeviceFaultError."""
         self.metrics.device.info({"device": self.restorer.device_name, "worker": self.worker_id})
-        if self.settings.warm_up:  # before joining: nobody's partitions wait for it
-            seconds = await self.pipeline.warm_up(self.settings.warm_up)
-            log.info("worker %s: ready: kernels built and plans made for %s in %.1f s",
-                     self.worker_id, ", ".join(self.settings.warm_up), seconds)
+        try:
+            await self._warm_up(stop)
+        except BaseException:
+            await self._close([])
+            raise
+        if stop.is_set():  # stopped while warming up: leave without ever joining
+            await self._close([])
+            return
         # From here on no frame waits for a method's timing: the device thread measures
         # when it has nothing else to do (the pipeline's restore stage).
         self.restorer.defer_measurements()
