@@ -171,6 +171,11 @@ class DeviceFaultError(DeviceError):
     driver): the worker stops without consuming the frame."""
 
 
+class WarmUpCrashedError(StreamerError):
+    """The last warm-up on the stream's newest frame never finished (the process died on it):
+    that frame is not warmed on again; the worker joins without it."""
+
+
 def fate_of(error: BaseException) -> Fate | None:
     """The fate an error states, or None for an exception streamer did not raise on purpose
     (a driver's ``cl.Error``, a library's surprise), which a worker treats as RETRY."""

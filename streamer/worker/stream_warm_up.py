@@ -26,6 +26,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamer.errors import WarmUpCrashedError
 from streamer.restoration.plan_cache import cache_directory
 from streamer.restoration.restorer import Restorer
 from streamer.settings import StreamerSettings
@@ -41,10 +42,6 @@ PROBE_RECORDS = 16      # read this far back from the end to learn a frame's chu
 LOOKBACK_FRAMES = 2     # then this many frames' records, so one is whole after interleaving
 POLL_MS = 500
 GUARD_FILE = "warm-up-frame"
-
-
-class WarmUpCrashedError(RuntimeError):
-    """The last warm-up on this frame never finished: the process died on it."""
 
 
 def guard_file(device_name: str) -> Path:

@@ -103,7 +103,8 @@ def test_a_warm_up_that_died_on_a_frame_does_not_try_it_again(tmp_path):
     from streamer.settings import RestorationSettings
     from streamer.streaming.codec import FrameLimits
     from streamer.streaming.framing import AssembledFrame
-    from streamer.worker.stream_warm_up import WarmUpCrashedError, warm_on_frame
+    from streamer.errors import WarmUpCrashedError
+    from streamer.worker.stream_warm_up import warm_on_frame
 
     restorer = Restorer(RestorationSettings(sources=False))
     limits = FrameLimits(1 << 24, 1 << 28)
