@@ -105,3 +105,26 @@ async def read_topic(settings: StreamerSettings, topic: str, *, expect: int, tim
         return items
     finally:
         await consumer.stop()
+
+
+def one_frame_worker_log(settings: StreamerSettings, camera_id: str, caplog):
+    """Publish one 96×96 frame as ``camera_id``, run a worker until it has handled it; the
+    worker and its log lines (INFO and up) in order."""
+    import logging
+
+    from streamer.streaming.camera import CameraPublisher, simulate
+    from streamer.streaming.topics import create_topics
+    from streamer.worker.worker import Worker
+
+    async def scenario() -> Worker:
+        await create_topics(settings)
+        async with CameraPublisher(settings, camera_id) as camera:
+            await simulate(camera, count=1, size=96, cadence=0.0,
+                           psf=PSFSpec(kind="gaussian", fwhm=2.5))
+        worker = Worker(settings)
+        await asyncio.wait_for(worker.run(asyncio.Event(), max_frames=1), 180)
+        return worker
+
+    with caplog.at_level(logging.INFO, logger="streamer.worker.worker"):
+        worker = asyncio.run(scenario())
+    return worker, [record.getMessage() for record in caplog.records]

@@ -14,7 +14,7 @@ from streamer.streaming.camera import CameraPublisher, simulate
 from streamer.streaming.codec import parse_envelope
 from streamer.streaming.topics import create_topics
 from streamer.worker.stream_warm_up import newest_frame
-from tests.kafka_support import unique_settings
+from tests.kafka_support import one_frame_worker_log, unique_settings
 
 pytestmark = pytest.mark.kafka
 PSF = PSFSpec(kind="gaussian", fwhm=2.5)
@@ -40,22 +40,9 @@ def test_the_newest_whole_frame_is_read_and_an_empty_topic_gives_none(kafka_boot
 
 
 def test_a_worker_restores_the_streams_newest_frame_before_it_joins(kafka_bootstrap, caplog):
-    from streamer.worker.worker import Worker
-
     settings = unique_settings(kafka_bootstrap, partitions=1)
     assert settings.warm_up_from_stream and not settings.warm_up  # the defaults
-
-    async def scenario() -> Worker:
-        await create_topics(settings)
-        async with CameraPublisher(settings, "stream1") as camera:
-            await simulate(camera, count=1, size=96, cadence=0.0, psf=PSF)
-        worker = Worker(settings)
-        await asyncio.wait_for(worker.run(asyncio.Event(), max_frames=1), 180)
-        return worker
-
-    with caplog.at_level(logging.INFO, logger="streamer.worker.worker"):
-        worker = asyncio.run(scenario())
-    messages = [record.getMessage() for record in caplog.records]
+    worker, messages = one_frame_worker_log(settings, "stream1", caplog)
     ready = next(i for i, m in enumerate(messages) if ": ready: kernels built" in m)
     assigned = next(i for i, m in enumerate(messages) if ": assigned partitions" in m)
     assert ready < assigned

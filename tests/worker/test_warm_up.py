@@ -3,8 +3,6 @@ so kernel builds and plans never stall partitions it was just given."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 
 import numpy as np
 import pytest
@@ -34,26 +32,10 @@ def test_warming_up_makes_the_plans_and_touches_no_camera():
 
 @pytest.mark.kafka
 def test_the_worker_is_ready_before_it_joins_the_group(kafka_bootstrap, caplog):
-    from streamer.imaging.psf import PSFSpec
-    from streamer.streaming.camera import CameraPublisher, simulate
-    from streamer.streaming.topics import create_topics
-    from streamer.worker.worker import Worker
-    from tests.kafka_support import unique_settings
+    from tests.kafka_support import one_frame_worker_log, unique_settings
 
     settings = unique_settings(kafka_bootstrap, partitions=1, warm_up=["96x96:uint16"])
-
-    async def scenario() -> Worker:
-        await create_topics(settings)
-        async with CameraPublisher(settings, "warm1") as camera:
-            await simulate(camera, count=1, size=96, cadence=0.0,
-                           psf=PSFSpec(kind="gaussian", fwhm=2.5))
-        worker = Worker(settings)
-        await asyncio.wait_for(worker.run(asyncio.Event(), max_frames=1), 180)
-        return worker
-
-    with caplog.at_level(logging.INFO, logger="streamer.worker.worker"):
-        worker = asyncio.run(scenario())
-    messages = [record.getMessage() for record in caplog.records]
+    worker, messages = one_frame_worker_log(settings, "warm1", caplog)
     ready = next(i for i, m in enumerate(messages) if ": ready: kernels built" in m)
     assigned = next(i for i, m in enumerate(messages) if ": assigned partitions" in m)
     assert ready < assigned and "96x96:uint16" in messages[ready]

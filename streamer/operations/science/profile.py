@@ -91,19 +91,35 @@ def _donuts(field: TruthField, restored: np.ndarray) -> tuple[int, int]:
     return donuts, checked
 
 
-def measure(field: TruthField, image: np.ndarray, input_frame: np.ndarray,
-            sigma: float, error: np.ndarray | None = None) -> dict[str, Any]:
-    """The science figures of ``image`` (the raw frame or a restoration; ``error`` its noise
-    map)."""
+@dataclass
+class Selection:
+    """What every image of a field is measured on, chosen once from the truth and the input:
+    the isolated stars, those whose input measurement is their own, and the sky pixels."""
+
+    indices: np.ndarray
+    own: np.ndarray
+    sky: np.ndarray
+
+
+def selection(field: TruthField, input_frame: np.ndarray) -> Selection:
+    """The :class:`Selection` of ``field`` given its input (background-equalised) frame."""
     indices = isolated(field)
-    fluxes = star_fluxes(field, input_frame, image, sigma, indices)
     own = np.abs(neighbour_light(field, input_frame, indices)) < OWN_MEASUREMENT
+    return Selection(indices, own, sky_pixels(field))
+
+
+def measure(field: TruthField, image: np.ndarray, input_frame: np.ndarray,
+            sigma: float, chosen: Selection, error: np.ndarray | None = None
+            ) -> dict[str, Any]:
+    """The science figures of ``image`` (the raw frame or a restoration; ``error`` its noise
+    map) on the stars and sky ``chosen``."""
+    indices, own, where = chosen.indices, chosen.own, chosen.sky
+    fluxes = star_fluxes(field, input_frame, image, sigma, indices)
     quality = measure_input(np.nan_to_num(image, nan=float(np.nanmedian(image))))
-    sky = image[sky_pixels(field)]
+    sky = image[where]
     sky = sky[np.isfinite(sky)]
     bright = indices[fluxes.snr > 100]
     donuts, checked = _donuts(field, image)
-    where = sky_pixels(field)
     normalised = (normalised_residuals(image, error, float(np.median(sky)), where)
                   if error is not None and sky.size else (math.nan, math.nan))
     return {
@@ -128,6 +144,7 @@ def collect(size: int = 768, device: str | None = None) -> dict[str, Any]:
         field = case.field
         base = Restorer(RestorationSettings(), device)
         data = base.background_equalised(field.image)
+        chosen = selection(field, data)
         started = time.perf_counter()
         prepared = base.preparer.prepare(field.image)
         psf, noise = prepared.psf, prepared.noise
@@ -135,17 +152,19 @@ def collect(size: int = 768, device: str | None = None) -> dict[str, Any]:
         rows: dict[str, Any] = {
             "psf_fwhm_error": psf.fwhm / half_maximum_fwhm(field.psf) - 1.0,
             "psf_seconds": time.perf_counter() - started,
-            "raw": measure(field, data, data, field.sigma(), raw_error),
+            "raw": measure(field, data, data, field.sigma(), chosen, raw_error),
         }
         # The yardstick: the truth at the default's target resolution, in the data's own noise
         # and median-window artefacts (no field with saturated stars).
         ideal = ideal_restoration(field, data, base.preparer.resolution_for(psf).fwhm)
         if ideal is not None:
-            rows["ideal at target"] = measure(field, ideal, data, field.sigma(), raw_error)
+            rows["ideal at target"] = measure(field, ideal, data, field.sigma(), chosen,
+                                              raw_error)
         for name, settings in MODES.items():
             restorer = Restorer(RestorationSettings(**settings), device)
             restored = restorer.restore(field.image)
-            rows[name] = measure(field, restored.data, data, field.sigma(), restored.error)
+            rows[name] = measure(field, restored.data, data, field.sigma(), chosen,
+                                 restored.error)
             rows[name]["iterations"] = restored.deconvolution.iterations
             rows[name]["stopped_by"] = restored.deconvolution.stopped_by
         out["fields"][case.name] = rows
