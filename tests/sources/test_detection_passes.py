@@ -13,7 +13,6 @@ from scipy.ndimage import gaussian_filter, maximum_filter
 from streamer.sources.detection import (
     DEBLEND_CONTRAST,
     MINAREA,
-    _component_box,
     _extract,
     _parents,
     finite_or_zero,
@@ -130,12 +129,23 @@ def test_no_parents_without_two_children():
     assert len(children) == 1 and len(_parents(snr, 5.0, None, children)) == 0
 
 
-def test_a_component_box_grows_past_its_childrens_boxes():
-    labels = np.zeros((100, 120), np.int32)
-    labels[20:70, 10:90] = 3   # the component
-    labels[0:5, 0:5] = 1       # another one, not to be taken in
-    members = np.zeros(1, dtype=[("xmin", int), ("xmax", int), ("ymin", int), ("ymax", int)])
-    members[0] = (40, 50, 30, 40)
-    rows, columns = _component_box(labels, 3, members)
-    assert np.all(labels[rows, columns][labels[rows, columns] != 0] == 3)
-    assert np.count_nonzero(labels[rows, columns] == 3) == np.count_nonzero(labels == 3)
+def test_a_parent_reaching_past_its_childrens_boxes_is_whole():
+    # Two peaks on one bar whose children's boxes leave its middle out, and a long thin tail
+    # above the threshold that is in neither box but is the parent's: the labelling window
+    # must grow along it.
+    snr = np.zeros((120, 160), np.float32)
+    snr[50:56, 40:46] = 20.0
+    snr[50:56, 60:66] = 20.0
+    snr[52:54, 46:60] = 8.0                      # the bridge between the two
+    snr[53, 66:150] = 6.0                        # the tail
+    snr[52, 52] = 7.0
+    snr[53:55, 10:14] = 9.0                      # an unrelated object, not to be taken in
+    children = np.zeros(2, dtype=_extract(snr, 5.0, None).dtype)
+    for child, (x0, x1) in zip(children, [(40, 46), (60, 66)]):  # sep's boxes leave a gap
+        child["xmin"], child["xmax"], child["ymin"], child["ymax"] = x0, x1 - 1, 50, 55
+        child["xpeak"], child["ypeak"], child["flag"] = x0 + 2, 52, 1
+    parents = _parents(snr, 5.0, None, children)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert (parent["xmin"], parent["xmax"], parent["ymin"], parent["ymax"]) == (40, 149, 50, 55)
+    assert parent["npix"] == np.count_nonzero(snr[:, 30:] > 5.0)

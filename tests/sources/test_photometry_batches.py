@@ -58,3 +58,25 @@ def test_isolated_sources_are_fitted_as_their_own_groups_would_be(seed: int, mon
         assert batch.flux[index] == pytest.approx(alone[0][0], rel=1e-12, abs=1e-9)
         assert batch.flux_error[index] == pytest.approx(alone[1][0], rel=1e-12)
         assert batch.masked[index] == alone[2][0]
+
+
+@pytest.mark.parametrize("fwhm", [1.2, 3.0, 6.5])
+def test_many_placed_psfs_equal_one_by_one(fwhm: float) -> None:
+    # Sub-pixel positions, integer ones, and boxes reaching past the PSF's footprint and its
+    # edge (where SciPy's boundary rule decides the spline's value).
+    rng = np.random.default_rng(int(fwhm * 10))
+    spline = as_spline(extended_psf(gaussian_psf(fwhm), fwhm))
+    side = 2 * fit_radius(fwhm) + 2
+    count = 400
+    rows, columns = rng.uniform(50.0, 60.0, count), rng.uniform(50.0, 60.0, count)
+    rows[:3], columns[:3] = [55.0, 55.5, 57.0], [52.0, 52.0, 51.5]
+    offset = rng.integers(-spline.shape[0] // 2, side + spline.shape[0] // 2, (2, count))
+    offset[:, :count // 2] = fit_radius(fwhm)  # the fits' own boxes
+    top = np.floor(rows).astype(int) - offset[0]
+    left = np.floor(columns).astype(int) - offset[1]
+    models = spline.placed_many(rows, columns, top, left, side)
+    for index in range(count):
+        one = photometry._placed(spline, rows[index] - top[index], columns[index] - left[index],
+                                 (side, side))
+        assert np.allclose(models[index], one, rtol=1e-12, atol=1e-15), index
+    assert np.all(models[:count // 2].sum(axis=(1, 2)) > 0.5)
