@@ -79,27 +79,21 @@ class SplinePSF:
         """For each source, the unit-sum PSF centred at ``(rows, columns)`` over the box of
         ``side`` pixels whose corner is ``(top, left)`` — :func:`_placed` for many sources at
         once. The spline is evaluated as two small matrix products per source (its cubic
-        B-spline taps along each axis) instead of a whole-PSF shift each (3500 of them took
-        0.15 s on a 4096² frame); a source whose box needs the spline past the PSF's edge,
-        where SciPy's boundary rule applies, is placed by :func:`_placed`."""
+        B-spline taps along each axis, mirrored at the PSF's edges as SciPy's shift mirrors
+        them) instead of a whole-PSF shift each (3500 of them took 0.15 s on a 4096² frame)."""
         size_y, size_x = self.shape
         origin_y = np.floor(rows - (size_y - 1) / 2.0).astype(int)
         origin_x = np.floor(columns - (size_x - 1) / 2.0).astype(int)
         shift_y = rows - (size_y - 1) / 2.0 - origin_y
         shift_x = columns - (size_x - 1) / 2.0 - origin_x
-        first_y, weights_y, clean_y = _box_taps(origin_y, shift_y, top, side, size_y)
-        first_x, weights_x, clean_x = _box_taps(origin_x, shift_x, left, side, size_x)
-        pad = side + 3
-        padded = np.pad(self.coefficients, pad)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (side + 3, side + 3))[
-            first_y + pad, first_x + pad]
+        first_y, weights_y = _box_taps(origin_y, shift_y, top, side, size_y)
+        first_x, weights_x = _box_taps(origin_x, shift_x, left, side, size_x)
+        windows = np.lib.stride_tricks.sliding_window_view(
+            self.coefficients, (weights_y.shape[2], weights_x.shape[2]))[first_y, first_x]
         models = weights_y @ windows @ weights_x.transpose(0, 2, 1)
         totals = np.einsum("ni,ij,nj->n", _shifted_sums(shift_y, size_y), self.coefficients,
                            _shifted_sums(shift_x, size_x))
         models /= np.where(totals > 0, totals, 1.0)[:, None, None]
-        for index in np.flatnonzero(~(clean_y & clean_x)):
-            models[index] = _placed(self, rows[index] - top[index],
-                                    columns[index] - left[index], (side, side))
         return models
 
 
@@ -109,24 +103,35 @@ def _cubic_bspline(t: np.ndarray) -> np.ndarray:
                     np.where(t < 2.0, (2.0 - t) ** 3 / 6.0, 0.0))
 
 
+def _mirrored(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices past a grid's edges reflected about its edge pixels (SciPy's ``mirror``)."""
+    period = max(2 * size - 2, 1)
+    index = np.abs(index) % period
+    return np.where(index >= size, period - index, index)
+
+
 def _box_taps(origin: np.ndarray, shift: np.ndarray, start: np.ndarray, side: int, size: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Along one axis, per source whose PSF grid starts at ``origin`` and is read ``shift``
-    (0-1) back: the first coefficient of the ``side + 3`` its box reads, the weights (``side``
-    × ``side + 3``) that take them to the box's pixels (zero off the PSF's footprint, as
-    :func:`add_placed` adds nothing there), and whether no tap falls past the PSF's edge."""
+    (0-1) back: the first of the ``min(side + 3, size)`` consecutive coefficients its box
+    reads, and the weights (``side`` × those) that take them to the box's pixels — zero off
+    the PSF's footprint, where :func:`add_placed` adds nothing."""
+    count = origin.size
     grid = (start - origin)[:, None] + np.arange(side)   # the PSF-grid index of each pixel
     read = grid - shift[:, None]
     taps = np.floor(read).astype(int)[:, :, None] - 1 + np.arange(4)
     weights = _cubic_bspline(read[:, :, None] - taps)
     weights *= ((grid >= 0) & (grid < size) & (read >= 0))[:, :, None]
-    clean = ~(((taps < 0) | (taps >= size)) & (weights != 0)).any(axis=(1, 2))
-    matrix = np.zeros((grid.shape[0], side, side + 3))
-    # The taps of consecutive pixels are consecutive: pixel p reads window columns p..p+3.
-    columns = np.arange(side)[None, :, None] + np.arange(4) + np.zeros((grid.shape[0], 1, 1),
-                                                                       int)
-    np.put_along_axis(matrix, columns, weights, axis=2)
-    return taps[:, 0, 0], matrix, clean
+    # A box's taps run over side + 3 consecutive coefficients; mirrored at the edges, those
+    # it reads inside the footprint stay within the same span, moved inside the grid.
+    span = min(side + 3, size)
+    first = np.clip(taps[:, 0, 0], 0, size - span)
+    matrix = np.zeros((count, side, span))
+    sources = np.arange(count)[:, None, None]
+    pixels = np.arange(side)[None, :, None]
+    place = np.clip(_mirrored(taps, size) - first[:, None, None], 0, span - 1)
+    np.add.at(matrix, (sources, pixels, place), weights)
+    return first, matrix
 
 
 def _shifted_sums(shift: np.ndarray, size: int) -> np.ndarray:
@@ -137,12 +142,10 @@ def _shifted_sums(shift: np.ndarray, size: int) -> np.ndarray:
     first = np.floor(read).astype(int) - 1
     sums = np.zeros((shift.size, size))
     sources = np.arange(shift.size)[:, None]
-    period = max(2 * size - 2, 1)
     for tap in range(4):
         index = first + tap
-        mirrored = np.abs(index) % period
-        mirrored = np.where(mirrored >= size, period - mirrored, mirrored)
-        np.add.at(sums, (sources, mirrored), _cubic_bspline(read - index) * (read >= 0))
+        np.add.at(sums, (sources, _mirrored(index, size)),
+                  _cubic_bspline(read - index) * (read >= 0))
     return sums
 
 
