@@ -196,8 +196,7 @@ def _linear_limit(maxima: np.ndarray, fluxes: np.ndarray, peaks: np.ndarray, noi
         return None
     order = np.flatnonzero(usable)[np.argsort(peaks[usable])]
     ratio = peaks[order] / fluxes[order]
-    running = np.array([np.median(ratio[max(0, i - RUNNING_STARS // 2): i + RUNNING_STARS // 2 + 1])
-                        for i in range(ratio.size)])
+    running = running_median(ratio, RUNNING_STARS // 2)
     reference = float(np.median(ratio[: max(RUNNING_STARS, ratio.size // 3)]))
     low = np.flatnonzero(running < (1.0 - RATIO_DROP) * reference)
     low = low[low >= ratio.size // 3]  # the faint third defines the reference
@@ -207,6 +206,25 @@ def _linear_limit(maxima: np.ndarray, fluxes: np.ndarray, peaks: np.ndarray, noi
     if np.all(running[first:] < (1.0 - RATIO_DROP / 2) * reference):
         return float(maxima[order[max(first - RUNNING_STARS // 2, 0)]])
     return None  # a dip that recovers is scatter, not a limit
+
+
+def running_median(values: np.ndarray, half: int) -> np.ndarray:
+    """The median of ``values[i - half : i + half + 1]`` (cut at the ends) for every ``i``: the
+    full windows at once, the cut ones at the ends one by one (a median per star in Python
+    cost 0.09 s for the 3300 stars of a 4096² frame)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    count = values.size
+    running = np.empty(count)
+    if count > 2 * half:
+        running[half: count - half] = np.median(sliding_window_view(values, 2 * half + 1),
+                                                axis=1)
+        ends = [*range(half), *range(count - half, count)]
+    else:
+        ends = list(range(count))
+    for index in ends:
+        running[index] = np.median(values[max(0, index - half): index + half + 1])
+    return running
 
 
 def frame_saturation(image: np.ndarray, header: fits.Header | None, detection: Detection,

@@ -133,3 +133,12 @@ def test_a_round_smooth_peak_is_not_a_bleed():
     image = field.image + 2e4 * np.exp(-0.5 * ((ys - 200) ** 2 + (xs - 180) ** 2) / 12.0 ** 2)
     found = frame_saturation(image, None, _detect(image))
     assert found.level is None
+
+
+@pytest.mark.parametrize("count", [0, 1, 4, 9, 10, 57])
+def test_the_running_median_is_each_cut_windows_median(count: int) -> None:
+    from streamer.imaging.saturation import running_median
+
+    values = np.random.default_rng(count).normal(size=count)
+    expected = [np.median(values[max(0, i - 4): i + 5]) for i in range(count)]
+    assert np.array_equal(running_median(values, 4), np.asarray(expected, dtype=float))
