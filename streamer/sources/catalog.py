@@ -113,13 +113,15 @@ def _subtracted(image: np.ndarray) -> np.ndarray:
 def _mesh_subtracted(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``image`` less its sep mesh background (excluded pixels NaN), and that background
     (float32, frame-shaped)."""
-    data = np.asarray(image, dtype=np.float32)
-    invalid = ~np.isfinite(data)
-    clean = np.ascontiguousarray(np.where(invalid, 0.0, data), dtype=np.float32)
-    mesh = int(min(BACKGROUND_MESH, max(8, min(data.shape) // 4)))
+    clean = np.array(image, dtype=np.float32, order="C")  # ours: the background comes off
+    invalid = ~np.isfinite(clean)
+    if invalid.any():
+        clean[invalid] = 0.0
+    mesh = int(min(BACKGROUND_MESH, max(8, min(clean.shape) // 4)))
     background = MeshBackground(clean, mesh, invalid).back()
     clean -= background  # in place, float32: a 4096² frame is 64 MB, not 128
-    clean[invalid] = np.nan
+    if invalid.any():
+        clean[invalid] = np.nan
     return clean, background
 
 
@@ -259,8 +261,8 @@ def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, f
     capped = max_sources is not None and len(found) > max_sources
     if capped:
         found = found.strongest(max_sources)
-    data = data - _sky_offset(data, found.x, found.y, found.detection_snr,
-                              SKY_CLEAR_FWHM * fwhm)
+    data -= np.float32(_sky_offset(data, found.x, found.y, found.detection_snr,
+                                   SKY_CLEAR_FWHM * fwhm))  # in place: the array is ours
     return data, found, capped
 
 
@@ -292,13 +294,23 @@ def _flags(shape: tuple[int, int], found, photometry, quality_flags: np.ndarray 
     flags[photometry.masked] |= SourceFlag.MASKED
     flags[found.blended | crowded] |= SourceFlag.BLENDED
     if quality_flags is not None:
-        bad = np.uint8(Quality.SATURATED | Quality.NONLINEAR)
-        for index, (cx, cy) in enumerate(zip(found.x, found.y)):
-            row, column = int(round(cy)), int(round(cx))
-            core = quality_flags[max(row - 1, 0): row + 2, max(column - 1, 0): column + 2]
-            if np.any(core & bad):
-                flags[index] |= SourceFlag.SATURATED
+        flags[_saturated_cores(quality_flags, found.x, found.y)] |= SourceFlag.SATURATED
     return flags
+
+
+def _saturated_cores(quality_flags: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether a saturated or non-linear pixel lies in the 3×3 core around each source's
+    nearest pixel (the core cut at the frame's edges)."""
+    bad = (quality_flags & np.uint8(Quality.SATURATED | Quality.NONLINEAR)) != 0
+    height, width = bad.shape
+    rows, columns = np.round(y).astype(int), np.round(x).astype(int)
+    hit = np.zeros(x.size, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            row, column = rows + dy, columns + dx
+            inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
+            hit |= inside & bad[np.clip(row, 0, height - 1), np.clip(column, 0, width - 1)]
+    return hit
 
 
 def _trail_flux(data: np.ndarray, found, a: np.ndarray, b: np.ndarray, trail: np.ndarray,

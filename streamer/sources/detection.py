@@ -302,7 +302,20 @@ def local_peaks(snr: np.ndarray, threshold: float, mask: np.ndarray | None
     rows, columns = np.nonzero(above)
     height, width = values.shape
     centre = values[rows, columns]
-    peak = np.ones(rows.size, bool)
+    # First the maxima, each neighbour test thinning the candidates (most pixels above the
+    # threshold are a star's flank and fail within a test or two) ...
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == dx == 0:
+                continue
+            near_rows = np.clip(rows + dy, 0, height - 1)
+            near_columns = np.clip(columns + dx, 0, width - 1)
+            value = values[near_rows, near_columns]
+            peak = value <= centre  # the edge's repeated pixels, as mode="nearest"
+            if mask is not None:
+                peak |= mask[near_rows, near_columns]
+            rows, columns, centre = rows[peak], columns[peak], centre[peak]
+    # ... then their 3×3 counts and centroids, which see nothing past the frame's edge.
     total, sum_y, sum_x, crowd = (np.zeros(rows.size) for _ in range(4))
     for dy in (-1, 0, 1):
         near_rows = np.clip(rows + dy, 0, height - 1)
@@ -311,8 +324,6 @@ def local_peaks(snr: np.ndarray, threshold: float, mask: np.ndarray | None
             value = values[near_rows, near_columns]
             if mask is not None:
                 value = np.where(mask[near_rows, near_columns], -np.inf, value)
-            peak &= value <= centre  # the edge's repeated pixels, as mode="nearest"
-            # ... but the centroid and the count see nothing past the frame's edge
             inside = ((rows + dy >= 0) & (rows + dy < height) & (columns + dx >= 0)
                       & (columns + dx < width))
             weight = np.where(inside & (value > threshold), value, 0.0)
@@ -320,7 +331,7 @@ def local_peaks(snr: np.ndarray, threshold: float, mask: np.ndarray | None
             total += weight
             sum_y += dy * weight
             sum_x += dx * weight
-    keep = peak & (crowd >= MINAREA)
+    keep = crowd >= MINAREA
     return ((columns + sum_x / total)[keep], (rows + sum_y / total)[keep],
             centre[keep].astype(float))
 

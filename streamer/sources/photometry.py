@@ -426,9 +426,14 @@ def aperture_correction(data: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np
     none = ApertureCorrection(1.0, 0)
     if np.count_nonzero(chosen) < APERTURE_MIN_STARS:
         return none
+    # float32 as sep reads every pixel anyway: a float64 copy of a 4096² frame is 128 MB;
+    # and no copy at all where no pixel is excluded
     invalid = ~np.isfinite(data)
-    # float32 as sep reads every pixel anyway: a float64 copy of a 4096² frame is 128 MB
-    clean = np.where(invalid, np.float32(0.0), np.asarray(data, dtype=np.float32))
+    if not invalid.any():
+        invalid = None
+    clean = np.ascontiguousarray(data if invalid is None
+                                 else np.where(invalid, np.float32(0.0), data),
+                                 dtype=np.float32)
     light, _, flags = sep.sum_circle(clean, x[chosen], y[chosen], radius, mask=invalid,
                                      subpix=5)
     error = np.sqrt(sigma[chosen] ** 2 * np.pi * radius**2
