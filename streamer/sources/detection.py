@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from streamer.imaging.mesh_background import MeshBackground
+from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground
 from streamer.imaging.psf import matched_filter_weights
 
 MINAREA = 3  # pixels above the threshold a detection needs (one noise spike is not a star)
@@ -39,6 +39,7 @@ SADDLE = 0.8  # a dip below this share of the fainter peak: two stars, not a tra
 NEW_PEAK_FWHM = 0.75  # a restored peak this far from every source is a source of its own
 FILTERED_MESH = 64  # pixels per cell of the S/N map's own background and rms
 SEP_OBJ_MERGED = 1  # sep's object flag: split from its parent by the deblending
+MAP_STRIDE_4_FWHM = 2.8  # px: a map is sampled every fourth pixel from this PSF FWHM up
 GROUP_MARGIN = 8  # pixels: deblended children this close are labelled together
 
 
@@ -117,7 +118,7 @@ def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, t
     mesh = int(min(FILTERED_MESH, max(8, min(snr.shape) // 4)))
     # The first pass only finds the sources to leave out of the second, so it stays on the
     # sampled pixels the mesh is measured on: a 4096² map is 64 MB a pass.
-    first = MeshBackground(snr, mesh, mask)
+    first = MeshBackground(snr, mesh, mask, stride=map_stride(snr.shape, mesh, fwhm))
     sample = first.sampled(snr)
     above = (sample - first.back(sampled=True)) / np.maximum(first.rms(sampled=True), 1.0)
     grow = max(1, int(round(max(2, int(round(fwhm))) / first.stride)))
@@ -130,6 +131,18 @@ def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, t
     np.maximum(ratio, np.float32(1.0), out=ratio)
     levelled /= ratio
     return levelled, ratio
+
+
+def map_stride(shape: tuple[int, ...], mesh: int, fwhm: float) -> int:
+    """Every how many pixels a matched-filter map's mesh is measured. The map's pixels are
+    correlated over the filter (about 1.4 PSF FWHM): where that spans 4 pixels, every fourth
+    is nearly as independent a sample as every second, at a quarter of the cost (0.2 s less
+    at 4096², one core). The sources profile (FWHM 3.6 px) gave the same figures to the
+    third digit with either."""
+    stride = 4 if fwhm >= MAP_STRIDE_4_FWHM else 2
+    if min(shape) < SAMPLED_FROM or mesh % stride:
+        return 2 if min(shape) >= SAMPLED_FROM and mesh % 2 == 0 else 1
+    return stride
 
 
 def _extract(snr: np.ndarray, threshold: float, mask: np.ndarray | None):

@@ -149,3 +149,12 @@ def test_a_parent_reaching_past_its_childrens_boxes_is_whole():
     parent = parents[0]
     assert (parent["xmin"], parent["xmax"], parent["ymin"], parent["ymax"]) == (40, 149, 50, 55)
     assert parent["npix"] == np.count_nonzero(snr[:, 30:] > 5.0)
+
+
+def test_maps_are_sampled_at_the_filters_scale():
+    from streamer.sources.detection import map_stride
+
+    assert map_stride((4096, 4096), 64, 3.6) == 4   # a correlation length of ~5 px
+    assert map_stride((4096, 4096), 64, 1.8) == 2   # undersampled: every second pixel
+    assert map_stride((4096, 4096), 34, 3.6) == 2   # a mesh that 4 does not divide
+    assert map_stride((512, 4096), 64, 3.6) == 1    # small frames: every pixel, as sep
