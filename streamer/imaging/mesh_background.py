@@ -15,7 +15,8 @@ a few tens of milliseconds for a 4096² map.
 
 from __future__ import annotations
 
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -30,10 +31,14 @@ class MeshBackground:
     or already sampled (:meth:`sampled`)."""
 
     def __init__(self, data: np.ndarray, mesh: int, mask: np.ndarray | None = None,
-                 stride: int | None = None, filter_size: int = 3) -> None:
+                 stride: int | None = None, filter_size: int = 3,
+                 shape: tuple[int, int] | None = None) -> None:
         import sep
 
-        shape = np.shape(data)
+        given_sample = shape is not None  # ``data`` is already the sample, of a frame this shape
+        shape = tuple(shape) if shape is not None else np.shape(data)
+        if given_sample and stride is None:
+            raise ValueError("a sample given without its stride")
         if stride is None:
             stride = 2 if min(shape) >= SAMPLED_FROM and mesh % 2 == 0 else 1
         if mesh % stride:
@@ -44,6 +49,10 @@ class MeshBackground:
         if stride == 1:
             sample = np.ascontiguousarray(data, dtype=np.float32)
             sample_mask = None if mask is None else np.ascontiguousarray(mask)
+        elif given_sample:
+            sample = np.ascontiguousarray(data, dtype=np.float32)
+            sample_mask = None if mask is None else np.ascontiguousarray(
+                mask if np.shape(mask) == sample.shape else mask[::stride, ::stride])
         else:
             sample = np.ascontiguousarray(data[::stride, ::stride], dtype=np.float32)
             sample_mask = None if mask is None else np.ascontiguousarray(
@@ -86,6 +95,21 @@ class MeshBackground:
         else:
             array -= self.back()
 
+    def level(self) -> MeshLevel | None:
+        """The background as its spline's node values (small; None when measured on every
+        pixel, where sep's own spline is the background)."""
+        if self.stride == 1:
+            return None
+        return MeshLevel(_cell_values(self._sampled_back, self._cell), self.shape,
+                         self._cell * self.stride)
+
+    def rms_level(self) -> MeshLevel | None:
+        """The rms as its spline's node values (None as for :meth:`level`)."""
+        if self.stride == 1:
+            return None
+        return MeshLevel(_cell_values(self._sampled_rms, self._cell), self.shape,
+                         self._cell * self.stride)
+
     @cached_property
     def _sampled_back(self) -> np.ndarray:
         return self._sep.back()
@@ -96,6 +120,39 @@ class MeshBackground:
 
     def _evaluated(self, cells: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray((self._rows @ cells) @ self._columns.T, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class MeshLevel:
+    """A smooth level over a frame as the natural bicubic spline through the centres of its
+    ``mesh``-pixel cells: the node values (a few thousand numbers for a 4096² frame, cheap to
+    keep with a frame and to send to another process), evaluated where it is needed. Linear
+    in the nodes, so sums and scalings of levels are made on the nodes."""
+
+    nodes: np.ndarray           # float32, one per cell (rows × columns of cells)
+    shape: tuple[int, int]      # the frame's
+    mesh: int
+
+    def evaluate(self, stride: int = 1) -> np.ndarray:
+        """The level at every ``stride``-th pixel of each axis (1: the whole frame), float32."""
+        rows = _spline_weights(self.nodes.shape[0], self.mesh, self.shape[0])[::stride]
+        columns = _spline_weights(self.nodes.shape[1], self.mesh, self.shape[1])[::stride]
+        return np.ascontiguousarray((rows @ self.nodes) @ columns.T, dtype=np.float32)
+
+    def combined(self, other: MeshLevel, scale: float = 1.0, offset: float = 0.0
+                 ) -> MeshLevel:
+        """This level plus ``scale`` × (``other`` + ``offset``), on the same mesh."""
+        if other.shape != self.shape or other.mesh != self.mesh:
+            raise ValueError(f"levels on different meshes: {other.mesh} px over {other.shape}, "
+                             f"{self.mesh} px over {self.shape}")
+        nodes = self.nodes.astype(np.float64) + scale * (other.nodes.astype(np.float64)
+                                                         + offset)
+        return MeshLevel(nodes.astype(np.float32), self.shape, self.mesh)
+
+    def scaled(self, scale: float, offset: float = 0.0) -> MeshLevel:
+        """``scale`` × (this level + ``offset``)."""
+        nodes = scale * (self.nodes.astype(np.float64) + offset)
+        return MeshLevel(nodes.astype(np.float32), self.shape, self.mesh)
 
 
 def _cell_values(sampled: np.ndarray, cell: int) -> np.ndarray:
@@ -119,6 +176,7 @@ def _node_positions(count: int, cell: int) -> np.ndarray:
     return np.arange(count) * cell + (cell - 1) / 2.0
 
 
+@lru_cache(maxsize=16)
 def _spline_weights(count: int, cell: int, length: int) -> np.ndarray:
     """The natural cubic spline through ``count`` nodes of ``cell``-pixel cells as a matrix
     that takes node values to the axis's ``length`` pixels; past the end nodes the end
@@ -132,4 +190,6 @@ def _spline_weights(count: int, cell: int, length: int) -> np.ndarray:
         slope = (np.arange(length) - nodes[0]) / (nodes[1] - nodes[0])
         return np.column_stack([1.0 - slope, slope]).astype(np.float32)
     spline = CubicSpline(nodes, np.eye(nodes.size), bc_type="natural")
-    return spline(np.arange(length, dtype=np.float64)).astype(np.float32)
+    weights = spline(np.arange(length, dtype=np.float64)).astype(np.float32)
+    weights.flags.writeable = False  # cached: shared by every caller
+    return weights

@@ -20,6 +20,7 @@ from astropy.io import fits
 
 from streamer.imaging import psf_stars
 from streamer.imaging.data_quality import quality_plane
+from streamer.imaging.mesh_background import MeshLevel
 from streamer.imaging.noise import NoiseModel, noise_model
 from streamer.imaging.psf import PSFSpec
 from streamer.imaging.psf_measure import (
@@ -59,6 +60,7 @@ class PreparedFrame:
     quality_flags: np.ndarray | None = None
     refilled: tuple[CoreFit, ...] = ()
     resolution: Resolution | None = None
+    background: MeshLevel | None = None  # the frame's 64 px mesh background (the catalogue's)
 
 
 class PSFSettings(Protocol):
@@ -153,7 +155,8 @@ class FramePreparer:
         if psf is None:
             psf = self.choose_psf(image, valid, header, camera_id, saturation, detection,
                                   ticket)
-        prepared = PreparedFrame(noise, psf, 0.0, measured, saturation)
+        prepared = PreparedFrame(noise, psf, 0.0, measured, saturation,
+                                 background=detection.background)
         self._refill(prepared, image, valid, detection, user_mask)
         prepared.resolution = self.resolution_for(psf)
         prepared.seconds = time.perf_counter() - started

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.imaging.mesh_background import MeshBackground
+from streamer.imaging.mesh_background import MeshBackground, MeshLevel
 
 MIN_PEAK_SNR = 20.0
 OBJECT_FLAGS = 1 | 2 | 8 | 16   # sep: merged, truncated, singular, deblending overflow
@@ -29,6 +29,7 @@ class Detection:
     subtracted: np.ndarray     # the frame less the mesh background, float32
     segments: np.ndarray       # sep's segmentation map (object index + 1; 0 sky)
     noise: float               # global background rms
+    background: MeshLevel | None = None  # the mesh background's nodes (the catalogue's too)
 
     @property
     def rows(self) -> np.ndarray:
@@ -61,14 +62,15 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
             objects, segments = sep.extract(subtracted, threshold, err=noise, mask=invalid,
                                              minarea=5, deblend_cont=0.005,
                                              segmentation_map=True)
-            return Detection(objects, subtracted, segments, noise)
+            return Detection(objects, subtracted, segments, noise, background.level())
         except Exception as error:  # sep raises a bare Exception on buffer overflows
             if "overflow" not in str(error) and "full" not in str(error):
                 raise
             threshold *= 2.0
     empty = np.zeros(0, dtype=[("x", float), ("y", float), ("flag", int), ("flux", float),
                                 ("peak", float), ("a", float)])
-    return Detection(empty, subtracted, np.zeros(data.shape, np.int32), noise)
+    return Detection(empty, subtracted, np.zeros(data.shape, np.int32), noise,
+                     background.level())
 
 
 def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,

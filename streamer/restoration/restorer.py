@@ -21,6 +21,7 @@ import numpy as np
 import pyopencl as cl
 
 from streamer.errors import NoValidPixelError
+from streamer.imaging.mesh_background import MeshLevel
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.preparation import FramePreparer, PreparedFrame
 from streamer.imaging.psf_measure import PSFMeasurement, describe
@@ -67,6 +68,7 @@ class Restoration:
     saturation: Saturation = field(default_factory=Saturation)
     refilled: int = 0                          # saturated or non-linear cores refilled
     snr_maps: SNRMaps | None = None            # the catalogue's detection maps, when asked
+    background: MeshLevel | None = None        # the input's mesh background (preparation's)
 
 
 def upload_form(frame: Any) -> np.ndarray:
@@ -221,6 +223,7 @@ class Restorer(RestorationPlans):
         restoration.quality_flags = prepared.quality_flags
         restoration.saturation = prepared.saturation
         restoration.refilled = len(prepared.refilled)
+        restoration.background = prepared.background
         return restoration
 
     def device_healthy(self) -> bool:

@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from streamer.imaging.data_quality import Quality
-from streamer.imaging.mesh_background import MeshBackground
+from streamer.imaging.mesh_background import MeshBackground, MeshLevel
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import matched_filter_weights
 from streamer.sources.detection import Detections, SNRMaps, detect, sky_mode
@@ -110,31 +110,45 @@ def _subtracted(image: np.ndarray) -> np.ndarray:
     return _mesh_subtracted(image)[0]
 
 
-def _mesh_subtracted(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` less its sep mesh background (excluded pixels NaN), and that background
-    (float32, frame-shaped)."""
+def _mesh_subtracted(image: np.ndarray, level: MeshLevel | None = None
+                     ) -> tuple[np.ndarray, MeshLevel | np.ndarray]:
+    """``image`` less its sep mesh background (excluded pixels NaN), and that background: its
+    spline's nodes, or the frame-shaped background where sep evaluated it pixel by pixel.
+    ``level``: the background the preparation measured on this frame (the same 64 px mesh
+    on the same sample, :mod:`streamer.imaging.psf_stars`), used when it fits."""
     clean = np.array(image, dtype=np.float32, order="C")  # ours: the background comes off
     invalid = ~np.isfinite(clean)
     if invalid.any():
         clean[invalid] = 0.0
     mesh = int(min(BACKGROUND_MESH, max(8, min(clean.shape) // 4)))
-    background = MeshBackground(clean, mesh, invalid).back()
+    if level is None or level.shape != clean.shape or level.mesh != mesh:
+        measured = MeshBackground(clean, mesh, invalid)
+        level = measured.level()
+        background = measured.back() if level is None else level.evaluate()
+    else:
+        background = level.evaluate()
     clean -= background  # in place, float32: a 4096² frame is 64 MB, not 128
     if invalid.any():
         clean[invalid] = np.nan
-    return clean, background
+    return clean, (level if level is not None else background)
 
 
-def _on_the_mesh(snr: np.ndarray, background: np.ndarray, sky: float, psf: np.ndarray,
-                 sigma: float) -> np.ndarray:
-    """The device's S/N map of the frame less its sky level, made the map of the frame less
-    its mesh background — the host's: the filter of a background that is smooth on the PSF's
-    scale is that background times the filter's sum. Without this a galaxy's or a cluster's
-    light stays in the map, its structure within each 64 px cell passes for noise, and the
-    detection loses its stars (NGC 1316 kept 291 of 534 sources, ISAAC 1370 of 2046)."""
+def _on_the_mesh(snr: np.ndarray, background: np.ndarray | MeshLevel, sky: float,
+                 psf: np.ndarray, sigma: float) -> tuple[np.ndarray, MeshLevel | None]:
+    """The device's S/N map of the frame less its sky level, to be made the map of the frame
+    less its mesh background — the host's: the filter of a background that is smooth on the
+    PSF's scale is that background times the filter's sum. Without this a galaxy's or a
+    cluster's light stays in the map, its structure within each 64 px cell passes for noise,
+    and the detection loses its stars (NGC 1316 kept 291 of 534 sources, ISAAC 1370 of
+    2046). A background given as a spline's nodes is returned as the level to take off
+    (the detection does it on its sample and its own mesh's nodes, no whole-map pass); a
+    frame-shaped one is taken off here."""
+    scale = float(matched_filter_weights(psf, sigma).sum())
+    if isinstance(background, MeshLevel):
+        return snr, background.scaled(scale, -sky)
     level = background - np.float32(sky)
-    level *= np.float32(matched_filter_weights(psf, sigma).sum())
-    return np.subtract(snr, level, out=level)
+    level *= np.float32(scale)
+    return np.subtract(snr, level, out=level), None
 
 
 def _sky_offset(data: np.ndarray, x: np.ndarray, y: np.ndarray, snr: np.ndarray,
@@ -188,13 +202,15 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
                     target_psf: np.ndarray | None = None,
                     quality_flags: np.ndarray | None = None,
                     threshold: float = 5.0, max_sources: int | None = None,
-                    snr_maps: SNRMaps | None = None) -> FrameSources:
+                    snr_maps: SNRMaps | None = None,
+                    background: MeshLevel | None = None) -> FrameSources:
     """The catalogue of a frame (see the module notes); at most ``max_sources`` (the highest
     detection S/N), ``capped`` when more were found. ``snr_maps``: the detection's matched
-    filters of the frame and of ``restored``, when the device made them."""
+    filters of the frame and of ``restored``, when the device made them; ``background``: the
+    frame's mesh background, when its preparation measured it."""
     model = extended_psf(psf, psf_fwhm)  # the halo past the stamp's edge, for the fits
     data, found, capped = _detected(image, restored, psf, psf_fwhm, noise, target_psf,
-                                    threshold, max_sources, snr_maps)
+                                    threshold, max_sources, snr_maps, background)
     # The sky noise at the PSF's scale, as the detection measured it around each source.
     photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain,
                                 model, psf_fwhm, found.x, found.y, local_sky=found.blended)
@@ -244,18 +260,20 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
 
 def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, fwhm: float,
               noise: NoiseModel, target_psf: np.ndarray | None, threshold: float,
-              max_sources: int | None, snr_maps: SNRMaps | None = None
+              max_sources: int | None, snr_maps: SNRMaps | None = None,
+              frame_background: MeshLevel | None = None
               ) -> tuple[np.ndarray, Detections, bool]:
     """The linear frame on the sources' sky level, its detections (the strongest
     ``max_sources``) and whether the cap cut them."""
-    data, background = _mesh_subtracted(image)
+    data, background = _mesh_subtracted(image, frame_background)
     restored_data = (_subtracted(restored) if restored is not None and snr_maps is None
                      else None)
+    data_snr, offset = (_on_the_mesh(snr_maps.data, background, noise.sky, psf, noise.sigma)
+                        if snr_maps is not None else (None, None))
     found = detect(data, noise.sigma, psf, fwhm, restored=restored_data,
                    restored_psf=target_psf, threshold=threshold,
                    mask=~np.isfinite(data),  # _subtracted leaves excluded pixels NaN
-                   data_snr=(_on_the_mesh(snr_maps.data, background, noise.sky, psf,
-                                          noise.sigma) if snr_maps is not None else None),
+                   data_snr=data_snr, data_offset=offset,
                    restored_snr=(snr_maps.restored - sky_mode(snr_maps.restored)
                                  if snr_maps is not None else None))
     capped = max_sources is not None and len(found) > max_sources

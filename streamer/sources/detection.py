@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground
+from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground, MeshLevel
 from streamer.imaging.psf import matched_filter_weights
 
 MINAREA = 3  # pixels above the threshold a detection needs (one noise spike is not a star)
@@ -101,31 +101,45 @@ def matched_filter_snr(data: np.ndarray, sigma: float, psf: np.ndarray) -> np.nd
 
 
 def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, threshold: float,
-                 mask: np.ndarray | None = None, snr: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 mask: np.ndarray | None = None, snr: np.ndarray | None = None,
+                 offset: MeshLevel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The matched-filter S/N map levelled and scaled by its own sep mesh background and rms
     (the rms at least white noise's), and that rms: how much noisier than white noise the
     frame is at the PSF's scale, pixel by pixel. The rms is measured twice: the second time
     with the first pass's detections (grown by a FWHM) left out, so that a crowded field's
-    star wings do not pass for noise. Both passes measure the mesh on every second pixel
-    (:class:`~streamer.imaging.mesh_background.MeshBackground`), and the first stays there.
-    ``snr``: the matched filter's map, when the device made it
-    (:mod:`streamer.restoration.detection_maps`)."""
+    star wings do not pass for noise. Both passes measure the mesh on a sample of the pixels
+    (:func:`map_stride`), and the first stays there. ``snr``: the matched filter's map, when
+    the device made it (:mod:`streamer.restoration.detection_maps`); ``offset``: a smooth
+    level on the map's mesh to take off it first (the frame's background through the
+    filter, :mod:`streamer.sources.catalog`) — taken off the sample, and added to the map's
+    own background's nodes, so that it costs no whole-map pass of its own."""
     from scipy.ndimage import binary_dilation
 
     snr = np.ascontiguousarray(matched_filter_snr(data, sigma, psf) if snr is None else snr,
                                dtype=np.float32)
     mesh = int(min(FILTERED_MESH, max(8, min(snr.shape) // 4)))
+    stride = map_stride(snr.shape, mesh, fwhm)
+    if offset is not None and (stride == 1 or offset.shape != snr.shape
+                               or offset.mesh != mesh):
+        snr = snr - offset.evaluate()  # not on this mesh: off the whole map
+        offset = None
     # The first pass only finds the sources to leave out of the second, so it stays on the
     # sampled pixels the mesh is measured on: a 4096² map is 64 MB a pass.
-    first = MeshBackground(snr, mesh, mask, stride=map_stride(snr.shape, mesh, fwhm))
-    sample = first.sampled(snr)
+    sample = np.array(snr[::stride, ::stride], dtype=np.float32)
+    if offset is not None:
+        sample -= offset.evaluate(stride)
+    first = MeshBackground(sample, mesh, mask, stride=stride, shape=snr.shape)
     above = (sample - first.back(sampled=True)) / np.maximum(first.rms(sampled=True), 1.0)
     grow = max(1, int(round(max(2, int(round(fwhm))) / first.stride)))
     sources = binary_dilation(above > threshold, iterations=grow)
-    level = MeshBackground(snr, mesh, sources if mask is None else sources | first.sampled(mask),
-                           stride=first.stride)
-    levelled = level.back()
+    level = MeshBackground(sample, mesh,
+                           sources if mask is None else sources | first.sampled(mask),
+                           stride=stride, shape=snr.shape)
+    nodes = level.level()
+    if nodes is None:  # sep's own evaluation, every pixel
+        levelled = level.back()
+    else:
+        levelled = (nodes if offset is None else nodes.combined(offset)).evaluate()
     np.subtract(snr, levelled, out=levelled)
     ratio = level.rms()
     np.maximum(ratio, np.float32(1.0), out=ratio)
@@ -392,16 +406,17 @@ def _flat_between(snr: np.ndarray, pieces) -> bool:
 def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
            restored: np.ndarray | None = None, restored_psf: np.ndarray | None = None,
            threshold: float = 5.0, mask: np.ndarray | None = None,
-           data_snr: np.ndarray | None = None, restored_snr: np.ndarray | None = None
-           ) -> Detections:
+           data_snr: np.ndarray | None = None, restored_snr: np.ndarray | None = None,
+           data_offset: MeshLevel | None = None) -> Detections:
     """The sources of a background-subtracted linear frame ``data`` at matched-filter S/N
     ``threshold``, merged ones split where the (background-subtracted) ``restored`` frame
     shows two or more peaks within one input FWHM. ``data_snr`` and ``restored_snr``: the
     two frames' matched-filter maps of their background-subtracted frames, when made
-    elsewhere (the device's, levelled by the catalogue; ``restored`` is then not needed)."""
+    elsewhere (the device's, levelled by the catalogue; ``restored`` is then not needed);
+    ``data_offset``: a smooth level to take off ``data_snr`` (see :func:`measured_snr`)."""
     import sep
 
-    snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr)
+    snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr, data_offset)
     frame_ratio = float(np.median(ratio[::4, ::4]))  # a smooth map: 16 M pixels add nothing
     children = _extract(snr, threshold, mask)
     objects = _unfragmented(snr, children, _parents(snr, threshold, mask, children))

@@ -26,7 +26,8 @@ def source_arguments(image: FitsImage, result: Restoration, raw: RawFrame, thres
             {"exposure_start": raw.exposure_start, "exposure_seconds": raw.exposure_seconds,
              "restored": result.data, "target_psf": target,
              "quality_flags": result.quality_flags, "threshold": threshold,
-             "max_sources": max_sources, "snr_maps": result.snr_maps})
+             "max_sources": max_sources, "snr_maps": result.snr_maps,
+             "background": result.background})
 
 
 def frame_sources(image: FitsImage, result: Restoration, raw: RawFrame,

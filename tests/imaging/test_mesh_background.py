@@ -106,3 +106,31 @@ def test_a_presampled_mask_and_a_mesh_the_stride_cannot_divide() -> None:
     np.testing.assert_array_equal(whole.back(), presampled.back())
     with pytest.raises(ValueError, match="cannot be sampled every 2"):
         MeshBackground(data, 63, stride=2)
+
+
+def test_a_level_is_the_background_and_adds_on_its_nodes() -> None:
+    frame = _field(1280, 11)[:1024]
+    background = MeshBackground(frame, 64)
+    level = background.level()
+    assert level is not None and level.nodes.shape == (16, 20)
+    assert np.array_equal(level.evaluate(), background.back())
+    assert np.allclose(level.evaluate(4), background.back()[::4, ::4], rtol=0, atol=1e-3)
+    rms = background.rms_level()
+    combined = level.combined(rms, scale=2.5, offset=-3.0)
+    assert np.allclose(combined.evaluate(), background.back() + 2.5 * (background.rms() - 3.0),
+                       rtol=1e-5, atol=1e-3)
+    assert np.allclose(level.scaled(2.0, 1.0).evaluate(), 2.0 * (background.back() + 1.0),
+                       rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="different meshes"):
+        level.combined(MeshBackground(frame, 32).level())
+    assert MeshBackground(frame[:512, :512], 64).level() is None  # sep's own, every pixel
+
+
+def test_a_sample_given_is_measured_as_the_frame_would_be() -> None:
+    frame = _field(1024, 12)
+    whole = MeshBackground(frame, 64, stride=4)
+    given = MeshBackground(np.array(frame[::4, ::4]), 64, stride=4, shape=frame.shape)
+    assert np.array_equal(whole.back(), given.back())
+    assert np.array_equal(whole.rms(), given.rms())
+    with pytest.raises(ValueError, match="stride"):
+        MeshBackground(np.array(frame[::4, ::4]), 64, shape=frame.shape)

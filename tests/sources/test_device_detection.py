@@ -56,3 +56,26 @@ def test_the_same_sources_are_found(catalogues):
              / (host.flux[index[matched]] / host.aperture_correction))
     assert np.median(np.abs(ratio - 1)) < 1e-3
     assert device.aperture_correction == pytest.approx(host.aperture_correction, rel=0.02)
+
+
+def test_the_preparations_background_gives_the_same_catalogue():
+    # 1024²: the frame's mesh is measured on a sample, so the preparation keeps its nodes and
+    # the catalogue uses them (and takes the map's offset on its own mesh's nodes) instead
+    # of measuring the frame again.
+    field = star_field((1024, 1024), moffat_psf(3.6, 3.0), stars=900, seed=22).image
+    image = np.clip(np.round(field), 0, 65535).astype(np.uint16)
+    result = Restorer(RestorationSettings()).restore(image, snr_maps=True)
+    assert result.background is not None and result.background.shape == image.shape
+
+    def measure(background):
+        return measure_sources(image, None, result.psf.psf, result.psf.fwhm, result.noise,
+                               exposure_start=START, exposure_seconds=30.0,
+                               restored=result.data, target_psf=result.resolution.target,
+                               quality_flags=result.quality_flags, snr_maps=result.snr_maps,
+                               background=background)
+
+    shared, own = measure(result.background), measure(None)
+    assert len(shared) == len(own) > 500
+    assert np.allclose(shared.x, own.x, atol=1e-4) and np.allclose(shared.y, own.y, atol=1e-4)
+    assert np.allclose(shared.flux, own.flux, rtol=1e-5)
+    assert np.array_equal(shared.flags, own.flags)
