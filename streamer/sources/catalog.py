@@ -224,7 +224,10 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     a, b, elongation = _intrinsic_shapes(found, psf_fwhm)
     crowded = nearest_neighbour(found.x, found.y) < BLEND_FWHM * psf_fwhm
     flags = _flags(data.shape, found, photometry, quality_flags, fit_radius(psf_fwhm), crowded)
-    trail = (elongation > TRAIL_ELONGATION) & (snr > TRAIL_MIN_SNR) & ~found.blended & ~crowded
+    # A piece sep's deblending cut from a blend has the shape of its share of the blend's
+    # pixels, which the deblending hands out at random at the edges: not a trail's.
+    trail = ((elongation > TRAIL_ELONGATION) & (snr > TRAIL_MIN_SNR) & ~found.blended
+             & ~crowded & ~found.pieces)
     flags = np.where(trail, flags | SourceFlag.TRAIL, flags)
     trail_length = np.where(trail, np.sqrt(12.0 * np.maximum(a**2 - b**2, 0.0)), np.nan)
     trail_angle = np.where(trail, np.degrees(found.theta), np.nan)

@@ -66,16 +66,23 @@ class Detections:
     blended: np.ndarray         # bool: split from a merged matched-filter source
     noise_ratio: np.ndarray     # the filtered frame's measured noise over white noise's, here
     frame_noise_ratio: float = 1.0  # the same, the frame's median
+    deblended: np.ndarray | None = None  # bool: cut by sep's deblending from a larger object
 
     def __len__(self) -> int:
         return int(self.x.size)
+
+    @property
+    def pieces(self) -> np.ndarray:
+        """Which sources sep's deblending cut from a larger object (their shapes are the
+        deblending's share of its pixels, not their own)."""
+        return self.deblended if self.deblended is not None else np.zeros(len(self), bool)
 
     def strongest(self, count: int) -> Detections:
         """The ``count`` detections of highest detection S/N."""
         keep = np.sort(np.argsort(-self.detection_snr)[:count])
         return Detections(self.x[keep], self.y[keep], self.detection_snr[keep], self.a[keep],
                           self.b[keep], self.theta[keep], self.blended[keep],
-                          self.noise_ratio[keep], self.frame_noise_ratio)
+                          self.noise_ratio[keep], self.frame_noise_ratio, self.pieces[keep])
 
 
 def finite_or_zero(data: np.ndarray) -> np.ndarray:
@@ -432,7 +439,8 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     x, y = np.where(bad, objects["x"], x), np.where(bad, objects["y"], y)
     found = Detections(x, y, objects["peak"].astype(float), objects["a"].astype(float),
                        objects["b"].astype(float), objects["theta"].astype(float),
-                       np.zeros(len(objects), bool), _at(ratio, x, y), frame_ratio)
+                       np.zeros(len(objects), bool), _at(ratio, x, y), frame_ratio,
+                       (objects["flag"] & SEP_OBJ_MERGED) != 0)
     if restored_snr is None:
         if restored is None:
             return found
@@ -491,4 +499,5 @@ def _split_blends(found: Detections, restored_snr: np.ndarray, fwhm: float, thre
         np.concatenate([found.a[keep], psf_axis]), np.concatenate([found.b[keep], psf_axis]),
         np.concatenate([found.theta[keep], np.zeros(count)]),
         np.concatenate([found.blended[keep], np.ones(count, bool)]),
-        np.concatenate([found.noise_ratio[keep], _at(ratio, ex, ey)]), found.frame_noise_ratio)
+        np.concatenate([found.noise_ratio[keep], _at(ratio, ex, ey)]), found.frame_noise_ratio,
+        np.concatenate([found.pieces[keep], np.zeros(count, bool)]))

@@ -290,3 +290,23 @@ def test_a_blends_positions_are_fitted_not_pulled_together(field, catalogue):
         np.percentile(fitted, 90), np.percentile(centroided, 90))
     # S/N 60-100 stars: √2·σ_PSF/S/N ≈ 0.03 px; blended, a few times that.
     assert np.median(fitted) < 0.1
+
+
+@pytest.mark.parametrize("piece", [False, True])
+def test_a_piece_cut_by_the_deblending_is_no_trail(piece, monkeypatch):
+    # sep's deblending hands a blend's outer pixels to its pieces at random, which can stretch
+    # a piece past the trail's elongation: a trail is one object, never a piece of one.
+    from streamer.sources import catalog
+    from streamer.sources.detection import Detections
+
+    image = np.random.default_rng(3).normal(0.0, np.sqrt(SKY), (96, 96))
+    image[47:50, 36:60] += 60.0  # a streak along x
+    one = np.ones(1)
+    found = Detections(one * 48, one * 48, one * 40, one * 7, one * 1.5, one * 0.0,
+                       np.zeros(1, bool), one, 1.0, np.array([piece]))
+    monkeypatch.setattr(catalog, "_detected", lambda *args, **kwargs: (image, found, False))
+    noise = NoiseModel(sky=SKY, sigma=np.sqrt(SKY), inverse_gain=1.0)
+    result = measure_sources(image, None, _gaussian(SIGMA), FWHM, noise, exposure_start=START,
+                             exposure_seconds=30.0)
+    assert len(result) == 1 and result.elongation[0] > 2
+    assert result.trails == (0 if piece else 1)
