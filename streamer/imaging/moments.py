@@ -161,3 +161,64 @@ def adaptive_moments_batch(stamps: np.ndarray, iterations: int = 20,
         else:
             results.append(_from_covariance(float(cy[k]), float(cx[k]), m))
     return results
+
+
+def adaptive_moments_many(stamps: np.ndarray, iterations: int = 40,
+                          start_sigma: float = 1.5) -> list[Moments | None]:
+    """:func:`adaptive_moments` of each of a stack of same-sized stamps (``N × h × w``), by
+    the same iteration, checks and convergence test, stamp by stamp — run on all of them at
+    once, each frozen where it stops (30 stars one by one took 0.14 s of a 4096² frame's
+    host budget)."""
+    boxes = np.asarray(stamps, dtype=np.float64)
+    count, rows, columns = boxes.shape
+    ys, xs = np.mgrid[0:rows, 0:columns].astype(np.float64)
+    centre_y, centre_x = (rows - 1) / 2.0, (columns - 1) / 2.0
+    limit = min(rows, columns) / 2.0
+    cy, cx = np.full(count, centre_y), np.full(count, centre_x)
+    m = np.zeros((count, 2, 2))
+    m[:, 0, 0] = m[:, 1, 1] = 2.0 * start_sigma**2
+    results: list[Moments | None] = [None] * count
+    active = np.all(np.isfinite(boxes), axis=(1, 2))
+    converged = np.zeros(count, bool)
+    for _ in range(iterations):
+        index = np.flatnonzero(active)
+        if index.size == 0:
+            break
+        box, mm = boxes[index], m[index]
+        inverse = np.linalg.inv(mm)
+        dy, dx = ys[None] - cy[index, None, None], xs[None] - cx[index, None, None]
+        r2 = (inverse[:, 0, 0, None, None] * dy * dy + 2 * inverse[:, 0, 1, None, None] * dy * dx
+              + inverse[:, 1, 1, None, None] * dx * dx)
+        weighted = box * np.exp(-0.5 * r2)
+        total = weighted.sum(axis=(1, 2))
+        empty = ~(total > 0)
+        safe = np.where(empty, 1.0, total)
+        cy_new = (weighted * ys).sum(axis=(1, 2)) / safe
+        cx_new = (weighted * xs).sum(axis=(1, 2)) / safe
+        dy, dx = ys[None] - cy_new[:, None, None], xs[None] - cx_new[:, None, None]
+        new = np.empty_like(mm)
+        new[:, 0, 0] = (weighted * dy * dy).sum(axis=(1, 2))
+        new[:, 0, 1] = new[:, 1, 0] = (weighted * dy * dx).sum(axis=(1, 2))
+        new[:, 1, 1] = (weighted * dx * dx).sum(axis=(1, 2))
+        new *= 2.0 / safe[:, None, None]
+        with np.errstate(invalid="ignore"):
+            failed = (empty | ~np.all(np.isfinite(new), axis=(1, 2))
+                      | ~(np.linalg.det(np.nan_to_num(new)) > 0)
+                      | (np.abs(cy_new - centre_y) > limit) | (np.abs(cx_new - centre_x) > limit))
+            smallest = np.where(failed, np.inf,
+                                np.linalg.eigvalsh(np.where(failed[:, None, None], np.eye(2),
+                                                            new))[:, 0])
+        collapsed = ~failed & (smallest < _COLLAPSE)
+        settled = (~failed & ~collapsed
+                   & np.all(np.abs(new - mm) <= 1e-7 + 1e-5 * np.abs(mm), axis=(1, 2))
+                   & (np.abs(cy_new - cy[index]) < 1e-4) & (np.abs(cx_new - cx[index]) < 1e-4))
+        going = ~failed & ~collapsed
+        m[index[going]], cy[index[going]], cx[index[going]] = (new[going], cy_new[going],
+                                                               cx_new[going])
+        for k in index[collapsed]:
+            results[k] = aperture_moments(boxes[k])
+        active[index[failed | collapsed | settled]] = False
+        converged[index[settled]] = True
+    for k in np.flatnonzero(converged | active):
+        results[k] = _from_covariance(float(cy[k]), float(cx[k]), m[k])
+    return results

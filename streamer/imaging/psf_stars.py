@@ -85,16 +85,21 @@ def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
     keep[detection.unflagged()] = True
     keep &= objects["peak"] >= MIN_PEAK_SNR * detection.noise
     keep &= (rows >= half) & (rows < height - half) & (columns >= half) & (columns < width - half)
-    chosen = []
-    for index in np.flatnonzero(keep):
-        box = (slice(rows[index] - half, rows[index] + half + 1),
-               slice(columns[index] - half, columns[index] + half + 1))
-        if invalid[box].any():
-            continue
-        if peak_limit is not None and np.nanmax(image[box]) >= peak_limit:
-            continue
-        chosen.append(index)
-    chosen = np.asarray(chosen, dtype=int)
+    chosen = np.flatnonzero(keep)
+    # The boxes of a few hundred sources at a time (a Python loop over a 4096² frame's
+    # thousands of sources cost 0.07 s), all inside the frame by now.
+    steps = np.arange(-half, half + 1)
+    clean = np.ones(chosen.size, bool)
+    for start in range(0, chosen.size, 512):
+        batch = chosen[start: start + 512]
+        box_rows = (rows[batch][:, None] + steps)[:, :, None]
+        box_columns = (columns[batch][:, None] + steps)[:, None, :]
+        fine = ~invalid[box_rows, box_columns].any(axis=(1, 2))
+        if peak_limit is not None and fine.any():  # boxes with no excluded pixel: no NaN
+            peaks = np.asarray(image)[box_rows[fine], box_columns[fine]].max(axis=(1, 2))
+            fine[fine] = peaks < peak_limit
+        clean[start: start + 512] = fine
+    chosen = chosen[clean]
     return chosen[np.argsort(objects["flux"][chosen])[::-1]]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-from streamer.imaging.moments import adaptive_moments
+from streamer.imaging.moments import adaptive_moments, adaptive_moments_many
 from streamer.imaging.sky_noise import sky_noise
 
 _SAMPLE = 1 << 18
@@ -131,8 +131,29 @@ class FrameQuality:
     moat_depth: float | None = None
 
 
+def star_shapes(image: np.ndarray, positions: np.ndarray, background: float, half: int = 8
+                ) -> list[StarShape | None]:
+    """:func:`star_shape` of the stars at each (row, column) of ``positions``, their adaptive
+    moments iterated all at once (:func:`~streamer.imaging.moments.adaptive_moments_many`)."""
+    boxes, where = [], []
+    for index, (row, column) in enumerate(np.asarray(positions, dtype=int).reshape(-1, 2)):
+        box = np.asarray(image[row - half: row + half + 1, column - half: column + half + 1],
+                         dtype=np.float64) - background
+        if box.shape == (2 * half + 1, 2 * half + 1) and np.all(np.isfinite(box)):
+            boxes.append(box)
+            where.append(index)
+    shapes: list[StarShape | None] = [None] * len(np.asarray(positions).reshape(-1, 2))
+    if not boxes:
+        return shapes
+    for index, moments in zip(where, adaptive_moments_many(np.stack(boxes))):
+        if (moments is not None and abs(moments.row - half) <= half / 2
+                and abs(moments.column - half) <= half / 2):
+            shapes[index] = StarShape(fwhm=moments.fwhm, ellipticity=moments.ellipticity)
+    return shapes
+
+
 def _median_shape(image, positions, background):
-    shapes = [s for r, c in positions if (s := star_shape(image, int(r), int(c), background))]
+    shapes = [s for s in star_shapes(image, positions, background) if s]
     if not shapes:
         return None, None, 0
     return (float(np.median([s.fwhm for s in shapes])),

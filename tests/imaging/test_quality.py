@@ -85,3 +85,22 @@ def test_frame_quality_reports_sharper_stars_after():
     assert quality.fwhm_after == pytest.approx(2.0, rel=0.1)
     assert quality.sources >= 10 and quality.stars_measured >= 5
     assert quality.background == pytest.approx(250.0, abs=5)  # sky 200 + half of gradient 100
+
+
+def test_star_shapes_at_once_equal_one_by_one():
+    from streamer.imaging.quality import star_shapes
+
+    field = star_field((300, 300), gaussian_psf(3.0, size=25), stars=60, sky=100, gradient=0,
+                       seed=5)
+    image = field.image.copy()
+    image[100:110, 100:110] = np.nan  # a star's box with excluded pixels: no shape
+    positions = np.column_stack([field.rows, field.columns]).astype(int)
+    positions = np.vstack([positions, [[2, 150], [105, 104]]])  # at the edge, in the NaN
+    shapes = star_shapes(image, positions, 100.0)
+    singly = [star_shape(image, int(r), int(c), 100.0) for r, c in positions]
+    assert sum(s is not None for s in singly) > 30 and shapes[-2] is None and shapes[-1] is None
+    for batch, one in zip(shapes, singly):
+        assert (batch is None) == (one is None)
+        if one is not None:
+            assert batch.fwhm == pytest.approx(one.fwhm, rel=1e-9)
+            assert batch.ellipticity == pytest.approx(one.ellipticity, abs=1e-9)
