@@ -90,11 +90,13 @@ def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
     # thousands of sources cost 0.07 s), all inside the frame by now.
     steps = np.arange(-half, half + 1)
     clean = np.ones(chosen.size, bool)
+    excluded = bool(invalid.any())
     for start in range(0, chosen.size, 512):
         batch = chosen[start: start + 512]
         box_rows = (rows[batch][:, None] + steps)[:, :, None]
         box_columns = (columns[batch][:, None] + steps)[:, None, :]
-        fine = ~invalid[box_rows, box_columns].any(axis=(1, 2))
+        fine = (~invalid[box_rows, box_columns].any(axis=(1, 2)) if excluded
+                else np.ones(batch.size, bool))
         if peak_limit is not None and fine.any():  # boxes with no excluded pixel: no NaN
             peaks = np.asarray(image)[box_rows[fine], box_columns[fine]].max(axis=(1, 2))
             fine[fine] = peaks < peak_limit
