@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel
+from streamer.imaging.sparse_masks import grown
 
 MIN_PEAK_SNR = 20.0
 OBJECT_FLAGS = 1 | 2 | 8 | 16   # sep: merged, truncated, singular, deblending overflow
@@ -124,13 +125,11 @@ def clear_cores(detection: Detection, indices: np.ndarray, core_radius: float) -
 def stamp(detection: Detection, index: int, half: int) -> np.ndarray:
     """The background-subtracted box of side ``2 half + 1`` around source ``index``, its
     neighbours' pixels (their segments grown by two pixels) set to NaN, less its local sky."""
-    from scipy.ndimage import binary_dilation
-
     row, column = detection.rows[index], detection.columns[index]
     box = (slice(row - half, row + half + 1), slice(column - half, column + half + 1))
     values = np.asarray(detection.subtracted[box], dtype=np.float64)
     segments = detection.segments[box]
-    others = binary_dilation((segments != 0) & (segments != index + 1), iterations=2)
+    others = grown((segments != 0) & (segments != index + 1), 2)
     values = np.where(others, np.nan, values)
     return values - local_sky(values)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from streamer.imaging import psf_stack
 from streamer.imaging.saturation import BLEED_ASPECT
+from streamer.imaging.sparse_masks import sparse_label
 
 MIN_WING_PIXELS = 12       # clean pixels a fit needs around a core
 WING_FRACTION = 1e-3       # pixels where the PSF is below this share of its peak are not used
@@ -54,18 +55,17 @@ def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.
     surroundings above ``background`` (the frame's sky; a constant fitted beside the star
     would take the wings' light for sky); the mask of replaced pixels; the fits. ``image`` is
     not modified; regions that cannot be fitted are left as they are (and not in the mask)."""
-    from scipy import ndimage
-
     filled = np.array(image, dtype=np.float32)
     replaced = np.zeros(image.shape, dtype=bool)
     fits: list[CoreFit] = []
     if not bad.any():
         return filled, replaced, fits
-    labels, count = ndimage.label(bad)
+    labels, _, boxes = sparse_label(bad)  # a few thousand pixels: not the whole frame twice
     half = max(psf.shape) // 2
     above = filled - np.asarray(background, dtype=np.float32)
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        fit = _fit_core(above, labels, index, box, valid & ~bad, psf, half)
+    clean = valid & ~bad
+    for index, box in enumerate(boxes, start=1):
+        fit = _fit_core(above, labels, index, box, clean, psf, half)
         if fit is None:
             continue
         core, model = fit
@@ -98,8 +98,8 @@ def bleed_tails(unfitted: np.ndarray, above: np.ndarray, sigma: float) -> np.nda
     from scipy import ndimage
 
     tails = np.zeros(unfitted.shape, dtype=bool)
-    labels, _ = ndimage.label(unfitted)
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+    labels, _, boxes = sparse_label(unfitted)
+    for index, box in enumerate(boxes, start=1):
         tall, wide = box[0].stop - box[0].start, box[1].stop - box[1].start
         if max(tall, wide) < BLEED_ASPECT * min(tall, wide):
             continue  # a round region is a star's core, not a bleed

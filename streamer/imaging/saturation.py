@@ -280,7 +280,7 @@ def _bounded(level: float | None, linear: float | None, source: str) -> Saturati
 def saturation_mask(image: np.ndarray, saturation: Saturation) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the saturated pixels (at or above S, grown by ``GROW_SATURATED``) and of the
     non-linear ones (at or above L, grown by ``GROW_NONLINEAR``, not saturated)."""
-    from scipy.ndimage import binary_dilation
+    from streamer.imaging.sparse_masks import grown_sparse
 
     data = np.asarray(image)
     saturated = np.zeros(data.shape, dtype=bool)
@@ -289,11 +289,11 @@ def saturation_mask(image: np.ndarray, saturation: Saturation) -> tuple[np.ndarr
         if saturation.level is not None:
             hit = data >= saturation.level
             if hit.any():
-                saturated = binary_dilation(hit, iterations=GROW_SATURATED)
+                saturated = grown_sparse(hit, GROW_SATURATED)
         if saturation.linear_limit is not None:
             hit = data >= saturation.linear_limit
             if hit.any():
-                nonlinear = binary_dilation(hit, iterations=GROW_NONLINEAR) & ~saturated
+                nonlinear = grown_sparse(hit, GROW_NONLINEAR) & ~saturated
     return saturated, nonlinear
 
 
