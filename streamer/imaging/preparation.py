@@ -183,8 +183,9 @@ class FramePreparer:
         bad = (saturated | nonlinear) & valid
         filled, masked = None, user_mask
         if bad.any():
-            background = image - detection.subtracted  # sep's sky, where the wings sit on
-            data, filled, fits = refill_cores(image, bad, valid, prepared.psf.psf, background)
+            # sep's sky, where the wings sit on: the frame less the detection's subtracted one
+            data, filled, fits = refill_cores(image, bad, valid, prepared.psf.psf, None,
+                                              above=detection.subtracted)
             prepared.data, prepared.refilled = data, tuple(fits)
             unfitted = bad & ~filled
             if unfitted.any():

@@ -49,12 +49,15 @@ class CoreFit:
 
 
 def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.ndarray,
-                 background: np.ndarray | float = 0.0
+                 background: np.ndarray | float | None = 0.0,
+                 above: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray, list[CoreFit]]:
     """The frame with each region of ``bad`` pixels replaced by a PSF fitted to its clean
     surroundings above ``background`` (the frame's sky; a constant fitted beside the star
     would take the wings' light for sky); the mask of replaced pixels; the fits. ``image`` is
-    not modified; regions that cannot be fitted are left as they are (and not in the mask)."""
+    not modified; regions that cannot be fitted are left as they are (and not in the mask).
+    ``above``: the frame less its background, when made already (the background is then
+    ``image − above``, read only around the cores: no whole-frame passes)."""
     filled = np.array(image, dtype=np.float32)
     replaced = np.zeros(image.shape, dtype=bool)
     fits: list[CoreFit] = []
@@ -62,7 +65,9 @@ def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.
         return filled, replaced, fits
     labels, _, boxes = sparse_label(bad)  # a few thousand pixels: not the whole frame twice
     half = max(psf.shape) // 2
-    above = filled - np.asarray(background, dtype=np.float32)
+    if above is None:
+        above = filled - np.asarray(background if background is not None else 0.0,
+                                    dtype=np.float32)
     clean = valid & ~bad
     for index, box in enumerate(boxes, start=1):
         fit = _fit_core(above, labels, index, box, clean, psf, half)
@@ -73,7 +78,9 @@ def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.
         recorded = above[core.box][region]
         if np.mean(model[region] < BELOW_RECORDED * recorded) > BELOW_SHARE:
             continue  # not one star's core: left to the mask
-        sky = np.broadcast_to(np.asarray(background, dtype=np.float32), image.shape)[core.box]
+        sky = (np.broadcast_to(np.asarray(background, dtype=np.float32), image.shape)[core.box]
+               if background is not None or above is None
+               else filled[core.box] - above[core.box])
         filled[core.box][region] = (model + sky)[region]
         replaced[core.box] |= region
         fits.append(CoreFit(core.row, core.column, core.flux, core.sky, int(region.sum())))

@@ -51,6 +51,14 @@ def test_cores_are_refilled_with_the_flux_their_wings_imply(saturated_field):
     assert replaced.any() and not (replaced & ~(saturated | nonlinear)).any()
     assert np.array_equal(filled[~replaced], image[~replaced])  # nothing else touched
     assert filled[replaced].max() > image.max()  # the cores rise above the ceiling again
+    # Given the frame less its sky instead (the worker's way: no whole-frame subtractions),
+    # the same cores are refilled with the same fits, to float32 rounding.
+    again, replaced_again, fits_again = refill_cores(
+        image, saturated | nonlinear, np.isfinite(image), psf, None,
+        above=detection.subtracted)
+    assert np.array_equal(replaced_again, replaced) and len(fits_again) == len(fits)
+    assert np.allclose(again, filled, rtol=1e-5, atol=1e-3)
+    assert np.allclose([f.flux for f in fits_again], [f.flux for f in fits], rtol=1e-4)
 
 
 def test_a_region_without_wings_is_left_alone():
