@@ -24,6 +24,8 @@ from scipy.ndimage import spline_filter
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from streamer.sources.spline_taps import box_taps, shifted_sums
+
 REFINE_ITERATIONS = 6    # Gauss–Newton steps of a blend's positions
 REFINE_STEP = 0.5        # px per step at most
 REFINE_TOLERANCE = 0.01  # px: converged
@@ -86,67 +88,15 @@ class SplinePSF:
         origin_x = np.floor(columns - (size_x - 1) / 2.0).astype(int)
         shift_y = rows - (size_y - 1) / 2.0 - origin_y
         shift_x = columns - (size_x - 1) / 2.0 - origin_x
-        first_y, weights_y = _box_taps(origin_y, shift_y, top, side, size_y)
-        first_x, weights_x = _box_taps(origin_x, shift_x, left, side, size_x)
+        first_y, weights_y = box_taps(origin_y, shift_y, top, side, size_y)
+        first_x, weights_x = box_taps(origin_x, shift_x, left, side, size_x)
         windows = np.lib.stride_tricks.sliding_window_view(
             self.coefficients, (weights_y.shape[2], weights_x.shape[2]))[first_y, first_x]
         models = weights_y @ windows @ weights_x.transpose(0, 2, 1)
-        totals = np.einsum("ni,ij,nj->n", _shifted_sums(shift_y, size_y), self.coefficients,
-                           _shifted_sums(shift_x, size_x))
+        totals = np.einsum("ni,ij,nj->n", shifted_sums(shift_y, size_y), self.coefficients,
+                           shifted_sums(shift_x, size_x))
         models /= np.where(totals > 0, totals, 1.0)[:, None, None]
         return models
-
-
-def _cubic_bspline(t: np.ndarray) -> np.ndarray:
-    t = np.abs(t)
-    return np.where(t < 1.0, 2.0 / 3.0 - t**2 + t**3 / 2.0,
-                    np.where(t < 2.0, (2.0 - t) ** 3 / 6.0, 0.0))
-
-
-def _mirrored(index: np.ndarray, size: int) -> np.ndarray:
-    """Indices past a grid's edges reflected about its edge pixels (SciPy's ``mirror``)."""
-    period = max(2 * size - 2, 1)
-    index = np.abs(index) % period
-    return np.where(index >= size, period - index, index)
-
-
-def _box_taps(origin: np.ndarray, shift: np.ndarray, start: np.ndarray, side: int, size: int
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Along one axis, per source whose PSF grid starts at ``origin`` and is read ``shift``
-    (0-1) back: the first of the ``min(side + 3, size)`` consecutive coefficients its box
-    reads, and the weights (``side`` × those) that take them to the box's pixels — zero off
-    the PSF's footprint, where :func:`add_placed` adds nothing."""
-    count = origin.size
-    grid = (start - origin)[:, None] + np.arange(side)   # the PSF-grid index of each pixel
-    read = grid - shift[:, None]
-    taps = np.floor(read).astype(int)[:, :, None] - 1 + np.arange(4)
-    weights = _cubic_bspline(read[:, :, None] - taps)
-    weights *= ((grid >= 0) & (grid < size) & (read >= 0))[:, :, None]
-    # A box's taps run over side + 3 consecutive coefficients; mirrored at the edges, those
-    # it reads inside the footprint stay within the same span, moved inside the grid.
-    span = min(side + 3, size)
-    first = np.clip(taps[:, 0, 0], 0, size - span)
-    matrix = np.zeros((count, side, span))
-    sources = np.arange(count)[:, None, None]
-    pixels = np.arange(side)[None, :, None]
-    place = np.clip(_mirrored(taps, size) - first[:, None, None], 0, span - 1)
-    np.add.at(matrix, (sources, pixels, place), weights)
-    return first, matrix
-
-
-def _shifted_sums(shift: np.ndarray, size: int) -> np.ndarray:
-    """Per source, how much each coefficient adds to the sum of the whole PSF read ``shift``
-    back along one axis, as SciPy's shift with ``mode="constant"`` reads it: nothing before
-    the grid's start, and taps past an edge mirrored about the edge pixel."""
-    read = np.arange(size)[None, :] - shift[:, None]
-    first = np.floor(read).astype(int) - 1
-    sums = np.zeros((shift.size, size))
-    sources = np.arange(shift.size)[:, None]
-    for tap in range(4):
-        index = first + tap
-        np.add.at(sums, (sources, _mirrored(index, size)),
-                  _cubic_bspline(read - index) * (read >= 0))
-    return sums
 
 
 def nearest_neighbour(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -10,14 +10,10 @@ import pytest
 import sep
 from scipy.ndimage import gaussian_filter, maximum_filter
 
-from streamer.sources.detection import (
-    DEBLEND_CONTRAST,
-    MINAREA,
-    _extract,
-    _parents,
-    finite_or_zero,
-    local_peaks,
-)
+from streamer.sources.detection import finite_or_zero, local_peaks
+from streamer.sources.objects import DEBLEND_CONTRAST, MINAREA
+from streamer.sources.objects import extract as _extract
+from streamer.sources.objects import parents as _parents
 
 
 def _reference_peaks(snr, threshold, mask):
