@@ -97,7 +97,11 @@ def test_real_prometheus_scrapes_a_worker(kafka_bootstrap, tmp_path):
             try:
                 restored_total = _value(prometheus_port, "streamer_frames_restored_total")
                 failed = _value(prometheus_port, 'streamer_frames_failed_total{reason="ChunkError"}')
-                if restored_total == frames and failed == 1:
+                # The lag is a gauge the worker's monitor sets every 2 s once the consumer
+                # knows the partition's end: on a slow run the frames' counters can reach
+                # Prometheus a scrape before it (seen once in CI).
+                lagging = _query(prometheus_port, "streamer_consumer_lag_records")
+                if restored_total == frames and failed == 1 and lagging:
                     break
             except OSError:
                 pass  # Prometheus still starting
