@@ -33,6 +33,7 @@ TRAIL_ELONGATION = 2.0  # matched-filter a/b beyond which a source is a trail (â
 TRAIL_MIN_SNR = 10.0
 SKY_CLEAR_FWHM = 3.0  # the sky level is measured this far (PSF FWHM) from every source
 HALO_SNR = 20.0  # ... and farther from brighter ones (see _sky_offset)
+DISC_POINTS = 1 << 21  # grid points the sky level's source discs are painted on at a time
 BLEND_FWHM = 2.0  # a neighbour this close (PSF FWHM) makes a source blended
 ZERO_POINT_KEYWORDS = ("MAGZERO", "MAGZPT", "MAGZP", "PHOTZP", "ZP", "ZEROPNT")
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -185,14 +186,17 @@ def _discs(shape: tuple[int, int], step: int, x: np.ndarray, y: np.ndarray,
     covered = np.zeros(shape, bool)
     half = int(np.ceil(float(radii.max()) / step)) + 1
     offsets = np.arange(-half, half + 1)
-    # Every source's box of grid points at once: the grid point nearest it, plus offsets.
-    rows = np.rint(y / step).astype(int)[:, None, None] + offsets[None, :, None]
-    columns = np.rint(x / step).astype(int)[:, None, None] + offsets[None, None, :]
-    inside = ((rows * step - y[:, None, None]) ** 2 + (columns * step - x[:, None, None]) ** 2
-              < radii[:, None, None] ** 2)
-    inside &= (rows >= 0) & (rows < shape[0]) & (columns >= 0) & (columns < shape[1])
-    rows, columns = np.broadcast_arrays(rows, columns)
-    covered[rows[inside], columns[inside]] = True
+    # Many sources' boxes of grid points at once (the grid point nearest each, plus offsets),
+    # a few million points at a time: a crowded frame's 10âµ sources would hold gigabytes.
+    batch = max(1, DISC_POINTS // offsets.size**2)
+    for start in range(0, x.size, batch):
+        bx, by, br = (v[start: start + batch, None, None] for v in (x, y, radii))
+        rows = np.rint(by / step).astype(int) + offsets[None, :, None]
+        columns = np.rint(bx / step).astype(int) + offsets[None, None, :]
+        inside = (rows * step - by) ** 2 + (columns * step - bx) ** 2 < br**2
+        inside &= (rows >= 0) & (rows < shape[0]) & (columns >= 0) & (columns < shape[1])
+        rows, columns = np.broadcast_arrays(rows, columns)
+        covered[rows[inside], columns[inside]] = True
     return covered
 
 

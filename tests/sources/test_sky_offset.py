@@ -24,6 +24,16 @@ def test_discs_are_the_grid_points_within_each_radius(step: int) -> None:
     assert np.array_equal(_discs(shape, step, x, y, radii), brute)
 
 
+def test_discs_are_painted_in_batches(monkeypatch):
+    from streamer.sources import catalog
+
+    rng = np.random.default_rng(9)
+    x, y, radii = rng.uniform(0, 400, 50), rng.uniform(0, 400, 50), rng.uniform(1, 30, 50)
+    whole = _discs((100, 100), 4, x, y, radii)
+    monkeypatch.setattr(catalog, "DISC_POINTS", 500)  # a few sources a batch
+    assert whole.any() and np.array_equal(_discs((100, 100), 4, x, y, radii), whole)
+
+
 def test_the_level_leaves_out_the_sources_and_their_halos() -> None:
     rng = np.random.default_rng(4)
     data = rng.normal(2.0, 1.0, (1024, 1024)).astype(np.float32)
