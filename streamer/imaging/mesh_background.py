@@ -49,12 +49,9 @@ class MeshBackground:
         if stride == 1:
             sample = np.ascontiguousarray(data, dtype=np.float32)
             sample_mask = None if mask is None else np.ascontiguousarray(mask)
-        elif given_sample:
-            sample = np.ascontiguousarray(data, dtype=np.float32)
-            sample_mask = None if mask is None else np.ascontiguousarray(
-                mask if np.shape(mask) == sample.shape else mask[::stride, ::stride])
         else:
-            sample = np.ascontiguousarray(data[::stride, ::stride], dtype=np.float32)
+            sample = np.ascontiguousarray(data if given_sample else data[::stride, ::stride],
+                                          dtype=np.float32)
             sample_mask = None if mask is None else np.ascontiguousarray(
                 mask if np.shape(mask) == sample.shape else mask[::stride, ::stride])
         self._sep = sep.Background(sample, mask=sample_mask, bw=mesh // stride,
@@ -62,9 +59,6 @@ class MeshBackground:
         self.globalback = float(self._sep.globalback)
         self.globalrms = float(self._sep.globalrms)
         self._cell = mesh // stride
-        if stride > 1:
-            self._rows = _spline_weights(-(-shape[0] // mesh), mesh, shape[0])
-            self._columns = _spline_weights(-(-shape[1] // mesh), mesh, shape[1])
 
     def sampled(self, array: np.ndarray) -> np.ndarray:
         """The pixels of a frame-shaped ``array`` that the background was measured on."""
@@ -77,7 +71,7 @@ class MeshBackground:
             return self._sep.back()
         if sampled:
             return self._sampled_back.copy()
-        return self._evaluated(_cell_values(self._sampled_back, self._cell))
+        return self.level().evaluate()
 
     def rms(self, sampled: bool = False) -> np.ndarray:
         """The background's rms, float32, frame-shaped (``sampled``: on the sampled
@@ -86,7 +80,7 @@ class MeshBackground:
             return self._sep.rms()
         if sampled:
             return self._sampled_rms.copy()
-        return self._evaluated(_cell_values(self._sampled_rms, self._cell))
+        return self.rms_level().evaluate()
 
     def subfrom(self, array: np.ndarray) -> None:
         """Subtract the background from the float32 frame ``array`` in place."""
@@ -98,17 +92,14 @@ class MeshBackground:
     def level(self) -> MeshLevel | None:
         """The background as its spline's node values (small; None when measured on every
         pixel, where sep's own spline is the background)."""
-        if self.stride == 1:
-            return None
-        return MeshLevel(_cell_values(self._sampled_back, self._cell), self.shape,
-                         self._cell * self.stride)
+        return self._nodes(self._sampled_back) if self.stride > 1 else None
 
     def rms_level(self) -> MeshLevel | None:
         """The rms as its spline's node values (None as for :meth:`level`)."""
-        if self.stride == 1:
-            return None
-        return MeshLevel(_cell_values(self._sampled_rms, self._cell), self.shape,
-                         self._cell * self.stride)
+        return self._nodes(self._sampled_rms) if self.stride > 1 else None
+
+    def _nodes(self, sampled: np.ndarray) -> MeshLevel:
+        return MeshLevel(_cell_values(sampled, self._cell), self.shape, self._cell * self.stride)
 
     @cached_property
     def _sampled_back(self) -> np.ndarray:
@@ -118,8 +109,6 @@ class MeshBackground:
     def _sampled_rms(self) -> np.ndarray:
         return self._sep.rms()
 
-    def _evaluated(self, cells: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray((self._rows @ cells) @ self._columns.T, dtype=np.float32)
 
 
 @dataclass(frozen=True)
