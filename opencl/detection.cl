@@ -1,6 +1,8 @@
 // The sources of the catalogue's matched filters (streamer/restoration/detection_maps.py):
 // a frame less its background on a zero border of pad_y rows and pad_x columns, in the
-// layout of a valid correlation's source (convolution.cl).
+// layout of a valid correlation's source (convolution.cl); and the restored frame's map read
+// where the catalogue needs it: its local peaks and a sample for its sky level
+// (streamer/restoration/restored_peaks.py).
 //
 // Defines: INPUT_TYPE (the frame as uploaded), KEY_IS_FLOAT (its median's keys).
 
@@ -64,4 +66,73 @@ __kernel void levelled_padded(__global const float * restrict image,
         if (weight[at] > 0.0f) value = image[at] - stats[sky_index];
     }
     padded[(size_t)py * padded_width + px] = value;
+}
+
+// Whether a pixel of the frame as uploaded is excluded (NaN or infinite: the catalogue's mask).
+inline int excluded(__global const INPUT_TYPE * restrict raw, const size_t at)
+{
+    return !isfinite((float)raw[at]);
+}
+
+// The candidates for the restored map's local peaks (streamer/sources/detection.py,
+// local_peaks): pixels above `floor` that no unexcluded pixel of their 3x3 neighbourhood
+// exceeds (the edges repeated), excluded pixels neither peaking nor hiding a neighbour's peak.
+// Each is appended at a slot of its own (`count`, atomic; the order is the device's) as its
+// pixel index and its 3x3 neighbourhood, row by row, -INFINITY where a neighbour is excluded
+// or past the edge; the host takes the map's sky off these, and keeps the peaks that stand
+// above the threshold on it. Past `capacity` a candidate is only counted: the host sees
+// count > capacity and runs again with room for all.
+__kernel void peak_candidates(__global const float * restrict map,
+                              __global const INPUT_TYPE * restrict raw,
+                              const float floor_value,
+                              const int width,
+                              const int height,
+                              volatile __global uint * restrict count,
+                              __global int * restrict positions,
+                              __global float * restrict neighbourhoods,
+                              const uint capacity)
+{
+    const int x = get_global_id(0);
+    const int y = get_global_id(1);
+    if (x >= width || y >= height) return;
+    const size_t at = (size_t)y * width + x;
+    const float centre = map[at];
+    if (!(centre > floor_value) || excluded(raw, at)) return;
+    for (int dy = -1; dy <= 1; ++dy) {
+        const int ny = clamp(y + dy, 0, height - 1);
+        for (int dx = -1; dx <= 1; ++dx) {
+            const size_t near = (size_t)ny * width + clamp(x + dx, 0, width - 1);
+            if (map[near] > centre && !excluded(raw, near)) return;
+        }
+    }
+    const uint slot = atomic_inc(count);
+    if (slot >= capacity) return;
+    positions[slot] = (int)at;
+    __global float * restrict out = neighbourhoods + (size_t)slot * 9;
+    for (int dy = -1; dy <= 1; ++dy) {
+        for (int dx = -1; dx <= 1; ++dx) {
+            const int ny = y + dy;
+            const int nx = x + dx;
+            float value = -INFINITY;
+            if (ny >= 0 && ny < height && nx >= 0 && nx < width) {
+                const size_t near = (size_t)ny * width + nx;
+                if (!excluded(raw, near)) value = map[near];
+            }
+            out[(dy + 1) * 3 + dx + 1] = value;
+        }
+    }
+}
+
+// Every stride-th pixel of each axis of a map (the sample its sky level is measured on).
+__kernel void strided_sample(__global const float * restrict map,
+                             const int width,
+                             const int stride,
+                             __global float * restrict sample,
+                             const int sample_width,
+                             const int sample_height)
+{
+    const int x = get_global_id(0);
+    const int y = get_global_id(1);
+    if (x >= sample_width || y >= sample_height) return;
+    sample[(size_t)y * sample_width + x] = map[(size_t)y * stride * width + (size_t)x * stride];
 }

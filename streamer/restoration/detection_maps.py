@@ -1,5 +1,7 @@
 """The catalogue's two whole-frame passes on the device: the PSF-matched filter of the frame and
-of the restored frame, as S/N maps (:mod:`streamer.sources.detection` thresholds them).
+of the restored frame, as S/N maps (:mod:`streamer.sources.detection` thresholds them). The
+frame's map is downloaded; the restored frame's stays on the device, which finds its local
+peaks there (:mod:`streamer.restoration.restored_peaks`), and only they cross to the host.
 
 On the host each is an FFT correlation of the whole frame — 1.2 s at 4096² on one core of the
 development machine, the largest part of the catalogue — while the device already holds both
@@ -33,6 +35,7 @@ from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrar
 from streamer.restoration.median import input_type
 from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.plan_store import PlanStore
+from streamer.restoration.restored_peaks import FLOOR_MARGIN, PeakFinder
 from streamer.restoration.richardson_lucy import RichardsonLucy
 from streamer.restoration.richardson_lucy_kernels import STAT
 from streamer.restoration.transfers import TransferMeter
@@ -74,10 +77,13 @@ class MatchedFilter:
         """Whether this plan can load ``weights``."""
         return self.correlation.accepts(weights)
 
-    def run(self, weights: np.ndarray, meter: TransferMeter) -> np.ndarray:
-        """Correlate the padded source with ``weights`` and download the map."""
+    def enqueue(self, weights: np.ndarray) -> None:
+        """Correlate the padded source with ``weights`` into :attr:`out`."""
         self.correlation.set_weights(weights)
         self.correlation.enqueue(self.padded, self.out)
+
+    def download(self, meter: TransferMeter) -> np.ndarray:
+        """The map."""
         return meter.download(np.empty(self.shape, dtype=np.float32), self.out)
 
 
@@ -93,6 +99,10 @@ class DetectionMaps:
         self.cache = cache
         # Set by the restorer when its method measurements are put off.
         self.deferred: DeferredMeasurements | None = None
+        self.peaks = PeakFinder(queue, library)
+        # The catalogue reads the restored frame's map through its peaks; tests and
+        # diagnostics may want the map itself too.
+        self.download_restored = False
 
     def _filter(self, role: str, shape: tuple[int, int], weights: np.ndarray
                 ) -> MatchedFilter:
@@ -111,10 +121,12 @@ class DetectionMaps:
         return self.deferred is not None and correlation.superseded_by(self.deferred)
 
     def compute(self, background: BackgroundEqualiser, deconvolution: RichardsonLucy,
-                psf: np.ndarray, target: np.ndarray | None, sky: float, sigma: float
-                ) -> SNRMaps:
-        """Both maps (enqueued after the restoration, downloaded here) of a frame of sky
-        level ``sky`` and white noise ``sigma``."""
+                psf: np.ndarray, target: np.ndarray | None, sky: float, sigma: float,
+                threshold: float) -> SNRMaps:
+        """Both maps (enqueued after the restoration) of a frame of sky level ``sky`` and
+        white noise ``sigma``: the frame's downloaded, the restored frame's as its peak
+        candidates for a catalogue at S/N ``threshold`` (and downloaded too when
+        :attr:`download_restored`)."""
         shape = deconvolution.shape
         height, width = shape
         meter = deconvolution.meter
@@ -128,7 +140,8 @@ class DetectionMaps:
                      median_keys=background.median.output_buffer, sky=sky,
                      padded=frame.padded, width=width, height=height, pad_y=frame.pad[0],
                      pad_x=frame.pad[1])
-        data = frame.run(weights, meter)
+        frame.enqueue(weights)
+        data = frame.download(meter)
         target_weights = matched_filter_weights(
             target if target is not None else np.ones((1, 1)), sigma)
         restored = self._filter("restored", shape, target_weights)
@@ -137,4 +150,8 @@ class DetectionMaps:
                  weight=deconvolution.weight, stats=deconvolution.statistics,
                  sky_index=STAT["SKY"], padded=restored.padded, width=width, height=height,
                  pad_y=restored.pad[0], pad_x=restored.pad[1])
-        return SNRMaps(data, restored.run(target_weights, meter))
+        restored.enqueue(target_weights)
+        peaks = self.peaks.find(restored.out, background.raw, shape, threshold - FLOOR_MARGIN,
+                                defines, meter)
+        return SNRMaps(data, restored.download(meter) if self.download_restored else None,
+                       peaks)

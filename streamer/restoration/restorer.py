@@ -271,7 +271,8 @@ class Restorer(RestorationPlans):
         shift = float(meter.download(np.empty(1, np.float32), background.minimum)[0])
         marks.append(cl.enqueue_marker(queue))
         maps = None if maps_for is None else self.detection_maps.compute(
-            background, deconvolution, psf.psf, maps_for.target, noise.sky, noise.sigma)
+            background, deconvolution, psf.psf, maps_for.target, noise.sky, noise.sigma,
+            self.settings.source_threshold)
         if maps is not None:
             marks.append(cl.enqueue_marker(queue))
         queue.finish()

@@ -22,7 +22,8 @@ from streamer.imaging.data_quality import Quality
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import matched_filter_weights
-from streamer.sources.detection import Detections, SNRMaps, detect, sky_mode
+from streamer.sources.detection import Detections, Peaks, SNRMaps, detect
+from streamer.sources.peaks import local_peaks, sample_sky_mode, sky_mode
 from streamer.sources.photometry import (
     aperture_correction, extended_psf, fit_radius, nearest_neighbour, psf_photometry,
 )
@@ -112,16 +113,32 @@ def _subtracted(image: np.ndarray) -> np.ndarray:
 
 
 def _mesh_subtracted(image: np.ndarray, level: MeshLevel | None = None
-                     ) -> tuple[np.ndarray, MeshLevel | np.ndarray]:
-    """``image`` less its sep mesh background (excluded pixels NaN), and that background: its
-    spline's nodes, or the frame-shaped background where sep evaluated it pixel by pixel.
-    ``level``: the background the preparation measured on this frame (the same 64 px mesh
-    on the same sample, :mod:`streamer.imaging.psf_stars`), used when it fits."""
+                     ) -> tuple[np.ndarray, MeshLevel | np.ndarray, np.ndarray | None]:
+    """``image`` less its sep mesh background (excluded pixels NaN), that background — its
+    spline's nodes, or the frame-shaped background where sep evaluated it pixel by pixel —
+    and the excluded (not finite) pixels, None when there are none. ``level``: the
+    background the preparation measured on this frame (the same 64 px mesh on the same
+    sample, :mod:`streamer.imaging.psf_stars`), used when it fits."""
+    image = np.asarray(image)
+    invalid = None
+    if image.dtype.kind == "f":  # an integer frame has no excluded pixel to look for
+        invalid = ~np.isfinite(image)
+        invalid = invalid if invalid.any() else None
+    mesh = int(min(BACKGROUND_MESH, max(8, min(image.shape) // 4)))
+    if (level is not None and level.shape == image.shape and level.mesh == mesh
+            and np.result_type(image.dtype, np.float32) == np.float32):
+        # One pass into the evaluated background's array: a 16-bit or float32 frame less a
+        # float32 background is float32 arithmetic, the same values as a float32 copy less it.
+        background = level.evaluate()
+        clean = np.subtract(image, background, out=background)
+        if invalid is not None:
+            clean[invalid] = np.nan  # an infinite pixel too
+        return clean, level, invalid
     clean = np.array(image, dtype=np.float32, order="C")  # ours: the background comes off
-    invalid = ~np.isfinite(clean)
-    if invalid.any():
+    zeroed = ~np.isfinite(clean)  # (a float64 pixel past float32's range too)
+    invalid = zeroed if zeroed.any() else None
+    if invalid is not None:
         clean[invalid] = 0.0
-    mesh = int(min(BACKGROUND_MESH, max(8, min(clean.shape) // 4)))
     if level is None or level.shape != clean.shape or level.mesh != mesh:
         measured = MeshBackground(clean, mesh, invalid)
         level = measured.level()
@@ -129,9 +146,9 @@ def _mesh_subtracted(image: np.ndarray, level: MeshLevel | None = None
     else:
         background = level.evaluate()
     clean -= background  # in place, float32: a 4096² frame is 64 MB, not 128
-    if invalid.any():
+    if invalid is not None:
         clean[invalid] = np.nan
-    return clean, (level if level is not None else background)
+    return clean, (level if level is not None else background), invalid
 
 
 def _on_the_mesh(snr: np.ndarray, background: np.ndarray | MeshLevel, sky: float,
@@ -272,23 +289,37 @@ def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, f
               ) -> tuple[np.ndarray, Detections, bool]:
     """The linear frame on the sources' sky level, its detections (the strongest
     ``max_sources``) and whether the cap cut them."""
-    data, background = _mesh_subtracted(image, frame_background)
+    data, background, excluded = _mesh_subtracted(image, frame_background)
     restored_data = (_subtracted(restored) if restored is not None and snr_maps is None
                      else None)
     data_snr, offset = (_on_the_mesh(snr_maps.data, background, noise.sky, psf, noise.sigma)
                         if snr_maps is not None else (None, None))
     found = detect(data, noise.sigma, psf, fwhm, restored=restored_data,
-                   restored_psf=target_psf, threshold=threshold,
-                   mask=~np.isfinite(data),  # _subtracted leaves excluded pixels NaN
+                   restored_psf=target_psf, threshold=threshold, mask=excluded,
                    data_snr=data_snr, data_offset=offset,
-                   restored_snr=(snr_maps.restored - sky_mode(snr_maps.restored)
-                                 if snr_maps is not None else None))
+                   restored_peaks=_restored_peaks(snr_maps, threshold, excluded))
     capped = max_sources is not None and len(found) > max_sources
     if capped:
         found = found.strongest(max_sources)
     data -= np.float32(_sky_offset(data, found.x, found.y, found.detection_snr,
                                    SKY_CLEAR_FWHM * fwhm))  # in place: the array is ours
     return data, found, capped
+
+
+def _restored_peaks(snr_maps: SNRMaps | None, threshold: float,
+                    excluded: np.ndarray | None) -> Peaks | None:
+    """The local peaks of the device's map of the restored frame less its sky mode, the
+    ``excluded`` pixels left out: from the device's candidates (which left out the same
+    pixels), or from the map where it was downloaded instead."""
+    if snr_maps is None:
+        return None
+    if snr_maps.restored_peaks is not None:
+        candidates = snr_maps.restored_peaks
+        return candidates.peaks(threshold, sample_sky_mode(candidates.sample))
+    if snr_maps.restored is None:
+        raise ValueError("S/N maps with neither the restored frame's map nor its peaks")
+    restored = snr_maps.restored
+    return local_peaks(restored - sky_mode(restored), threshold, excluded)
 
 
 def _intrinsic_shapes(found, psf_fwhm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

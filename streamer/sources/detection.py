@@ -27,21 +27,26 @@ from scipy.signal import fftconvolve
 
 from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground, MeshLevel
 from streamer.imaging.psf import matched_filter_weights
-from streamer.sources.objects import MINAREA, SEP_OBJ_MERGED, extract, parents, unfragmented
+from streamer.sources.objects import SEP_OBJ_MERGED, extract, parents, unfragmented
+from streamer.sources.peaks import PeakCandidates, local_peaks
 
 NEW_PEAK_FWHM = 0.75  # a restored peak this far from every source is a source of its own
 FILTERED_MESH = 64  # pixels per cell of the S/N map's own background and rms
 MAP_STRIDE_4_FWHM = 2.8  # px: a map is sampled every fourth pixel from this PSF FWHM up
+Peaks = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, y and height of a map's local peaks
 
 
 @dataclass
 class SNRMaps:
     """The matched-filter S/N of the frame (its PSF) and of the restored frame (the target
     PSF, or the pixels themselves when restored fully), float32, frame-shaped — made on the
-    device (:mod:`streamer.restoration.detection_maps`)."""
+    device (:mod:`streamer.restoration.detection_maps`). The restored frame's map stays
+    there: its peak candidates come instead (``restored_peaks``), the map itself only when
+    asked for (tests, diagnostics)."""
 
     data: np.ndarray
-    restored: np.ndarray
+    restored: np.ndarray | None = None
+    restored_peaks: PeakCandidates | None = None
 
 
 @dataclass(frozen=True)
@@ -157,84 +162,21 @@ def map_stride(shape: tuple[int, ...], mesh: int, fwhm: float) -> int:
     return stride
 
 
-def sky_mode(snr: np.ndarray) -> float:
-    """The sky level of a map with a flat sky (the device's map of the restored frame, whose
-    sky the median background flattened): SExtractor's mode, 2.5 median − 1.5 mean of the
-    3σ-clipped pixels of a quarter-million sample, the median where that is skewed. The sky
-    of ``C`` that the device subtracted (``−min B``) sat 0.78 below it in S/N on the sources
-    profile's field — enough to cost faint restored peaks their threshold."""
-    from astropy.stats import sigma_clipped_stats
-
-    step = max(1, int(np.sqrt(snr.size / (1 << 18))))
-    sample = np.asarray(snr[::step, ::step])
-    sample = sample[np.isfinite(sample)]
-    if sample.size < 100:
-        return 0.0
-    mean, median, std = sigma_clipped_stats(sample, sigma=3.0, maxiters=5)
-    skewed = std > 0 and abs(mean - median) > 0.3 * std
-    return float(median if skewed else 2.5 * median - 1.5 * mean)
-
-
-def local_peaks(snr: np.ndarray, threshold: float, mask: np.ndarray | None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The local maxima (3×3, edges repeated) of ``snr`` above ``threshold`` with at least
-    ``MINAREA`` of their 3×3 pixels above it too (one noise spike is not a star): positions
-    refined to the 3×3 light-weighted centroid, and heights. Masked pixels neither peak nor
-    hide a neighbour's peak. Only the pixels above the threshold are looked at — a few per
-    cent of a frame — so there is no whole-frame filter (0.66 s at 4096²): these are
-    candidates, each vetted on the data."""
-    values = np.asarray(snr)
-    above = values > threshold
-    if mask is not None:
-        above &= ~mask
-    rows, columns = np.nonzero(above)
-    height, width = values.shape
-    centre = values[rows, columns]
-    # First the maxima, each neighbour test thinning the candidates (most pixels above the
-    # threshold are a star's flank and fail within a test or two) ...
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == dx == 0:
-                continue
-            near_rows = np.clip(rows + dy, 0, height - 1)
-            near_columns = np.clip(columns + dx, 0, width - 1)
-            value = values[near_rows, near_columns]
-            peak = value <= centre  # the edge's repeated pixels, as mode="nearest"
-            if mask is not None:
-                peak |= mask[near_rows, near_columns]
-            rows, columns, centre = rows[peak], columns[peak], centre[peak]
-    # ... then their 3×3 counts and centroids, which see nothing past the frame's edge.
-    total, sum_y, sum_x, crowd = (np.zeros(rows.size) for _ in range(4))
-    for dy in (-1, 0, 1):
-        near_rows = np.clip(rows + dy, 0, height - 1)
-        for dx in (-1, 0, 1):
-            near_columns = np.clip(columns + dx, 0, width - 1)
-            value = values[near_rows, near_columns]
-            if mask is not None:
-                value = np.where(mask[near_rows, near_columns], -np.inf, value)
-            inside = ((rows + dy >= 0) & (rows + dy < height) & (columns + dx >= 0)
-                      & (columns + dx < width))
-            weight = np.where(inside & (value > threshold), value, 0.0)
-            crowd += inside & (value > threshold)
-            total += weight
-            sum_y += dy * weight
-            sum_x += dx * weight
-    keep = crowd >= MINAREA
-    return ((columns + sum_x / total)[keep], (rows + sum_y / total)[keep],
-            centre[keep].astype(float))
-
-
 def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
            restored: np.ndarray | None = None, restored_psf: np.ndarray | None = None,
            threshold: float = 5.0, mask: np.ndarray | None = None,
            data_snr: np.ndarray | None = None, restored_snr: np.ndarray | None = None,
-           data_offset: MeshLevel | None = None) -> Detections:
+           data_offset: MeshLevel | None = None,
+           restored_peaks: Peaks | None = None) -> Detections:
     """The sources of a background-subtracted linear frame ``data`` at matched-filter S/N
     ``threshold``, merged ones split where the (background-subtracted) ``restored`` frame
-    shows two or more peaks within one input FWHM. ``data_snr`` and ``restored_snr``: the
+    shows two or more peaks within one input FWHM. ``mask``: the pixels of ``data`` that are
+    excluded (not finite; None: every pixel is finite). ``data_snr`` and ``restored_snr``: the
     two frames' matched-filter maps of their background-subtracted frames, when made
     elsewhere (the device's, levelled by the catalogue; ``restored`` is then not needed);
-    ``data_offset``: a smooth level to take off ``data_snr`` (see :func:`measured_snr`)."""
+    ``data_offset``: a smooth level to take off ``data_snr`` (see :func:`measured_snr`);
+    ``restored_peaks``: the restored map's :func:`~streamer.sources.peaks.local_peaks` at
+    ``threshold``, when found elsewhere (the device's candidates; no map is then needed)."""
     import sep
 
     snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr, data_offset)
@@ -246,7 +188,7 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
         return Detections(empty, empty, empty, empty, empty, empty, np.empty(0, bool), empty,
                           frame_ratio)
     # sep reads pixels as float32 whatever it is given: float64 would only cost a 128 MB copy
-    clean = np.ascontiguousarray(finite_or_zero(data))
+    clean = np.ascontiguousarray(data if mask is None else finite_or_zero(data))
     width = max(fwhm, 1.0) / 2.3548
     x, y, _ = sep.winpos(clean, objects["x"], objects["y"], np.full(len(objects), width))
     bad = ~np.isfinite(x) | ~np.isfinite(y) | (np.hypot(x - objects["x"], y - objects["y"]) > fwhm)
@@ -255,12 +197,14 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
                        objects["b"].astype(float), objects["theta"].astype(float),
                        np.zeros(len(objects), bool), _at(ratio, x, y), frame_ratio,
                        (objects["flag"] & SEP_OBJ_MERGED) != 0)
-    if restored_snr is None:
-        if restored is None:
-            return found
-        restored_snr = matched_filter_snr(restored, sigma, restored_psf if restored_psf
-                                          is not None else np.ones((1, 1)))
-    return _split_blends(found, restored_snr, fwhm, threshold, mask, ratio)
+    if restored_peaks is None:
+        if restored_snr is None:
+            if restored is None:
+                return found
+            restored_snr = matched_filter_snr(restored, sigma, restored_psf if restored_psf
+                                              is not None else np.ones((1, 1)))
+        restored_peaks = local_peaks(restored_snr, threshold, mask)
+    return _split_blends(found, restored_peaks, fwhm, ratio)
 
 
 def _at(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -270,16 +214,17 @@ def _at(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(image[rows, columns], dtype=float)
 
 
-def _split_blends(found: Detections, restored_snr: np.ndarray, fwhm: float, threshold: float,
-                  mask: np.ndarray | None, ratio: np.ndarray) -> Detections:
+def _split_blends(found: Detections, peaks: Peaks, fwhm: float, ratio: np.ndarray
+                  ) -> Detections:
     """Blends from the restored frame: a matched-filter source holding two or more restored
     peaks within one input FWHM is replaced by them, and a restored peak farther than
     ``NEW_PEAK_FWHM`` input FWHM from every source (a faint star in a bright one's wing, which
     the matched filter merges) is added; both are marked blended, and their PSF-fit S/N on
     the data decides whether they stay (:mod:`streamer.sources.catalog`)."""
-    # Candidates only, at the white-noise unit: each must stand on the data by its own PSF-fit
-    # S/N (against the measured noise) to stay, so a generous list costs no false sources.
-    px, py, height = local_peaks(restored_snr, threshold, mask)
+    # The restored map's peaks (x, y, height) are candidates only, at the white-noise unit:
+    # each must stand on the data by its own PSF-fit S/N (against the measured noise) to
+    # stay, so a generous list costs no false sources.
+    px, py, height = peaks
     if px.size == 0:
         return found
     from scipy.spatial import cKDTree

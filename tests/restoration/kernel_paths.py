@@ -127,11 +127,17 @@ class KernelPaths:
                 method=method, target_fwhm=None, restored_as="residual"),
                 str(self.device.name))
             self.keep.append(target)
+            target.detection_maps.download_restored = True
             result = target.restore(image, mask=mask, snr_maps=True)
             self.out[f"restore_residual_{method}"] = result.data
             # The catalogue's matched filters (opencl/detection.cl), by the same method.
             self.out[f"snr_map_data_{method}"] = result.snr_maps.data
             self.out[f"snr_map_restored_{method}"] = result.snr_maps.restored
+            peaks = result.snr_maps.restored_peaks  # (opencl/detection.cl's candidates)
+            self.out[f"snr_map_peak_positions_{method}"] = np.column_stack(
+                [peaks.rows, peaks.columns])
+            self.out[f"snr_map_peak_neighbourhoods_{method}"] = peaks.near
+            self.out[f"snr_map_sky_sample_{method}"] = peaks.sample
 
 
 def run(device: str | None, paths: str = "all") -> dict[str, np.ndarray]:

@@ -2,7 +2,8 @@
 SciPy: the frame less its sky, every finite pixel (masked ones too), excluded pixels and the
 border past the edges filled with the frame's median background (mirrored), correlated with
 the PSF; and the restored frame less its sky, excluded pixels and border 0, correlated with the
-target PSF; both over the noise of a PSF fit."""
+target PSF; both over the noise of a PSF fit. The restored frame's map reaches the catalogue
+as its peak candidates: the same peaks as the host's search of the map."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from streamer.imaging.psf import PSFSpec, gaussian_psf, matched_filter_weights
 from streamer.imaging.synthetic import star_field
 from streamer.restoration.restorer import Restorer
 from streamer.settings import RestorationSettings
+from streamer.restoration.restored_peaks import FLOOR_MARGIN
 from streamer.sources.detection import matched_filter_snr
+from streamer.sources.peaks import local_peaks, sky_mode
 
 
 def _frame(dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +63,11 @@ def _zero_padded(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def restorer(opencl):
-    return Restorer(RestorationSettings(window=15, psf=PSFSpec(kind="moffat", fwhm=3.0,
-                                                               beta=3.0), iterations=5),
-                    str(opencl.device.name))
+    restorer = Restorer(RestorationSettings(window=15, psf=PSFSpec(kind="moffat", fwhm=3.0,
+                                                                   beta=3.0), iterations=5),
+                        str(opencl.device.name))
+    restorer.detection_maps.download_restored = True  # the map its peaks are compared with
+    return restorer
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
@@ -107,3 +112,26 @@ def test_no_maps_unless_asked(restorer):
     image, _ = _frame(np.uint16)
     result = restorer.restore(image)
     assert result.snr_maps is None and "detection" not in result.device_seconds
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_the_restored_maps_peaks_come_from_the_device(restorer, dtype, caplog):
+    # The catalogue's peaks of the restored map less its sky, from the device's candidates:
+    # the host's search of the downloaded map finds the same, the frame's excluded pixels
+    # left out; a sky below the candidates' floor is said.
+    image, mask = _frame(dtype)
+    result = restorer.restore(image, mask=mask, snr_maps=True)
+    maps, threshold = result.snr_maps, restorer.settings.source_threshold
+    candidates = maps.restored_peaks
+    assert candidates.floor == pytest.approx(threshold - FLOOR_MARGIN)
+    assert np.array_equal(candidates.sample, maps.restored)  # a small map: every pixel
+    excluded = ~np.isfinite(image.astype(np.float32))
+    for sky in (0.0, sky_mode(maps.restored), -1.5):
+        ours = candidates.peaks(threshold, sky)
+        expected = local_peaks(maps.restored - sky, threshold, excluded)
+        assert ours[0].size >= 10
+        for got, reference in zip(ours, expected):
+            assert np.array_equal(got, reference)
+    assert "below the floor" not in caplog.text
+    candidates.peaks(threshold, -FLOOR_MARGIN - 0.5)
+    assert "below the floor" in caplog.text

@@ -10,7 +10,8 @@ import pytest
 import sep
 from scipy.ndimage import gaussian_filter, maximum_filter
 
-from streamer.sources.detection import finite_or_zero, local_peaks
+from streamer.sources.detection import finite_or_zero
+from streamer.sources.peaks import local_peaks
 from streamer.sources.objects import DEBLEND_CONTRAST, MINAREA
 from streamer.sources.objects import extract as _extract
 from streamer.sources.objects import parents as _parents

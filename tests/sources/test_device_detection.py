@@ -79,3 +79,26 @@ def test_the_preparations_background_gives_the_same_catalogue():
     assert np.allclose(shared.x, own.x, atol=1e-4) and np.allclose(shared.y, own.y, atol=1e-4)
     assert np.allclose(shared.flux, own.flux, rtol=1e-5)
     assert np.array_equal(shared.flags, own.flags)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+def test_the_frame_less_the_preparations_background(dtype):
+    # One pass into the evaluated background's array where the arithmetic is float32's anyway
+    # (16-bit and float32 frames), a float32 copy otherwise: the same pixels either way, NaN
+    # where the frame is not finite; no mask where every pixel is.
+    from streamer.imaging.mesh_background import MeshBackground
+    from streamer.sources.catalog import _mesh_subtracted
+
+    field = star_field((1024, 1100), moffat_psf(3.6, 3.0), stars=300, seed=23).image
+    image = np.clip(np.round(field), 0, 65535).astype(dtype)
+    level = MeshBackground(image.astype(np.float32), 64).level()
+    clean, returned, excluded = _mesh_subtracted(image, level)
+    expected = image.astype(np.float32) - level.evaluate()
+    assert returned is level and excluded is None and clean.dtype == np.float32
+    assert np.array_equal(clean, expected)
+    if dtype != np.uint16:
+        image[5:9, 700:710], image[100, 3] = np.nan, np.inf
+        clean, _, excluded = _mesh_subtracted(image, level)
+        assert np.array_equal(np.flatnonzero(excluded), np.flatnonzero(~np.isfinite(image)))
+        assert np.isnan(clean[excluded]).all()
+        assert np.array_equal(clean[~excluded], expected[~excluded])
