@@ -19,6 +19,7 @@ from astropy.io import fits
 
 from streamer.errors import FrameDecodeError, FrameTooLargeError, NoValidPixelError
 from streamer.imaging.data_quality import quality_keywords
+from streamer.imaging.fits_writer import fits_file
 from streamer.imaging.validation import checked_image
 from streamer.quiet import filtered_warnings
 
@@ -192,14 +193,12 @@ def error_hdu(sigma: np.ndarray, restored_as: str) -> fits.ImageHDU:
 
 
 def restored_bytes(data: np.ndarray, header: fits.Header,
-                   extensions: Sequence[fits.ImageHDU] = ()) -> bytes:
+                   extensions: Sequence[fits.ImageHDU] = ()) -> memoryview:
     """A restored frame as a FITS file in memory: float32 primary HDU with ``header``, then
-    the extensions (PSF, DQ, ERR)."""
-    buffer = io.BytesIO()
+    the extensions (PSF, DQ, ERR) — written in one buffer (:mod:`streamer.imaging.fits_writer`)."""
     hdus = [fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)]
     hdus.extend(extensions)
-    fits.HDUList(hdus).writeto(buffer, output_verify="silentfix")
-    return buffer.getvalue()
+    return fits_file(hdus)
 
 
 def write_restored(path: str | Path, data: np.ndarray, header: fits.Header,

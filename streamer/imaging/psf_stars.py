@@ -53,18 +53,16 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     """Background, noise and sources of a frame (``invalid`` pixels masked)."""
     import sep
 
-    if invalid.any():
-        filled = np.where(invalid, np.median(data[~invalid]), data).astype(np.float32)
-    else:  # no median of 4 M pixels to fill nothing (40 ms at 2048²)
-        filled = np.array(data, dtype=np.float32)  # a copy: the background comes off in place
-    background = MeshBackground(filled, 64, invalid)
-    background.subfrom(filled)
-    subtracted = filled
+    excluded = bool(invalid.any())
+    # No mask where nothing is excluded: sep reads a mask pixel by pixel however empty it is
+    # (0.06 s of a 4096² extraction's 0.3), and finds the same objects without one.
+    mask = invalid if excluded else None
+    subtracted, background = _less_background(data, invalid if excluded else None)
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
     for _ in range(4):  # crowded frames overflow sep's buffers: raise the threshold
         try:
-            objects, segments = sep.extract(subtracted, threshold, err=noise, mask=invalid,
+            objects, segments = sep.extract(subtracted, threshold, err=noise, mask=mask,
                                              minarea=5, deblend_cont=0.005,
                                              segmentation_map=True,
                                              deblend_nthresh=DEBLEND_THRESHOLDS)
@@ -77,6 +75,27 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
                                 ("peak", float), ("a", float)])
     return Detection(empty, subtracted, np.zeros(data.shape, np.int32), noise,
                      background.level())
+
+
+def _less_background(data: np.ndarray, invalid: np.ndarray | None
+                     ) -> tuple[np.ndarray, MeshBackground]:
+    """The frame less its 64 px mesh background (float32, ours), and that background;
+    ``invalid`` pixels (None: there are none) filled with the median first."""
+    if invalid is None and np.result_type(data.dtype, np.float32) == np.float32:
+        # A 16-bit or float32 frame: the background is measured on its sample as it is, and
+        # the frame less it is written into the evaluated background's array — no float32
+        # copy of the frame first (the same float32 arithmetic).
+        background = MeshBackground(data, 64)
+        if background.stride > 1:
+            level = background.back()
+            return np.subtract(data, level, out=level), background
+    if invalid is not None:
+        filled = np.where(invalid, np.median(data[~invalid]), data).astype(np.float32)
+    else:  # no median of 4 M pixels to fill nothing (40 ms at 2048²)
+        filled = np.array(data, dtype=np.float32)  # a copy: the background comes off in place
+    background = MeshBackground(filled, 64, invalid)
+    background.subfrom(filled)
+    return filled, background
 
 
 def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
