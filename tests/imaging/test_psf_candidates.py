@@ -46,3 +46,20 @@ def test_candidates_at_once_follow_the_box_by_box_rule():
     # the limit and the excluded patch both removed some
     everything = psf_stars.candidates(detection, image, np.zeros_like(invalid), None, 7)
     assert psf_stars.candidates(detection, image, invalid, limit, 7).size < everything.size
+
+
+def test_a_frame_with_nothing_excluded_is_detected_as_a_float_copy_would_be():
+    # No float32 copy where nothing is excluded and the arithmetic is float32's anyway (a
+    # 16-bit frame, a clean float32 one): the same background, frame less it, objects and
+    # segments as the float64 frame, which goes through the float32 copy.
+    field = star_field((1100, 1030), gaussian_psf(3.0, size=25), stars=500, seed=12)
+    image = np.clip(np.round(field.image), 0, 65535).astype(np.uint16)
+    nothing = np.zeros(image.shape, bool)
+    copied = psf_stars.detect(image.astype(np.float64), nothing, 5.0)
+    assert len(copied.objects) > 300
+    for frame in (image, image.astype(np.float32)):
+        direct = psf_stars.detect(frame, nothing, 5.0)
+        assert np.array_equal(direct.subtracted, copied.subtracted)
+        assert np.array_equal(direct.background.nodes, copied.background.nodes)
+        assert np.array_equal(direct.objects, copied.objects)
+        assert np.array_equal(direct.segments, copied.segments)
