@@ -28,8 +28,10 @@ def quality_plane(shape: tuple[int, int], *, invalid: np.ndarray | None = None,
     for bit, where in ((Quality.INVALID, invalid), (Quality.MASKED, masked),
                        (Quality.SATURATED, saturated), (Quality.NONLINEAR, nonlinear),
                        (Quality.FILLED, filled)):
-        if where is not None:
-            plane[where] |= np.uint8(bit)
+        # A ufunc's where= instead of boolean indexing, and nothing for an empty mask: five
+        # masks indexed into a 4096² plane cost 0.04 s, most of them empty.
+        if where is not None and where.any():
+            np.bitwise_or(plane, np.uint8(bit), out=plane, where=where)
     if edge > 0:
         border = np.uint8(Quality.EDGE)
         plane[:edge] |= border

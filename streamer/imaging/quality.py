@@ -192,14 +192,15 @@ def moat_depth(image: np.ndarray, positions: np.ndarray, fwhm: float, stars: int
     6 to 10 FWHM; the median over the stars. Positive: a dark moat (a deconvolution artefact
     that detection software takes for structure); about 0 or negative: none. None when no
     star has room around it."""
-    data = np.asarray(image, dtype=np.float64)
+    data = np.asarray(image)  # each star's box in float64, not the frame (128 MB at 4096²)
     outer = int(np.ceil(10 * fwhm))
     depths = []
     for row, column in np.asarray(positions)[:stars]:
         row, column = int(row), int(column)
         if not (outer <= row < data.shape[0] - outer and outer <= column < data.shape[1] - outer):
             continue
-        box = data[row - outer: row + outer + 1, column - outer: column + outer + 1]
+        box = np.asarray(data[row - outer: row + outer + 1, column - outer: column + outer + 1],
+                         dtype=np.float64)
         ys, xs = np.mgrid[-outer: outer + 1, -outer: outer + 1]
         radius = np.hypot(ys, xs) / fwhm
         ring = box[(radius >= 6) & (radius <= 10) & np.isfinite(box)]

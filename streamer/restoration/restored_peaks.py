@@ -56,7 +56,8 @@ class PeakFinder:
         if self.capacity == 0:
             self._reserve(INITIAL_CAPACITY)
         while True:
-            meter.upload(self._count, np.zeros(1, np.uint32))
+            # A fill on the device, not an upload: the frame's is its only one.
+            cl.enqueue_fill_buffer(self.queue, self._count, np.uint32(0), 0, 4)
             kernel(self.queue, (width, height), None, map=snr, raw=raw, floor_value=floor,
                    width=width, height=height, count=self._count, positions=self._positions,
                    neighbourhoods=self._near, capacity=self.capacity)
