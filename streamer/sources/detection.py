@@ -29,6 +29,7 @@ from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground, MeshL
 from streamer.imaging.psf import matched_filter_weights
 from streamer.sources.objects import SEP_OBJ_MERGED, extract, parents, unfragmented
 from streamer.sources.peaks import PeakCandidates, local_peaks
+from streamer.sources.windowed import windowed_positions
 
 NEW_PEAK_FWHM = 0.75  # a restored peak this far from every source is a source of its own
 FILTERED_MESH = 64  # pixels per cell of the S/N map's own background and rms
@@ -177,8 +178,6 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     ``data_offset``: a smooth level to take off ``data_snr`` (see :func:`measured_snr`);
     ``restored_peaks``: the restored map's :func:`~streamer.sources.peaks.local_peaks` at
     ``threshold``, when found elsewhere (the device's candidates; no map is then needed)."""
-    import sep
-
     snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr, data_offset)
     frame_ratio = float(np.median(ratio[::4, ::4]))  # a smooth map: 16 M pixels add nothing
     children = extract(snr, threshold, mask)
@@ -187,10 +186,11 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
         empty = np.empty(0)
         return Detections(empty, empty, empty, empty, empty, empty, np.empty(0, bool), empty,
                           frame_ratio)
-    # sep reads pixels as float32 whatever it is given: float64 would only cost a 128 MB copy
-    clean = np.ascontiguousarray(data if mask is None else finite_or_zero(data))
+    # The windowed centroids read each source's box of the frame as it is (float32): a float64
+    # copy of the frame would only cost 128 MB.
+    clean = data if mask is None else finite_or_zero(data)
     width = max(fwhm, 1.0) / 2.3548
-    x, y, _ = sep.winpos(clean, objects["x"], objects["y"], np.full(len(objects), width))
+    x, y = windowed_positions(clean, objects["x"], objects["y"], width)  # sep's winpos
     bad = ~np.isfinite(x) | ~np.isfinite(y) | (np.hypot(x - objects["x"], y - objects["y"]) > fwhm)
     x, y = np.where(bad, objects["x"], x), np.where(bad, objects["y"], y)
     found = Detections(x, y, objects["peak"].astype(float), objects["a"].astype(float),
