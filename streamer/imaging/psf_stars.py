@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.imaging.mesh_background import MeshBackground, MeshLevel
+from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.sparse_masks import grown
 
 MIN_PEAK_SNR = 20.0
@@ -83,12 +83,11 @@ def _less_background(data: np.ndarray, invalid: np.ndarray | None
     ``invalid`` pixels (None: there are none) filled with the median first."""
     if invalid is None and np.result_type(data.dtype, np.float32) == np.float32:
         # A 16-bit or float32 frame: the background is measured on its sample as it is, and
-        # the frame less it is written into the evaluated background's array — no float32
-        # copy of the frame first (the same float32 arithmetic).
+        # the frame less it is written a few rows at a time — no float32 copy of the frame
+        # first (the same float32 arithmetic as the copy's, below).
         background = MeshBackground(data, 64)
         if background.stride > 1:
-            level = background.back()
-            return np.subtract(data, level, out=level), background
+            return levelled(data, background.level()), background
     if invalid is not None:
         filled = np.where(invalid, np.median(data[~invalid]), data).astype(np.float32)
     else:  # no median of 4 M pixels to fill nothing (40 ms at 2048²)

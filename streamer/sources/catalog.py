@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from streamer.imaging.data_quality import Quality
-from streamer.imaging.mesh_background import MeshBackground, MeshLevel
+from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import matched_filter_weights
 from streamer.sources.detection import Detections, Peaks, SNRMaps, detect
@@ -127,10 +127,9 @@ def _mesh_subtracted(image: np.ndarray, level: MeshLevel | None = None
     mesh = int(min(BACKGROUND_MESH, max(8, min(image.shape) // 4)))
     if (level is not None and level.shape == image.shape and level.mesh == mesh
             and np.result_type(image.dtype, np.float32) == np.float32):
-        # One pass into the evaluated background's array: a 16-bit or float32 frame less a
-        # float32 background is float32 arithmetic, the same values as a float32 copy less it.
-        background = level.evaluate()
-        clean = np.subtract(image, background, out=background)
+        # No float32 copy first: a 16-bit or float32 frame less a float32 background is
+        # float32 arithmetic, the same values as a float32 copy less it.
+        clean = levelled(image, level)
         if invalid is not None:
             clean[invalid] = np.nan  # an infinite pixel too
         return clean, level, invalid
@@ -142,10 +141,13 @@ def _mesh_subtracted(image: np.ndarray, level: MeshLevel | None = None
     if level is None or level.shape != clean.shape or level.mesh != mesh:
         measured = MeshBackground(clean, mesh, invalid)
         level = measured.level()
-        background = measured.back() if level is None else level.evaluate()
+        background = measured.back() if level is None else level
     else:
-        background = level.evaluate()
-    clean -= background  # in place, float32: a 4096² frame is 64 MB, not 128
+        background = level
+    if isinstance(background, MeshLevel):
+        levelled(clean, background, out=clean)  # in place, float32: 64 MB at 4096², not 128
+    else:
+        clean -= background
     if invalid is not None:
         clean[invalid] = np.nan
     return clean, (level if level is not None else background), invalid

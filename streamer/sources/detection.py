@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground, MeshLevel
+from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground, MeshLevel, levelled
 from streamer.imaging.psf import matched_filter_weights
 from streamer.sources.objects import SEP_OBJ_MERGED, extract, parents, unfragmented
 from streamer.sources.peaks import PeakCandidates, local_peaks
@@ -82,6 +82,32 @@ class Detections:
                           self.noise_ratio[keep], self.frame_noise_ratio, self.pieces[keep])
 
 
+@dataclass(frozen=True)
+class NoiseRatio:
+    """An S/N map's measured noise over white noise's (at least 1), pixel by pixel: as a
+    frame-shaped array (``pixels``: sep's own evaluation) or as its spline's nodes
+    (``level``), read where it is needed."""
+
+    pixels: np.ndarray | None = None
+    level: MeshLevel | None = None
+
+    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The ratio at the pixels nearest to ``(x, y)``."""
+        shape = self.pixels.shape if self.pixels is not None else self.level.shape
+        rows = np.clip(np.rint(y).astype(int), 0, shape[0] - 1)
+        columns = np.clip(np.rint(x).astype(int), 0, shape[1] - 1)
+        if self.pixels is not None:
+            return np.asarray(self.pixels[rows, columns], dtype=float)
+        return np.maximum(self.level.at(rows, columns), 1.0)
+
+    def median(self) -> float:
+        """The frame's median ratio, over every fourth pixel of each axis (a smooth map: 16 M
+        pixels add nothing)."""
+        if self.pixels is not None:
+            return float(np.median(self.pixels[::4, ::4]))
+        return float(np.median(np.maximum(self.level.evaluate(4), np.float32(1.0))))
+
+
 def finite_or_zero(data: np.ndarray) -> np.ndarray:
     """``data`` as float32 with its excluded (NaN, infinite) pixels 0, copied only when it has
     some: ``np.nan_to_num`` copies a 4096² frame and makes three whole-frame passes (0.25 s)
@@ -106,10 +132,11 @@ def matched_filter_snr(data: np.ndarray, sigma: float, psf: np.ndarray) -> np.nd
 
 def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, threshold: float,
                  mask: np.ndarray | None = None, snr: np.ndarray | None = None,
-                 offset: MeshLevel | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 offset: MeshLevel | None = None) -> tuple[np.ndarray, NoiseRatio]:
     """The matched-filter S/N map levelled and scaled by its own sep mesh background and rms
-    (the rms at least white noise's), and that rms: how much noisier than white noise the
-    frame is at the PSF's scale, pixel by pixel. The rms is measured twice: the second time
+    (the rms at least white noise's; the two applied a few rows at a time,
+    :func:`~streamer.imaging.mesh_background.levelled`), and that rms: how much noisier than
+    white noise the frame is at the PSF's scale, pixel by pixel. The rms is measured twice: the second time
     with the first pass's detections (grown by a FWHM) left out, so that a crowded field's
     star wings do not pass for noise. Both passes measure the mesh on a sample of the pixels
     (:func:`map_stride`), and the first stays there. ``snr``: the matched filter's map, when
@@ -141,14 +168,15 @@ def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, t
                            stride=stride, shape=snr.shape)
     nodes = level.level()
     if nodes is None:  # sep's own evaluation, every pixel
-        levelled = level.back()
-    else:
-        levelled = (nodes if offset is None else nodes.combined(offset)).evaluate()
-    np.subtract(snr, levelled, out=levelled)
-    ratio = level.rms()
-    np.maximum(ratio, np.float32(1.0), out=ratio)
-    levelled /= ratio
-    return levelled, ratio
+        background = level.back()
+        np.subtract(snr, background, out=background)
+        ratio = level.rms()
+        np.maximum(ratio, np.float32(1.0), out=ratio)
+        background /= ratio
+        return background, NoiseRatio(ratio)
+    scale = level.rms_level()
+    return (levelled(snr, nodes if offset is None else nodes.combined(offset), scale),
+            NoiseRatio(level=scale))
 
 
 def map_stride(shape: tuple[int, ...], mesh: int, fwhm: float) -> int:
@@ -179,7 +207,7 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     ``restored_peaks``: the restored map's :func:`~streamer.sources.peaks.local_peaks` at
     ``threshold``, when found elsewhere (the device's candidates; no map is then needed)."""
     snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr, data_offset)
-    frame_ratio = float(np.median(ratio[::4, ::4]))  # a smooth map: 16 M pixels add nothing
+    frame_ratio = ratio.median()
     children = extract(snr, threshold, mask)
     objects = unfragmented(snr, children, parents(snr, threshold, mask, children))
     if len(objects) == 0:
@@ -195,7 +223,7 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     x, y = np.where(bad, objects["x"], x), np.where(bad, objects["y"], y)
     found = Detections(x, y, objects["peak"].astype(float), objects["a"].astype(float),
                        objects["b"].astype(float), objects["theta"].astype(float),
-                       np.zeros(len(objects), bool), _at(ratio, x, y), frame_ratio,
+                       np.zeros(len(objects), bool), ratio.at(x, y), frame_ratio,
                        (objects["flag"] & SEP_OBJ_MERGED) != 0)
     if restored_peaks is None:
         if restored_snr is None:
@@ -207,14 +235,7 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     return _split_blends(found, restored_peaks, fwhm, ratio)
 
 
-def _at(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``image`` at the pixels nearest to ``(x, y)``."""
-    rows = np.clip(np.rint(y).astype(int), 0, image.shape[0] - 1)
-    columns = np.clip(np.rint(x).astype(int), 0, image.shape[1] - 1)
-    return np.asarray(image[rows, columns], dtype=float)
-
-
-def _split_blends(found: Detections, peaks: Peaks, fwhm: float, ratio: np.ndarray
+def _split_blends(found: Detections, peaks: Peaks, fwhm: float, ratio: NoiseRatio
                   ) -> Detections:
     """Blends from the restored frame: a matched-filter source holding two or more restored
     peaks within one input FWHM is replaced by them, and a restored peak farther than
@@ -258,5 +279,5 @@ def _split_blends(found: Detections, peaks: Peaks, fwhm: float, ratio: np.ndarra
         np.concatenate([found.a[keep], psf_axis]), np.concatenate([found.b[keep], psf_axis]),
         np.concatenate([found.theta[keep], np.zeros(count)]),
         np.concatenate([found.blended[keep], np.ones(count, bool)]),
-        np.concatenate([found.noise_ratio[keep], _at(ratio, ex, ey)]), found.frame_noise_ratio,
+        np.concatenate([found.noise_ratio[keep], ratio.at(ex, ey)]), found.frame_noise_ratio,
         np.concatenate([found.pieces[keep], np.zeros(count, bool)]))

@@ -8,7 +8,7 @@ import sep
 from scipy.ndimage import gaussian_filter
 
 from streamer.imaging.fits_io import read_image
-from streamer.imaging.mesh_background import MeshBackground
+from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from tests.conftest import ASTROPY_FITS_DATA
 
 M13 = ASTROPY_FITS_DATA / "hdu" / "compressed" / "tests" / "data" / "m13.fits"
@@ -77,7 +77,8 @@ def test_subtraction_in_place_and_small_frames_are_seps_own() -> None:
     sampled = MeshBackground(data, 64)
     copy = data.copy()
     sampled.subfrom(copy)
-    np.testing.assert_array_equal(copy, data - sampled.back())
+    np.testing.assert_array_equal(copy, levelled(data, sampled.level()))
+    assert np.abs(copy - (data - sampled.back())).max() <= 1e-6 * np.abs(data).max()
     small = _field(512, seed=2)
     own = MeshBackground(small, 64)
     assert own.stride == 1
@@ -134,3 +135,28 @@ def test_a_sample_given_is_measured_as_the_frame_would_be() -> None:
     assert np.array_equal(whole.rms(), given.rms())
     with pytest.raises(ValueError, match="stride"):
         MeshBackground(np.array(frame[::4, ::4]), 64, shape=frame.shape)
+
+
+@pytest.mark.parametrize("shape, mesh", [((1100, 1300), 64), ((300, 200), 32), ((130, 100), 64),
+                                         ((70, 90), 64), ((50, 40), 64)])
+def test_levelling_a_few_rows_at_a_time_is_the_whole_levels_arithmetic(shape, mesh) -> None:
+    # (values − level) / max(scale, 1) with the levels evaluated a block of rows at a time,
+    # segment by segment (one, two and many node rows; partial last cells): the levels
+    # evaluated whole, to float32 rounding; in place too; and a level read at points.
+    rng = np.random.default_rng(shape[0])
+    cells = (-(-shape[0] // mesh), -(-shape[1] // mesh))
+    level = MeshLevel(rng.normal(0, 3, cells).astype(np.float32), shape, mesh)
+    scale = MeshLevel(rng.normal(1.1, 0.3, cells).astype(np.float32), shape, mesh)
+    values = rng.normal(0, 20, shape).astype(np.float32)
+    whole = (values - level.evaluate()) / np.maximum(scale.evaluate(), np.float32(1.0))
+    ours = levelled(values, level, scale)
+    assert ours.dtype == np.float32 and np.abs(ours - whole).max() <= 2e-6 * np.abs(whole).max()
+    counts = rng.integers(0, 65535, shape).astype(np.uint16)
+    less = levelled(counts, level)
+    assert np.abs(less - (counts - level.evaluate())).max() <= 1e-6 * 65535
+    in_place = values.copy()
+    assert levelled(in_place, level, scale, out=in_place) is in_place
+    assert np.array_equal(in_place, ours)
+    rows, columns = rng.integers(0, shape[0], 40), rng.integers(0, shape[1], 40)
+    assert np.allclose(level.at(rows, columns), level.evaluate()[rows, columns], rtol=0,
+                       atol=1e-5)

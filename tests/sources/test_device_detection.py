@@ -86,16 +86,19 @@ def test_the_frame_less_the_preparations_background(dtype):
     # One pass into the evaluated background's array where the arithmetic is float32's anyway
     # (16-bit and float32 frames), a float32 copy otherwise: the same pixels either way, NaN
     # where the frame is not finite; no mask where every pixel is.
-    from streamer.imaging.mesh_background import MeshBackground
+    from streamer.imaging.mesh_background import MeshBackground, levelled
     from streamer.sources.catalog import _mesh_subtracted
 
     field = star_field((1024, 1100), moffat_psf(3.6, 3.0), stars=300, seed=23).image
     image = np.clip(np.round(field), 0, 65535).astype(dtype)
     level = MeshBackground(image.astype(np.float32), 64).level()
     clean, returned, excluded = _mesh_subtracted(image, level)
-    expected = image.astype(np.float32) - level.evaluate()
+    expected = levelled(image.astype(np.float32), level)  # the float32 copy's arithmetic
     assert returned is level and excluded is None and clean.dtype == np.float32
     assert np.array_equal(clean, expected)
+    # ... which is the background evaluated whole, to float32 rounding
+    whole = image.astype(np.float32) - level.evaluate()
+    assert np.abs(clean - whole).max() <= 1e-6 * np.abs(image).max()
     if dtype != np.uint16:
         image[5:9, 700:710], image[100, 3] = np.nan, np.inf
         clean, _, excluded = _mesh_subtracted(image, level)
