@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
+from streamer.imaging.clipped_stats import clipped_stats
 from streamer.imaging.moments import adaptive_moments, adaptive_moments_many
 from streamer.imaging.sky_noise import sky_noise
 
@@ -52,7 +53,7 @@ def sky_statistics(image: np.ndarray) -> SkyStatistics:
     # frame are a 64 MB copy to sample a quarter-million from.
     values = data.ravel()[:: max(1, data.size // _SAMPLE)]
     values = values[np.isfinite(values)]
-    _, median, std = sigma_clipped_stats(values, sigma=3.0, maxiters=5)
+    _, median, std = clipped_stats(values, sigma=3.0, maxiters=5)
     noise = sky_noise(data) if data.ndim == 2 else None
     return SkyStatistics(float(median), float(noise) if noise else float(std))
 

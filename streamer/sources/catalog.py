@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
-from astropy.stats import sigma_clipped_stats
 
+from streamer.imaging.clipped_stats import clipped_stats
 from streamer.imaging.data_quality import Quality
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.noise import NoiseModel
@@ -195,7 +195,7 @@ def _sky_offset(data: np.ndarray, x: np.ndarray, y: np.ndarray, snr: np.ndarray,
         values = clear
     if values.size < 100:
         return 0.0
-    return float(sigma_clipped_stats(values, sigma=3.0, maxiters=10)[0])
+    return float(clipped_stats(values, sigma=3.0, maxiters=10)[0])
 
 
 def _discs(shape: tuple[int, int], step: int, x: np.ndarray, y: np.ndarray,

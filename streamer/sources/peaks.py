@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.imaging.clipped_stats import clipped_stats
 from streamer.sources.objects import MINAREA
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,10 @@ def sample_sky_mode(sample: np.ndarray) -> float:
     3σ-clipped pixels, the median where that is skewed. The sky of ``C`` that the device
     subtracted (``−min B``) sat 0.78 below it in S/N on the sources profile's field — enough
     to cost faint restored peaks their threshold."""
-    from astropy.stats import sigma_clipped_stats
-
     sample = sample[np.isfinite(sample)]
     if sample.size < 100:
         return 0.0
-    mean, median, std = sigma_clipped_stats(sample, sigma=3.0, maxiters=5)
+    mean, median, std = clipped_stats(sample, sigma=3.0, maxiters=5)
     skewed = std > 0 and abs(mean - median) > 0.3 * std
     return float(median if skewed else 2.5 * median - 1.5 * mean)
 
