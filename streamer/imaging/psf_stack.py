@@ -34,11 +34,14 @@ def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pa
 
     padded = np.pad(np.where(invalid, 0.0, cube), ((0, 0), (pad, pad), (pad, pad)))
     spectrum = scipy.fft.rfft2(padded, axes=(-2, -1), workers=-1)
-    ky = np.fft.fftfreq(padded.shape[1])[None, :, None]
-    kx = np.fft.rfftfreq(padded.shape[2])[None, None, :]
-    dy = np.array([shift[0] for shift in shifts], dtype=np.float64)[:, None, None]
-    dx = np.array([shift[1] for shift in shifts], dtype=np.float64)[:, None, None]
-    spectrum *= np.exp(-2j * np.pi * (ky * dy + kx * dx))
+    ky = np.fft.fftfreq(padded.shape[1])[None, :]
+    kx = np.fft.rfftfreq(padded.shape[2])[None, :]
+    dy = np.array([shift[0] for shift in shifts], dtype=np.float64)[:, None]
+    dx = np.array([shift[1] for shift in shifts], dtype=np.float64)[:, None]
+    # The ramp is a product of one per axis: a row and a column of complex exponentials a
+    # stamp, not one per frequency.
+    spectrum *= np.exp(-2j * np.pi * ky * dy)[:, :, None]
+    spectrum *= np.exp(-2j * np.pi * kx * dx)[:, None, :]
     moved = scipy.fft.irfft2(spectrum, padded.shape[1:], axes=(-2, -1), workers=-1,
                              overwrite_x=True)[:, pad:-pad, pad:-pad]
     out = list(moved)
