@@ -138,11 +138,19 @@ def clear_cores(detection: Detection, indices: np.ndarray, core_radius: float) -
         return indices
     objects = detection.objects
     points = np.column_stack([objects["y"], objects["x"]])
-    tree = cKDTree(points)
-    keep = [index for index in indices
-            if not any(n != index and objects["flux"][n] > CORE_NEIGHBOUR_FLUX * objects["flux"][index]
-                       for n in tree.query_ball_point(points[index], core_radius))]
-    return np.asarray(keep, dtype=int)
+    indices = np.asarray(indices, dtype=int)
+    # Every candidate's neighbours in one query, then one array test (a query and a Python
+    # test per candidate cost 0.03 s for a 4096² frame's thousand).
+    near = cKDTree(points).query_ball_point(points[indices], core_radius)
+    counts = np.fromiter((len(found) for found in near), dtype=int, count=indices.size)
+    owner = np.repeat(np.arange(indices.size), counts)
+    neighbour = (np.concatenate([np.asarray(found, dtype=int) for found in near])
+                 if counts.sum() else np.zeros(0, int))
+    flux = objects["flux"]
+    bright = ((neighbour != indices[owner])
+              & (flux[neighbour] > CORE_NEIGHBOUR_FLUX * flux[indices[owner]]))
+    blocked = np.bincount(owner[bright], minlength=indices.size) > 0
+    return indices[~blocked]
 
 
 def stamp(detection: Detection, index: int, half: int) -> np.ndarray:

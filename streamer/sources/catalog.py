@@ -232,8 +232,8 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     filters of the frame and of ``restored``, when the device made them; ``background``: the
     frame's mesh background, when its preparation measured it."""
     model = extended_psf(psf, psf_fwhm)  # the halo past the stamp's edge, for the fits
-    data, found, capped = _detected(image, restored, psf, psf_fwhm, noise, target_psf,
-                                    threshold, max_sources, snr_maps, background)
+    data, found, capped, excluded = _detected(image, restored, psf, psf_fwhm, noise, target_psf,
+                                              threshold, max_sources, snr_maps, background)
     # The sky noise at the PSF's scale, as the detection measured it around each source.
     photometry = psf_photometry(data, noise.sigma * found.noise_ratio, noise.inverse_gain,
                                 model, psf_fwhm, found.x, found.y, local_sky=found.blended)
@@ -256,7 +256,7 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
     trail_angle = np.where(trail, np.degrees(found.theta), np.nan)
     correction = aperture_correction(data, found.x, found.y, flux,
                                      noise.sigma * found.noise_ratio, noise.inverse_gain,
-                                     keep & (flags == 0), psf_fwhm)
+                                     keep & (flags == 0), psf_fwhm, excluded)
     flux, error = flux * correction.factor, error * correction.factor
     if trail.any():  # an aperture of its own: no correction
         flux = np.where(trail, _trail_flux(data, found, a, b, trail, flux, model), flux)
@@ -288,9 +288,10 @@ def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, f
               noise: NoiseModel, target_psf: np.ndarray | None, threshold: float,
               max_sources: int | None, snr_maps: SNRMaps | None = None,
               frame_background: MeshLevel | None = None
-              ) -> tuple[np.ndarray, Detections, bool]:
+              ) -> tuple[np.ndarray, Detections, bool, np.ndarray | None]:
     """The linear frame on the sources' sky level, its detections (the strongest
-    ``max_sources``) and whether the cap cut them."""
+    ``max_sources``), whether the cap cut them, and its excluded pixels (NaN in it; None
+    when there are none)."""
     data, background, excluded = _mesh_subtracted(image, frame_background)
     restored_data = (_subtracted(restored) if restored is not None and snr_maps is None
                      else None)
@@ -305,7 +306,7 @@ def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, f
         found = found.strongest(max_sources)
     data -= np.float32(_sky_offset(data, found.x, found.y, found.detection_snr,
                                    SKY_CLEAR_FWHM * fwhm))  # in place: the array is ours
-    return data, found, capped
+    return data, found, capped, excluded
 
 
 def _restored_peaks(snr_maps: SNRMaps | None, threshold: float,

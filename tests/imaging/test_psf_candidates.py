@@ -63,3 +63,29 @@ def test_a_frame_with_nothing_excluded_is_detected_as_a_float_copy_would_be():
         assert np.array_equal(direct.background.nodes, copied.background.nodes)
         assert np.array_equal(direct.objects, copied.objects)
         assert np.array_equal(direct.segments, copied.segments)
+
+
+def test_clear_cores_at_once_follow_the_one_by_one_rule():
+    # A candidate is dropped when any other source (flagged or not) within the core radius is
+    # brighter than CORE_NEIGHBOUR_FLUX of it: one query for all, against one per candidate.
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(13)
+    count = 2000
+    objects = np.zeros(count, dtype=[("x", float), ("y", float), ("flux", float)])
+    objects["x"], objects["y"] = rng.uniform(0, 600, count), rng.uniform(0, 600, count)
+    objects["flux"] = 10.0 ** rng.uniform(1, 5, count)
+    detection = psf_stars.Detection(objects, np.zeros((1, 1), np.float32),
+                                    np.zeros((1, 1), np.int32), 1.0)
+    candidates = np.argsort(objects["flux"])[::-1][:700]
+    points = np.column_stack([objects["y"], objects["x"]])
+    tree = cKDTree(points)
+    expected = [index for index in candidates
+                if not any(n != index and objects["flux"][n]
+                           > psf_stars.CORE_NEIGHBOUR_FLUX * objects["flux"][index]
+                           for n in tree.query_ball_point(points[index], 12.0))]
+    kept = psf_stars.clear_cores(detection, candidates, 12.0)
+    assert 50 < len(expected) < 650 and np.array_equal(kept, expected)
+    assert psf_stars.clear_cores(detection, np.zeros(0, int), 12.0).size == 0
+    lonely = psf_stars.clear_cores(detection, candidates[:5], 0.0)  # no neighbour in reach
+    assert np.array_equal(lonely, candidates[:5])

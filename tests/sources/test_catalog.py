@@ -304,7 +304,7 @@ def test_a_piece_cut_by_the_deblending_is_no_trail(piece, monkeypatch):
     one = np.ones(1)
     found = Detections(one * 48, one * 48, one * 40, one * 7, one * 1.5, one * 0.0,
                        np.zeros(1, bool), one, 1.0, np.array([piece]))
-    monkeypatch.setattr(catalog, "_detected", lambda *args, **kwargs: (image, found, False))
+    monkeypatch.setattr(catalog, "_detected", lambda *args, **kwargs: (image, found, False, None))
     noise = NoiseModel(sky=SKY, sigma=np.sqrt(SKY), inverse_gain=1.0)
     result = measure_sources(image, None, _gaussian(SIGMA), FWHM, noise, exposure_start=START,
                              exposure_seconds=30.0)
