@@ -206,7 +206,7 @@ def _frame_shape(detection: psf_stars.Detection, data: np.ndarray, invalid: np.n
                              settings.max_size // 2 + 2))
     probe = psf_stars.candidates(detection, data, invalid, peak_limit, probe_half)
     probe = probe[: settings.max_stars]
-    moments = _moments([psf_stars.stamp(detection, i, probe_half) for i in probe])
+    moments = _moments(psf_stars.stamps(detection, probe, probe_half))
     typical = _typical(moments)
     if not typical.any():
         raise TooFewStarsError(
@@ -267,7 +267,7 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
     core = max(3.0 * shape.fwhm, shape.trail_length / 2 + 2.0 * shape.fwhm)
     # Brightest first; half as many again as needed covers the ones the size test rejects.
     chosen = psf_stars.clear_cores(detection, chosen, core)[: settings.max_stars * 3 // 2]
-    stamps = [psf_stars.stamp(detection, i, half + 2) for i in chosen]
+    stamps = psf_stars.stamps(detection, chosen, half + 2)
     reach = int(math.ceil(3.0 * shape.fwhm + (shape.trail_length / 2 if trailed else 0))) + 2
     moments = _moments(stamps, reach)
     keep = _typical(moments) if len(stamps) >= 3 else np.array([m is not None for m in moments])

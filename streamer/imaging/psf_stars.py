@@ -156,13 +156,24 @@ def clear_cores(detection: Detection, indices: np.ndarray, core_radius: float) -
 def stamp(detection: Detection, index: int, half: int) -> np.ndarray:
     """The background-subtracted box of side ``2 half + 1`` around source ``index``, its
     neighbours' pixels (their segments grown by two pixels) set to NaN, less its local sky."""
-    row, column = detection.rows[index], detection.columns[index]
-    box = (slice(row - half, row + half + 1), slice(column - half, column + half + 1))
-    values = np.asarray(detection.subtracted[box], dtype=np.float64)
-    segments = detection.segments[box]
-    others = grown((segments != 0) & (segments != index + 1), 2)
-    values = np.where(others, np.nan, values)
-    return values - local_sky(values)
+    return stamps(detection, np.array([index]), half)[0]
+
+
+def stamps(detection: Detection, indices: np.ndarray, half: int) -> list[np.ndarray]:
+    """:func:`stamp` of each of ``indices`` (sources whose boxes lie inside the frame), cut,
+    masked and levelled together (one at a time cost 0.1 s for a 4096² frame's 150 PSF
+    stars)."""
+    indices = np.asarray(indices, dtype=int)
+    if indices.size == 0:
+        return []
+    steps = np.arange(-half, half + 1)
+    rows = (detection.rows[indices][:, None] + steps)[:, :, None]
+    columns = (detection.columns[indices][:, None] + steps)[:, None, :]
+    values = np.asarray(detection.subtracted[rows, columns], dtype=np.float64)
+    segments = detection.segments[rows, columns]
+    others = grown((segments != 0) & (segments != (indices + 1)[:, None, None]), 2)
+    values[others] = np.nan
+    return list(values - local_skies(values))
 
 
 def local_sky(values: np.ndarray) -> np.ndarray | float:
@@ -186,3 +197,55 @@ def local_sky(values: np.ndarray) -> np.ndarray | float:
             break
         keep = new_keep
     return coefficients[0] + coefficients[1] * ys + coefficients[2] * xs
+
+
+def _solved(normal: np.ndarray, right: np.ndarray, design: np.ndarray, weights: np.ndarray,
+            target: np.ndarray) -> np.ndarray:
+    """The weighted least-squares planes: each system ``normal[i] c = right[i]``, and where
+    one is (nearly) singular — the pixels kept all on one line — ``lstsq`` of the kept
+    pixels themselves, as :func:`local_sky` solves every stamp."""
+    singular = np.linalg.cond(normal) > 1e10
+    solved = np.zeros(right.shape)
+    if (~singular).any():
+        solved[~singular] = np.linalg.solve(normal[~singular], right[~singular][:, :, None])[
+            :, :, 0]
+    for index in np.flatnonzero(singular):
+        kept = weights[index] > 0
+        solved[index] = np.linalg.lstsq(design[kept], target[index][kept], rcond=None)[0]
+    return solved
+
+
+def local_skies(values: np.ndarray) -> np.ndarray:
+    """:func:`local_sky` of each stamp of the cube ``values`` (stamps × side × side): the
+    same plane fits and clipping rounds, as weighted normal equations solved together."""
+    count, side, _ = values.shape
+    half = side // 2
+    ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
+    outer = np.maximum(np.abs(ys), np.abs(xs)) >= half - 2
+    design = np.column_stack([np.ones(int(outer.sum())), ys[outer], xs[outer]])
+    target = values[:, outer]                                  # stamps × ring pixels
+    finite = np.isfinite(target)
+    target = np.where(finite, target, 0.0)
+    keep = finite.copy()
+    coefficients = np.zeros((count, 3))
+    active = finite.sum(axis=1) >= 12  # fewer: no plane, 0
+    for _ in range(3):  # fit, then drop 3-sigma outliers (sigma from the MAD) and refit
+        if not active.any():
+            break
+        weights = keep[active].astype(np.float64)
+        normal = np.einsum("nk,ki,kj->nij", weights, design, design)
+        right = np.einsum("nk,ki,nk->ni", weights, design, target[active])
+        coefficients[active] = _solved(normal, right, design, weights, target[active])
+        residual = target[active] - coefficients[active] @ design.T
+        kept = np.where(keep[active], residual, np.nan)
+        spread = 1.4826 * np.nanmedian(
+            np.abs(kept - np.nanmedian(kept, axis=1, keepdims=True)), axis=1)
+        new_keep = np.where((spread > 0)[:, None],
+                            (np.abs(residual) <= 3.0 * spread[:, None]) & finite[active],
+                            keep[active])
+        done = (new_keep.sum(axis=1) < 12) | np.all(new_keep == keep[active], axis=1)
+        still = np.flatnonzero(active)[~done]
+        keep[still] = new_keep[~done]
+        active[np.flatnonzero(active)[done]] = False
+    return (coefficients[:, 0, None, None] + coefficients[:, 1, None, None] * ys
+            + coefficients[:, 2, None, None] * xs)

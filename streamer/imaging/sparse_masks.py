@@ -59,14 +59,15 @@ def sparse_label(mask: np.ndarray) -> tuple[np.ndarray, int, list[tuple[slice, s
 
 def grown(mask: np.ndarray, steps: int) -> np.ndarray:
     """``mask`` dilated ``steps`` times by the 4-neighbour cross (SciPy's ``binary_dilation``
-    with its default structure and ``iterations=steps``), by shifted ORs."""
+    with its default structure and ``iterations=steps``), by shifted ORs; a stack of masks
+    (any leading axes) each on its own last two axes."""
     out = np.array(mask, dtype=bool)
     for _ in range(steps):
         previous = out.copy()
-        out[1:] |= previous[:-1]
-        out[:-1] |= previous[1:]
-        out[:, 1:] |= previous[:, :-1]
-        out[:, :-1] |= previous[:, 1:]
+        out[..., 1:, :] |= previous[..., :-1, :]
+        out[..., :-1, :] |= previous[..., 1:, :]
+        out[..., :, 1:] |= previous[..., :, :-1]
+        out[..., :, :-1] |= previous[..., :, 1:]
     return out
 
 

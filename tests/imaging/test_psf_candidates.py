@@ -89,3 +89,55 @@ def test_clear_cores_at_once_follow_the_one_by_one_rule():
     assert psf_stars.clear_cores(detection, np.zeros(0, int), 12.0).size == 0
     lonely = psf_stars.clear_cores(detection, candidates[:5], 0.0)  # no neighbour in reach
     assert np.array_equal(lonely, candidates[:5])
+
+
+def _stamp_one_by_one(detection, index, half):
+    """The stamp of one source as it was cut before the stamps were batched."""
+    from streamer.imaging.sparse_masks import grown
+
+    row, column = detection.rows[index], detection.columns[index]
+    box = (slice(row - half, row + half + 1), slice(column - half, column + half + 1))
+    values = np.asarray(detection.subtracted[box], dtype=np.float64)
+    segments = detection.segments[box]
+    values = np.where(grown((segments != 0) & (segments != index + 1), 2), np.nan, values)
+    return values - psf_stars.local_sky(values)
+
+
+def test_stamps_at_once_are_the_one_by_one_stamps():
+    # Cut, masked (neighbours' segments grown by two) and levelled by the clipped plane of
+    # their outer rings together: the same stamps as one at a time, on a crowded field whose
+    # stamps hold neighbours, a galaxy-like gradient and a few wild pixels.
+    field = star_field((500, 520), gaussian_psf(3.0, size=25), stars=900, seed=14)
+    image = field.image.astype(np.float32)
+    ys, xs = np.mgrid[:500, :520]
+    image += (300.0 * np.exp(-((ys - 250) ** 2 + (xs - 260) ** 2) / 2e4)).astype(np.float32)
+    image[::37, ::41] += 5000.0
+    detection = psf_stars.detect(image, np.zeros(image.shape, bool), 5.0)
+    inside = np.flatnonzero((detection.rows >= 12) & (detection.rows < 488)
+                            & (detection.columns >= 12) & (detection.columns < 508))
+    assert inside.size > 300
+    batched = psf_stars.stamps(detection, inside, 11)
+    masked = 0
+    for index, stamp in zip(inside, batched):
+        expected = _stamp_one_by_one(detection, index, 11)
+        assert np.array_equal(np.isnan(stamp), np.isnan(expected))
+        assert np.allclose(stamp, expected, rtol=0, atol=1e-9 * np.nanmax(np.abs(expected)),
+                           equal_nan=True)
+        masked += np.isnan(stamp).any()
+    assert masked > 50  # neighbours were masked out of many
+    assert psf_stars.stamps(detection, np.zeros(0, int), 11) == []
+
+
+def test_local_skies_of_starved_and_one_line_rings():
+    # Under 12 finite ring pixels: no plane; all of them on one row: the normal equations are
+    # singular and least squares answers, as local_sky's lstsq does.
+    rng = np.random.default_rng(15)
+    cube = rng.normal(5.0, 1.0, (3, 15, 15))
+    cube[0, :, :] = np.nan
+    cube[0, 0, :5] = 1.0                        # 5 finite ring pixels
+    cube[1, :, :] = np.nan
+    cube[1, 0, :] = rng.normal(5.0, 1.0, 15)   # one row of the ring
+    skies = psf_stars.local_skies(cube)
+    assert np.all(skies[0] == 0.0)
+    for layer, sky in zip(cube[1:], skies[1:]):
+        assert np.allclose(sky, psf_stars.local_sky(layer), rtol=0, atol=1e-9)
