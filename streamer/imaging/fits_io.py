@@ -19,6 +19,7 @@ from astropy.io import fits
 
 from streamer.errors import FrameDecodeError, FrameTooLargeError, NoValidPixelError
 from streamer.imaging.data_quality import quality_keywords
+from streamer.imaging.fits_reader import direct_image
 from streamer.imaging.fits_writer import fits_file
 from streamer.imaging.validation import checked_image
 from streamer.quiet import filtered_warnings
@@ -93,8 +94,14 @@ def fits_bytes(payload: bytes, limit: int = GUNZIP_LIMIT, head: int | None = Non
 
 def read_image_bytes(payload: bytes) -> FitsImage:
     """Read the 2-D image of a FITS file held in memory (a Kafka payload), plain, gzipped
-    (:func:`fits_bytes`) or tile-compressed; errors as :func:`read_image`."""
-    return _read(io.BytesIO(fits_bytes(payload)))
+    (:func:`fits_bytes`) or tile-compressed; errors as :func:`read_image`. A plain primary
+    image is converted straight from the bytes (:mod:`streamer.imaging.fits_reader`)."""
+    content = fits_bytes(payload)
+    direct = direct_image(content)
+    if direct is None:
+        return _read(io.BytesIO(content))
+    data, header = direct
+    return _checked(data, header, 0)
 
 
 def _read(source) -> FitsImage:
@@ -119,8 +126,12 @@ def _read(source) -> FitsImage:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as error:
         raise FrameDecodeError(f"not a readable FITS image ({error})") from error
+    return _checked(data, header, index)
+
+
+def _checked(data: np.ndarray, header: fits.Header, index: int) -> FitsImage:
     checked_image(data, f"the image in HDU {index}")
-    if not np.isfinite(data).any():
+    if data.dtype.kind == "f" and not np.isfinite(data).any():
         raise NoValidPixelError(f"the image in HDU {index} has no finite pixel (all NaN/inf)")
     return FitsImage(data=data, header=header, hdu_index=index)
 
