@@ -26,16 +26,19 @@ log = logging.getLogger(__name__)
 
 
 
-def split_payload(payload: bytes, chunk_bytes: int) -> list[bytes]:
-    """The payload cut into pieces of at most ``chunk_bytes`` (one empty piece if empty)."""
-    if not payload:
+def split_payload(payload: bytes | memoryview, chunk_bytes: int) -> list[bytes | memoryview]:
+    """The payload cut into pieces of at most ``chunk_bytes`` (one empty piece if empty):
+    views of it, not copies — a 4096² restored frame's 151 MB copied chunk by chunk cost
+    0.1 s of fresh pages a frame, and the Kafka client copies each value into its batch
+    anyway."""
+    if not len(payload):
         return [b""]
-    view = memoryview(payload)
-    return [bytes(view[i : i + chunk_bytes]) for i in range(0, len(payload), chunk_bytes)]
+    view = memoryview(payload).cast("B")
+    return [view[i: i + chunk_bytes] for i in range(0, len(view), chunk_bytes)]
 
 
-def frame_records(envelope_json: bytes, kind: str, payload: bytes, chunk_bytes: int
-                  ) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+def frame_records(envelope_json: bytes, kind: str, payload: bytes | memoryview,
+                  chunk_bytes: int) -> list[tuple[bytes | memoryview, list[tuple[str, bytes]]]]:
     """``(value, headers)`` of each record of a frame."""
     chunks = split_payload(payload, chunk_bytes)
     count = len(chunks)

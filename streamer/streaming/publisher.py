@@ -45,7 +45,7 @@ class OutgoingRecord:
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | memoryview  # a view of a frame's payload: its chunk, not a copy
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 

@@ -150,3 +150,19 @@ def test_an_incomplete_frame_expires_after_enough_later_records():
         assembler.add(offset, *_records(f"E{offset + 1}".encode(), b"ok", 10)[0])
     items = assembler.ready()
     assert isinstance(items[0].error, ChunkError) and len(items) == 8
+
+
+def test_a_payload_is_cut_into_views_not_copies():
+    # A restored frame's payload (a buffer the FITS writer filled) is cut into views of it:
+    # the chunks put back together are the payload, and changing the payload shows in them.
+    import numpy as np
+
+    from streamer.streaming.framing import split_payload
+
+    buffer = np.arange(10_000, dtype=np.uint32).view(np.uint8)
+    chunks = split_payload(buffer.data, 4096)
+    assert [len(chunk) for chunk in chunks] == [4096] * 9 + [40_000 - 9 * 4096]
+    assert b"".join(chunks) == buffer.tobytes()
+    buffer[5000] ^= 0xFF
+    assert chunks[1][5000 - 4096] == buffer[5000]  # a view: no copy was made
+    assert split_payload(b"", 4096) == [b""] and split_payload(b"abc", 2) == [b"ab", b"c"]
