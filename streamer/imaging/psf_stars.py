@@ -57,7 +57,7 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     # No mask where nothing is excluded: sep reads a mask pixel by pixel however empty it is
     # (0.06 s of a 4096² extraction's 0.3), and finds the same objects without one.
     mask = invalid if excluded else None
-    subtracted, background = _less_background(data, invalid if excluded else None)
+    subtracted, background = _less_background(data, mask)
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
     for _ in range(4):  # crowded frames overflow sep's buffers: raise the threshold
@@ -153,16 +153,11 @@ def clear_cores(detection: Detection, indices: np.ndarray, core_radius: float) -
     return indices[~blocked]
 
 
-def stamp(detection: Detection, index: int, half: int) -> np.ndarray:
-    """The background-subtracted box of side ``2 half + 1`` around source ``index``, its
-    neighbours' pixels (their segments grown by two pixels) set to NaN, less its local sky."""
-    return stamps(detection, np.array([index]), half)[0]
-
-
 def stamps(detection: Detection, indices: np.ndarray, half: int) -> list[np.ndarray]:
-    """:func:`stamp` of each of ``indices`` (sources whose boxes lie inside the frame), cut,
-    masked and levelled together (one at a time cost 0.1 s for a 4096² frame's 150 PSF
-    stars)."""
+    """The background-subtracted box of side ``2 half + 1`` around each of the sources
+    ``indices`` (boxes inside the frame), its neighbours' pixels (their segments grown by two
+    pixels) set to NaN, less its local sky (:func:`local_skies`) — cut, masked and levelled
+    together (one at a time cost 0.1 s for a 4096² frame's 150 PSF stars)."""
     indices = np.asarray(indices, dtype=int)
     if indices.size == 0:
         return []
@@ -176,34 +171,11 @@ def stamps(detection: Detection, indices: np.ndarray, half: int) -> list[np.ndar
     return list(values - local_skies(values))
 
 
-def local_sky(values: np.ndarray) -> np.ndarray | float:
-    """A plane fitted to a stamp's outer ring (its three outermost pixel rings), outliers
-    clipped: the mesh background is too coarse near galaxies, nebulae and cluster cores, and a
-    constant or a slope left in every stamp would stack into a pedestal under the PSF."""
-    half = values.shape[0] // 2
-    ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
-    ring = (np.maximum(np.abs(ys), np.abs(xs)) >= half - 2) & np.isfinite(values)
-    if ring.sum() < 12:
-        return 0.0
-    design = np.column_stack([np.ones(ring.sum()), ys[ring], xs[ring]])
-    target = values[ring]
-    keep = np.ones(target.size, dtype=bool)
-    for _ in range(3):  # fit, then drop 3-sigma outliers (sigma from the MAD) and refit
-        coefficients = np.linalg.lstsq(design[keep], target[keep], rcond=None)[0]
-        residual = target - design @ coefficients
-        spread = 1.4826 * np.median(np.abs(residual[keep] - np.median(residual[keep])))
-        new_keep = np.abs(residual) <= 3.0 * spread if spread > 0 else keep
-        if new_keep.sum() < 12 or np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
-    return coefficients[0] + coefficients[1] * ys + coefficients[2] * xs
-
-
 def _solved(normal: np.ndarray, right: np.ndarray, design: np.ndarray, weights: np.ndarray,
             target: np.ndarray) -> np.ndarray:
     """The weighted least-squares planes: each system ``normal[i] c = right[i]``, and where
     one is (nearly) singular — the pixels kept all on one line — ``lstsq`` of the kept
-    pixels themselves, as :func:`local_sky` solves every stamp."""
+    pixels themselves (its minimum-norm answer, as a stamp alone would get)."""
     singular = np.linalg.cond(normal) > 1e10
     solved = np.zeros(right.shape)
     if (~singular).any():
@@ -216,8 +188,11 @@ def _solved(normal: np.ndarray, right: np.ndarray, design: np.ndarray, weights: 
 
 
 def local_skies(values: np.ndarray) -> np.ndarray:
-    """:func:`local_sky` of each stamp of the cube ``values`` (stamps × side × side): the
-    same plane fits and clipping rounds, as weighted normal equations solved together."""
+    """For each stamp of the cube ``values`` (stamps × side × side), a plane fitted to its outer
+    ring (its three outermost pixel rings), outliers clipped (3σ from the MAD, up to three
+    fits): the mesh background is too coarse near galaxies, nebulae and cluster cores, and a
+    constant or a slope left in every stamp would stack into a pedestal under the PSF. The
+    stamps' weighted normal equations are solved together."""
     count, side, _ = values.shape
     half = side // 2
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)

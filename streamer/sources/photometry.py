@@ -360,14 +360,13 @@ class ApertureCorrection:
 
 def aperture_correction(data: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
                         sigma: np.ndarray, inverse_gain: float, usable: np.ndarray,
-                        fwhm: float, invalid: np.ndarray | None | str = "find"
-                        ) -> ApertureCorrection:
+                        fwhm: float, invalid: np.ndarray | None) -> ApertureCorrection:
     """The weighted mean of (light within ``APERTURE_FWHM`` FWHM) / (PSF-fit flux), 3σ
     clipped, over the usable (unflagged) sources whose large aperture has S/N ≥
     ``APERTURE_MIN_SNR``, with no other source within the aperture and its wings, inside the
     frame; 1.0 (none) with fewer than ``APERTURE_MIN_STARS`` or when it is not known to
     ``APERTURE_PRECISION`` — a noisy correction would shift every star of the frame.
-    ``invalid``: where ``data`` is not finite, when known (None: nowhere)."""
+    ``invalid``: where ``data`` is not finite (None: nowhere)."""
     import sep
 
     radius = APERTURE_FWHM * fwhm
@@ -380,9 +379,6 @@ def aperture_correction(data: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np
         return none
     # float32 as sep reads every pixel anyway: a float64 copy of a 4096² frame is 128 MB;
     # and no copy at all where no pixel is excluded
-    if isinstance(invalid, str):
-        invalid = ~np.isfinite(data)
-        invalid = invalid if invalid.any() else None
     clean = np.ascontiguousarray(data if invalid is None
                                  else np.where(invalid, np.float32(0.0), data),
                                  dtype=np.float32)
