@@ -136,3 +136,41 @@ __kernel void strided_sample(__global const float * restrict map,
     if (x >= sample_width || y >= sample_height) return;
     sample[(size_t)y * sample_width + x] = map[(size_t)y * stride * width + (size_t)x * stride];
 }
+
+// The candidates for the frame's S/N map pixels above the detection threshold
+// (streamer/sources/detection.py, candidate_snr): pixels where the map less `offset` (the
+// frame's mesh background through the filter, a natural bicubic spline evaluated as
+// streamer/imaging/mesh_background.py's levelled does: each row the cubic of its segment's
+// four rows `segment_rows`, weighted by the row's `row_weights`) exceeds `floor_value`,
+// excluded pixels left out. Each is appended at a slot of its own (`count`, atomic; the
+// order is the device's) as its pixel index and the map's value; the host levels them by
+// the map's own background, measured on its sample, and applies the threshold. Past
+// `capacity` a candidate is only counted: the host runs again with room for all.
+__kernel void map_candidates(__global const float * restrict map,
+                             __global const INPUT_TYPE * restrict raw,
+                             __global const float * restrict segment_rows,
+                             __global const float4 * restrict row_weights,
+                             __global const int * restrict row_segment,
+                             const float floor_value,
+                             const int width,
+                             const int height,
+                             volatile __global uint * restrict count,
+                             __global int * restrict positions,
+                             __global float * restrict values,
+                             const uint capacity)
+{
+    const int x = get_global_id(0);
+    const int y = get_global_id(1);
+    if (x >= width || y >= height) return;
+    const size_t at = (size_t)y * width + x;
+    const float value = map[at];
+    const float4 weights = row_weights[y];
+    __global const float * restrict rows = segment_rows + (size_t)row_segment[y] * 4 * width + x;
+    const float offset = weights.x * rows[0] + weights.y * rows[width]
+                         + weights.z * rows[2 * width] + weights.w * rows[3 * width];
+    if (!(value - offset > floor_value) || excluded(raw, at)) return;
+    const uint slot = atomic_inc(count);
+    if (slot >= capacity) return;
+    positions[slot] = (int)at;
+    values[slot] = value;
+}

@@ -128,6 +128,13 @@ class MeshLevel:
         columns = _spline_weights(self.nodes.shape[1], self.mesh, self.shape[1])[::stride]
         return np.ascontiguousarray((rows @ self.nodes) @ columns.T, dtype=np.float32)
 
+    def on_grid(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The level at every pixel of the grid ``rows`` × ``columns`` (float32): two small
+        matrix products, as :meth:`evaluate`."""
+        weights_y = _spline_weights(self.nodes.shape[0], self.mesh, self.shape[0])[rows]
+        weights_x = _spline_weights(self.nodes.shape[1], self.mesh, self.shape[1])[columns]
+        return ((weights_y @ self.nodes) @ weights_x.T).astype(np.float32)
+
     def at(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """The level at the pixels ``(rows, columns)`` (float64): what :meth:`evaluate`
         gives there, without the whole frame."""
@@ -260,7 +267,7 @@ def _row_pieces(count: int, cell: int, length: int
     weights of its segment's rows (:func:`_segment_rows`), float32."""
     nodes = _node_positions(count, cell)
     rows = np.arange(length, dtype=np.float64)
-    segment = np.clip(np.floor((rows - nodes[0]) / cell).astype(int), 0, count - 2)
+    segment = _row_segments(count, cell, length)
     upper = (nodes[segment + 1] - rows) / cell
     lower = 1.0 - upper
     weights = np.column_stack([upper, lower, (upper**3 - upper) * cell * cell / 6.0,
@@ -274,3 +281,48 @@ def _row_pieces(count: int, cell: int, length: int
         blocks.append((start, end, int(segment[start])))
         start = end
     return blocks, weights
+
+
+@lru_cache(maxsize=16)
+def _row_segments(count: int, cell: int, length: int) -> np.ndarray:
+    """Each row's segment between two node rows (past the end nodes, the end segments)."""
+    rows = np.arange(length, dtype=np.float64)
+    segment = np.clip(np.floor((rows - _node_positions(count, cell)[0]) / cell).astype(np.int32),
+                      0, count - 2)
+    segment.flags.writeable = False
+    return segment
+
+
+def spline_rows(level: MeshLevel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The level as :func:`levelled` evaluates it, for evaluation at any pixel in four terms:
+    each segment's four rows (segments × 4 × width, :func:`_segment_rows`), each frame row's
+    four weights of them (rows × 4) and its segment (rows), float32 and int32. Needs two or
+    more node rows."""
+    count = level.nodes.shape[0]
+    _, weights = _row_pieces(count, level.mesh, level.shape[0])
+    return _segment_rows(level), weights, _row_segments(count, level.mesh, level.shape[0])
+
+
+def levelled_at(values: np.ndarray, rows: np.ndarray, columns: np.ndarray, level: MeshLevel,
+                scale: MeshLevel | None = None, floor: float = 1.0) -> np.ndarray:
+    """:func:`levelled` at the pixels ``(rows, columns)`` only, whose values are ``values``
+    (float32): the same four-term arithmetic per pixel, equal to it to float32 rounding."""
+    levels = []
+    for item in (level,) if scale is None else (level, scale):
+        if item.nodes.shape[0] < 2:
+            levels.append(item.at(rows, columns).astype(np.float32))
+            continue
+        tables, weights, segments = spline_rows(item)
+        # Flat positions into the tables: one gather per term, not a 2-D fancy index.
+        width = item.shape[1]
+        flat = segments[rows] * np.int64(4 * width) + columns
+        of_row = weights[rows]
+        table = tables.ravel()
+        total = of_row[:, 0] * table.take(flat)
+        for term in (1, 2, 3):
+            total += of_row[:, term] * table.take(flat + term * width)
+        levels.append(total)
+    out = np.subtract(values, levels[0], dtype=np.float32)
+    if scale is not None:
+        out /= np.maximum(levels[1], np.float32(floor))
+    return out

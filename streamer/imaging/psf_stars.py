@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.imaging import sep_calls
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.sparse_masks import grown
 
@@ -51,8 +52,6 @@ class Detection:
 
 def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detection:
     """Background, noise and sources of a frame (``invalid`` pixels masked)."""
-    import sep
-
     excluded = bool(invalid.any())
     # No mask where nothing is excluded: sep reads a mask pixel by pixel however empty it is
     # (0.06 s of a 4096² extraction's 0.3), and finds the same objects without one.
@@ -60,17 +59,21 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     subtracted, background = _less_background(data, mask)
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
-    for _ in range(4):  # crowded frames overflow sep's buffers: raise the threshold
+    # sep's default pixel stack first (a larger one costs its allocation at every call),
+    # then a quarter of the frame; crowded frames that overflow both: raise the threshold.
+    stacks = (sep_calls.DEFAULT_PIXSTACK, max(sep_calls.DEFAULT_PIXSTACK, data.size // 4))
+    for attempt in range(5):
         try:
-            objects, segments = sep.extract(subtracted, threshold, err=noise, mask=mask,
-                                             minarea=5, deblend_cont=0.005,
-                                             segmentation_map=True,
-                                             deblend_nthresh=DEBLEND_THRESHOLDS)
+            objects, segments = sep_calls.extract(
+                subtracted, threshold, pixstack=stacks[min(attempt, 1)], err=noise, mask=mask,
+                minarea=5, deblend_cont=0.005, segmentation_map=True,
+                deblend_nthresh=DEBLEND_THRESHOLDS)
             return Detection(objects, subtracted, segments, noise, background.level())
         except Exception as error:  # sep raises a bare Exception on buffer overflows
-            if "overflow" not in str(error) and "full" not in str(error):
+            if not sep_calls.overflowed(error):
                 raise
-            threshold *= 2.0
+            if attempt >= 1:
+                threshold *= 2.0
     empty = np.zeros(0, dtype=[("x", float), ("y", float), ("flag", int), ("flux", float),
                                 ("peak", float), ("a", float)])
     return Detection(empty, subtracted, np.zeros(data.shape, np.int32), noise,

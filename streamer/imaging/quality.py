@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
+from streamer.imaging import sep_calls
 from streamer.imaging.clipped_stats import clipped_stats
 from streamer.imaging.moments import adaptive_moments, adaptive_moments_many
 from streamer.imaging.sky_noise import sky_noise
@@ -76,8 +77,8 @@ def find_sources(image: np.ndarray, sky: SkyStatistics, threshold: float = 5.0,
         box = int(min(64, max(8, min(data.shape) // 4)))
         background = sep.Background(data, mask=invalid, bw=box, bh=box)
         try:
-            objects = sep.extract(data - background.back(), threshold,
-                                  err=max(sky.noise, 1e-12), mask=invalid, minarea=3)
+            objects = sep_calls.extract(data - background.back(), threshold,
+                                        err=max(sky.noise, 1e-12), mask=invalid, minarea=3)
         except Exception:  # sep's buffers overflow on pathological frames: report none
             return np.empty((0, 2), int), 0
     if len(objects) == 0:

@@ -35,11 +35,14 @@ from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrar
 from streamer.restoration.median import input_type
 from streamer.restoration.plan_cache import PlanCache
 from streamer.restoration.plan_store import PlanStore
+from streamer.restoration.map_candidates import FLOOR_MARGIN as MAP_FLOOR_MARGIN
+from streamer.restoration.map_candidates import MapCandidateFinder
 from streamer.restoration.restored_peaks import FLOOR_MARGIN, PeakFinder
 from streamer.restoration.richardson_lucy import RichardsonLucy
 from streamer.restoration.richardson_lucy_kernels import STAT
 from streamer.restoration.transfers import TransferMeter
-from streamer.sources.detection import SNRMaps
+from streamer.imaging.mesh_background import MeshLevel
+from streamer.sources.detection import SNRMaps, map_mesh, map_offset
 
 _PADDED = {"padded": BUFFER, "width": np.int32, "height": np.int32, "pad_y": np.int32,
            "pad_x": np.int32}
@@ -100,9 +103,11 @@ class DetectionMaps:
         # Set by the restorer when its method measurements are put off.
         self.deferred: DeferredMeasurements | None = None
         self.peaks = PeakFinder(queue, library)
-        # The catalogue reads the restored frame's map through its peaks; tests and
-        # diagnostics may want the map itself too.
+        self.candidates = MapCandidateFinder(queue, library, self.peaks.sampler)
+        # The catalogue reads the maps through their candidates; tests and diagnostics may
+        # want the maps themselves too.
         self.download_restored = False
+        self.download_data = False
 
     def _filter(self, role: str, shape: tuple[int, int], weights: np.ndarray
                 ) -> MatchedFilter:
@@ -122,11 +127,13 @@ class DetectionMaps:
 
     def compute(self, background: BackgroundEqualiser, deconvolution: RichardsonLucy,
                 psf: np.ndarray, target: np.ndarray | None, sky: float, sigma: float,
-                threshold: float) -> SNRMaps:
-        """Both maps (enqueued after the restoration) of a frame of sky level ``sky`` and
-        white noise ``sigma``: the frame's downloaded, the restored frame's as its peak
-        candidates for a catalogue at S/N ``threshold`` (and downloaded too when
-        :attr:`download_restored`)."""
+                threshold: float, fwhm: float, level: MeshLevel | None = None) -> SNRMaps:
+        """Both maps (enqueued after the restoration) of a frame of sky level ``sky``, white
+        noise ``sigma`` and PSF FWHM ``fwhm``, for a catalogue at S/N ``threshold``: the
+        frame's as its candidates (:mod:`streamer.restoration.map_candidates`) where its
+        mesh background ``level`` is known and on the map's mesh (else, or when
+        :attr:`download_data`, downloaded), the restored frame's as its peak candidates (and
+        downloaded too when :attr:`download_restored`)."""
         shape = deconvolution.shape
         height, width = shape
         meter = deconvolution.meter
@@ -141,7 +148,14 @@ class DetectionMaps:
                      padded=frame.padded, width=width, height=height, pad_y=frame.pad[0],
                      pad_x=frame.pad[1])
         frame.enqueue(weights)
-        data = frame.download(meter)
+        mesh, stride = map_mesh(shape, fwhm)
+        candidates = None
+        if (level is not None and stride > 1 and level.mesh == mesh and level.shape == shape
+                and level.nodes.shape[0] >= 2):
+            candidates = self.candidates.find(
+                frame.out, background.raw, map_offset(level, sky, psf, sigma),
+                threshold - MAP_FLOOR_MARGIN, stride, defines, meter)
+        data = frame.download(meter) if candidates is None or self.download_data else None
         target_weights = matched_filter_weights(
             target if target is not None else np.ones((1, 1)), sigma)
         restored = self._filter("restored", shape, target_weights)
@@ -154,4 +168,4 @@ class DetectionMaps:
         peaks = self.peaks.find(restored.out, background.raw, shape, threshold - FLOOR_MARGIN,
                                 defines, meter)
         return SNRMaps(data, restored.download(meter) if self.download_restored else None,
-                       peaks)
+                       peaks, candidates)

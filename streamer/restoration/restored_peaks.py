@@ -35,6 +35,29 @@ STRIDED_SAMPLE = KernelDeclaration(
     sample_width=np.int32, sample_height=np.int32)
 
 
+class StridedSampler:
+    """Every ``step``-th pixel of each axis of maps on one queue; its buffer is kept."""
+
+    def __init__(self, queue: cl.CommandQueue, library: KernelLibrary) -> None:
+        self.queue = queue
+        self.library = library
+        self._sample: cl.Buffer | None = None
+
+    def sample(self, snr: cl.Buffer, shape: tuple[int, int], step: int,
+               defines: dict[str, int | str], meter: TransferMeter) -> np.ndarray:
+        """The frame-shaped float32 map ``snr`` at every ``step``-th pixel (downloaded)."""
+        height, width = shape
+        sample = np.empty((-(-height // step), -(-width // step)), np.float32)
+        if self._sample is None or self._sample.size < sample.nbytes:
+            self._sample = cl.Buffer(self.queue.context, cl.mem_flags.READ_WRITE,
+                                     sample.nbytes)
+        self.library.kernel(STRIDED_SAMPLE, **defines)(  # one program for the file
+            self.queue, (sample.shape[1], sample.shape[0]), None, map=snr, width=width,
+            stride=step, sample=self._sample, sample_width=sample.shape[1],
+            sample_height=sample.shape[0])
+        return meter.download(sample, self._sample)
+
+
 class PeakFinder:
     """The peak candidates and sky sample of maps on one queue; its buffers are kept."""
 
@@ -45,7 +68,7 @@ class PeakFinder:
         self._count = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, 4)
         self._positions: cl.Buffer | None = None
         self._near: cl.Buffer | None = None
-        self._sample: cl.Buffer | None = None
+        self.sampler = StridedSampler(queue, library)
 
     def find(self, snr: cl.Buffer, raw: cl.Buffer, shape: tuple[int, int], floor: float,
              defines: dict[str, int | str], meter: TransferMeter) -> PeakCandidates:
@@ -77,17 +100,7 @@ class PeakFinder:
 
     def _sampled(self, snr: cl.Buffer, shape: tuple[int, int],
                  defines: dict[str, int | str], meter: TransferMeter) -> np.ndarray:
-        height, width = shape
-        step = sky_step(shape)
-        sample = np.empty((-(-height // step), -(-width // step)), np.float32)
-        if self._sample is None or self._sample.size < sample.nbytes:
-            self._sample = cl.Buffer(self.queue.context, cl.mem_flags.READ_WRITE,
-                                     sample.nbytes)
-        self.library.kernel(STRIDED_SAMPLE, **defines)(  # one program for the file
-            self.queue, (sample.shape[1], sample.shape[0]), None, map=snr, width=width,
-            stride=step, sample=self._sample, sample_width=sample.shape[1],
-            sample_height=sample.shape[0])
-        return meter.download(sample, self._sample)
+        return self.sampler.sample(snr, shape, sky_step(shape), defines, meter)
 
     def _reserve(self, capacity: int) -> None:
         context = self.queue.context

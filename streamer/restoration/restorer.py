@@ -218,7 +218,8 @@ class Restorer(RestorationPlans):
         with self.session.lock:
             restoration = self._restore_on_device(
                 data, prepared.mask, prepared.psf, kernel, prepared.noise,
-                dict(timings or {}), deadline, prepared.resolution if snr_maps else None)
+                dict(timings or {}), deadline, prepared.resolution if snr_maps else None,
+                prepared.background)
         restoration.resolution = prepared.resolution
         restoration.quality_flags = prepared.quality_flags
         restoration.saturation = prepared.saturation
@@ -233,9 +234,11 @@ class Restorer(RestorationPlans):
     def _restore_on_device(self, frame: np.ndarray, mask: np.ndarray | None,
                            psf: PSFMeasurement, kernel: np.ndarray, noise: NoiseModel,
                            timings: dict[str, float], deadline: float | None,
-                           maps_for: Resolution | None = None) -> Restoration:
+                           maps_for: Resolution | None = None,
+                           level: MeshLevel | None = None) -> Restoration:
         """One upload, the device work (RL with ``kernel``, the residuals added back), one
-        download; with ``maps_for``, the detection maps at that resolution's target."""
+        download; with ``maps_for``, the detection maps at that resolution's target (read
+        through the frame's mesh background ``level`` where it is known)."""
         started = time.perf_counter()
         shape = frame.shape
         queue = self.session.queue
@@ -272,7 +275,7 @@ class Restorer(RestorationPlans):
         marks.append(cl.enqueue_marker(queue))
         maps = None if maps_for is None else self.detection_maps.compute(
             background, deconvolution, psf.psf, maps_for.target, noise.sky, noise.sigma,
-            self.settings.source_threshold)
+            self.settings.source_threshold, psf.fwhm, level)
         if maps is not None:
             marks.append(cl.enqueue_marker(queue))
         queue.finish()

@@ -22,7 +22,7 @@ from streamer.imaging.data_quality import Quality
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.noise import NoiseModel
 from streamer.imaging.psf import matched_filter_weights
-from streamer.sources.detection import Detections, Peaks, SNRMaps, detect
+from streamer.sources.detection import Detections, Peaks, SNRMaps, detect, map_offset
 from streamer.sources.peaks import local_peaks, sample_sky_mode, sky_mode
 from streamer.sources.photometry import (
     aperture_correction, extended_psf, fit_radius, nearest_neighbour, psf_photometry,
@@ -163,9 +163,9 @@ def _on_the_mesh(snr: np.ndarray, background: np.ndarray | MeshLevel, sky: float
     2046). A background given as a spline's nodes is returned as the level to take off
     (the detection does it on its sample and its own mesh's nodes, no whole-map pass); a
     frame-shaped one is taken off here."""
-    scale = float(matched_filter_weights(psf, sigma).sum())
     if isinstance(background, MeshLevel):
-        return snr, background.scaled(scale, -sky)
+        return snr, map_offset(background, sky, psf, sigma)
+    scale = float(matched_filter_weights(psf, sigma).sum())
     level = background - np.float32(sky)
     level *= np.float32(scale)
     return np.subtract(snr, level, out=level), None
@@ -295,11 +295,15 @@ def _detected(image: np.ndarray, restored: np.ndarray | None, psf: np.ndarray, f
     data, background, excluded = _mesh_subtracted(image, frame_background)
     restored_data = (_subtracted(restored) if restored is not None and snr_maps is None
                      else None)
-    data_snr, offset = (_on_the_mesh(snr_maps.data, background, noise.sky, psf, noise.sigma)
-                        if snr_maps is not None else (None, None))
+    data_snr, offset, candidates = None, None, None
+    if snr_maps is not None and snr_maps.data_candidates is not None:
+        candidates = snr_maps.data_candidates  # the map stayed on the device
+    elif snr_maps is not None:
+        data_snr, offset = _on_the_mesh(snr_maps.data, background, noise.sky, psf,
+                                        noise.sigma)
     found = detect(data, noise.sigma, psf, fwhm, restored=restored_data,
                    restored_psf=target_psf, threshold=threshold, mask=excluded,
-                   data_snr=data_snr, data_offset=offset,
+                   data_snr=data_snr, data_offset=offset, data_candidates=candidates,
                    restored_peaks=_restored_peaks(snr_maps, threshold, excluded))
     capped = max_sources is not None and len(found) > max_sources
     if capped:

@@ -20,34 +20,57 @@ crowded synthetic field with white noise the unit stays the theory's.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import fftconvolve
 
-from streamer.imaging.mesh_background import SAMPLED_FROM, MeshBackground, MeshLevel, levelled
+from streamer.imaging.mesh_background import (SAMPLED_FROM, MeshBackground, MeshLevel,
+                                              levelled, levelled_at)
 from streamer.imaging.psf import matched_filter_weights
-from streamer.sources.objects import SEP_OBJ_MERGED, extract, parents, unfragmented
+from streamer.sources.map_objects import SEP_OBJ_MERGED, MapPixels, objects
+from streamer.sources.objects import unfragmented
 from streamer.sources.peaks import PeakCandidates, local_peaks
 from streamer.sources.windowed import windowed_positions
 
 NEW_PEAK_FWHM = 0.75  # a restored peak this far from every source is a source of its own
 FILTERED_MESH = 64  # pixels per cell of the S/N map's own background and rms
 MAP_STRIDE_4_FWHM = 2.8  # px: a map is sampled every fourth pixel from this PSF FWHM up
+_log = logging.getLogger(__name__)
 Peaks = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, y and height of a map's local peaks
+BACKGROUND_SLACK = 0.1  # S/N: room between the device's floor and the map's background
+
+
+@dataclass(frozen=True)
+class MapCandidates:
+    """The device's candidates for the frame's S/N map pixels above the detection threshold
+    (:mod:`streamer.restoration.map_candidates`): every pixel (excluded ones aside) where
+    the map less the frame's background through the filter (:func:`map_offset`) exceeds
+    ``floor``, and the map's sample its own background is measured on."""
+
+    shape: tuple[int, int]
+    index: np.ndarray   # row-major positions, ascending (int64)
+    values: np.ndarray  # the map there, as made (float32)
+    floor: float
+    sample: np.ndarray  # the map at every ``stride``-th pixel of each axis
+    stride: int
+    offset: MeshLevel   # the frame's background through the filter, as the device took it off
 
 
 @dataclass
 class SNRMaps:
     """The matched-filter S/N of the frame (its PSF) and of the restored frame (the target
     PSF, or the pixels themselves when restored fully), float32, frame-shaped — made on the
-    device (:mod:`streamer.restoration.detection_maps`). The restored frame's map stays
-    there: its peak candidates come instead (``restored_peaks``), the map itself only when
-    asked for (tests, diagnostics)."""
+    device (:mod:`streamer.restoration.detection_maps`). Both maps stay there where they
+    can: the frame's pixels near and above the threshold come instead (``data_candidates``)
+    and the restored frame's peak candidates (``restored_peaks``); the maps themselves only
+    when asked for (tests, diagnostics) or when the frame's map cannot be read that way."""
 
-    data: np.ndarray
+    data: np.ndarray | None = None
     restored: np.ndarray | None = None
     restored_peaks: PeakCandidates | None = None
+    data_candidates: MapCandidates | None = None
 
 
 @dataclass(frozen=True)
@@ -136,36 +159,21 @@ def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, t
     """The matched-filter S/N map levelled and scaled by its own sep mesh background and rms
     (the rms at least white noise's; the two applied a few rows at a time,
     :func:`~streamer.imaging.mesh_background.levelled`), and that rms: how much noisier than
-    white noise the frame is at the PSF's scale, pixel by pixel. The rms is measured twice: the second time
-    with the first pass's detections (grown by a FWHM) left out, so that a crowded field's
-    star wings do not pass for noise. Both passes measure the mesh on a sample of the pixels
-    (:func:`map_stride`), and the first stays there. ``snr``: the matched filter's map, when
-    the device made it (:mod:`streamer.restoration.detection_maps`); ``offset``: a smooth
-    level on the map's mesh to take off it first (the frame's background through the
-    filter, :mod:`streamer.sources.catalog`) — taken off the sample, and added to the map's
-    own background's nodes, so that it costs no whole-map pass of its own."""
-    from scipy.ndimage import binary_dilation
-
+    white noise the frame is at the PSF's scale, pixel by pixel (:func:`_map_level`).
+    ``snr``: the matched filter's map, when the device made it
+    (:mod:`streamer.restoration.detection_maps`); ``offset``: a smooth level on the map's
+    mesh to take off it first (the frame's background through the filter,
+    :func:`map_offset`) — taken off the sample, and added to the map's own background's
+    nodes, so that it costs no whole-map pass of its own."""
     snr = np.ascontiguousarray(matched_filter_snr(data, sigma, psf) if snr is None else snr,
                                dtype=np.float32)
-    mesh = int(min(FILTERED_MESH, max(8, min(snr.shape) // 4)))
-    stride = map_stride(snr.shape, mesh, fwhm)
+    mesh, stride = map_mesh(snr.shape, fwhm)
     if offset is not None and (stride == 1 or offset.shape != snr.shape
                                or offset.mesh != mesh):
         snr = snr - offset.evaluate()  # not on this mesh: off the whole map
         offset = None
-    # The first pass only finds the sources to leave out of the second, so it stays on the
-    # sampled pixels the mesh is measured on: a 4096² map is 64 MB a pass.
-    sample = np.array(snr[::stride, ::stride], dtype=np.float32)
-    if offset is not None:
-        sample -= offset.evaluate(stride)
-    first = MeshBackground(sample, mesh, mask, stride=stride, shape=snr.shape)
-    above = (sample - first.back(sampled=True)) / np.maximum(first.rms(sampled=True), 1.0)
-    grow = max(1, int(round(max(2, int(round(fwhm))) / first.stride)))
-    sources = binary_dilation(above > threshold, iterations=grow)
-    level = MeshBackground(sample, mesh,
-                           sources if mask is None else sources | first.sampled(mask),
-                           stride=stride, shape=snr.shape)
+    level = _map_level(snr[::stride, ::stride], snr.shape, stride, mesh, fwhm, threshold,
+                       mask, offset)
     nodes = level.level()
     if nodes is None:  # sep's own evaluation, every pixel
         background = level.back()
@@ -177,6 +185,75 @@ def measured_snr(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, t
     scale = level.rms_level()
     return (levelled(snr, nodes if offset is None else nodes.combined(offset), scale),
             NoiseRatio(level=scale))
+
+
+def candidate_snr(candidates: MapCandidates, fwhm: float, threshold: float,
+                  mask: np.ndarray | None) -> tuple[MapPixels, NoiseRatio] | None:
+    """:func:`measured_snr` read at the device's candidates only (the pixels of the map less
+    its offset above ``candidates.floor``, :mod:`streamer.restoration.map_candidates`): the
+    map's pixels above ``threshold``, the same as on the whole levelled map to float32
+    rounding, and its noise ratio. None when the map's own background dips so far below
+    zero that a pixel above the threshold could have been missed (a whole map is needed).
+    ``fwhm``: the PSF's; ``mask``: the frame's excluded pixels (None: none)."""
+    mesh, stride = map_mesh(candidates.shape, fwhm)
+    offset = candidates.offset
+    if stride != candidates.stride or offset.mesh != mesh or offset.shape != candidates.shape:
+        raise ValueError(f"candidates sampled every {candidates.stride} px with a "
+                         f"{offset.mesh} px offset, where the map wants {stride} and {mesh}")
+    level = _map_level(candidates.sample, candidates.shape, stride, mesh, fwhm, threshold,
+                       mask, offset)
+    nodes = level.level()
+    if nodes is None:
+        return None
+    scale = level.rms_level()
+    # Above the threshold on the levelled map means above threshold × max(rms, 1) + its own
+    # background on the map less the offset: the device's floor reaches every such pixel
+    # where that stays above it (checked every 16 px and on the last row and column, where
+    # the end cells' cubics go on: the spline is smooth over a 64 px cell).
+    grid = [np.unique(np.append(np.arange(0, side, 16), side - 1))
+            for side in candidates.shape]
+    reach = (threshold * np.maximum(scale.on_grid(*grid), np.float32(1.0))
+             + nodes.on_grid(*grid))
+    if float(reach.min()) < candidates.floor + BACKGROUND_SLACK:
+        return None
+    rows, columns = np.divmod(candidates.index, candidates.shape[1])
+    values = levelled_at(candidates.values, rows, columns, nodes.combined(offset), scale)
+    return (MapPixels.of_known(candidates.shape, threshold, candidates.index, values),
+            NoiseRatio(level=scale))
+
+
+def _map_level(sample: np.ndarray, shape: tuple[int, int], stride: int, mesh: int,
+               fwhm: float, threshold: float, mask: np.ndarray | None,
+               offset: MeshLevel | None) -> MeshBackground:
+    """A map's own mesh background and rms, measured on its every ``stride``-th pixel
+    (``sample``, less ``offset``), twice: the second time with the first pass's detections
+    (grown by a FWHM) left out, so that a crowded field's star wings do not pass for noise.
+    The first pass only finds those sources, so it stays on the sample."""
+    from scipy.ndimage import binary_dilation
+
+    sample = np.array(sample, dtype=np.float32)
+    if offset is not None:
+        sample -= offset.evaluate(stride)
+    first = MeshBackground(sample, mesh, mask, stride=stride, shape=shape)
+    above = (sample - first.back(sampled=True)) / np.maximum(first.rms(sampled=True), 1.0)
+    grow = max(1, int(round(max(2, int(round(fwhm))) / first.stride)))
+    sources = binary_dilation(above > threshold, iterations=grow)
+    return MeshBackground(sample, mesh,
+                          sources if mask is None else sources | first.sampled(mask),
+                          stride=stride, shape=shape)
+
+
+def map_mesh(shape: tuple[int, ...], fwhm: float) -> tuple[int, int]:
+    """The cell of an S/N map's own mesh (``FILTERED_MESH``, less on small maps) and every
+    how many pixels it is measured (:func:`map_stride`)."""
+    mesh = int(min(FILTERED_MESH, max(8, min(shape) // 4)))
+    return mesh, map_stride(shape, mesh, fwhm)
+
+
+def map_offset(background: MeshLevel, sky: float, psf: np.ndarray, sigma: float) -> MeshLevel:
+    """The frame's mesh background (less its sky level ``sky``) through the matched filter:
+    for a background smooth on the PSF's scale, that background times the filter's sum."""
+    return background.scaled(float(matched_filter_weights(psf, sigma).sum()), -sky)
 
 
 def map_stride(shape: tuple[int, ...], mesh: int, fwhm: float) -> int:
@@ -196,7 +273,8 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
            threshold: float = 5.0, mask: np.ndarray | None = None,
            data_snr: np.ndarray | None = None, restored_snr: np.ndarray | None = None,
            data_offset: MeshLevel | None = None,
-           restored_peaks: Peaks | None = None) -> Detections:
+           restored_peaks: Peaks | None = None,
+           data_candidates: MapCandidates | None = None) -> Detections:
     """The sources of a background-subtracted linear frame ``data`` at matched-filter S/N
     ``threshold``, merged ones split where the (background-subtracted) ``restored`` frame
     shows two or more peaks within one input FWHM. ``mask``: the pixels of ``data`` that are
@@ -205,12 +283,28 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     elsewhere (the device's, levelled by the catalogue; ``restored`` is then not needed);
     ``data_offset``: a smooth level to take off ``data_snr`` (see :func:`measured_snr`);
     ``restored_peaks``: the restored map's :func:`~streamer.sources.peaks.local_peaks` at
-    ``threshold``, when found elsewhere (the device's candidates; no map is then needed)."""
-    snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr, data_offset)
+    ``threshold``, when found elsewhere (the device's candidates; no map is then needed);
+    ``data_candidates``: the frame's map read by the device near and above the threshold
+    instead of ``data_snr`` (:func:`candidate_snr`). The map's objects are sep's
+    (:mod:`streamer.sources.map_objects`)."""
+    pixels = None
+    if data_candidates is not None:
+        read = candidate_snr(data_candidates, fwhm, threshold, mask)
+        if read is None:
+            _log.warning("the S/N map's own background dips so far below zero that its "
+                         "candidates (%.1f below the threshold) could miss pixels: the frame's "
+                         "map is made on the host", threshold - data_candidates.floor)
+            data_snr, data_offset = None, None  # the host's filter of ``data``
+        else:
+            pixels, ratio = read
+    if pixels is None:
+        snr, ratio = measured_snr(data, sigma, psf, fwhm, threshold, mask, data_snr,
+                                  data_offset)
+        pixels = MapPixels.of_map(snr, threshold, mask)
     frame_ratio = ratio.median()
-    children = extract(snr, threshold, mask)
-    objects = unfragmented(snr, children, parents(snr, threshold, mask, children))
-    if len(objects) == 0:
+    children, parents = objects(pixels)
+    listed = unfragmented(pixels, children, parents)
+    if len(listed) == 0:
         empty = np.empty(0)
         return Detections(empty, empty, empty, empty, empty, empty, np.empty(0, bool), empty,
                           frame_ratio)
@@ -218,13 +312,14 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     # copy of the frame would only cost 128 MB.
     clean = data if mask is None else finite_or_zero(data)
     width = max(fwhm, 1.0) / 2.3548
-    x, y = windowed_positions(clean, objects["x"], objects["y"], width)  # sep's winpos
-    bad = ~np.isfinite(x) | ~np.isfinite(y) | (np.hypot(x - objects["x"], y - objects["y"]) > fwhm)
-    x, y = np.where(bad, objects["x"], x), np.where(bad, objects["y"], y)
-    found = Detections(x, y, objects["peak"].astype(float), objects["a"].astype(float),
-                       objects["b"].astype(float), objects["theta"].astype(float),
-                       np.zeros(len(objects), bool), ratio.at(x, y), frame_ratio,
-                       (objects["flag"] & SEP_OBJ_MERGED) != 0)
+    x, y = windowed_positions(clean, listed["x"], listed["y"], width)  # sep's winpos
+    bad = (~np.isfinite(x) | ~np.isfinite(y)
+           | (np.hypot(x - listed["x"], y - listed["y"]) > fwhm))
+    x, y = np.where(bad, listed["x"], x), np.where(bad, listed["y"], y)
+    found = Detections(x, y, listed["peak"].astype(float), listed["a"].astype(float),
+                       listed["b"].astype(float), listed["theta"].astype(float),
+                       np.zeros(len(listed), bool), ratio.at(x, y), frame_ratio,
+                       (listed["flag"] & SEP_OBJ_MERGED) != 0)
     if restored_peaks is None:
         if restored_snr is None:
             if restored is None:

@@ -140,6 +140,34 @@ class KernelPaths:
             self.out[f"snr_map_sky_sample_{method}"] = peaks.sample
 
 
+    def map_candidates(self) -> None:
+        """The frame's S/N map read near and above a threshold (opencl/detection.cl's
+        map_candidates, through a spline offset) with an excluded pixel, and its sample."""
+        from streamer.imaging.mesh_background import MeshLevel
+        from streamer.restoration.map_candidates import MapCandidateFinder
+        from streamer.restoration.restored_peaks import StridedSampler
+        from streamer.restoration.transfers import TransferMeter
+
+        shape = (32, 40)
+        rng = np.random.default_rng(3)
+        snr = rng.normal(0.0, 2.0, shape).astype(np.float32)
+        raw = np.full(shape, 100.0, np.float32)
+        raw[5, 7] = np.nan
+        offset = MeshLevel(rng.normal(0.0, 1.0, (4, 5)).astype(np.float32), shape, 8)
+        context = self.queue.context
+        buffers = [cl.Buffer(context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR,
+                             hostbuf=array) for array in (snr, raw)]
+        finder = MapCandidateFinder(self.queue, self.library,
+                                    StridedSampler(self.queue, self.library))
+        self.keep.extend([buffers, finder])
+        found = finder.find(*buffers, offset, 1.0, 2, {"INPUT_TYPE": "float",
+                                                       "KEY_IS_FLOAT": 1},
+                            TransferMeter(self.queue))
+        self.out["map_candidate_positions"] = found.index
+        self.out["map_candidate_values"] = found.values
+        self.out["map_candidate_sample"] = found.sample
+
+
 def run(device: str | None, paths: str = "all") -> dict[str, np.ndarray]:
     """The outputs of ``paths`` (``ours``, ``vkfft`` or ``all``), by name."""
     collected = KernelPaths(select_device(device))
@@ -148,6 +176,7 @@ def run(device: str | None, paths: str = "all") -> dict[str, np.ndarray]:
         collected.correlations(OURS)
         collected.richardson_lucy([method for method in RL_METHODS if method not in VKFFT])
         collected.restorer()
+        collected.map_candidates()
     if paths in ("vkfft", "all"):
         collected.correlations(VKFFT)
         collected.richardson_lucy(VKFFT)

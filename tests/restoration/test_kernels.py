@@ -18,6 +18,7 @@ from streamer.imaging.psf import gaussian_psf, moffat_psf
 from streamer.restoration.background import BackgroundEqualiser
 from streamer.restoration.copy_block import FILL_FLOATS
 from streamer.restoration.detection_maps import LEVELLED_PADDED, SKY_LEVELLED_PADDED
+from streamer.restoration.map_candidates import MAP_CANDIDATES
 from streamer.restoration.restored_peaks import PEAK_CANDIDATES, STRIDED_SAMPLE
 from streamer.restoration.correlation_plan import build_correlation
 from streamer.restoration.fft_correlation import MULTIPLY_CONJUGATE, fft_available
@@ -143,8 +144,10 @@ def test_every_kernel_is_declared_and_every_declaration_matches_its_source(openc
     else:
         library.kernel(MULTIPLY_CONJUGATE, KH=5, KW=5)
     # The catalogue's matched filters, as DetectionMaps.compute builds them for a uint16 frame.
-    # ... and the restored map's peak candidates and sky sample (restored_peaks.PeakFinder).
-    for declaration in (SKY_LEVELLED_PADDED, LEVELLED_PADDED, PEAK_CANDIDATES, STRIDED_SAMPLE):
+    # ... the restored map's peak candidates and sky sample (restored_peaks.PeakFinder), and
+    # the frame's map candidates (map_candidates.MapCandidateFinder).
+    for declaration in (SKY_LEVELLED_PADDED, LEVELLED_PADDED, PEAK_CANDIDATES, STRIDED_SAMPLE,
+                        MAP_CANDIDATES):
         library.kernel(declaration, INPUT_TYPE="ushort", KEY_IS_FLOAT=0)
     built = library.declarations
     assert {(d.family, d.name) for d in built} == _kernels_in_sources()

@@ -23,6 +23,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
+from streamer.imaging import sep_calls
 from streamer.imaging.fits_io import FitsImage
 from streamer.operations.science.truth import Seeing, TruthField, truth_field
 from streamer.restoration.restorer import Restorer
@@ -141,11 +142,11 @@ def reference(field: TruthField, snr_true: np.ndarray, target_false: int) -> dic
     # threshold in S/N of that sum (sep's filter_type="matched" with a scalar err thresholds
     # far higher than its S/N: S/N 20-100 stars were missed at "5").
     unit = background.globalrms * math.sqrt(float(np.sum(kernel.astype(np.float64) ** 2)))
-    sep.set_extract_pixstack(max(300_000, data.size // 4))
     best = None
     for threshold in REFERENCE_THRESHOLDS:  # the lowest with no more false than the catalogue
-        objects = sep.extract(subtracted, threshold * unit, filter_kernel=kernel,
-                              filter_type="conv", minarea=3)
+        objects = sep_calls.extract(subtracted, threshold * unit,
+                                    pixstack=max(300_000, data.size // 4),
+                                    filter_kernel=kernel, filter_type="conv", minarea=3)
         found, _ = _matches(field, objects["x"], objects["y"])
         if int(np.count_nonzero(found < 0)) <= target_false:
             best = (threshold, objects)
@@ -202,7 +203,8 @@ def collect(size: int = 1024, device: str | None = None) -> dict[str, Any]:
     found = measure_sources(image.data, header, result.psf.psf, result.psf.fwhm, result.noise,
                             exposure_start=dt.datetime(2026, 11, 30, 3, tzinfo=dt.timezone.utc),
                             exposure_seconds=30.0, restored=result.data, target_psf=target,
-                            quality_flags=result.quality_flags, snr_maps=result.snr_maps)
+                            quality_flags=result.quality_flags, snr_maps=result.snr_maps,
+                            background=result.background)
     catalogue_seconds = time.perf_counter() - started
     ours = _figures(field, found.x, found.y, found.flux, snr_true)
     ours.update(seconds=catalogue_seconds, restore_seconds=restore_seconds,
