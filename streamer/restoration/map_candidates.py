@@ -87,10 +87,11 @@ class MapCandidateFinder:
         if count:
             meter.download(positions, self._positions)
             meter.download(values, self._values)
-        order = np.argsort(positions)  # the device's order is its own; positions are unique
-        return MapCandidates(offset.shape, positions[order].astype(np.int64), values[order],
-                             float(floor), self.sampler.sample(snr, offset.shape, stride,
-                                                               defines, meter), stride, offset)
+        # In the device's order: the catalogue sorts them (host work of its own, off the
+        # device's stage).
+        return MapCandidates(offset.shape, positions, values, float(floor),
+                             self.sampler.sample(snr, offset.shape, stride, defines, meter),
+                             stride, offset)
 
     def _reserve(self, capacity: int) -> None:
         context = self.queue.context

@@ -50,7 +50,7 @@ class MapCandidates:
     ``floor``, and the map's sample its own background is measured on."""
 
     shape: tuple[int, int]
-    index: np.ndarray   # row-major positions, ascending (int64)
+    index: np.ndarray   # row-major positions, each once, in the device's order
     values: np.ndarray  # the map there, as made (float32)
     floor: float
     sample: np.ndarray  # the map at every ``stride``-th pixel of each axis
@@ -216,9 +216,12 @@ def candidate_snr(candidates: MapCandidates, fwhm: float, threshold: float,
              + nodes.on_grid(*grid))
     if float(reach.min()) < candidates.floor + BACKGROUND_SLACK:
         return None
-    rows, columns = np.divmod(candidates.index, candidates.shape[1])
-    values = levelled_at(candidates.values, rows, columns, nodes.combined(offset), scale)
-    return (MapPixels.of_known(candidates.shape, threshold, candidates.index, values),
+    order = np.argsort(candidates.index)
+    index = candidates.index[order].astype(np.int64)
+    rows, columns = np.divmod(index, candidates.shape[1])
+    values = levelled_at(candidates.values[order], rows, columns, nodes.combined(offset),
+                         scale)
+    return (MapPixels.of_known(candidates.shape, threshold, index, values),
             NoiseRatio(level=scale))
 
 

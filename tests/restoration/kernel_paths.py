@@ -163,8 +163,9 @@ class KernelPaths:
         found = finder.find(*buffers, offset, 1.0, 2, {"INPUT_TYPE": "float",
                                                        "KEY_IS_FLOAT": 1},
                             TransferMeter(self.queue))
-        self.out["map_candidate_positions"] = found.index
-        self.out["map_candidate_values"] = found.values
+        order = np.argsort(found.index)  # the device's order is its own
+        self.out["map_candidate_positions"] = found.index[order]
+        self.out["map_candidate_values"] = found.values[order]
         self.out["map_candidate_sample"] = found.sample
 
 

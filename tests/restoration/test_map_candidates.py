@@ -51,7 +51,7 @@ def test_the_candidates_are_the_pixels_above_the_floor(opencl, dtype):
     moved = np.setxor1d(found.index, expected)
     assert np.all(np.abs(less.ravel()[moved] - 2.0) < 1e-5)
     assert found.index.size > 1000 and moved.size <= 2 and finder.capacity >= found.index.size
-    assert np.all(np.diff(found.index) > 0)  # ascending, each once
+    assert np.unique(found.index).size == found.index.size  # each once (the device's order)
     assert np.array_equal(found.values, snr.ravel()[found.index])
     assert not excluded.ravel()[found.index].any()
     assert np.array_equal(found.sample, snr[::2, ::2])
@@ -95,7 +95,7 @@ def test_the_catalogue_reads_the_frames_map_through_its_candidates(restored):
 def test_the_detections_are_the_whole_maps_and_a_deep_background_falls_back(restored,
                                                                             caplog):
     image, result = restored
-    maps, fwhm, noise = result.snr_maps, result.psf.psf, result.noise
+    maps, noise = result.snr_maps, result.noise
     data = levelled(image, result.background)
     mask = ~np.isfinite(image)
     arguments = (data, noise.sigma, result.psf.psf, result.psf.fwhm)
@@ -114,4 +114,3 @@ def test_the_detections_are_the_whole_maps_and_a_deep_background_falls_back(rest
     host = detection.detect(*arguments, mask=mask)
     assert len(fallen_back) == len(host) > 500
     np.testing.assert_allclose(fallen_back.x, host.x, atol=1e-9)
-    del fwhm
