@@ -61,6 +61,9 @@ class PreparedFrame:
     refilled: tuple[CoreFit, ...] = ()
     resolution: Resolution | None = None
     background: MeshLevel | None = None  # the frame's 64 px mesh background (the catalogue's)
+    # The frame less that background (float32) when nothing is excluded: the catalogue's own,
+    # handed over to it (it is changed in place there).
+    subtracted: np.ndarray | None = None
 
 
 class PSFSettings(Protocol):
@@ -156,7 +159,8 @@ class FramePreparer:
             psf = self.choose_psf(image, valid, header, camera_id, saturation, detection,
                                   ticket)
         prepared = PreparedFrame(noise, psf, 0.0, measured, saturation,
-                                 background=detection.background)
+                                 background=detection.background,
+                                 subtracted=detection.subtracted if detection.plain else None)
         self._refill(prepared, image, valid, detection, user_mask)
         prepared.resolution = self.resolution_for(psf)
         prepared.seconds = time.perf_counter() - started

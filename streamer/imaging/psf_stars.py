@@ -36,6 +36,10 @@ class Detection:
     segments: np.ndarray       # sep's segmentation map (object index + 1; 0 sky)
     noise: float               # global background rms
     background: MeshLevel | None = None  # the mesh background's nodes (the catalogue's too)
+    # Whether ``subtracted`` is the frame as given less ``background`` by
+    # :func:`~streamer.imaging.mesh_background.levelled`, nothing excluded (the catalogue's
+    # own frame less its background, which it can then take over).
+    plain: bool = False
 
     @property
     def rows(self) -> np.ndarray:
@@ -56,7 +60,7 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     # No mask where nothing is excluded: sep reads a mask pixel by pixel however empty it is
     # (0.06 s of a 4096² extraction's 0.3), and finds the same objects without one.
     mask = invalid if excluded else None
-    subtracted, background = _less_background(data, mask)
+    subtracted, background, plain = _less_background(data, mask)
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
     # sep's default pixel stack first (a larger one costs its allocation at every call),
@@ -68,7 +72,7 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
                 subtracted, threshold, pixstack=stacks[min(attempt, 1)], err=noise, mask=mask,
                 minarea=5, deblend_cont=0.005, segmentation_map=True,
                 deblend_nthresh=DEBLEND_THRESHOLDS)
-            return Detection(objects, subtracted, segments, noise, background.level())
+            return Detection(objects, subtracted, segments, noise, background.level(), plain)
         except Exception as error:  # sep raises a bare Exception on buffer overflows
             if not sep_calls.overflowed(error):
                 raise
@@ -77,27 +81,28 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     empty = np.zeros(0, dtype=[("x", float), ("y", float), ("flag", int), ("flux", float),
                                 ("peak", float), ("a", float)])
     return Detection(empty, subtracted, np.zeros(data.shape, np.int32), noise,
-                     background.level())
+                     background.level(), plain)
 
 
 def _less_background(data: np.ndarray, invalid: np.ndarray | None
-                     ) -> tuple[np.ndarray, MeshBackground]:
-    """The frame less its 64 px mesh background (float32, ours), and that background;
-    ``invalid`` pixels (None: there are none) filled with the median first."""
+                     ) -> tuple[np.ndarray, MeshBackground, bool]:
+    """The frame less its 64 px mesh background (float32, ours), that background, and
+    whether the first is ``levelled(data, background.level())``; ``invalid`` pixels (None:
+    there are none) filled with the median first."""
     if invalid is None and np.result_type(data.dtype, np.float32) == np.float32:
         # A 16-bit or float32 frame: the background is measured on its sample as it is, and
         # the frame less it is written a few rows at a time — no float32 copy of the frame
         # first (the same float32 arithmetic as the copy's, below).
         background = MeshBackground(data, 64)
         if background.stride > 1:
-            return levelled(data, background.level()), background
+            return levelled(data, background.level()), background, True
     if invalid is not None:
         filled = np.where(invalid, np.median(data[~invalid]), data).astype(np.float32)
     else:  # no median of 4 M pixels to fill nothing (40 ms at 2048²)
         filled = np.array(data, dtype=np.float32)  # a copy: the background comes off in place
     background = MeshBackground(filled, 64, invalid)
     background.subfrom(filled)
-    return filled, background
+    return filled, background, False
 
 
 def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,

@@ -69,6 +69,7 @@ class Restoration:
     refilled: int = 0                          # saturated or non-linear cores refilled
     snr_maps: SNRMaps | None = None            # the catalogue's detection maps, when asked
     background: MeshLevel | None = None        # the input's mesh background (preparation's)
+    subtracted: np.ndarray | None = None       # the input less it (preparation's, handed on)
 
 
 def upload_form(frame: Any) -> np.ndarray:
@@ -225,6 +226,7 @@ class Restorer(RestorationPlans):
         restoration.saturation = prepared.saturation
         restoration.refilled = len(prepared.refilled)
         restoration.background = prepared.background
+        restoration.subtracted = prepared.subtracted
         return restoration
 
     def device_healthy(self) -> bool:

@@ -20,16 +20,20 @@ from streamer.streaming.messages import RawFrame, SourceCatalog, utc_now
 
 
 def source_arguments(image: FitsImage, result: Restoration, raw: RawFrame, threshold: float,
-                     max_sources: int | None = None) -> tuple[tuple, dict[str, Any]]:
-    """The arguments of :func:`measure_sources` for a restored frame (here or in another
-    process, :mod:`streamer.worker.catalogue_processes`)."""
+                     max_sources: int | None = None, in_process: bool = True
+                     ) -> tuple[tuple, dict[str, Any]]:
+    """The arguments of :func:`measure_sources` for a restored frame, here (``in_process``:
+    the preparation's frame less its background is handed over) or in another process
+    (:mod:`streamer.worker.catalogue_processes`: 64 MB more to pickle at 4096² would cost
+    more than making it there)."""
     target = result.resolution.target if result.resolution is not None else None
     return ((image.data, image.header, result.psf.psf, result.psf.fwhm, result.noise),
             {"exposure_start": raw.exposure_start, "exposure_seconds": raw.exposure_seconds,
              "restored": result.data, "target_psf": target,
              "quality_flags": result.quality_flags, "threshold": threshold,
              "max_sources": max_sources, "snr_maps": result.snr_maps,
-             "background": result.background})
+             "background": result.background,
+             "subtracted": result.subtracted if in_process else None})
 
 
 def frame_sources(image: FitsImage, result: Restoration, raw: RawFrame,

@@ -40,7 +40,8 @@ class CatalogueProcesses:
                 max_sources: int | None = None) -> FrameSources:
         """What :func:`streamer.worker.catalogue.frame_sources` measures, in a process of the
         pool; blocks the calling thread (not the GIL) until it is done."""
-        args, kwargs = source_arguments(image, result, raw, threshold, max_sources)
+        args, kwargs = source_arguments(image, result, raw, threshold, max_sources,
+                                        in_process=False)
         return self._pool.submit(measure_sources, *args, **kwargs).result()
 
     def close(self) -> None:

@@ -313,3 +313,37 @@ def test_a_piece_cut_by_the_deblending_is_no_trail(piece, monkeypatch):
                              exposure_seconds=30.0)
     assert len(result) == 1 and result.elongation[0] > 2
     assert result.trails == (0 if piece else 1)
+
+
+def test_the_preparations_frame_less_its_background_is_taken_over():
+    # The preparation's PSF-star detection levels a frame with no excluded pixel exactly as
+    # the catalogue would (the same mesh level, the same float32 arithmetic): the catalogue
+    # takes that array over instead of making it again; a frame with excluded pixels is
+    # levelled by each in its own way, and nothing is handed over.
+    from streamer.imaging import psf_stars
+    from streamer.imaging.mesh_background import levelled
+    from streamer.imaging.preparation import FramePreparer
+    from streamer.imaging.psf import gaussian_psf
+    from streamer.imaging.synthetic import star_field
+    from streamer.settings import RestorationSettings
+    from streamer.sources import catalog
+
+    field = star_field((1024, 1024), gaussian_psf(3.0), stars=300, seed=4).image
+    image = np.clip(np.round(field), 0, 65535).astype(np.uint16)
+    detection = psf_stars.detect(image, np.zeros(image.shape, bool), 5.0)
+    assert detection.plain
+    assert np.array_equal(detection.subtracted, levelled(image, detection.background))
+    data, level, excluded = catalog._mesh_subtracted(image, detection.background,
+                                                     detection.subtracted)
+    assert data is detection.subtracted and level is detection.background and excluded is None
+    prepared = FramePreparer.from_settings(RestorationSettings()).prepare(image)
+    assert prepared.subtracted is not None
+    assert np.array_equal(prepared.subtracted, levelled(image, prepared.background))
+    holed = image.astype(np.float32)
+    holed[100:104, 200:210] = np.nan
+    detection = psf_stars.detect(holed, ~np.isfinite(holed), 5.0)
+    assert not detection.plain
+    assert FramePreparer.from_settings(RestorationSettings()).prepare(holed).subtracted is None
+    data, _, excluded = catalog._mesh_subtracted(holed, detection.background,
+                                                 detection.subtracted)
+    assert data is not detection.subtracted and excluded.sum() == 40
