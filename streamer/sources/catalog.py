@@ -231,8 +231,7 @@ def measure_sources(image: np.ndarray, header: fits.Header | None, psf: np.ndarr
                     target_psf: np.ndarray | None = None,
                     quality_flags: np.ndarray | None = None,
                     threshold: float = 5.0, max_sources: int | None = None,
-                    snr_maps: SNRMaps | None = None,
-                    background: MeshLevel | None = None,
+                    snr_maps: SNRMaps | None = None, background: MeshLevel | None = None,
                     subtracted: np.ndarray | None = None) -> FrameSources:
     """The catalogue of a frame (see the module notes); at most ``max_sources`` (the highest
     detection S/N), ``capped`` when more were found. ``snr_maps``: the detection's matched
