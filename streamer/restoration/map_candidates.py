@@ -21,6 +21,7 @@ import numpy as np
 import pyopencl as cl
 
 from streamer.imaging.mesh_background import MeshLevel, spline_rows
+from streamer.restoration.appended import AppendedEntries
 from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrary
 from streamer.restoration.restored_peaks import StridedSampler
 from streamer.restoration.transfers import TransferMeter
@@ -46,11 +47,14 @@ class MapCandidateFinder:
         self.queue = queue
         self.library = library
         self.sampler = sampler
-        self.capacity = 0
-        self._count = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, 4)
-        self._positions: cl.Buffer | None = None
-        self._values: cl.Buffer | None = None
+        self._found = AppendedEntries(queue, {"positions": (np.int32, 1),
+                                              "values": (np.float32, 1)}, INITIAL_CAPACITY)
         self._tables: dict[str, cl.Buffer] = {}
+
+    @property
+    def capacity(self) -> int:
+        """The candidates the buffers hold (they grow when a frame has more)."""
+        return self._found.capacity
 
     def find(self, snr: cl.Buffer, raw: cl.Buffer, offset: MeshLevel, floor: float,
              stride: int, defines: dict[str, int | str], meter: TransferMeter
@@ -70,31 +74,16 @@ class MapCandidateFinder:
                     self.queue.context, cl.mem_flags.READ_ONLY, table.nbytes)
             meter.upload(buffer, table)
         kernel = self.library.kernel(MAP_CANDIDATES, **defines)
-        if self.capacity == 0:
-            self._reserve(INITIAL_CAPACITY)
-        while True:
-            cl.enqueue_fill_buffer(self.queue, self._count, np.uint32(0), 0, 4)
-            kernel(self.queue, (width, height), None, map=snr, raw=raw,
-                   **self._tables, floor_value=floor, width=width, height=height,
-                   count=self._count, positions=self._positions, values=self._values,
-                   capacity=self.capacity)
-            count = int(meter.download(np.empty(1, np.uint32), self._count)[0])
-            if count <= self.capacity:
-                break
-            self._reserve(count + count // 4)  # and again, with room for every one
-        positions = np.empty(count, np.int32)
-        values = np.empty(count, np.float32)
-        if count:
-            meter.download(positions, self._positions)
-            meter.download(values, self._values)
+        found = self._found.run(
+            lambda buffers, capacity: kernel(
+                self.queue, (width, height), None, map=snr, raw=raw, **self._tables,
+                floor_value=floor, width=width, height=height, **buffers,
+                capacity=capacity), meter)
         # In the device's order: the catalogue sorts them (host work of its own, off the
         # device's stage).
-        return MapCandidates(offset.shape, positions, values, float(floor),
+        return MapCandidates(offset.shape, found["positions"], found["values"], float(floor),
                              self.sampler.sample(snr, offset.shape, stride, defines, meter),
                              stride, offset)
 
     def _reserve(self, capacity: int) -> None:
-        context = self.queue.context
-        self.capacity = capacity
-        self._positions = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * capacity)
-        self._values = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * capacity)
+        self._found.reserve(capacity)

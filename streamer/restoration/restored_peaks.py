@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pyopencl as cl
 
+from streamer.restoration.appended import AppendedEntries
 from streamer.restoration.kernels import BUFFER, KernelDeclaration, KernelLibrary
 from streamer.restoration.transfers import TransferMeter
 from streamer.sources.peaks import PeakCandidates, sky_step
@@ -64,11 +65,15 @@ class PeakFinder:
     def __init__(self, queue: cl.CommandQueue, library: KernelLibrary) -> None:
         self.queue = queue
         self.library = library
-        self.capacity = 0
-        self._count = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, 4)
-        self._positions: cl.Buffer | None = None
-        self._near: cl.Buffer | None = None
+        self._found = AppendedEntries(queue, {"positions": (np.int32, 1),
+                                              "neighbourhoods": (np.float32, 9)},
+                                      INITIAL_CAPACITY)
         self.sampler = StridedSampler(queue, library)
+
+    @property
+    def capacity(self) -> int:
+        """The candidates the buffers hold (they grow when a frame has more)."""
+        return self._found.capacity
 
     def find(self, snr: cl.Buffer, raw: cl.Buffer, shape: tuple[int, int], floor: float,
              defines: dict[str, int | str], meter: TransferMeter) -> PeakCandidates:
@@ -76,34 +81,15 @@ class PeakFinder:
         excluded from the frame ``raw`` (as uploaded; ``defines``: its types) left out."""
         height, width = shape
         kernel = self.library.kernel(PEAK_CANDIDATES, **defines)
-        if self.capacity == 0:
-            self._reserve(INITIAL_CAPACITY)
-        while True:
-            # A fill on the device, not an upload: the frame's is its only one.
-            cl.enqueue_fill_buffer(self.queue, self._count, np.uint32(0), 0, 4)
-            kernel(self.queue, (width, height), None, map=snr, raw=raw, floor_value=floor,
-                   width=width, height=height, count=self._count, positions=self._positions,
-                   neighbourhoods=self._near, capacity=self.capacity)
-            count = int(meter.download(np.empty(1, np.uint32), self._count)[0])
-            if count <= self.capacity:
-                break
-            self._reserve(count + count // 4)  # and again, with room for every one
-        positions = np.empty(count, np.int32)
-        near = np.empty((count, 9), np.float32)
-        if count:
-            meter.download(positions, self._positions)
-            meter.download(near, self._near)
+        found = self._found.run(
+            lambda buffers, capacity: kernel(
+                self.queue, (width, height), None, map=snr, raw=raw, floor_value=floor,
+                width=width, height=height, **buffers, capacity=capacity), meter)
+        positions, near = found["positions"], found["neighbourhoods"]
         order = np.argsort(positions, kind="stable")  # the device's order is its own
         rows, columns = np.divmod(positions[order].astype(np.int64), width)
         return PeakCandidates(rows, columns, near[order], float(floor),
-                              self._sampled(snr, shape, defines, meter))
-
-    def _sampled(self, snr: cl.Buffer, shape: tuple[int, int],
-                 defines: dict[str, int | str], meter: TransferMeter) -> np.ndarray:
-        return self.sampler.sample(snr, shape, sky_step(shape), defines, meter)
+                              self.sampler.sample(snr, shape, sky_step(shape), defines, meter))
 
     def _reserve(self, capacity: int) -> None:
-        context = self.queue.context
-        self.capacity = capacity
-        self._positions = cl.Buffer(context, cl.mem_flags.READ_WRITE, 4 * capacity)
-        self._near = cl.Buffer(context, cl.mem_flags.READ_WRITE, 36 * capacity)
+        self._found.reserve(capacity)

@@ -42,11 +42,16 @@ def _sep(snr, mask, nthresh=DEBLEND_THRESHOLDS, contrast=DEBLEND_CONTRAST, **opt
                        **options)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_the_objects_are_seps(seed):
+def _masked(seed: int) -> tuple[np.ndarray, np.ndarray]:
     snr = _trails_and_pairs(seed)
     mask = np.zeros(snr.shape, bool)
     mask[300:340, 200:260] = True
+    return snr, mask
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_objects_are_seps(seed):
+    snr, mask = _masked(seed)
     ours, _ = objects(MapPixels.of_map(snr, 5.0, mask))
     theirs = _sep(snr, mask)
     assert len(ours) == len(theirs) > 900
@@ -70,9 +75,7 @@ def test_the_objects_are_seps(seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_parents_are_seps_undeblended_objects(seed):
-    snr = _trails_and_pairs(seed)
-    mask = np.zeros(snr.shape, bool)
-    mask[300:340, 200:260] = True
+    snr, mask = _masked(seed)
     children, parents = objects(MapPixels.of_map(snr, 5.0, mask))
     whole, segments = _sep(snr, mask, contrast=1.0, segmentation_map=True)
     # sep's undeblended objects that hold two or more children's peaks: exactly the parents
