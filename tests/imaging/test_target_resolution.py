@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.signal import fftconvolve
+from scipy.signal import convolve2d, correlate2d, fftconvolve
 
 from streamer.imaging.moments import half_maximum_fwhm
 from streamer.imaging.psf_measure import describe
 from streamer.imaging.target_resolution import (
-    MAX_TARGET_SHARE, MIN_TARGET_FWHM, gaussian_target, narrower_kernel, resolution_for,
-    target_fwhm,
+    MAX_TARGET_SHARE, MIN_TARGET_FWHM, _linear_operators, gaussian_target, narrower_kernel,
+    resolution_for, target_fwhm,
 )
 from streamer.operations.science.truth import Seeing
 
@@ -55,3 +55,21 @@ def test_no_target_keeps_the_psf():
     assert resolution.target is None and resolution.kernel is psf
     aimed = resolution_for(describe(psf, "given", 0, 0), None)
     assert aimed.fwhm == pytest.approx(MIN_TARGET_FWHM) and aimed.kernel.shape == psf.shape
+
+
+@pytest.mark.parametrize("separable", [True, False])
+def test_the_kernel_search_convolves_as_scipy_does(separable):
+    """Both ways the RL on the PSF convolves (a separable target as two matrix products, any
+    other by FFTs) equal SciPy's direct convolution and correlation, cut to the PSF's shape
+    about the target's centre ('same')."""
+    rng = np.random.default_rng(4)
+    # Lopsided, so that a convolution taken for a correlation would show.
+    target = np.outer(rng.random(15), rng.random(11))
+    if not separable:
+        target = target + 0.1 * rng.random(target.shape)  # rank > 1
+    x = rng.random((21, 25))
+    convolved, correlated = _linear_operators(target, x.shape)
+    np.testing.assert_allclose(convolved(x), convolve2d(x, target, mode="same"),
+                               rtol=1e-13)
+    np.testing.assert_allclose(correlated(x), correlate2d(x, target, mode="same"),
+                               rtol=1e-13)
