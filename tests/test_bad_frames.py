@@ -79,7 +79,7 @@ def test_the_restorer_and_the_one_call_api_raise_the_same(frame, error):
 
 
 def test_the_worker_decode_stage_raises_the_same():
-    from streamer.streaming.framing import AssembledFrame, sha256_hex
+    from streamer.streaming.framing import AssembledFrame, payload_digest
     from streamer.streaming.messages import RawFrame
     from streamer.worker.decoding import HostChecks, decode_frame
     from streamer.restoration.capacity import DeviceMemory, FrameCapacity
@@ -89,7 +89,7 @@ def test_the_worker_decode_stage_raises_the_same():
     now = dt.datetime.now(dt.timezone.utc)
     envelope = RawFrame(frame_id="nan", camera_id="cam", exposure_start=now, exposure_seconds=1,
                         shape=(16, 16), dtype="float32", encoding="fits",
-                        payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+                        payload_bytes=len(payload), payload_digest=payload_digest(payload),
                         chunk_count=1, published_at=now)
     item = AssembledFrame(0, [0], envelope.model_dump_json().encode(), payload, {})
     checks = HostChecks(FrameLimits(10**8, 10**9), FrameCapacity(DeviceMemory(2**33, 2**31), 3),

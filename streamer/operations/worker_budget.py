@@ -44,7 +44,7 @@ from streamer.imaging.synthetic import star_field
 from streamer.restoration.restorer import Restorer
 from streamer.settings import RestorationSettings
 from streamer.streaming.codec import FrameLimits
-from streamer.streaming.framing import AssembledFrame, sha256_hex
+from streamer.streaming.framing import AssembledFrame, payload_digest
 from streamer.streaming.messages import RawFrame, utc_now
 from streamer.worker.decoding import HostChecks, decode_and_measure, decode_frame
 from streamer.worker.catalogue_processes import CatalogueProcesses
@@ -69,7 +69,7 @@ def _payload(size: int, dtype: str, seed: int) -> tuple[bytes, RawFrame]:
     raw = RawFrame(frame_id=f"budget-{size}-{dtype}-{seed}", camera_id="budget",
                    exposure_start=dt.datetime(2026, 11, 30, 3, tzinfo=dt.timezone.utc),
                    exposure_seconds=30.0, shape=(size, size), dtype=dtype, encoding="fits",
-                   payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+                   payload_bytes=len(payload), payload_digest=payload_digest(payload),
                    chunk_count=1, published_at=utc_now())
     return payload, raw
 

@@ -123,7 +123,7 @@ def catalogue_ecsv(catalogue: SourceCatalog, rows: list[Source]) -> bytes:
         table[name] = np.ma.masked_array([kind(0) if value is None else value
                                           for value in values],
                                          mask=missing, dtype=kind)
-    table.meta.update(catalogue.model_dump(mode="json", exclude={"payload_sha256",
+    table.meta.update(catalogue.model_dump(mode="json", exclude={"payload_digest",
                                                                   "chunk_count"}))
     out = io.StringIO()
     table.write(out, format="ascii.ecsv")

@@ -30,7 +30,7 @@ from streamer.imaging.synthetic import star_field
 from streamer.imaging.validation import checked_image
 from streamer.metrics import StreamerMetrics
 from streamer.settings import StreamerSettings
-from streamer.streaming.framing import frame_records, headers_dict, sha256_hex
+from streamer.streaming.framing import frame_records, headers_dict, payload_digest
 from streamer.streaming.kafka_clients import consumer as make_consumer, topic_partitions
 from streamer.streaming.messages import ENVELOPE_HEADER, DeadLetter, RawFrame, utc_now
 from streamer.streaming.publisher import OutgoingRecord, TransactionalPublisher
@@ -99,7 +99,7 @@ class CameraPublisher:
                 frame_id=frame_id, camera_id=self.camera_id,
                 exposure_start=exposure_start, exposure_seconds=exposure_seconds,
                 shape=shape, dtype=dtype, encoding=encoding, payload_bytes=len(payload),
-                payload_sha256=sha256_hex(payload),
+                payload_digest=payload_digest(payload),
                 chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)),
                 source_name=source_name, published_at=utc_now(),
             )
@@ -138,7 +138,7 @@ class CameraPublisher:
                 source_path=source_path, error_type=type(error).__name__, reason=str(error),
                 failed_at=utc_now(), worker_id=f"camera {self.camera_id}",
                 payload_bytes=len(body) if payload is not None else file_size,
-                payload_sha256=sha256_hex(body),
+                payload_digest=payload_digest(body),
                 chunk_count=max(1, math.ceil(len(body) / self.settings.chunk_bytes)),
                 payload_omitted=payload is None,
             )

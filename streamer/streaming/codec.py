@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from streamer.errors import ChecksumError, EnvelopeError, FrameDecodeError, FrameTooLargeError
 from streamer.imaging.fits_io import FitsImage, fits_bytes, read_image_bytes
 from streamer.quiet import filtered_warnings
-from streamer.streaming.framing import sha256_hex
+from streamer.streaming.framing import digest_like
 from streamer.streaming.messages import FramePayload, RawFrame
 
 RAW_DTYPES = frozenset(np.dtype(name) for name in (
@@ -58,15 +58,15 @@ def parse_envelope(envelope_json: bytes | None) -> RawFrame:
 
 
 def check_payload(envelope: FramePayload, payload: bytes) -> None:
-    """Raise ChecksumError unless the payload has the envelope's size and SHA-256."""
+    """Raise ChecksumError unless the payload has the envelope's size and digest."""
     if len(payload) != envelope.payload_bytes:
         raise ChecksumError(
             f"payload has {len(payload)} bytes, the envelope says {envelope.payload_bytes}"
         )
-    digest = sha256_hex(payload)
-    if digest != envelope.payload_sha256:
-        raise ChecksumError(f"payload SHA-256 {digest[:12]}… differs from the envelope's "
-                            f"{envelope.payload_sha256[:12]}…")
+    digest = digest_like(payload, envelope.payload_digest)
+    if digest != envelope.payload_digest:
+        raise ChecksumError(f"payload digest {digest[:19]}… differs from the envelope's "
+                            f"{envelope.payload_digest[:19]}…")
 
 
 def raw_dtype(name: str) -> np.dtype:

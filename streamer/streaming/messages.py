@@ -11,17 +11,27 @@ Versions: 2 added the PSF summary (``psf_summary`` of restored frames, ``psf`` o
 the Richardson–Lucy stopping figures, the moat depth, device stage times and bytes moved; all
 optional, so version-1 records still validate. 3 added dead letters from the camera (a file
 that never became a frame): ``origin``, ``source_name``, ``source_path``, and no source
-partition or offsets; and each frame's source catalogue (``SourceCatalog``, ``Source``).
+partition or offsets; and each frame's source catalogue (``SourceCatalog``, ``Source``). 4
+names each payload's digest with its algorithm (``payload_digest``, ``input_digest``:
+``blake3:<hex>`` as streamer writes them, or ``sha256:<hex>``), in place of version 3's
+``payload_sha256`` and ``input_sha256``, which still read as ``sha256:`` digests. BLAKE3, a
+cryptographic hash as SHA-256 is, takes a third of its time on one core here (0.04 s for a
+4096² restored frame's 151 MB, against 0.13 s with the CPU's SHA instructions).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# A payload's digest: its algorithm, a colon, 64 hex digits (both give 256 bits).
+DIGEST_PATTERN = r"^(blake3|sha256):[0-9a-f]{64}$"
+DIGEST_DESCRIPTION = "algorithm:hex of the payload's bytes; blake3 (streamer's) or sha256"
+# Version 3's fields, read as SHA-256 digests under their version-4 names.
+_SHA256_FIELDS = {"payload_sha256": "payload_digest", "input_sha256": "input_digest"}
 ENVELOPE_HEADER = "streamer-envelope"
 CHUNK_HEADER = "streamer-chunk"
 KIND_HEADER = "streamer-kind"
@@ -30,7 +40,19 @@ KIND_HEADER = "streamer-kind"
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1, 2, 3] = Field(default=SCHEMA_VERSION, description="contract version")
+    schema_version: Literal[1, 2, 3, 4] = Field(default=SCHEMA_VERSION,
+                                                description="contract version")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_digests(cls, data: Any) -> Any:
+        """Version 1-3 records' ``payload_sha256``/``input_sha256`` as ``sha256:`` digests."""
+        if isinstance(data, dict) and any(old in data for old in _SHA256_FIELDS):
+            data = dict(data)
+            for old, new in _SHA256_FIELDS.items():
+                if old in data and new not in data:
+                    data[new] = f"sha256:{data.pop(old)}"
+        return data
 
 
 class FramePayload(_Message):
@@ -46,7 +68,7 @@ class FramePayload(_Message):
         description="fits: a whole FITS file; raw: little-endian C-order pixel bytes"
     )
     payload_bytes: int = Field(ge=0)
-    payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    payload_digest: str = Field(pattern=DIGEST_PATTERN, description=DIGEST_DESCRIPTION)
     chunk_count: int = Field(ge=1)
     source_name: str | None = Field(default=None, description="file name at the camera")
 
@@ -81,7 +103,7 @@ class RestoredFrame(FramePayload):
     kind: Literal["restored"] = "restored"
     published_at: dt.datetime = Field(description="when the camera published the input")
     restored_at: dt.datetime
-    input_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input_digest: str = Field(pattern=DIGEST_PATTERN, description=DIGEST_DESCRIPTION)
     worker_id: str
     device: str
     window: int
@@ -179,7 +201,7 @@ class DeadLetter(_Message):
     worker_id: str = Field(description="who judged it: the worker's id, or camera <id>")
     original_headers: dict[str, str] = Field(default_factory=dict)
     payload_bytes: int
-    payload_sha256: str
+    payload_digest: str = Field(description=DIGEST_DESCRIPTION)
     chunk_count: int = Field(ge=1)
     payload_omitted: bool = Field(
         default=False, description="the file was larger than the camera's dead-letter limit: "
@@ -257,7 +279,7 @@ class SourceCatalog(_Message):
     worker_id: str
     measured_at: dt.datetime
     payload_bytes: int = Field(ge=0)
-    payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    payload_digest: str = Field(pattern=DIGEST_PATTERN, description=DIGEST_DESCRIPTION)
     chunk_count: int = Field(ge=1)
 
 

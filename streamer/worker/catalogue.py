@@ -15,7 +15,7 @@ from streamer.imaging.fits_io import FitsImage
 from streamer.restoration.restorer import Restoration
 from streamer.sources.catalog import FrameSources, measure_sources
 from streamer.sources.sky_positions import mid_exposure
-from streamer.streaming.framing import sha256_hex
+from streamer.streaming.framing import payload_digest
 from streamer.streaming.messages import RawFrame, SourceCatalog, utc_now
 
 
@@ -56,7 +56,7 @@ def failed_catalogue(raw: RawFrame, shape: tuple[int, int], worker_id: str,
         limiting_flux=0.0, limiting_mag=0.0, seeing=0.0, wcs=False,
         shape=(int(shape[0]), int(shape[1])), worker_id=worker_id, measured_at=utc_now(),
         failure=f"{type(error).__name__}: {error}"[:500], payload_bytes=len(payload),
-        payload_sha256=sha256_hex(payload), chunk_count=1), payload
+        payload_digest=payload_digest(payload), chunk_count=1), payload
 
 
 _REQUIRED = ("x", "y", "x_error", "y_error", "flux", "flux_error", "snr")  # then mag, mag_error
@@ -135,7 +135,7 @@ def catalogue_message(found: FrameSources, raw: RawFrame, shape: tuple[int, int]
         noise_ratio=found.noise_ratio, zero_point=found.zero_point, seeing=found.seeing, band=band,
         wcs=found.sky is not None, capped=found.capped,
         shape=(int(shape[0]), int(shape[1])), worker_id=worker_id, measured_at=utc_now(),
-        payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+        payload_bytes=len(payload), payload_digest=payload_digest(payload),
         chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)))
     return envelope, payload
 

@@ -21,7 +21,7 @@ from streamer.imaging.quality import frame_quality
 from streamer.restoration.provenance import output_extensions, provenance
 from streamer.restoration.restorer import Restoration, Restorer
 from streamer.settings import RestorationSettings
-from streamer.streaming.framing import sha256_hex
+from streamer.streaming.framing import payload_digest
 from streamer.streaming.messages import (
     CatalogueFigures,
     FrameMetrics,
@@ -111,10 +111,10 @@ def finish_frame(settings: RestorationSettings, device_name: str, worker_id: str
     envelope = RestoredFrame(
         frame_id=raw.frame_id, camera_id=raw.camera_id, exposure_start=raw.exposure_start,
         exposure_seconds=raw.exposure_seconds, shape=result.data.shape, dtype="float32",
-        encoding="fits", payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+        encoding="fits", payload_bytes=len(payload), payload_digest=payload_digest(payload),
         chunk_count=max(1, math.ceil(len(payload) / chunk_bytes)),
         source_name=raw.source_name, published_at=raw.published_at, restored_at=restored_at,
-        input_sha256=raw.payload_sha256, worker_id=worker_id, device=device_name,
+        input_digest=raw.payload_digest, worker_id=worker_id, device=device_name,
         window=settings.window, psf=str(settings.psf),
         iterations=result.deconvolution.iterations, psf_summary=summary,
         restored_as=settings.restored_as, extensions=[hdu.name for hdu in extensions],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from streamer.errors import StreamerError
 from streamer.settings import StreamerSettings
-from streamer.streaming.framing import AssembledFrame, frame_records, sha256_hex
+from streamer.streaming.framing import AssembledFrame, frame_records, payload_digest
 from streamer.streaming.messages import DeadLetter, RawFrame, utc_now
 from streamer.streaming.publisher import OutgoingRecord
 from streamer.worker.processing import ProcessedFrame
@@ -55,7 +55,7 @@ def dead_letter_records(settings: StreamerSettings, item: AssembledFrame, raw: R
         failed_at=utc_now(), worker_id=worker_id,
         original_headers={k: v.decode(errors="replace")[:HEADER_TEXT_LIMIT]
                           for k, v in item.headers.items()},
-        payload_bytes=len(item.payload), payload_sha256=sha256_hex(item.payload),
+        payload_bytes=len(item.payload), payload_digest=payload_digest(item.payload),
         chunk_count=max(1, -(-len(item.payload) // settings.chunk_bytes)),
     )
     return [

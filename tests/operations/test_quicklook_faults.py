@@ -26,7 +26,7 @@ from streamer.local_broker.broker import LocalKafka
 from streamer.operations.quicklook.app import create_app
 from streamer.operations.quicklook.uploads import ANSWER_SECONDS
 from streamer.streaming.archive import Archive, night_of
-from streamer.streaming.framing import sha256_hex
+from streamer.streaming.framing import payload_digest
 from streamer.streaming.messages import DeadLetter, RawFrame, utc_now
 from streamer.streaming.topics import create_topics
 from tests.kafka_support import read_topic, unique_settings
@@ -49,7 +49,7 @@ def _raw(archive: Archive, name: str, exposure: dt.datetime, published: dt.datet
     archive.store_raw(RawFrame(
         frame_id=f"cam1:{name}", camera_id="cam1", exposure_start=exposure,
         exposure_seconds=10.0, shape=(32, 32), dtype="float32", encoding="fits",
-        payload_bytes=len(payload), payload_sha256=sha256_hex(payload), chunk_count=1,
+        payload_bytes=len(payload), payload_digest=payload_digest(payload), chunk_count=1,
         source_name=name, published_at=published), payload)
 
 
@@ -58,7 +58,7 @@ def _camera_letter(archive: Archive, name: str, payload: bytes, failed_at: dt.da
         origin="camera", frame_id=f"cam1:{name}", camera_id="cam1", source_topic="raw",
         source_name=name, source_path=f"/data/camera/{name}", error_type="FrameDecodeError",
         reason="not a readable FITS image (No SIMPLE card found)", failed_at=failed_at,
-        worker_id="camera cam1", payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+        worker_id="camera cam1", payload_bytes=len(payload), payload_digest=payload_digest(payload),
         chunk_count=1), payload)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from streamer.operations.cli import main
 from streamer.streaming.archive import Archive
-from streamer.streaming.framing import sha256_hex
+from streamer.streaming.framing import payload_digest
 from streamer.streaming.messages import SourceCatalog
 
 START = dt.datetime(2026, 11, 30, 3, 0, 0, tzinfo=dt.timezone.utc)
@@ -40,7 +40,7 @@ def _store(archive: Archive, name: str, start: dt.datetime, with_wcs: bool) -> l
         / 86400 + 15 / 86400, count=3, trails=1, threshold=5.0, limiting_flux=50.0,
         limiting_mag=20.7, zero_point=25.0, seeing=3.0, band="r", wcs=with_wcs,
         shape=(64, 64), worker_id="w1", measured_at=start, payload_bytes=len(payload),
-        payload_sha256=sha256_hex(payload), chunk_count=1), payload)
+        payload_digest=payload_digest(payload), chunk_count=1), payload)
     return rows
 
 

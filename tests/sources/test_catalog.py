@@ -222,7 +222,7 @@ def test_a_frame_without_stars_gives_an_empty_catalogue(tmp_path):
     assert len(empty) == 0 and not empty.capped and empty.limiting_flux > 0
     raw = RawFrame(frame_id="cam1:blank", camera_id="cam1", exposure_start=START,
                    exposure_seconds=10.0, shape=(64, 64), dtype="float64", encoding="fits",
-                   payload_bytes=1, payload_sha256="0" * 64, chunk_count=1,
+                   payload_bytes=1, payload_digest="blake3:" + "0" * 64, chunk_count=1,
                    source_name="blank.fits", published_at=START)
     envelope, payload = catalogue_message(empty, raw, (64, 64), "w1", 1 << 20)
     assert envelope.count == 0 and payload == b"[]" and envelope.failure is None

@@ -13,7 +13,7 @@ import numpy as np
 from astropy.io import fits
 
 from streamer.imaging.fits_io import image_bytes
-from streamer.streaming.framing import frame_records, sha256_hex
+from streamer.streaming.framing import frame_records, payload_digest
 from streamer.streaming.messages import RawFrame
 
 Record = tuple[bytes, list[tuple[str, bytes]]]
@@ -33,7 +33,7 @@ def _envelope(frame_id: str, payload: bytes, *, shape=(16, 16), dtype="uint16",
               encoding="fits", **changes) -> dict:
     values = dict(frame_id=frame_id, camera_id="poison", exposure_start=dt.datetime.now(
         dt.timezone.utc).isoformat(), exposure_seconds=1.0, shape=list(shape), dtype=dtype,
-        encoding=encoding, payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+        encoding=encoding, payload_bytes=len(payload), payload_digest=payload_digest(payload),
         chunk_count=1, published_at=dt.datetime.now(dt.timezone.utc).isoformat())
     values.update(changes)
     return values
@@ -99,7 +99,7 @@ def corpus(bomb_side: int = 2048) -> list[Case]:
         Case("truncated payload", _records(_envelope("poison-trunc", fits_payload),
                                            fits_payload[:1000]), "ChecksumError"),
         Case("checksum mismatch", _records(_envelope("poison-sha", fits_payload,
-                                                     payload_sha256="f" * 64), fits_payload),
+                                                     payload_digest="blake3:" + "f" * 64), fits_payload),
              "ChecksumError"),
         _fits_case("not FITS", b"definitely not a FITS file" * 10, "FrameDecodeError"),
         _fits_case("truncated FITS", fits_payload[:3000], "FrameDecodeError"),
@@ -157,6 +157,6 @@ def good_frame(index: int) -> tuple[RawFrame, bytes]:
     now = dt.datetime.now(dt.timezone.utc)
     envelope = RawFrame(frame_id=f"good-{index}", camera_id="good", exposure_start=now,
                         exposure_seconds=1.0, shape=data.shape, dtype="uint16", encoding="fits",
-                        payload_bytes=len(payload), payload_sha256=sha256_hex(payload),
+                        payload_bytes=len(payload), payload_digest=payload_digest(payload),
                         chunk_count=1, source_name=f"good_{index:03d}.fits", published_at=now)
     return envelope, payload

@@ -21,7 +21,7 @@ from streamer.streaming.camera import CameraPublisher, simulate
 from streamer.streaming.watched_folder import watch_directory
 from streamer.imaging.fits_io import read_image_bytes
 from streamer.errors import FrameTooLargeError
-from streamer.streaming.framing import frame_records, sha256_hex
+from streamer.streaming.framing import frame_records, payload_digest
 from streamer.streaming.kafka_clients import transactional_producer
 from streamer.streaming.messages import (DeadLetter, FrameMetrics, RawFrame, RestoredFrame,
                                         SourceCatalog)
@@ -78,7 +78,7 @@ def test_frames_flow_and_equal_the_offline_restoration(kafka_bootstrap, restorer
     inputs = {RawFrame.model_validate_json(i.envelope_json).frame_id: i.payload for i in raw}
     for item in restored:
         envelope = RestoredFrame.model_validate_json(item.envelope_json)
-        assert sha256_hex(item.payload) == envelope.payload_sha256
+        assert payload_digest(item.payload) == envelope.payload_digest
         image = read_image_bytes(item.payload)
         offline = restorer.restore(read_image_bytes(inputs[envelope.frame_id]).data).data
         np.testing.assert_array_equal(image.data, offline)
@@ -143,11 +143,11 @@ def _bad_records(settings):
     good = RawFrame.model_validate_json(
         RawFrame(frame_id="x", camera_id="cam9", exposure_start=dt.datetime.now(dt.timezone.utc),
                  exposure_seconds=1, shape=(8, 8), dtype="uint16", encoding="fits",
-                 payload_bytes=3, payload_sha256=sha256_hex(b"abc"), chunk_count=1,
+                 payload_bytes=3, payload_digest=payload_digest(b"abc"), chunk_count=1,
                  published_at=dt.datetime.now(dt.timezone.utc)).model_dump_json())
     not_fits = good.model_copy(update={"frame_id": "not-fits"})
     wrong_checksum = good.model_copy(update={"frame_id": "bad-checksum",
-                                             "payload_sha256": "f" * 64})
+                                             "payload_digest": "blake3:" + "f" * 64})
     cases = {
         "no headers": ([(b"just some bytes", [])], "ChunkError"),
         "checksum": (frame_records(wrong_checksum.model_dump_json().encode(), "raw", b"abc", 1000),
@@ -190,7 +190,7 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_flow(kafka_bootstrap, res
         letter, payload = by_type[error]
         original = b"".join(value for value, _ in records)
         assert payload == original, error  # the original bytes are kept
-        assert letter.payload_sha256 == sha256_hex(original) and letter.reason
+        assert letter.payload_digest == payload_digest(original) and letter.reason
         assert letter.source_topic == settings.topics.raw and letter.source_offsets
 
 
@@ -433,7 +433,7 @@ def test_sink_archives_with_matching_names_idempotently(kafka_bootstrap, restore
     assert len(manifests) == 3
     for entry in manifests:
         assert {"input", "output", "metrics"} <= set(entry)
-        assert entry["output"]["input_sha256"] == entry["input"]["payload_sha256"]
+        assert entry["output"]["input_digest"] == entry["input"]["payload_digest"]
 
 
 def test_camera_watches_a_folder_once_across_restarts(kafka_bootstrap, tmp_path):

@@ -23,7 +23,7 @@ def _frame():
     image = FitsImage(data=data, header=fits.Header(), hdu_index=0)
     raw = RawFrame(frame_id="cam1:x", camera_id="cam1", exposure_start=utc_now(),
                    exposure_seconds=1.0, shape=(96, 96), dtype="float32", encoding="fits",
-                   payload_bytes=1, payload_sha256="0" * 64, chunk_count=1,
+                   payload_bytes=1, payload_digest="blake3:" + "0" * 64, chunk_count=1,
                    source_name="x.fits", published_at=utc_now())
     return image, raw
 
@@ -67,7 +67,7 @@ def test_a_catalogue_measured_in_another_process_is_the_same_catalogue():
     data = star_field((256, 256), gaussian_psf(3.0), stars=60, seed=11).image.astype("float32")
     result = Restorer(RestorationSettings()).restore(data)
     raw = RawFrame(frame_id="f", camera_id="c", shape=(256, 256), dtype="float32",
-                   encoding="fits", payload_bytes=1, payload_sha256="0" * 64, chunk_count=1,
+                   encoding="fits", payload_bytes=1, payload_digest="blake3:" + "0" * 64, chunk_count=1,
                    exposure_start=dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc),
                    exposure_seconds=10.0, published_at=utc_now())
     image = FitsImage(data, None, 0)

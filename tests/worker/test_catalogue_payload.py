@@ -64,7 +64,7 @@ def test_the_payload_is_jsons_bytes(sky):
     raw = RawFrame(frame_id="cam1:x", camera_id="cam1",
                    exposure_start=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
                    exposure_seconds=1.0, shape=(96, 96), dtype="float32", encoding="fits",
-                   payload_bytes=1, payload_sha256="0" * 64, chunk_count=1,
+                   payload_bytes=1, payload_digest="blake3:" + "0" * 64, chunk_count=1,
                    published_at=utc_now())
     expected = _one_by_one(found)
     assert source_rows(found) == expected

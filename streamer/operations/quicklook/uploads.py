@@ -29,7 +29,7 @@ from streamer.imaging.fits_io import read_image_bytes
 from streamer.settings import StreamerSettings
 from streamer.streaming.camera import CameraPublisher, exposure_from_header
 from streamer.streaming.codec import FrameLimits, fits_image_shape
-from streamer.streaming.framing import sha256_hex
+from streamer.streaming.framing import payload_digest
 from streamer.streaming.messages import utc_now
 
 KEPT = 200  # upload records remembered (newest)
@@ -117,7 +117,8 @@ class Uploads:
             record.error = str(error)
             self.records.appendleft(record)
             return record
-        record.state, record.frame_id = "publishing", f"{camera}:{name}:{sha256_hex(payload)[:12]}"
+        digest = payload_digest(payload).partition(":")[2]
+        record.state, record.frame_id = "publishing", f"{camera}:{name}:{digest[:12]}"
         task = asyncio.create_task(self._send(record, payload, checked))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
