@@ -111,6 +111,19 @@ def test_signal_and_finiteness_checks():
         validated_frame(np.ones((4, 4)), np.zeros((3, 3), bool))
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32])
+def test_the_valid_pixels_are_the_finite_unmasked_ones(dtype):
+    # Integer frames skip the finiteness pass: the same map as the float path's.
+    frame = np.arange(20, dtype=dtype).reshape(4, 5)
+    mask = np.zeros(frame.shape, bool)
+    mask[1, 2] = True
+    image, valid = validated_frame(frame, mask)
+    assert image.dtype == np.float32 and np.array_equal(image, frame.astype(np.float32))
+    assert np.array_equal(valid, ~mask) and validated_frame(frame)[1].all()
+    with pytest.raises(NoValidPixelError, match="no valid pixel"):
+        validated_frame(frame, np.ones(frame.shape, bool))
+
+
 @pytest.mark.parametrize("error, fate", [
     (FrameShapeError("x"), Fate.DEAD_LETTER), (NoSignalError("x"), Fate.DEAD_LETTER),
     (FrameDeadlineError("x"), Fate.DEAD_LETTER), (PSFError("x"), Fate.DEAD_LETTER),

@@ -161,7 +161,8 @@ class FramePreparer:
         prepared = PreparedFrame(noise, psf, 0.0, measured, saturation,
                                  background=detection.background,
                                  subtracted=detection.subtracted if detection.plain else None)
-        self._refill(prepared, image, valid, detection, user_mask)
+        self._refill(prepared, image, valid, detection, user_mask,
+                     finite=np.issubdtype(raw.dtype, np.integer))
         prepared.resolution = self.resolution_for(psf)
         prepared.seconds = time.perf_counter() - started
         return prepared
@@ -180,9 +181,11 @@ class FramePreparer:
         return found
 
     def _refill(self, prepared: PreparedFrame, image: np.ndarray, valid: np.ndarray,
-                detection: psf_stars.Detection, user_mask: np.ndarray | None) -> None:
+                detection: psf_stars.Detection, user_mask: np.ndarray | None,
+                finite: bool = False) -> None:
         """Saturated and non-linear cores refilled with the PSF fitted to their wings; the
-        likelihood mask and the data-quality plane."""
+        likelihood mask and the data-quality plane (``finite``: every pixel is, an integer
+        frame's)."""
         saturated, nonlinear = saturation_mask(image, prepared.saturation)
         bad = (saturated | nonlinear) & valid
         filled, masked = None, user_mask
@@ -202,5 +205,5 @@ class FramePreparer:
         if prepared.mask is None and user_mask is not None:
             prepared.mask = user_mask
         prepared.quality_flags = quality_plane(
-            image.shape, invalid=~np.isfinite(image), masked=masked, saturated=saturated,
+            image.shape, invalid=None if finite else ~np.isfinite(image), masked=masked, saturated=saturated,
             nonlinear=nonlinear, filled=filled, edge=max(prepared.psf.psf.shape) // 2)

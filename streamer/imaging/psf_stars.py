@@ -118,23 +118,45 @@ def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
     keep &= objects["peak"] >= MIN_PEAK_SNR * detection.noise
     keep &= (rows >= half) & (rows < height - half) & (columns >= half) & (columns < width - half)
     chosen = np.flatnonzero(keep)
-    # The boxes of a few hundred sources at a time (a Python loop over a 4096² frame's
-    # thousands of sources cost 0.07 s), all inside the frame by now.
-    steps = np.arange(-half, half + 1)
-    clean = np.ones(chosen.size, bool)
-    excluded = bool(invalid.any())
-    for start in range(0, chosen.size, 512):
-        batch = chosen[start: start + 512]
-        box_rows = (rows[batch][:, None] + steps)[:, :, None]
-        box_columns = (columns[batch][:, None] + steps)[:, None, :]
-        fine = (~invalid[box_rows, box_columns].any(axis=(1, 2)) if excluded
-                else np.ones(batch.size, bool))
-        if peak_limit is not None and fine.any():  # boxes with no excluded pixel: no NaN
-            peaks = np.asarray(image)[box_rows[fine], box_columns[fine]].max(axis=(1, 2))
-            fine[fine] = peaks < peak_limit
-        clean[start: start + 512] = fine
-    chosen = chosen[clean]
+    if invalid.any():
+        chosen = chosen[_boxes_free(invalid, rows[chosen], columns[chosen], half)]
+    if peak_limit is not None and chosen.size:
+        with np.errstate(invalid="ignore"):  # NaN: not a hot pixel (and in no box by now)
+            hot = np.asarray(image) >= peak_limit
+        chosen = chosen[_boxes_free(hot, rows[chosen], columns[chosen], half)]
     return chosen[np.argsort(objects["flux"][chosen])[::-1]]
+
+
+PAIRS_LIMIT = 1 << 22  # box-pixel pairs compared at once; more (a frame of flagged pixels):
+                       # each box read instead
+
+
+def _boxes_free(flagged: np.ndarray, rows: np.ndarray, columns: np.ndarray, half: int
+                ) -> np.ndarray:
+    """Which ``half``-boxes about ``(rows, columns)`` (inside the frame) hold no pixel of the
+    boolean frame ``flagged``. A frame's flagged pixels (excluded, or at the linear limit)
+    are few: each box is compared with the flagged pixels of its rows — reading every box's
+    pixels cost 0.01-0.03 s a call on a 4096² frame's 3000 candidates."""
+    where = np.flatnonzero(flagged)  # row-major: sorted by row
+    free = np.ones(rows.size, bool)
+    if where.size == 0:
+        return free
+    flagged_rows, flagged_columns = np.divmod(where, flagged.shape[1])
+    low = np.searchsorted(flagged_rows, rows - half, side="left")
+    high = np.searchsorted(flagged_rows, rows + half, side="right")
+    counts = high - low
+    if counts.sum() > PAIRS_LIMIT:
+        steps = np.arange(-half, half + 1)
+        for start in range(0, rows.size, 512):  # a few hundred boxes at a time
+            box_rows = (rows[start: start + 512, None] + steps)[:, :, None]
+            box_columns = (columns[start: start + 512, None] + steps)[:, None, :]
+            free[start: start + 512] = ~flagged[box_rows, box_columns].any(axis=(1, 2))
+        return free
+    owner = np.repeat(np.arange(rows.size), counts)
+    pixel = np.repeat(low - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    inside = np.abs(flagged_columns[pixel] - columns[owner]) <= half
+    free[owner[inside]] = False
+    return free
 
 
 def clear_cores(detection: Detection, indices: np.ndarray, core_radius: float) -> np.ndarray:

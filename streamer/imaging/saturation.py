@@ -280,20 +280,28 @@ def _bounded(level: float | None, linear: float | None, source: str) -> Saturati
 def saturation_mask(image: np.ndarray, saturation: Saturation) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the saturated pixels (at or above S, grown by ``GROW_SATURATED``) and of the
     non-linear ones (at or above L, grown by ``GROW_NONLINEAR``, not saturated)."""
-    from streamer.imaging.sparse_masks import grown_sparse
+    from streamer.imaging.sparse_masks import grown_from
 
     data = np.asarray(image)
     saturated = np.zeros(data.shape, dtype=bool)
     nonlinear = np.zeros(data.shape, dtype=bool)
+    levels = [level for level in (saturation.level, saturation.linear_limit) if level is not None]
+    if not levels:
+        return saturated, nonlinear
+    # One pass over the frame at the lower level; the few pixels found are sorted out after.
     with np.errstate(invalid="ignore"):
-        if saturation.level is not None:
-            hit = data >= saturation.level
-            if hit.any():
-                saturated = grown_sparse(hit, GROW_SATURATED)
-        if saturation.linear_limit is not None:
-            hit = data >= saturation.linear_limit
-            if hit.any():
-                nonlinear = grown_sparse(hit, GROW_NONLINEAR) & ~saturated
+        hot = np.flatnonzero(data >= min(levels))
+    if hot.size == 0:
+        return saturated, nonlinear
+    values = data.ravel()[hot]
+    if saturation.level is not None:
+        hit = hot[values >= saturation.level]
+        if hit.size:
+            saturated = grown_from(data.shape, hit, GROW_SATURATED)
+    if saturation.linear_limit is not None:
+        hit = hot[values >= saturation.linear_limit]
+        if hit.size:
+            nonlinear = grown_from(data.shape, hit, GROW_NONLINEAR) & ~saturated
     return saturated, nonlinear
 
 

@@ -74,15 +74,25 @@ def grown(mask: np.ndarray, steps: int) -> np.ndarray:
 def grown_sparse(mask: np.ndarray, steps: int) -> np.ndarray:
     """:func:`grown` of a mask with few set pixels, from those pixels: each spread over the
     diamond of the pixels within ``steps`` of it (cut at the frame's edges)."""
-    rows, columns = np.nonzero(mask)
+    return grown_from(mask.shape, np.flatnonzero(mask), steps, mask)
+
+
+def grown_from(shape: tuple[int, int], flat: np.ndarray, steps: int,
+               mask: np.ndarray | None = None) -> np.ndarray:
+    """:func:`grown_sparse` of the mask whose set pixels are ``flat`` (row-major positions),
+    without a pass over the frame to find them; ``mask``: that mask, when made already."""
+    rows, columns = np.divmod(np.asarray(flat, dtype=np.int64), shape[1])
     span = np.arange(-steps, steps + 1)
     dy, dx = np.meshgrid(span, span, indexing="ij")
     near = np.abs(dy) + np.abs(dx) <= steps
     dy, dx = dy[near], dx[near]
-    if rows.size * dy.size > mask.size // 8:
+    height, width = shape
+    if rows.size * dy.size > height * width // 8:
+        if mask is None:
+            mask = np.zeros(shape, dtype=bool)
+            mask.ravel()[flat] = True
         return grown(mask, steps)
-    out = np.zeros(mask.shape, dtype=bool)
-    height, width = mask.shape
+    out = np.zeros(shape, dtype=bool)
     for step_y, step_x in zip(dy, dx):
         to_rows, to_columns = rows + step_y, columns + step_x
         inside = (to_rows >= 0) & (to_rows < height) & (to_columns >= 0) & (to_columns < width)

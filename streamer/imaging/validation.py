@@ -83,6 +83,11 @@ def validated_frame(frame: Any, mask: Any | None = None) -> tuple[np.ndarray, np
     array = checked_image(frame)
     bad = None if mask is None else checked_mask(mask, array.shape)
     image = np.ascontiguousarray(array, dtype=np.float32)
+    if np.issubdtype(array.dtype, np.integer):  # every pixel finite: no pass to find out
+        valid = np.ones(array.shape, bool) if bad is None else ~bad
+        if not valid.any():
+            raise NoValidPixelError("the frame has no valid pixel (all masked)")
+        return image, valid
     return image, valid_pixels(image, bad)
 
 

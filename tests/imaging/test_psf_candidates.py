@@ -4,6 +4,7 @@ bright, inside the frame, no excluded pixel in the box, peaking below the linear
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from streamer.imaging import psf_stars
 from streamer.imaging.psf import gaussian_psf
@@ -30,7 +31,11 @@ def _one_by_one(detection, image, invalid, peak_limit, half):
     return chosen[np.argsort(objects["flux"][chosen])[::-1]]
 
 
-def test_candidates_at_once_follow_the_box_by_box_rule():
+@pytest.mark.parametrize("pairs_limit", [psf_stars.PAIRS_LIMIT, 0])
+def test_candidates_at_once_follow_the_box_by_box_rule(monkeypatch, pairs_limit):
+    # Both ways the boxes are tested: against the flagged pixels of their rows, and (past
+    # the pairs limit) reading every box.
+    monkeypatch.setattr(psf_stars, "PAIRS_LIMIT", pairs_limit)
     field = star_field((700, 700), gaussian_psf(3.0, size=25), stars=700, seed=9)
     image = field.image.astype(np.float32)
     image[200:260, 300:380] = np.nan

@@ -142,3 +142,25 @@ def test_the_running_median_is_each_cut_windows_median(count: int) -> None:
     values = np.random.default_rng(count).normal(size=count)
     expected = [np.median(values[max(0, i - 4): i + 5]) for i in range(count)]
     assert np.array_equal(running_median(values, 4), np.asarray(expected, dtype=float))
+
+
+@pytest.mark.parametrize("levels", [(100.0, 80.0), (100.0, None), (None, 80.0), (None, None)])
+def test_the_masks_are_scipys_dilations_of_the_levels(levels):
+    """One pass at the lower level, sorted out after: SciPy's dilations of ``≥ S`` (twice)
+    and ``≥ L`` (once, less the saturated), NaN pixels in neither."""
+    from scipy.ndimage import binary_dilation
+
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0.0, 104.0, (60, 70)).astype(np.float32)
+    image[rng.random(image.shape) < 0.9] = 10.0  # a few hundred hot pixels, not a solid mask
+    image[5, :] = np.nan
+    level, linear = levels
+    saturated, nonlinear = saturation_mask(image, Saturation(level, linear, "configured"))
+    with np.errstate(invalid="ignore"):
+        expected_saturated = (binary_dilation(image >= level, iterations=2)
+                              if level is not None else np.zeros(image.shape, bool))
+        expected_nonlinear = (binary_dilation(image >= linear) & ~expected_saturated
+                              if linear is not None else np.zeros(image.shape, bool))
+    assert np.array_equal(saturated, expected_saturated)
+    assert np.array_equal(nonlinear, expected_nonlinear)
+    assert level is None or saturated.sum() > 50
