@@ -155,6 +155,7 @@ def test_the_masks_are_scipys_dilations_of_the_levels(levels):
     image[rng.random(image.shape) < 0.9] = 10.0  # a few hundred hot pixels, not a solid mask
     image[5, :] = np.nan
     level, linear = levels
+    image[20, 30], image[40, 10] = 100.0, 80.0  # exactly at the levels: "at or above"
     saturated, nonlinear = saturation_mask(image, Saturation(level, linear, "configured"))
     with np.errstate(invalid="ignore"):
         expected_saturated = (binary_dilation(image >= level, iterations=2)
