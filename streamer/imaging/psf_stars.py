@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.imaging import sep_calls
+from streamer.imaging import filtered_objects, sep_calls
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.sparse_masks import grown
 
@@ -63,6 +63,11 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     subtracted, background, plain = _less_background(data, mask)
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
+    if not excluded:  # the same extraction from the pixels above the threshold, 0.1 s less
+        objects, segments = filtered_objects.extract(
+            subtracted, threshold * noise, minarea=5, deblend_cont=0.005,
+            deblend_nthresh=DEBLEND_THRESHOLDS)
+        return Detection(objects, subtracted, segments, noise, background.level(), plain)
     # sep's default pixel stack first (a larger one costs its allocation at every call),
     # then a quarter of the frame; crowded frames that overflow both: raise the threshold.
     stacks = (sep_calls.DEFAULT_PIXSTACK, max(sep_calls.DEFAULT_PIXSTACK, data.size // 4))

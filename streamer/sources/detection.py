@@ -29,7 +29,7 @@ from scipy.signal import fftconvolve
 from streamer.imaging.mesh_background import (SAMPLED_FROM, MeshBackground, MeshLevel,
                                               levelled, levelled_at)
 from streamer.imaging.psf import matched_filter_weights
-from streamer.sources.map_objects import SEP_OBJ_MERGED, MapPixels, objects
+from streamer.imaging.pixel_objects import SEP_OBJ_MERGED, MapPixels, objects
 from streamer.sources.objects import unfragmented
 from streamer.sources.peaks import PeakCandidates, local_peaks
 from streamer.sources.windowed import windowed_positions
@@ -289,7 +289,7 @@ def detect(data: np.ndarray, sigma: float, psf: np.ndarray, fwhm: float, *,
     ``threshold``, when found elsewhere (the device's candidates; no map is then needed);
     ``data_candidates``: the frame's map read by the device near and above the threshold
     instead of ``data_snr`` (:func:`candidate_snr`). The map's objects are sep's
-    (:mod:`streamer.sources.map_objects`)."""
+    (:mod:`streamer.imaging.pixel_objects`)."""
     pixels = None
     if data_candidates is not None:
         read = candidate_snr(data_candidates, fwhm, threshold, mask)

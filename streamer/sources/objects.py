@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.sources.map_objects import MapPixels
+from streamer.imaging.pixel_objects import MapPixels
 
 TRAIL_PARENT_ELONGATION = 2.0  # a/b of an undeblended object that may be a trail
 SADDLE = 0.8  # a dip below this share of the fainter peak: two stars, not a trail

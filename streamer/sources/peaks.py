@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.imaging.clipped_stats import clipped_stats
-from streamer.sources.map_objects import MINAREA
+from streamer.imaging.pixel_objects import MINAREA
 
 log = logging.getLogger(__name__)
 

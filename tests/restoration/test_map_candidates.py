@@ -22,7 +22,7 @@ from streamer.restoration.restorer import Restorer
 from streamer.restoration.transfers import TransferMeter
 from streamer.settings import RestorationSettings
 from streamer.sources import detection
-from streamer.sources.map_objects import MapPixels
+from streamer.imaging.pixel_objects import MapPixels
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])

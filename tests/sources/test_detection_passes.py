@@ -10,7 +10,7 @@ from scipy.ndimage import maximum_filter
 
 from streamer.sources.detection import finite_or_zero
 from streamer.sources.peaks import local_peaks
-from streamer.sources.map_objects import MINAREA
+from streamer.imaging.pixel_objects import MINAREA
 
 
 def _reference_peaks(snr, threshold, mask):

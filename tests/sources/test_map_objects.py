@@ -1,5 +1,5 @@
 """The objects of a thresholded S/N map from its pixels above the threshold
-(streamer.sources.map_objects) against sep's whole-map extraction (cleaning off, as ours) and
+(streamer.imaging.pixel_objects) against sep's whole-map extraction (cleaning off, as ours) and
 SciPy: the same objects and fields, the parents as sep lists them undeblended, the components
 scipy's 8-connected labelling finds, and the local maxima of a 3×3 maximum filter."""
 
@@ -10,7 +10,7 @@ import pytest
 import sep
 from scipy.ndimage import gaussian_filter, label, maximum_filter
 
-from streamer.sources.map_objects import (DEBLEND_CONTRAST, DEBLEND_THRESHOLDS, MINAREA,
+from streamer.imaging.pixel_objects import (DEBLEND_CONTRAST, DEBLEND_THRESHOLDS, MINAREA,
                                           SEP_OBJ_MERGED, MapPixels, _components,
                                           _local_maxima, objects)
 from streamer.sources.objects import unfragmented

@@ -1,0 +1,184 @@
+"""sep's extraction of a frame with nothing excluded — its default 3×3 filter, a threshold, the
+objects, their deblending and segmentation map — from the pixels above the threshold.
+
+``sep.extract`` with its default filter (the normalised ``[1 2 1]ᵀ[1 2 1]`` kernel) and a
+scalar noise thresholds the *filtered* frame at ``threshold × noise`` (not a matched filter's
+S/N: that needs a noise map) and measures each object on the frame itself — centroid, moments,
+flux and peak from the unfiltered pixels, ``cflux`` and ``cpeak`` from the filtered ones. On a
+4096² frame that is 0.17–0.25 s of one core, most of it scanning 16 M pixels for the 130 000 of
+3300 objects. Here the filter is three NumPy passes a direction, the pixels above the threshold
+are joined and described as the catalogue's map objects are
+(:mod:`streamer.imaging.pixel_objects`), and sep runs only on the objects holding two or more
+local maxima of the filtered frame — the only ones its deblending can split — each on its own
+window of the frame (two pixels wider, so the filter reads there what it reads on the whole
+frame), with its cleaning on as before.
+
+What differs from one sep call on the whole frame: sep's cleaning across objects (a faint
+object explained by a bright neighbour's wing merged into it) is done only among the objects
+of a deblended window; a single-maximum object is never cleaned away. On the bench's 4096²
+field, cleaning removed nothing on the whole frame either.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamer.imaging import sep_calls
+from streamer.imaging.pixel_objects import (
+    _components, _described, _local_maxima, SEP_OBJ_TRUNC, sep_dtype,
+)
+
+KERNEL = np.array([1.0, 2.0, 1.0], np.float32)  # sep's default filter: this ⊗ this, sum 1
+WINDOW_MARGIN = 2  # pixels around a deblended object's box: the filter reaches one
+
+
+def filtered(frame: np.ndarray) -> np.ndarray:
+    """``frame`` (float32) correlated with sep's default 3×3 kernel, normalised, zero outside
+    the frame; float32 (the whole frame: for tests and small frames)."""
+    out = np.empty(frame.shape, np.float32)
+    _filter_rows(frame, 0, frame.shape[0], np.empty(frame.shape, np.float32), out)
+    return out
+
+
+ROWS_PER_BLOCK = 64  # rows filtered and thresholded together: their buffers stay in the cache
+
+
+def _filter_rows(frame: np.ndarray, start: int, end: int, rows: np.ndarray,
+                 out: np.ndarray) -> None:
+    """Rows ``start:end`` of :func:`filtered` into ``out`` (``rows``: a scratch buffer of the
+    same shape): the kernel's column pass, then its row pass."""
+    height = frame.shape[0]
+    np.multiply(frame[start:end], np.float32(2.0), out=rows)
+    above, below = max(start - 1, 0), min(end + 1, height)
+    rows[1 if start == 0 else 0:] += frame[above: end - 1]
+    rows[: (end - start) - (1 if end == height else 0)] += frame[start + 1: below]
+    np.multiply(rows, np.float32(2.0), out=out)
+    out[:, 1:] += rows[:, :-1]
+    out[:, :-1] += rows[:, 1:]
+    out *= np.float32(1.0 / 16.0)
+
+
+def filtered_above(frame: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of :func:`filtered` above ``threshold`` (row-major positions, ascending) and
+    their filtered values, a few rows at a time: the filtered frame is never made whole
+    (two fresh 64 MB frames cost 0.2 s of page faults at 4096², the blocks 0.05 s)."""
+    height, width = frame.shape
+    block = min(ROWS_PER_BLOCK, height)
+    rows = np.empty((block, width), np.float32)
+    out = np.empty((block, width), np.float32)
+    positions, values = [], []
+    for start in range(0, height, block):
+        end = min(start + block, height)
+        count = end - start
+        _filter_rows(frame, start, end, rows[:count], out[:count])
+        hits = np.flatnonzero(out[:count] > np.float32(threshold))
+        positions.append(hits + start * width)
+        values.append(out[:count].ravel()[hits])
+    return np.concatenate(positions), np.concatenate(values)
+
+
+def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont: float,
+            deblend_nthresh: int) -> tuple[np.ndarray, np.ndarray]:
+    """sep's objects and segmentation map (object index + 1; 0: sky) of ``subtracted`` (the
+    frame less its background, float32, nothing excluded) with its default filter, above
+    ``threshold`` (in the frame's units: sep's ``thresh × err``)."""
+    height, width = subtracted.shape
+    index, smooth_values = filtered_above(subtracted, threshold)
+    segments = np.zeros(subtracted.shape, np.int32)
+    dtype = sep_dtype()
+    if index.size == 0:
+        return np.zeros(0, dtype), segments
+    rows, columns = np.divmod(index, width)
+    owner, count = _components(rows, columns, width)
+    detected = smooth_values.astype(np.float64)
+    # sep's centroid and moments weigh the pixels by their filtered values; the flux and
+    # peak are the frame's own (and the filtered ones cflux, cpeak).
+    described = _described(dtype, count, owner, rows, columns, detected, threshold,
+                           subtracted.shape)
+    _unfiltered_fields(described, owner, count, rows, columns,
+                       subtracted.ravel()[index].astype(np.float64), detected, threshold)
+    maxima = np.bincount(owner[_local_maxima(index, detected, rows, columns, width)],
+                         minlength=count)
+    large = described["npix"] >= minarea
+    single = np.flatnonzero(large & (maxima <= 1))
+    pieces, pixel_lists = [described[single]], []
+    several = np.flatnonzero(large & (maxima >= 2))
+    members = np.flatnonzero(np.isin(owner, several))
+    members = members[np.argsort(owner[members], kind="stable")]
+    bounds = np.cumsum(np.bincount(owner[members], minlength=count)[several])
+    for component, pixels_of in zip(several, np.split(members, bounds[:-1])):
+        found, found_pixels = _deblended(subtracted, index[pixels_of], described[component],
+                                         threshold, minarea, deblend_cont, deblend_nthresh)
+        pieces.append(found)
+        pixel_lists.extend(found_pixels)
+    found = np.concatenate(pieces)
+    order = np.lexsort((found["xmin"], found["ymax"]))  # sep's: by last row, then first column
+    rank = np.empty(order.size, np.int64)
+    rank[order] = np.arange(order.size)
+    number = np.zeros(count, np.int32)  # each single object's number in the output, + 1
+    number[single] = rank[: single.size] + 1
+    segments.ravel()[index] = number[owner]
+    for at, pixels in enumerate(pixel_lists, start=single.size):
+        segments.ravel()[pixels] = rank[at] + 1
+    return found[order], segments
+
+
+def _unfiltered_fields(described: np.ndarray, owner: np.ndarray, count: int,
+                       rows: np.ndarray, columns: np.ndarray, values: np.ndarray,
+                       detected: np.ndarray, threshold: float) -> None:
+    """sep's fields of the frame's own pixel ``values`` (flux, peak and its position, pixels
+    above the threshold) beside those of the filtered ones (``cflux``, ``cpeak``)."""
+    # The ellipse's equation (sep's cxx x² + cyy y² + cxy xy), from the filtered moments.
+    determinant = described["x2"] * described["y2"] - described["xy"] ** 2
+    described["cxx"] = described["y2"] / determinant
+    described["cyy"] = described["x2"] / determinant
+    described["cxy"] = -2.0 * described["xy"] / determinant
+    described["cflux"], described["cpeak"] = described["flux"], described["peak"]
+    described["xcpeak"], described["ycpeak"] = described["xpeak"], described["ypeak"]
+    described["flux"] = np.bincount(owner, weights=values, minlength=count)
+    described["tnpix"] = np.bincount(owner, weights=values > threshold, minlength=count)
+    order = np.argsort(owner, kind="stable")
+    starts = np.searchsorted(owner[order], np.arange(count))
+    ordered = values[order]
+    peak = np.maximum.reduceat(ordered, starts)
+    hits = np.flatnonzero(ordered == np.repeat(peak, np.diff(np.append(starts, order.size))))
+    first = order[hits[np.searchsorted(hits, starts)]]
+    described["peak"] = peak
+    described["xpeak"], described["ypeak"] = columns[first], rows[first]
+
+
+def _deblended(subtracted: np.ndarray, pixels: np.ndarray, record, threshold: float,
+               minarea: int, deblend_cont: float, deblend_nthresh: int
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """sep on the frame's window about one object (its box, ``WINDOW_MARGIN`` wider): the
+    objects made of that object's pixels and each one's pixels (frame positions)."""
+    height, width = subtracted.shape
+    top = max(int(record["ymin"]) - WINDOW_MARGIN, 0)
+    left = max(int(record["xmin"]) - WINDOW_MARGIN, 0)
+    bottom = min(int(record["ymax"]) + WINDOW_MARGIN + 1, height)
+    right = min(int(record["xmax"]) + WINDOW_MARGIN + 1, width)
+    window = np.ascontiguousarray(subtracted[top:bottom, left:right])
+    found, window_segments = sep_calls.extract(
+        window, threshold, pixstack=max(1024, window.size), err=None, minarea=minarea,
+        deblend_cont=deblend_cont, deblend_nthresh=deblend_nthresh, segmentation_map=True)
+    ours = np.zeros(window.shape, bool)
+    ours.ravel()[(pixels // width - top) * window.shape[1] + pixels % width - left] = True
+    labels = window_segments.ravel()
+    kept, pixel_lists = [], []
+    for number in range(1, len(found) + 1):
+        where = np.flatnonzero(labels == number)
+        if where.size and ours.ravel()[where[0]]:  # one of this object's pieces, not a
+            kept.append(number - 1)                # neighbour's reaching into the window
+            pixel_lists.append((where // window.shape[1] + top) * width
+                               + where % window.shape[1] + left)
+    found = found[kept]
+    for field, offset in (("x", left), ("xmin", left), ("xmax", left), ("xpeak", left),
+                          ("xcpeak", left), ("y", top), ("ymin", top), ("ymax", top),
+                          ("ypeak", top), ("ycpeak", top)):
+        found[field] += offset
+    # The window's own edge is not the frame's: only the frame's truncates.
+    edge = ((found["xmin"] == 0) | (found["ymin"] == 0) | (found["xmax"] == width - 1)
+            | (found["ymax"] == height - 1))
+    found["flag"] = np.where(edge, found["flag"] | SEP_OBJ_TRUNC,
+                             found["flag"] & ~SEP_OBJ_TRUNC)
+    return found, pixel_lists

@@ -1,0 +1,102 @@
+"""The PSF stars' detection from the pixels above the threshold
+(streamer.imaging.filtered_objects) against SciPy's correlation and sep's own extraction of the
+whole frame (its default filter, its deblending and cleaning)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sep
+from scipy.ndimage import correlate
+from scipy.spatial import cKDTree
+
+from streamer.imaging import filtered_objects, psf_stars, sep_calls
+from streamer.imaging.psf import gaussian_psf
+from streamer.imaging.synthetic import star_field
+
+MERGED = 1  # sep's flag of a deblended object
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (5, 7), (64, 33), (65, 20), (130, 77)])
+def test_the_filter_is_seps_kernel_correlated_with_zeros_outside(shape):
+    # Heights around the row blocks' size: the blocks' seams read the rows beyond them.
+    rng = np.random.default_rng(shape[0])
+    frame = rng.normal(size=shape).astype(np.float32)
+    kernel = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
+    expected = correlate(frame.astype(np.float64), kernel, mode="constant", cval=0.0)
+    smooth = filtered_objects.filtered(frame)
+    np.testing.assert_allclose(smooth, expected, rtol=0, atol=1e-6)
+    index, values = filtered_objects.filtered_above(frame, 0.2)
+    assert np.array_equal(index, np.flatnonzero(smooth > np.float32(0.2)))
+    assert np.array_equal(values, smooth.ravel()[index])
+
+
+@pytest.fixture(scope="module")
+def crowded():
+    """A crowded field (pairs to deblend), less its background, and its noise."""
+    field = star_field((700, 650), gaussian_psf(3.0, size=25), stars=900, seed=21)
+    frame = np.clip(np.round(field.image), 0, 65535).astype(np.uint16)
+    subtracted, background, _ = psf_stars._less_background(frame, None)
+    return subtracted, float(background.globalrms)
+
+
+def test_the_objects_are_seps(crowded):
+    """Every object sep finds on the whole frame, at its position; the undeblended ones with
+    sep's fields and segments; the deblended ones the same pieces of the same objects (sep
+    hands a blend's shared pixels out by its own random draws, whose sequence depends on the
+    objects before it, so a piece's pixels differ by a few)."""
+    subtracted, noise = crowded
+    theirs, their_segments = sep_calls.extract(
+        subtracted, 5.0, err=noise, minarea=5, deblend_cont=0.005, segmentation_map=True,
+        deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
+    ours, our_segments = filtered_objects.extract(
+        subtracted, 5.0 * noise, minarea=5, deblend_cont=0.005,
+        deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
+    assert len(ours) == len(theirs) > 500
+    merged = (theirs["flag"] & MERGED) > 0
+    assert merged.sum() >= 10  # the field has blends to deblend
+    distance, match = cKDTree(np.column_stack([ours["x"], ours["y"]])).query(
+        np.column_stack([theirs["x"], theirs["y"]]))
+    assert np.unique(match).size == len(theirs)
+    assert distance[~merged].max() < 1e-4 and distance[merged].max() < 0.5
+    alone, same = ~merged, match[~merged]
+    for field in ("npix", "tnpix", "xmin", "xmax", "ymin", "ymax", "xpeak", "ypeak", "xcpeak",
+                  "ycpeak", "flag"):
+        assert np.array_equal(ours[field][same], theirs[field][alone]), field
+    for field in ("flux", "cflux", "peak", "cpeak", "x2", "y2", "a", "b", "cxx", "cyy"):
+        np.testing.assert_allclose(ours[field][same], theirs[field][alone], rtol=1e-5,
+                                   err_msg=field)
+    spread = np.sqrt(theirs["x2"][alone] * theirs["y2"][alone])
+    assert np.all(np.abs(ours["xy"][same] - theirs["xy"][alone]) <= 1e-5 * spread)
+    # Segments: the same pixels in objects, and each undeblended object's exactly its own.
+    assert np.array_equal(our_segments > 0, their_segments > 0)
+    relabelled = np.zeros(len(theirs) + 1, np.int64)
+    relabelled[1:] = match + 1
+    theirs_as_ours = relabelled[their_segments]
+    lone = np.isin(their_segments, np.flatnonzero(alone) + 1)
+    assert np.array_equal(theirs_as_ours[lone], our_segments[lone])
+    agree = np.mean(theirs_as_ours[their_segments > 0] == our_segments[their_segments > 0])
+    assert agree > 0.99
+
+
+def test_the_detection_takes_the_pixel_path_only_with_nothing_excluded(monkeypatch, crowded):
+    """A frame with excluded pixels still goes to sep with its mask (the filter and the
+    threshold would need the mask's own rules); the rest to the pixel path, whose objects the
+    PSF's detection then holds."""
+    field = star_field((300, 280), gaussian_psf(3.0, size=25), stars=120, seed=5)
+    frame = field.image.astype(np.float32)
+    calls = []
+    real = filtered_objects.extract
+    monkeypatch.setattr(filtered_objects, "extract",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    nothing = np.zeros(frame.shape, bool)
+    clean = psf_stars.detect(frame, nothing, 5.0)
+    assert calls and len(clean.objects) > 50
+    excluded = nothing.copy()
+    excluded[:10, :10] = True
+    calls.clear()
+    masked = psf_stars.detect(np.where(excluded, np.nan, frame), excluded, 5.0)
+    assert not calls and len(masked.objects) > 50
+    reference = sep.extract(clean.subtracted, 5.0, err=clean.noise, minarea=5,
+                            deblend_cont=0.005, deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
+    assert len(clean.objects) == len(reference)
