@@ -161,8 +161,10 @@ class FramePreparer:
         prepared = PreparedFrame(noise, psf, 0.0, measured, saturation,
                                  background=detection.background,
                                  subtracted=detection.subtracted if detection.plain else None)
+        # A converted frame is prepare's own: its cores are refilled in place, not copied.
         self._refill(prepared, image, valid, detection, user_mask,
-                     finite=np.issubdtype(raw.dtype, np.integer))
+                     finite=np.issubdtype(raw.dtype, np.integer),
+                     own=not np.may_share_memory(image, raw))
         prepared.resolution = self.resolution_for(psf)
         prepared.seconds = time.perf_counter() - started
         return prepared
@@ -182,17 +184,17 @@ class FramePreparer:
 
     def _refill(self, prepared: PreparedFrame, image: np.ndarray, valid: np.ndarray,
                 detection: psf_stars.Detection, user_mask: np.ndarray | None,
-                finite: bool = False) -> None:
+                finite: bool = False, own: bool = False) -> None:
         """Saturated and non-linear cores refilled with the PSF fitted to their wings; the
         likelihood mask and the data-quality plane (``finite``: every pixel is, an integer
-        frame's)."""
+        frame's; ``own``: ``image`` is this preparation's to refill in place)."""
         saturated, nonlinear = saturation_mask(image, prepared.saturation)
         bad = (saturated | nonlinear) & valid
         filled, masked = None, user_mask
         if bad.any():
             # sep's sky, where the wings sit on: the frame less the detection's subtracted one
             data, filled, fits = refill_cores(image, bad, valid, prepared.psf.psf, None,
-                                              above=detection.subtracted)
+                                              above=detection.subtracted, in_place=own)
             prepared.data, prepared.refilled = data, tuple(fits)
             unfitted = bad & ~filled
             if unfitted.any():

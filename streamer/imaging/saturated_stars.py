@@ -50,15 +50,17 @@ class CoreFit:
 
 def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.ndarray,
                  background: np.ndarray | float | None = 0.0,
-                 above: np.ndarray | None = None
+                 above: np.ndarray | None = None, in_place: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, list[CoreFit]]:
     """The frame with each region of ``bad`` pixels replaced by a PSF fitted to its clean
     surroundings above ``background`` (the frame's sky; a constant fitted beside the star
     would take the wings' light for sky); the mask of replaced pixels; the fits. ``image`` is
-    not modified; regions that cannot be fitted are left as they are (and not in the mask).
-    ``above``: the frame less its background, when made already (the background is then
-    ``image − above``, read only around the cores: no whole-frame passes)."""
-    filled = np.array(image, dtype=np.float32)
+    not modified (``in_place``: it is, and returned — a float32 frame the caller owns; the
+    copy is a whole-frame pass); regions that cannot be fitted are left as they are (and not
+    in the mask). ``above``: the frame less its background, when made already (the
+    background is then ``image − above``, read only around the cores: no whole-frame
+    passes)."""
+    filled = image if in_place and image.dtype == np.float32 else np.array(image, np.float32)
     replaced = np.zeros(image.shape, dtype=bool)
     fits: list[CoreFit] = []
     if not bad.any():

@@ -59,6 +59,13 @@ def test_cores_are_refilled_with_the_flux_their_wings_imply(saturated_field):
     assert np.array_equal(replaced_again, replaced) and len(fits_again) == len(fits)
     assert np.allclose(again, filled, rtol=1e-5, atol=1e-3)
     assert np.allclose([f.flux for f in fits_again], [f.flux for f in fits], rtol=1e-4)
+    # In place (a frame the caller owns): the same frame, refilled the same.
+    own = image.copy()
+    in_place, replaced_in_place, _ = refill_cores(
+        own, saturated | nonlinear, np.isfinite(image), psf, None, above=detection.subtracted,
+        in_place=True)
+    assert in_place is own and np.array_equal(in_place, again)
+    assert np.array_equal(replaced_in_place, replaced_again)
 
 
 def test_a_region_without_wings_is_left_alone():
@@ -81,6 +88,21 @@ def test_the_preparer_refills_masks_and_flags(saturated_field):
     # A camera remembers its levels for a frame whose stars show none.
     quiet = truth_field((256, 256), SEEING, stars=30, snr=(3.0, 20.0), seed=9)
     assert preparer.prepare(quiet.image).saturation.source == "camera"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_the_preparer_leaves_the_callers_frame_as_it_was(saturated_field, dtype):
+    """A float32 frame is the caller's (the preparation reads it without a copy); a converted
+    one is the preparation's own, refilled in place: either way the caller's frame keeps its
+    saturated cores."""
+    frame = saturated_field.image.astype(dtype)
+    before = frame.copy()
+    preparer = FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0))
+    prepared = preparer.prepare(frame)
+    assert prepared.refilled and np.array_equal(frame, before)
+    filled = (prepared.quality_flags & Quality.FILLED) > 0
+    assert np.all(prepared.data[filled] != frame[filled])
+    assert np.array_equal(prepared.data[~filled], frame[~filled].astype(np.float32))
 
 
 def test_the_quality_plane_sets_one_bit_per_reason():
