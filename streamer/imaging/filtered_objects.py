@@ -80,16 +80,17 @@ def filtered_above(frame: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
 
 
 def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont: float,
-            deblend_nthresh: int) -> tuple[np.ndarray, np.ndarray]:
+            deblend_nthresh: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sep's objects and segmentation map (object index + 1; 0: sky) of ``subtracted`` (the
     frame less its background, float32, nothing excluded) with its default filter, above
-    ``threshold`` (in the frame's units: sep's ``thresh × err``)."""
+    ``threshold`` (in the frame's units: sep's ``thresh × err``); and the map's pixels in
+    objects (row-major positions, ascending: no pass over the map to find them)."""
     height, width = subtracted.shape
     index, smooth_values = filtered_above(subtracted, threshold)
     segments = np.zeros(subtracted.shape, np.int32)
     dtype = sep_dtype()
     if index.size == 0:
-        return np.zeros(0, dtype), segments
+        return np.zeros(0, dtype), segments, index
     rows, columns = np.divmod(index, width)
     owner, count = _components(rows, columns, width)
     detected = smooth_values.astype(np.float64)
@@ -128,18 +129,19 @@ def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont
 
 def _cleaned(found: np.ndarray, segments: np.ndarray, index: np.ndarray,
              smooth_values: np.ndarray, subtracted: np.ndarray, threshold: float,
-             minarea: int) -> tuple[np.ndarray, np.ndarray]:
+             minarea: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``found`` and its ``segments`` less the objects sep's cleaning drops (their pixels
-    to the sky, the rest renumbered)."""
+    to the sky, the rest renumbered), and the pixels left in objects."""
     labels = segments.ravel()[index]
     alive = object_cleaning.survivors(found, labels, smooth_values,
                                       subtracted.ravel()[index], threshold, minarea)
     if alive.all():
-        return found, segments
+        return found, segments, index[labels > 0]
     number = np.zeros(len(found) + 1, np.int32)
     number[1:][alive] = np.arange(1, int(alive.sum()) + 1)
-    segments.ravel()[index] = number[labels]
-    return found[alive], segments
+    labels = number[labels]
+    segments.ravel()[index] = labels
+    return found[alive], segments, index[labels > 0]
 
 
 def _unfiltered_fields(described: np.ndarray, owner: np.ndarray, count: int,

@@ -40,6 +40,8 @@ class Detection:
     # :func:`~streamer.imaging.mesh_background.levelled`, nothing excluded (the catalogue's
     # own frame less its background, which it can then take over).
     plain: bool = False
+    # The segments' pixels (row-major positions, ascending), when the detection listed them.
+    segment_pixels: np.ndarray | None = None
 
     @property
     def rows(self) -> np.ndarray:
@@ -48,6 +50,12 @@ class Detection:
     @property
     def columns(self) -> np.ndarray:
         return np.rint(self.objects["x"]).astype(int)
+
+    def in_segments(self) -> np.ndarray:
+        """The positions (row-major, ascending) of the pixels in any source's segment."""
+        if self.segment_pixels is not None:
+            return self.segment_pixels
+        return np.flatnonzero(self.segments.ravel() > 0)
 
     def unflagged(self) -> np.ndarray:
         """Indices of the sources sep did not flag (blended, truncated, ...)."""
@@ -64,10 +72,11 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
     if not excluded:  # the same extraction from the pixels above the threshold, 0.1 s less
-        objects, segments = filtered_objects.extract(
+        objects, segments, pixels = filtered_objects.extract(
             subtracted, threshold * noise, minarea=5, deblend_cont=0.005,
             deblend_nthresh=DEBLEND_THRESHOLDS)
-        return Detection(objects, subtracted, segments, noise, background.level(), plain)
+        return Detection(objects, subtracted, segments, noise, background.level(), plain,
+                         pixels)
     # sep's default pixel stack first (a larger one costs its allocation at every call),
     # then a quarter of the frame; crowded frames that overflow both: raise the threshold.
     stacks = (sep_calls.DEFAULT_PIXSTACK, max(sep_calls.DEFAULT_PIXSTACK, data.size // 4))

@@ -49,10 +49,11 @@ def test_the_objects_are_seps(crowded):
     theirs, their_segments = sep_calls.extract(
         subtracted, 5.0, err=noise, minarea=5, deblend_cont=0.005, segmentation_map=True,
         deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
-    ours, our_segments = filtered_objects.extract(
+    ours, our_segments, in_objects = filtered_objects.extract(
         subtracted, 5.0 * noise, minarea=5, deblend_cont=0.005,
         deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
     assert len(ours) == len(theirs) > 500
+    assert np.array_equal(in_objects, np.flatnonzero(our_segments > 0))
     merged = (theirs["flag"] & MERGED) > 0
     assert merged.sum() >= 10  # the field has blends to deblend
     distance, match = cKDTree(np.column_stack([ours["x"], ours["y"]])).query(

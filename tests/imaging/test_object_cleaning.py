@@ -103,6 +103,9 @@ def test_the_pixel_path_finds_seps_objects_on_real_frames(name):
     detection = _real(name)
     *_, cleaned = _kept_by_sep(detection.subtracted, detection.noise)
     assert len(detection.objects) == len(cleaned)
+    # The segments' pixels as listed, the dropped objects' gone with them.
+    assert np.array_equal(detection.in_segments(), np.flatnonzero(detection.segments > 0))
+    assert detection.segments.max() == len(detection.objects)
     distance, _ = cKDTree(np.column_stack([detection.objects["x"], detection.objects["y"]])
                           ).query(np.column_stack([cleaned["x"], cleaned["y"]]))
     assert distance.max() < 1e-3
