@@ -195,8 +195,10 @@ def _moments(stamps: list[np.ndarray], half: int | None = None) -> list[Moments 
 
 
 def _frame_shape(detection: psf_stars.Detection, data: np.ndarray, invalid: np.ndarray,
-                 peak_limit: float | None, settings: PSFMeasureSettings) -> _Shape:
-    """The typical star's shape, from the brightest candidates in modest boxes."""
+                 peak_limit: float | None, settings: PSFMeasureSettings,
+                 flagged: np.ndarray | None = None) -> _Shape:
+    """The typical star's shape, from the brightest candidates in modest boxes
+    (``flagged``: :func:`~streamer.imaging.psf_stars.flagged_pixels`, when listed)."""
     good = detection.objects[detection.unflagged()]
     if len(good) == 0:
         raise TooFewStarsError(
@@ -204,7 +206,7 @@ def _frame_shape(detection: psf_stars.Detection, data: np.ndarray, invalid: np.n
             f"{len(detection.objects)} detections")
     probe_half = int(np.clip(math.ceil(3.0 * np.median(good["a"])) + 2, 6,
                              settings.max_size // 2 + 2))
-    probe = psf_stars.candidates(detection, data, invalid, peak_limit, probe_half)
+    probe = psf_stars.candidates(detection, data, invalid, peak_limit, probe_half, flagged)
     probe = probe[: settings.max_stars]
     moments = _moments(psf_stars.stamps(detection, probe, probe_half))
     typical = _typical(moments)
@@ -260,10 +262,11 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
         saturation = frame_saturation(np.asarray(image), header, detection,
                                       configured_saturation(settings))
     limit = saturation.psf_limit
-    shape = _frame_shape(detection, data, invalid, limit, settings)
+    flagged = psf_stars.flagged_pixels(data, invalid, limit)
+    shape = _frame_shape(detection, data, invalid, limit, settings, flagged)
     trailed = shape.ellipticity >= settings.trail_ellipticity
     half = _box_half(shape, trailed, settings)
-    chosen = psf_stars.candidates(detection, data, invalid, limit, half + 2)
+    chosen = psf_stars.candidates(detection, data, invalid, limit, half + 2, flagged)
     core = max(3.0 * shape.fwhm, shape.trail_length / 2 + 2.0 * shape.fwhm)
     # Brightest first; half as many again as needed covers the ones the size test rejects.
     chosen = psf_stars.clear_cores(detection, chosen, core)[: settings.max_stars * 3 // 2]

@@ -120,10 +120,12 @@ def _less_background(data: np.ndarray, invalid: np.ndarray | None
 
 
 def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
-               peak_limit: float | None, half: int) -> np.ndarray:
+               peak_limit: float | None, half: int, flagged: np.ndarray | None = None
+               ) -> np.ndarray:
     """Indices of unflagged, high-S/N sources peaking below ``peak_limit`` (the linear
     limit, as stored) whose ``half``-box is inside the frame and free of invalid pixels,
-    brightest first."""
+    brightest first. ``flagged``: :func:`flagged_pixels` of the same frame, when listed
+    already (a caller choosing candidates twice compares the frame with the limit once)."""
     objects = detection.objects
     rows, columns = detection.rows, detection.columns
     height, width = image.shape
@@ -132,34 +134,45 @@ def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
     keep &= objects["peak"] >= MIN_PEAK_SNR * detection.noise
     keep &= (rows >= half) & (rows < height - half) & (columns >= half) & (columns < width - half)
     chosen = np.flatnonzero(keep)
-    if invalid.any():
-        chosen = chosen[_boxes_free(invalid, rows[chosen], columns[chosen], half)]
-    if peak_limit is not None and chosen.size:
-        with np.errstate(invalid="ignore"):  # NaN: not a hot pixel (and in no box by now)
-            hot = np.asarray(image) >= peak_limit
-        chosen = chosen[_boxes_free(hot, rows[chosen], columns[chosen], half)]
+    if flagged is None:
+        flagged = flagged_pixels(image, invalid, peak_limit)
+    chosen = chosen[_boxes_free(flagged, image.shape, rows[chosen], columns[chosen], half)]
     return chosen[np.argsort(objects["flux"][chosen])[::-1]]
+
+
+def flagged_pixels(image: np.ndarray, invalid: np.ndarray, peak_limit: float | None
+                   ) -> np.ndarray:
+    """The positions (row-major, ascending) of the pixels no PSF star's box may hold:
+    ``invalid``, or at or above ``peak_limit`` (the linear limit, as stored)."""
+    where = np.flatnonzero(invalid)
+    if peak_limit is not None:
+        with np.errstate(invalid="ignore"):  # NaN: not a hot pixel (and invalid anyway)
+            hot = np.flatnonzero(np.asarray(image) >= peak_limit)
+        where = np.union1d(where, hot) if where.size else hot
+    return where
 
 
 PAIRS_LIMIT = 1 << 22  # box-pixel pairs compared at once; more (a frame of flagged pixels):
                        # each box read instead
 
 
-def _boxes_free(flagged: np.ndarray, rows: np.ndarray, columns: np.ndarray, half: int
-                ) -> np.ndarray:
-    """Which ``half``-boxes about ``(rows, columns)`` (inside the frame) hold no pixel of the
-    boolean frame ``flagged``. A frame's flagged pixels (excluded, or at the linear limit)
-    are few: each box is compared with the flagged pixels of its rows — reading every box's
-    pixels cost 0.01-0.03 s a call on a 4096² frame's 3000 candidates."""
-    where = np.flatnonzero(flagged)  # row-major: sorted by row
+def _boxes_free(where: np.ndarray, shape: tuple[int, int], rows: np.ndarray,
+                columns: np.ndarray, half: int) -> np.ndarray:
+    """Which ``half``-boxes about ``(rows, columns)`` (inside a frame of ``shape``) hold
+    none of the flagged pixels at ``where`` (row-major positions, ascending). A frame's
+    flagged pixels (excluded, or at the linear limit) are few: each box is compared with the
+    flagged pixels of its rows — reading every box's pixels cost 0.01-0.03 s a call on a
+    4096² frame's 3000 candidates."""
     free = np.ones(rows.size, bool)
-    if where.size == 0:
+    if where.size == 0 or rows.size == 0:
         return free
-    flagged_rows, flagged_columns = np.divmod(where, flagged.shape[1])
+    flagged_rows, flagged_columns = np.divmod(where, shape[1])
     low = np.searchsorted(flagged_rows, rows - half, side="left")
     high = np.searchsorted(flagged_rows, rows + half, side="right")
     counts = high - low
     if counts.sum() > PAIRS_LIMIT:
+        flagged = np.zeros(shape, bool)
+        flagged.ravel()[where] = True
         steps = np.arange(-half, half + 1)
         for start in range(0, rows.size, 512):  # a few hundred boxes at a time
             box_rows = (rows[start: start + 512, None] + steps)[:, :, None]

@@ -48,6 +48,9 @@ def test_candidates_at_once_follow_the_box_by_box_rule(monkeypatch, pairs_limit)
             ours = psf_stars.candidates(detection, image, invalid, peak_limit, half)
             reference = _one_by_one(detection, image, invalid, peak_limit, half)
             assert ours.size > 20 and np.array_equal(ours, reference)
+            listed = psf_stars.flagged_pixels(image, invalid, peak_limit)  # listed once
+            assert np.array_equal(psf_stars.candidates(detection, image, invalid, peak_limit,
+                                                       half, listed), reference)
     # the limit and the excluded patch both removed some
     everything = psf_stars.candidates(detection, image, np.zeros_like(invalid), None, 7)
     assert psf_stars.candidates(detection, image, invalid, limit, 7).size < everything.size
