@@ -32,7 +32,12 @@ def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pa
     invalid = ~np.isfinite(cube)
     import scipy.fft
 
-    padded = np.pad(np.where(invalid, 0.0, cube), ((0, 0), (pad, pad), (pad, pad)))
+    # At least ``pad`` zeros each side, and more after to a length FFTs do fast: a stamp of
+    # 37 pixels padded by 8 is 53, a prime, 2.7 times slower to transform than 54.
+    height, width = cube.shape[1:]
+    padded = np.pad(np.where(invalid, 0.0, cube), (
+        (0, 0), (pad, scipy.fft.next_fast_len(height + 2 * pad, real=True) - height - pad),
+        (pad, scipy.fft.next_fast_len(width + 2 * pad, real=True) - width - pad)))
     spectrum = scipy.fft.rfft2(padded, axes=(-2, -1), workers=-1)
     ky = np.fft.fftfreq(padded.shape[1])[None, :]
     kx = np.fft.rfftfreq(padded.shape[2])[None, :]
@@ -43,7 +48,7 @@ def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pa
     spectrum *= np.exp(-2j * np.pi * ky * dy)[:, :, None]
     spectrum *= np.exp(-2j * np.pi * kx * dx)[:, None, :]
     moved = scipy.fft.irfft2(spectrum, padded.shape[1:], axes=(-2, -1), workers=-1,
-                             overwrite_x=True)[:, pad:-pad, pad:-pad]
+                             overwrite_x=True)[:, pad: pad + height, pad: pad + width]
     out = list(moved)
     for index in np.flatnonzero(invalid.any(axis=(1, 2))):
         from scipy.ndimage import binary_dilation, shift
