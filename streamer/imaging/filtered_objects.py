@@ -80,13 +80,19 @@ def filtered_above(frame: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
 
 
 def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont: float,
-            deblend_nthresh: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            deblend_nthresh: int, limit: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """sep's objects and segmentation map (object index + 1; 0: sky) of ``subtracted`` (the
     frame less its background, float32, nothing excluded) with its default filter, above
     ``threshold`` (in the frame's units: sep's ``thresh × err``); and the map's pixels in
-    objects (row-major positions, ascending: no pass over the map to find them)."""
+    objects (row-major positions, ascending: no pass over the map to find them). None when
+    more than ``limit`` pixels lie above the threshold: a frame that full (a nebula, the
+    Moon's limb) holds huge objects of many maxima, which one sep call on the whole frame
+    deblends faster than a window each (1.4 s against 0.6 on such a 2048² frame)."""
     height, width = subtracted.shape
     index, smooth_values = filtered_above(subtracted, threshold)
+    if limit is not None and index.size > limit:
+        return None
     segments = np.zeros(subtracted.shape, np.int32)
     dtype = sep_dtype()
     if index.size == 0:
@@ -185,9 +191,12 @@ def _deblended(subtracted: np.ndarray, pixels: np.ndarray, record, threshold: fl
     ours = np.zeros(window.shape, bool)
     ours.ravel()[(pixels // width - top) * window.shape[1] + pixels % width - left] = True
     labels = window_segments.ravel()
+    inside = np.flatnonzero(labels)
+    inside = inside[np.argsort(labels[inside], kind="stable")]  # by piece, then position
+    bounds = np.searchsorted(labels[inside], np.arange(1, len(found) + 2))
     kept, pixel_lists = [], []
     for number in range(1, len(found) + 1):
-        where = np.flatnonzero(labels == number)
+        where = inside[bounds[number - 1]: bounds[number]]
         if where.size and ours.ravel()[where[0]]:  # one of this object's pieces, not a
             kept.append(number - 1)                # neighbour's reaching into the window
             pixel_lists.append((where // window.shape[1] + top) * width

@@ -72,11 +72,12 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
     if not excluded:  # the same extraction from the pixels above the threshold, 0.1 s less
-        objects, segments, pixels = filtered_objects.extract(
+        found = filtered_objects.extract(
             subtracted, threshold * noise, minarea=5, deblend_cont=0.005,
-            deblend_nthresh=DEBLEND_THRESHOLDS)
-        return Detection(objects, subtracted, segments, noise, background.level(), plain,
-                         pixels)
+            deblend_nthresh=DEBLEND_THRESHOLDS, limit=sep_calls.DEFAULT_PIXSTACK)
+        if found is not None:
+            return Detection(found[0], subtracted, found[1], noise, background.level(), plain,
+                             found[2])
     # sep's default pixel stack first (a larger one costs its allocation at every call),
     # then a quarter of the frame; crowded frames that overflow both: raise the threshold.
     stacks = (sep_calls.DEFAULT_PIXSTACK, max(sep_calls.DEFAULT_PIXSTACK, data.size // 4))

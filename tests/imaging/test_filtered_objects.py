@@ -101,3 +101,9 @@ def test_the_detection_takes_the_pixel_path_only_with_nothing_excluded(monkeypat
     reference = sep.extract(clean.subtracted, 5.0, err=clean.noise, minarea=5,
                             deblend_cont=0.005, deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
     assert len(clean.objects) == len(reference)
+    # More pixels above the threshold than sep's default stack: sep on the whole frame.
+    calls.clear()
+    monkeypatch.setattr(psf_stars.sep_calls, "DEFAULT_PIXSTACK", 100)
+    full = psf_stars.detect(frame, nothing, 5.0)
+    assert calls and full.segment_pixels is None
+    assert np.array_equal(full.objects, reference)
