@@ -123,7 +123,9 @@ def adaptive_moments_batch(stamps: np.ndarray, iterations: int = 20,
     measuring many stars quickly; a fixed number of iterations, then the same checks."""
     boxes = np.asarray(stamps, dtype=np.float64)
     count, rows, columns = boxes.shape
-    ys, xs = np.mgrid[0:rows, 0:columns].astype(np.float64)
+    # Coordinates along each axis, not a grid: the offsets, the weight's exponent and the
+    # sums are separable, so only the weight and its product with the stamp are whole cubes.
+    ys, xs = np.arange(rows, dtype=np.float64), np.arange(columns, dtype=np.float64)
     cy = np.full(count, (rows - 1) / 2.0)
     cx = np.full(count, (columns - 1) / 2.0)
     myy = np.full(count, 2.0 * start_sigma**2)
@@ -134,19 +136,22 @@ def adaptive_moments_batch(stamps: np.ndarray, iterations: int = 20,
     for _ in range(iterations):
         det = np.maximum(myy * mxx - mxy**2, 1e-12)
         iyy, ixx, ixy = mxx / det, myy / det, -mxy / det
-        dy, dx = ys[None] - cy[:, None, None], xs[None] - cx[:, None, None]
-        r2 = iyy[:, None, None] * dy**2 + 2 * ixy[:, None, None] * dy * dx + ixx[:, None, None] * dx**2
+        dy, dx = ys[None] - cy[:, None], xs[None] - cx[:, None]  # N × h, N × w
+        r2 = ((iyy[:, None] * dy**2)[:, :, None] + (ixx[:, None] * dx**2)[:, None, :]
+              + (2 * ixy[:, None] * dy)[:, :, None] * dx[:, None, :])
         # A blend can drive M indefinite; clipping keeps the weight finite and the check
         # below rejects the object.
         weighted = boxes * np.exp(-0.5 * np.clip(r2, 0.0, 1400.0))
-        total = weighted.sum(axis=(1, 2))
+        along_rows = weighted.sum(axis=2)     # N × h
+        along_columns = weighted.sum(axis=1)  # N × w
+        total = along_rows.sum(axis=1)
         safe = np.where(total > 0, total, 1.0)
-        cy = (weighted * ys).sum(axis=(1, 2)) / safe
-        cx = (weighted * xs).sum(axis=(1, 2)) / safe
-        dy, dx = ys[None] - cy[:, None, None], xs[None] - cx[:, None, None]
-        myy = 2.0 * (weighted * dy**2).sum(axis=(1, 2)) / safe
-        mxx = 2.0 * (weighted * dx**2).sum(axis=(1, 2)) / safe
-        mxy = 2.0 * (weighted * dy * dx).sum(axis=(1, 2)) / safe
+        cy = along_rows @ ys / safe
+        cx = along_columns @ xs / safe
+        dy, dx = ys[None] - cy[:, None], xs[None] - cx[:, None]
+        myy = 2.0 * (along_rows * dy**2).sum(axis=1) / safe
+        mxx = 2.0 * (along_columns * dx**2).sum(axis=1) / safe
+        mxy = 2.0 * np.einsum("nh,nhw,nw->n", dy, weighted, dx) / safe
         myy, mxx = np.maximum(myy, _COLLAPSE / 4), np.maximum(mxx, _COLLAPSE / 4)
     results: list[Moments | None] = []
     limit = min(rows, columns) / 2.0
