@@ -57,3 +57,15 @@ def _run_stats(ordered: np.ndarray, sums: np.ndarray, squares: np.ndarray, low: 
     mean_shift = (sums[high] - sums[low]) / count
     variance = max((squares[high] - squares[low]) / count - mean_shift * mean_shift, 0.0)
     return median, reference + mean_shift, float(np.sqrt(variance))
+
+
+def nan_median(values: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmedian(values, axis)`` from one sort (NaNs sort last; the middle of each
+    lane's finite run): NumPy's takes a masked-array path on small lanes, 3-4× slower for
+    the PSF stars' stamps and rings. NaN (without a warning) where a lane has no number."""
+    ordered = np.sort(values, axis=axis)
+    count = np.sum(~np.isnan(values), axis=axis, keepdims=True)
+    low = np.take_along_axis(ordered, np.maximum(count - 1, 0) // 2, axis=axis)
+    high = np.take_along_axis(ordered, count // 2, axis=axis)
+    middle = (low + high) / 2.0
+    return np.squeeze(np.where(count > 0, middle, np.nan), axis=axis)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamer.imaging.clipped_stats import nan_median
 from streamer.imaging.psf import moffat_profile
 
 
@@ -81,7 +82,7 @@ def stack(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: in
     inside = ys**2 + xs**2 <= aperture**2
     layers = _registered(stamps, centres, half)
     # A first, unweighted look fills each layer's masked aperture pixels for its flux.
-    guess = np.nanmedian(np.array([layer / np.nansum(layer[inside]) for layer in layers]), axis=0)
+    guess = nan_median(np.array([layer / np.nansum(layer[inside]) for layer in layers]), 0)
     guess = np.nan_to_num(guess)
     normalised = []
     for layer in layers:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.imaging import filtered_objects, sep_calls
+from streamer.imaging.clipped_stats import nan_median
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.sparse_masks import grown
 
@@ -271,8 +272,7 @@ def local_skies(values: np.ndarray) -> np.ndarray:
         coefficients[active] = _solved(normal, right, design, weights, target[active])
         residual = target[active] - coefficients[active] @ design.T
         kept = np.where(keep[active], residual, np.nan)
-        spread = 1.4826 * np.nanmedian(
-            np.abs(kept - np.nanmedian(kept, axis=1, keepdims=True)), axis=1)
+        spread = 1.4826 * nan_median(np.abs(kept - nan_median(kept, 1)[:, None]), 1)
         new_keep = np.where((spread > 0)[:, None],
                             (np.abs(residual) <= 3.0 * spread[:, None]) & finite[active],
                             keep[active])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.stats import sigma_clipped_stats
 
-from streamer.imaging.clipped_stats import clipped_stats
+from streamer.imaging.clipped_stats import clipped_stats, nan_median
 
 
 def _samples():
@@ -43,3 +43,18 @@ def test_the_figures_are_astropys(name, maxiters):
 def test_nothing_left_is_nan():
     assert all(np.isnan(v) for v in clipped_stats(np.array([np.nan, np.inf])))
     assert clipped_stats(np.full(10, 4.0)) == (4.0, 4.0, 0.0)
+
+
+@pytest.mark.parametrize("shape, axis", [((60, 37, 37), 0), ((90, 440), 1), ((7, 6), 0),
+                                         ((5, 1), 1)])
+def test_the_nan_median_is_numpys(shape, axis):
+    """Odd and even counts of numbers per lane, lanes of NaN only, one-number lanes."""
+    rng = np.random.default_rng(sum(shape))
+    values = rng.normal(size=shape)
+    values[rng.random(shape) < 0.3] = np.nan
+    np.moveaxis(values, axis, -1)[..., :][0] = np.nan  # one lane (or more) without a number
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's all-NaN slice warning
+        expected = np.nanmedian(values, axis=axis)
+    assert np.isnan(expected).any() and np.isfinite(expected).any()
+    assert np.array_equal(nan_median(values, axis), expected, equal_nan=True)
