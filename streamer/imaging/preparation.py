@@ -123,12 +123,14 @@ class FramePreparer:
     def choose_psf(self, image: np.ndarray, valid: np.ndarray, header: fits.Header | None = None,
                    camera_id: str = "default", saturation: Saturation | None = None,
                    detection: psf_stars.Detection | None = None,
-                   ticket: Ticket | None = None) -> PSFMeasurement:
-        """The PSF for this frame: the configured one, or measured (per camera)."""
+                   ticket: Ticket | None = None, invalid: np.ndarray | None = None
+                   ) -> PSFMeasurement:
+        """The PSF for this frame: the configured one, or measured (per camera);
+        ``invalid``: ``~valid``, when made already."""
         if self.fixed_psf is not None:
             return describe(self.fixed_psf, "configured", 0, 0)
-        return self.tracker.psf_for(camera_id, image, ~valid, header, saturation, detection,
-                                    ticket)
+        return self.tracker.psf_for(camera_id, image, None, header, saturation, detection,
+                                    ticket, ~valid if invalid is None else invalid)
 
     def prepare(self, frame: Any, header: fits.Header | None = None,
                 camera_id: str = "default", mask: Any | None = None, *,
@@ -150,14 +152,15 @@ class FramePreparer:
         image, valid = validated_frame(frame, user_mask)
         raw = np.asarray(frame)
         # One detection pass for the PSF's stars, the saturation and the input's quality.
-        detection = psf_stars.detect(image, ~valid, self.measure.detect_sigma)
+        invalid = ~valid  # every pixel left out: non-finite, or the caller's mask
+        detection = psf_stars.detect(image, invalid, self.measure.detect_sigma)
         measured = measure_input(raw, objects=detection.objects) if quality else None
         noise = noise_model(image, header, measured.sky if measured is not None else None)
         with in_turn(ticket, LEVELS_STEP):
             saturation = self._saturation(raw, header, detection, camera_id)
         if psf is None:
             psf = self.choose_psf(image, valid, header, camera_id, saturation, detection,
-                                  ticket)
+                                  ticket, invalid)
         prepared = PreparedFrame(noise, psf, 0.0, measured, saturation,
                                  background=detection.background,
                                  subtracted=detection.subtracted if detection.plain else None)

@@ -221,7 +221,8 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
                 header: fits.Header | None = None,
                 settings: PSFMeasureSettings = PSFMeasureSettings(),
                 saturation: Saturation | None = None,
-                detection: psf_stars.Detection | None = None) -> PSFMeasurement:
+                detection: psf_stars.Detection | None = None,
+                invalid: np.ndarray | None = None) -> PSFMeasurement:
     """Measure the PSF of ``image`` from its stars (see the module notes).
 
     Parameters
@@ -238,6 +239,9 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
         linear limit.
     detection : Detection, optional
         The frame's sources, when detected already (same ``mask``).
+    invalid : ndarray of bool, optional
+        Instead of ``mask``: every pixel to leave out, the non-finite ones included, when
+        the caller has that map (no passes over the frame to make it again).
 
     Returns
     -------
@@ -251,9 +255,10 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
     """
     started = time.perf_counter()
     data = np.ascontiguousarray(image, dtype=np.float32)
-    invalid = ~np.isfinite(data)
-    if mask is not None:
-        invalid |= np.asarray(mask, dtype=bool)
+    if invalid is None:
+        invalid = ~np.isfinite(data)
+        if mask is not None:
+            invalid |= np.asarray(mask, dtype=bool)
     if invalid.all():
         raise TooFewStarsError("the frame has no valid pixel to find stars in")
     if detection is None:

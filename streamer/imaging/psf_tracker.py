@@ -88,9 +88,10 @@ class PSFTracker:
 
     def psf_for(self, camera_id: str, image: np.ndarray, mask: np.ndarray | None = None,
                 header: fits.Header | None = None, saturation: Saturation | None = None,
-                detection: Detection | None = None, ticket: Ticket | None = None
-                ) -> PSFMeasurement:
-        """Measure ``image`` and return the PSF to restore it with (see the module notes).
+                detection: Detection | None = None, ticket: Ticket | None = None,
+                invalid: np.ndarray | None = None) -> PSFMeasurement:
+        """Measure ``image`` and return the PSF to restore it with (see the module notes);
+        ``invalid`` instead of ``mask``: every pixel to leave out, non-finite ones included.
         Never raises for want of a PSF: a frame whose stars give none, or give one that fails
         its checks, gets the camera's last good PSF or the fallback, with a warning.
 
@@ -99,7 +100,8 @@ class PSFTracker:
         started = time.perf_counter()
         measured: PSFMeasurement | None = None
         try:
-            measured = measure_psf(image, mask, header, self.settings, saturation, detection)
+            measured = measure_psf(image, mask, header, self.settings, saturation, detection,
+                                   invalid)
         except TooFewStarsError as error:
             reason = f"no PSF stars ({error})"
         except PSFError as error:  # a measured PSF that failed its own checks

@@ -114,3 +114,17 @@ def test_masked_pixels_keep_stars_out():
     _assert_recovered(measured, field.psf)
 
 
+
+
+def test_the_callers_invalid_map_stands_for_mask_and_non_finite_pixels():
+    """Given ``invalid`` (the preparation's map: masked or not finite), the measurement is the
+    one ``mask`` and the frame's own NaNs give; a map without the NaNs lets them in."""
+    profile, radius = CASES["moffat"]
+    image = _field(profile, radius).image.astype(np.float32)
+    image[700:760, 100:900] = np.nan
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[:, :300] = True
+    expected = measure_psf(image, mask=mask)
+    given = measure_psf(image, invalid=mask | ~np.isfinite(image))
+    assert np.array_equal(given.psf, expected.psf) and given.stars_used == expected.stars_used
+    assert not np.array_equal(measure_psf(image, invalid=mask).psf, expected.psf)
