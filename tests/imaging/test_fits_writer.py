@@ -66,3 +66,33 @@ def test_an_empty_primary_and_the_layouts_left_to_astropy():
     for hdus, again in (([fits.PrimaryHDU(data=unsigned)], [fits.PrimaryHDU(data=unsigned)]),
                         ([fits.PrimaryHDU(), table], [fits.PrimaryHDU(), table.copy()])):
         assert fits_file(hdus) == _astropy(again)
+
+
+def _frame(value: float):
+    data = np.full((300, 257), value, np.float32)
+    data[7, 9] = np.nan
+    return [fits.PrimaryHDU(data=data), fits.ImageHDU(data=(data > 0).astype(np.uint8),
+                                                      name="DQ")]
+
+
+def test_a_buffer_is_written_again_only_once_nothing_refers_to_it():
+    """The kept buffers: a file's buffer is taken again for a file of its size once its
+    payload, and every view of it, is gone — never while any lives on (a payload being
+    published, a chunk of it, an array over it) — and the file written there is astropy's."""
+    first = fits_file(_frame(1.0))
+    where = id(first.obj)
+    chunk = first[100:2000]  # a chunk being published
+    second = fits_file(_frame(2.0))
+    assert id(second.obj) != where and chunk == _astropy(_frame(1.0))[100:2000]
+    del first
+    third = fits_file(_frame(3.0))  # the chunk still holds the first buffer
+    assert id(third.obj) != where and chunk == _astropy(_frame(1.0))[100:2000]
+    over = np.frombuffer(third, np.uint8)  # an array over the third, its payload dropped
+    third_at = id(third.obj)
+    del chunk, third
+    fourth = fits_file(_frame(4.0))
+    assert id(fourth.obj) == where  # free now: written again, byte for byte astropy's file
+    assert fourth == _astropy(_frame(4.0))
+    assert over.tobytes() == _astropy(_frame(3.0))
+    fifth = fits_file(_frame(5.0))  # the array still holds the third buffer
+    assert id(fifth.obj) != third_at and over.tobytes() == _astropy(_frame(3.0))
