@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
+from streamer.imaging.kept_arrays import FRAMES
+
 BLOCK = 2880
 CARD = 80
 _TYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
@@ -43,10 +45,12 @@ def direct_image(content: bytes) -> tuple[np.ndarray, fits.Header] | None:
     if zero:
         _, stored, flip = _UNSIGNED[bits]
         raw = np.frombuffer(content, dtype=stored, count=count, offset=end)
-        data = np.bitwise_xor(raw, np.array(flip, dtype=stored))  # native, a new array
+        data = np.bitwise_xor(raw, np.array(flip, dtype=stored),  # native, in a kept array
+                              out=FRAMES.empty((count,), raw.dtype.newbyteorder("=")))
     else:
         raw = np.frombuffer(content, dtype=_TYPES[bits], count=count, offset=end)
-        data = raw.astype(raw.dtype.newbyteorder("="))
+        data = FRAMES.empty((count,), raw.dtype.newbyteorder("="))
+        np.copyto(data, raw)
     return data.reshape(height, width), header
 
 

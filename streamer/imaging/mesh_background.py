@@ -20,6 +20,8 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from streamer.imaging.kept_arrays import FRAMES
+
 SAMPLED_FROM = 1024  # frames with both sides at least this are sampled (smaller ones: all pixels)
 
 
@@ -218,7 +220,7 @@ def levelled(values: np.ndarray, level: MeshLevel, scale: MeshLevel | None = Non
         return out
     blocks, coefficients = _row_pieces(level.nodes.shape[0], level.mesh, level.shape[0])
     stacked = [_segment_rows(item) for item in ((level,) if scale is None else (level, scale))]
-    out = np.empty(level.shape, np.float32) if out is None else out
+    out = FRAMES.empty(level.shape, np.float32) if out is None else out
     longest = max(end - start for start, end, _ in blocks)
     buffers = [np.empty((longest, level.shape[1]), np.float32) for _ in stacked]
     for start, end, segment in blocks:

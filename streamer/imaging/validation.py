@@ -22,6 +22,7 @@ from streamer.errors import (
     FrameDtypeError, FrameShapeError, MaskError, NoSignalError, NonFinitePixelError,
     NoValidPixelError,
 )
+from streamer.imaging.kept_arrays import FRAMES
 
 
 def checked_image(image: Any, what: str = "a frame") -> np.ndarray:
@@ -82,7 +83,11 @@ def validated_frame(frame: Any, mask: Any | None = None) -> tuple[np.ndarray, np
     checks above, in order."""
     array = checked_image(frame)
     bad = None if mask is None else checked_mask(mask, array.shape)
-    image = np.ascontiguousarray(array, dtype=np.float32)
+    if array.dtype == np.float32 and array.flags.c_contiguous:
+        image = array  # the caller's frame, read as it is
+    else:  # a converted copy, into a kept frame-sized array nobody holds any more
+        image = FRAMES.empty(array.shape, np.float32)
+        np.copyto(image, array, casting="unsafe")
     if np.issubdtype(array.dtype, np.integer):  # every pixel finite: no pass to find out
         valid = np.ones(array.shape, bool) if bad is None else ~bad
         if not valid.any():
