@@ -150,11 +150,13 @@ def _seps_loop(objects, mthresh, abcor_area, threshold, beta=1.0):
     return alive
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_the_pairs_decide_as_seps_loop_over_every_pair(seed):
+@pytest.mark.parametrize("seed, ties", [(0, False), (1, False), (2, False), (3, False),
+                                         (4, True), (5, True)])
+def test_the_pairs_decide_as_seps_loop_over_every_pair(seed, ties):
     """Hand-made records, crowded so that eaten objects would have eaten others (sep skips
-    an object eaten before its turn) and a few with wide ellipses (searched apart from the
-    rest): the pair-filtered decision equals sep's loop over every pair."""
+    an object eaten before its turn), a few with wide ellipses (searched apart from the
+    rest), and with ``ties`` equal fluxes: the pair-filtered decision equals sep's loop over
+    every pair."""
     rng = np.random.default_rng(seed)
     count = 400
     objects = np.zeros(count, filtered_objects.sep_dtype())
@@ -168,7 +170,10 @@ def test_the_pairs_decide_as_seps_loop_over_every_pair(seed):
     objects["cxx"] = cos ** 2 / a2 + sin ** 2 / b2
     objects["cyy"] = sin ** 2 / a2 + cos ** 2 / b2
     objects["cxy"] = 2 * cos * sin * (1 / a2 - 1 / b2)
-    objects["cflux"] = 10 ** rng.uniform(1.5, 5, count)
+    # ``ties``: a few flux levels, so that many pairs have equal fluxes (sep then tests the
+    # later object eating the earlier).
+    objects["cflux"] = (10 ** rng.integers(2, 5, count).astype(float) if ties
+                        else 10 ** rng.uniform(1.5, 5, count))
     objects["npix"] = rng.integers(5, 400, count)
     mthresh = rng.uniform(0.1, 20, count).astype(np.float32)
     abcor_area = rng.uniform(0.2, 2.0, count)
