@@ -178,7 +178,8 @@ def _near_pairs(objects: np.ndarray
     dx = (x[i] - x[j]).astype(np.float32)
     dy = (y[i] - y[j]).astype(np.float32)
     rlim = (a[i] + a[j]) * (a[i] + a[j])
-    near = (dx * dx + dy * dy).astype(np.float64) <= rlim.astype(np.float64) * CLEAN_ZONE ** 2
+    near = ((dx * dx + dy * dy).astype(np.float64)
+            <= rlim.astype(np.float64) * CLEAN_ZONE * CLEAN_ZONE)
     return i[near], j[near], dx[near], dy[near]
 
 
@@ -207,20 +208,22 @@ def _candidate_pairs(centres: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np
 def _profile_exceeds(objects: np.ndarray, eater: np.ndarray, eaten: np.ndarray,
                      dx: np.ndarray, dy: np.ndarray, mthresh: np.ndarray,
                      abcor_area: np.ndarray, threshold: float, beta: float) -> np.ndarray:
-    """Whether the eater's profile at the other's centre exceeds the other's ``mthresh``."""
-    a = objects["a"].astype(np.float32)[eater].astype(np.float64)
-    b = objects["b"].astype(np.float32)[eater].astype(np.float64)
+    """Whether the eater's profile at the other's centre exceeds the other's ``mthresh``, in
+    sep's arithmetic: its fields and threshold are floats, the ellipse's quadratic form is
+    summed in float, the rest in double."""
+    f32 = np.float32
+    a = objects["a"].astype(f32)[eater].astype(np.float64)
+    b = objects["b"].astype(f32)[eater].astype(np.float64)
     unit_area = np.pi * a * b
-    abcor = np.minimum(abcor_area[eater] / (a * b), 1.0)
-    flux = objects["cflux"].astype(np.float32)[eater].astype(np.float64)
-    amp = flux / (2.0 * unit_area * abcor)
-    npix = objects["npix"][eater].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        alpha = ((amp / threshold) ** (1.0 / beta) - 1.0) * unit_area / npix
-        ddx, ddy = dx.astype(np.float64), dy.astype(np.float64)
-        quadratic = (objects["cxx"].astype(np.float32)[eater] * ddx * ddx
-                     + objects["cyy"].astype(np.float32)[eater] * ddy * ddy
-                     + objects["cxy"].astype(np.float32)[eater] * ddx * ddy)
-        val = 1.0 + alpha * quadratic
-        profile = np.where(val < 1e10, amp * val ** (-beta), 0.0).astype(np.float32)
+        abcor = np.minimum((abcor_area[eater] / (a * b)).astype(f32), f32(1.0))
+        flux = objects["cflux"].astype(f32)[eater].astype(np.float64)
+        amp = flux / (2.0 * unit_area * abcor.astype(np.float64))
+        npix = objects["npix"][eater].astype(np.float64)
+        alpha = ((amp / float(f32(threshold))) ** (1.0 / beta) - 1.0) * unit_area / npix
+        quadratic = (objects["cxx"].astype(f32)[eater] * dx * dx
+                     + objects["cyy"].astype(f32)[eater] * dy * dy
+                     + objects["cxy"].astype(f32)[eater] * dx * dy)  # float32 throughout
+        val = 1.0 + alpha * quadratic.astype(np.float64)
+        profile = np.where(val < 1e10, amp * val ** (-beta), 0.0).astype(f32)
     return (val > 1.0) & (profile > mthresh[eaten])

@@ -240,8 +240,8 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
     detection : Detection, optional
         The frame's sources, when detected already (same ``mask``).
     invalid : ndarray of bool, optional
-        Instead of ``mask``: every pixel to leave out, the non-finite ones included, when
-        the caller has that map (no passes over the frame to make it again).
+        Every pixel to leave out, the non-finite ones included, when the caller has that
+        map (no passes over the frame to make it again; a ``mask`` given too is added).
 
     Returns
     -------
@@ -259,6 +259,8 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
         invalid = ~np.isfinite(data)
         if mask is not None:
             invalid |= np.asarray(mask, dtype=bool)
+    elif mask is not None:
+        invalid = invalid | np.asarray(mask, dtype=bool)
     if invalid.all():
         raise TooFewStarsError("the frame has no valid pixel to find stars in")
     if detection is None:

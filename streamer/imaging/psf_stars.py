@@ -73,9 +73,14 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
     if not excluded:  # the same extraction from the pixels above the threshold, 0.1 s less
-        found = filtered_objects.extract(
-            subtracted, threshold * noise, minarea=5, deblend_cont=0.005,
-            deblend_nthresh=DEBLEND_THRESHOLDS, limit=sep_calls.DEFAULT_PIXSTACK)
+        try:
+            found = filtered_objects.extract(
+                subtracted, threshold * noise, minarea=5, deblend_cont=0.005,
+                deblend_nthresh=DEBLEND_THRESHOLDS, limit=sep_calls.DEFAULT_PIXSTACK)
+        except Exception as error:  # a window's deblending overflowed (thousands of peaks
+            if not sep_calls.overflowed(error):  # in one object): the loop below copes
+                raise
+            found = None
         if found is not None:
             return Detection(found[0], subtracted, found[1], noise, background.level(), plain,
                              found[2])

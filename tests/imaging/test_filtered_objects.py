@@ -107,3 +107,26 @@ def test_the_detection_takes_the_pixel_path_only_with_nothing_excluded(monkeypat
     full = psf_stars.detect(frame, nothing, 5.0)
     assert calls and full.segment_pixels is None
     assert np.array_equal(full.objects, reference)
+
+
+def test_a_window_whose_deblending_overflows_falls_back_to_seps_own_retries():
+    """One object of 4900 peaks (a lattice): sep's deblending of its window overflows, and the
+    detection falls through to the whole-frame sep calls, which raise the threshold until
+    they succeed — as the frame with an excluded pixel does, not an error."""
+    rng = np.random.default_rng(0)
+    frame = rng.normal(100, 3, (512, 512)).astype(np.float32)
+    lattice = np.zeros((350, 350), np.float32)
+    lattice[::5, :] = lattice[:, ::5] = 60
+    for row in range(0, 350, 5):
+        for column in range(0, 350, 5):
+            lattice[row, max(column - 1, 0): column + 2] += 400
+            lattice[max(row - 1, 0): row + 2, column] += 400
+    frame[100:450, 100:450] += lattice
+    subtracted, background, _ = psf_stars._less_background(frame, None)
+    with pytest.raises(Exception, match="deblending overflow"):
+        filtered_objects.extract(subtracted, 5.0 * float(background.globalrms), 5, 0.005,
+                                 psf_stars.DEBLEND_THRESHOLDS)
+    found = psf_stars.detect(frame, np.zeros(frame.shape, bool), 5.0)
+    one_excluded = np.zeros(frame.shape, bool)
+    one_excluded[0, 0] = True
+    assert len(found.objects) == len(psf_stars.detect(frame, one_excluded, 5.0).objects) > 4000

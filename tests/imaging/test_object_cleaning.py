@@ -117,15 +117,15 @@ def _seps_loop(objects, mthresh, abcor_area, threshold, beta=1.0):
     alive = np.ones(count, bool)
     f32 = np.float32
 
-    def profile(e, dx, dy):
+    def profile(e, dx, dy):  # sep's float fields, its float sums of float products
         a, b = float(f32(objects["a"][e])), float(f32(objects["b"][e]))
         area = np.pi * a * b
-        abcor = min(abcor_area[e] / (a * b), 1.0)
+        abcor = float(min(f32(abcor_area[e] / (a * b)), f32(1.0)))
         amp = float(f32(objects["cflux"][e])) / (2 * area * abcor)
-        alpha = ((amp / threshold) ** (1 / beta) - 1) * area / objects["npix"][e]
-        val = 1 + alpha * (float(f32(objects["cxx"][e])) * dx * dx
-                           + float(f32(objects["cyy"][e])) * dy * dy
-                           + float(f32(objects["cxy"][e])) * dx * dy)
+        alpha = ((amp / float(f32(threshold))) ** (1 / beta) - 1) * area / objects["npix"][e]
+        quadratic = (f32(objects["cxx"][e]) * dx * dx + f32(objects["cyy"][e]) * dy * dy
+                     + f32(objects["cxy"][e]) * dx * dy)
+        val = 1 + alpha * float(quadratic)
         return val, f32(amp * val ** -beta if val < 1e10 else 0.0)
 
     for i in range(count):
@@ -134,10 +134,10 @@ def _seps_loop(objects, mthresh, abcor_area, threshold, beta=1.0):
         for j in range(i + 1, count):
             if not alive[j]:
                 continue
-            dx = float(f32(objects["x"][i] - objects["x"][j]))
-            dy = float(f32(objects["y"][i] - objects["y"][j]))
-            reach = float(f32(objects["a"][i]) + f32(objects["a"][j])) ** 2
-            if dx * dx + dy * dy > reach * 100.0:
+            dx = f32(objects["x"][i] - objects["x"][j])
+            dy = f32(objects["y"][i] - objects["y"][j])
+            reach = f32(objects["a"][i]) + f32(objects["a"][j])
+            if float(dx * dx + dy * dy) > float(reach * reach) * 10.0 * 10.0:
                 continue
             if f32(objects["cflux"][j]) < f32(objects["cflux"][i]):
                 val, level = profile(i, dx, dy)

@@ -128,3 +128,5 @@ def test_the_callers_invalid_map_stands_for_mask_and_non_finite_pixels():
     given = measure_psf(image, invalid=mask | ~np.isfinite(image))
     assert np.array_equal(given.psf, expected.psf) and given.stars_used == expected.stars_used
     assert not np.array_equal(measure_psf(image, invalid=mask).psf, expected.psf)
+    both = measure_psf(image, mask=mask, invalid=~np.isfinite(image))  # the mask added
+    assert np.array_equal(both.psf, expected.psf)
