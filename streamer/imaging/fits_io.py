@@ -92,12 +92,13 @@ def fits_bytes(payload: bytes, limit: int = GUNZIP_LIMIT, head: int | None = Non
     return content
 
 
-def read_image_bytes(payload: bytes) -> FitsImage:
+def read_image_bytes(payload: bytes, kept: bool = False) -> FitsImage:
     """Read the 2-D image of a FITS file held in memory (a Kafka payload), plain, gzipped
     (:func:`fits_bytes`) or tile-compressed; errors as :func:`read_image`. A plain primary
-    image is converted straight from the bytes (:mod:`streamer.imaging.fits_reader`)."""
+    image is converted straight from the bytes (:mod:`streamer.imaging.fits_reader`; into a
+    kept frame-sized array with ``kept``)."""
     content = fits_bytes(payload)
-    direct = direct_image(content)
+    direct = direct_image(content, kept)
     if direct is None:
         return _read(io.BytesIO(content))
     data, header = direct

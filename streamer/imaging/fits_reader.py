@@ -24,9 +24,11 @@ _TYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 _UNSIGNED = {16: (32768, ">u2", 0x8000), 32: (2147483648, ">u4", 0x80000000)}
 
 
-def direct_image(content: bytes) -> tuple[np.ndarray, fits.Header] | None:
+def direct_image(content: bytes, kept: bool = False) -> tuple[np.ndarray, fits.Header] | None:
     """The primary HDU's 2-D image (native byte order) and its header, or None when the file
-    is not one this reader takes (see the module notes)."""
+    is not one this reader takes (see the module notes). ``kept``: the image in one of the
+    kept frame-sized arrays (:mod:`streamer.imaging.kept_arrays`; a worker's frames, not a
+    camera's or an archive's, which would only hold them)."""
     end = _header_end(content)
     if end is None:
         return None
@@ -45,13 +47,17 @@ def direct_image(content: bytes) -> tuple[np.ndarray, fits.Header] | None:
     if zero:
         _, stored, flip = _UNSIGNED[bits]
         raw = np.frombuffer(content, dtype=stored, count=count, offset=end)
-        data = np.bitwise_xor(raw, np.array(flip, dtype=stored),  # native, in a kept array
-                              out=FRAMES.empty((count,), raw.dtype.newbyteorder("=")))
+        data = np.bitwise_xor(raw, np.array(flip, dtype=stored),  # native, a new array
+                              out=_new((count,), raw.dtype.newbyteorder("="), kept))
     else:
         raw = np.frombuffer(content, dtype=_TYPES[bits], count=count, offset=end)
-        data = FRAMES.empty((count,), raw.dtype.newbyteorder("="))
+        data = _new((count,), raw.dtype.newbyteorder("="), kept)
         np.copyto(data, raw)
     return data.reshape(height, width), header
+
+
+def _new(shape: tuple[int, ...], dtype: np.dtype, kept: bool) -> np.ndarray:
+    return FRAMES.empty(shape, dtype) if kept else np.empty(shape, dtype)
 
 
 def _header_end(content: bytes) -> int | None:

@@ -107,9 +107,10 @@ def fits_image_shape(payload: bytes) -> tuple[tuple[int, ...], int]:
 
 
 def decode_payload(envelope: FramePayload, payload: bytes,
-                   limits: FrameLimits | None = None) -> FitsImage:
+                   limits: FrameLimits | None = None, kept: bool = False) -> FitsImage:
     """The image of a payload, after checking its size and checksum against the envelope and
-    its size against ``limits`` — all before decoding.
+    its size against ``limits`` — all before decoding (``kept``: a plain FITS image into a
+    kept frame-sized array, :mod:`streamer.imaging.kept_arrays` — a worker's frames).
 
     Raises
     ------
@@ -123,7 +124,7 @@ def decode_payload(envelope: FramePayload, payload: bytes,
         if limits is not None:
             shape, itemsize = fits_image_shape(payload)
             limits.check(shape, itemsize, "the FITS image")
-        image = read_image_bytes(payload)
+        image = read_image_bytes(payload, kept)
     else:
         dtype = raw_dtype(envelope.dtype)
         expected = int(np.prod(envelope.shape)) * dtype.itemsize

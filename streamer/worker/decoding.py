@@ -68,7 +68,7 @@ def decode_and_measure(item: AssembledFrame, checks: HostChecks, ticket: Ticket 
     if error is None:
         try:
             raw = parse_envelope(item.envelope_json)
-            image = decode_payload(raw, item.payload, checks.limits)
+            image = decode_payload(raw, item.payload, checks.limits, kept=True)
             check_signal(image.data)
             checks.capacity.check(image.data.shape, image.data.dtype)
             prepared = checks.preparer.prepare(image.data, image.header, raw.camera_id,

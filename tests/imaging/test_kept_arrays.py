@@ -73,6 +73,7 @@ def test_converted_frames_are_the_same_in_kept_arrays():
     assert np.array_equal(second, frames[1].astype(np.float32))
     same = np.ones((8, 9), np.float32)
     assert validated_frame(same)[0] is same  # a float32 frame is read as it is
-    decoded = [direct_image(image_bytes(frame))[0] for frame in frames]
-    for frame, image in zip(frames, decoded):
-        assert image.dtype == np.uint16 and np.array_equal(image, frame)
+    for kept in (False, True):  # a worker's decode (kept) and anyone else's (a new array)
+        decoded = [direct_image(image_bytes(frame), kept)[0] for frame in frames]
+        for frame, image in zip(frames, decoded):
+            assert image.dtype == np.uint16 and np.array_equal(image, frame)
