@@ -27,7 +27,7 @@ import numpy as np
 
 from streamer.imaging import object_cleaning, sep_calls
 from streamer.imaging.pixel_objects import (
-    _components, _described, _local_maxima, SEP_OBJ_TRUNC, sep_dtype,
+    _components, _described, _local_maxima, group_peaks, grouped, placed, sep_dtype,
 )
 
 KERNEL = np.array([1.0, 2.0, 1.0], np.float32)  # sep's default filter: this ⊗ this, sum 1
@@ -164,12 +164,7 @@ def _unfiltered_fields(described: np.ndarray, owner: np.ndarray, count: int,
     described["xcpeak"], described["ycpeak"] = described["xpeak"], described["ypeak"]
     described["flux"] = np.bincount(owner, weights=values, minlength=count)
     described["tnpix"] = np.bincount(owner, weights=values > threshold, minlength=count)
-    order = np.argsort(owner, kind="stable")
-    starts = np.searchsorted(owner[order], np.arange(count))
-    ordered = values[order]
-    peak = np.maximum.reduceat(ordered, starts)
-    hits = np.flatnonzero(ordered == np.repeat(peak, np.diff(np.append(starts, order.size))))
-    first = order[hits[np.searchsorted(hits, starts)]]
+    peak, first = group_peaks(values, *grouped(owner, count))
     described["peak"] = peak
     described["xpeak"], described["ypeak"] = columns[first], rows[first]
 
@@ -201,14 +196,4 @@ def _deblended(subtracted: np.ndarray, pixels: np.ndarray, record, threshold: fl
             kept.append(number - 1)                # neighbour's reaching into the window
             pixel_lists.append((where // window.shape[1] + top) * width
                                + where % window.shape[1] + left)
-    found = found[kept]
-    for field, offset in (("x", left), ("xmin", left), ("xmax", left), ("xpeak", left),
-                          ("xcpeak", left), ("y", top), ("ymin", top), ("ymax", top),
-                          ("ypeak", top), ("ycpeak", top)):
-        found[field] += offset
-    # The window's own edge is not the frame's: only the frame's truncates.
-    edge = ((found["xmin"] == 0) | (found["ymin"] == 0) | (found["xmax"] == width - 1)
-            | (found["ymax"] == height - 1))
-    found["flag"] = np.where(edge, found["flag"] | SEP_OBJ_TRUNC,
-                             found["flag"] & ~SEP_OBJ_TRUNC)
-    return found, pixel_lists
+    return placed(found[kept], top, left, subtracted.shape), pixel_lists

@@ -204,16 +204,8 @@ def _described(dtype: np.dtype, count: int, owner: np.ndarray, rows: np.ndarray,
     x2, y2 = np.where(singular, x2 + 1.0 / 12.0, x2), np.where(singular, y2 + 1.0 / 12.0, y2)
     half_sum, half_difference = (x2 + y2) / 2.0, (x2 - y2) / 2.0
     root = np.sqrt(half_difference**2 + xy**2)
-    # Object by object (stably: each object's pixels stay in row order), for the extremes
-    # and the brightest pixel (the first of equals) as reductions over contiguous runs:
-    # ufunc.at is ten times slower.
-    order = np.argsort(owner, kind="stable")
-    starts = np.searchsorted(owner[order], np.arange(count))
-    ordered_values = values[order]
-    peak = np.maximum.reduceat(ordered_values, starts)
-    hits = np.flatnonzero(ordered_values == np.repeat(peak, np.diff(np.append(starts,
-                                                                              order.size))))
-    first = order[hits[np.searchsorted(hits, starts)]]
+    order, starts = grouped(owner, count)
+    peak, first = group_peaks(values, order, starts)
     ordered_columns = columns[order]
     out["thresh"] = threshold
     out["npix"] = out["tnpix"] = np.bincount(owner, minlength=count)
@@ -235,25 +227,48 @@ def _described(dtype: np.dtype, count: int, owner: np.ndarray, rows: np.ndarray,
     return out
 
 
-def _deblended(rows: np.ndarray, columns: np.ndarray, values: np.ndarray, record,
-               pixels: MapPixels) -> np.ndarray:
-    """sep's objects of one object: sep on its box holding its pixels alone (a pixel wider
-    than the object, so that sep sees no edge where the frame has none)."""
-    height, width = pixels.shape
-    top, left = int(record["ymin"]) - 1, int(record["xmin"]) - 1
-    box = np.zeros((int(record["ymax"]) - top + 2, int(record["xmax"]) - left + 2), np.float32)
-    box[rows - top, columns - left] = values
-    found = _sep_extract(box, pixels.threshold)
+def grouped(owner: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels ordered object by object (stably: each object's pixels stay in row order)
+    and where each object's run starts — for reductions over contiguous runs (ufunc.at is
+    ten times slower)."""
+    order = np.argsort(owner, kind="stable")
+    return order, np.searchsorted(owner[order], np.arange(count))
+
+
+def group_peaks(values: np.ndarray, order: np.ndarray, starts: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each object's highest value and its pixel (the first of equals in row order), from
+    :func:`grouped`."""
+    ordered = values[order]
+    peak = np.maximum.reduceat(ordered, starts)
+    hits = np.flatnonzero(ordered == np.repeat(peak, np.diff(np.append(starts, order.size))))
+    return peak, order[hits[np.searchsorted(hits, starts)]]
+
+
+def placed(found: np.ndarray, top: int, left: int, shape: tuple[int, int]) -> np.ndarray:
+    """sep's records of a box whose corner is ``(top, left)`` in a frame of ``shape``, moved
+    into the frame's coordinates (in place; returned); the box's own edge is not the
+    frame's: only the frame's truncates."""
     for field, offset in (("x", left), ("xmin", left), ("xmax", left), ("xpeak", left),
                           ("xcpeak", left), ("y", top), ("ymin", top), ("ymax", top),
                           ("ypeak", top), ("ycpeak", top)):
         found[field] += offset
-    # The box's own edge is not the frame's: only the frame's truncates.
+    height, width = shape
     edge = ((found["xmin"] == 0) | (found["ymin"] == 0) | (found["xmax"] == width - 1)
             | (found["ymax"] == height - 1))
     found["flag"] = np.where(edge, found["flag"] | SEP_OBJ_TRUNC,
                              found["flag"] & ~SEP_OBJ_TRUNC)
     return found
+
+
+def _deblended(rows: np.ndarray, columns: np.ndarray, values: np.ndarray, record,
+               pixels: MapPixels) -> np.ndarray:
+    """sep's objects of one object: sep on its box holding its pixels alone (a pixel wider
+    than the object, so that sep sees no edge where the frame has none)."""
+    top, left = int(record["ymin"]) - 1, int(record["xmin"]) - 1
+    box = np.zeros((int(record["ymax"]) - top + 2, int(record["xmax"]) - left + 2), np.float32)
+    box[rows - top, columns - left] = values
+    return placed(_sep_extract(box, pixels.threshold), top, left, pixels.shape)
 
 
 def _sep_extract(box: np.ndarray, threshold: float) -> np.ndarray:
