@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamer.errors import TooFewStarsError
 from streamer.imaging import psf_stack, psf_stars
+from streamer.imaging.moffat_fit import fit_moffat
 from streamer.imaging.moments import (
     Moments, adaptive_moments, adaptive_moments_batch, half_maximum_fwhm,
 )
@@ -313,7 +314,7 @@ def _model_psf(stamps: list[np.ndarray], centres: list[tuple[float, float]], hal
                   [2:-2, 2:-2] for s, (cy, cx) in zip(stamps, centres)]
     noise = [max(float(np.nanstd(np.concatenate([s[0], s[-1], s[:, 0], s[:, -1]]))), 1e-6)
              for s in registered]
-    fwhm, beta, ellipticity, angle, _ = psf_stack.fit_moffat(registered, noise, shape.fwhm)
+    fwhm, beta, ellipticity, angle, _ = fit_moffat(registered, noise, shape.fwhm)
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
     psf = moffat_profile(xs, ys, fwhm, beta, ellipticity, angle)
     return describe(_finish(psf / psf.sum(), 2), "moffat", len(stamps), found,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.imaging.clipped_stats import nan_median
-from streamer.imaging.psf import moffat_profile
+from streamer.imaging.moffat_fit import fit_moffat, moffat_model
 
 
 def shifted(stamp: np.ndarray, dy: float, dx: float, pad: int = 8) -> np.ndarray:
@@ -133,50 +133,6 @@ def refine(stamps: list[np.ndarray], centres: list[tuple[float, float]], psf: np
         dx = 2.0 * (product * xs).sum() / total
         refined.append((cy + float(np.clip(dy, -0.5, 0.5)), cx + float(np.clip(dx, -0.5, 0.5))))
     return refined
-
-
-def moffat_model(parameters: np.ndarray, half: int) -> np.ndarray:
-    """``amplitude, fwhm, beta, ellipticity, angle, dy, dx`` on a ``±half`` grid."""
-    amplitude, fwhm, beta, ellipticity, angle, dy, dx = parameters
-    ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
-    return amplitude * moffat_profile(xs - dx, ys - dy, fwhm, beta, ellipticity, angle)
-
-
-_SHAPE_BOUNDS = ([0.3, 1.1, 0.0, -360.0], [60.0, 10.0, 0.9, 360.0])
-
-
-def fit_moffat(stamps: list[np.ndarray], errors: list[np.ndarray | float], start_fwhm: float,
-               constant: bool = False) -> tuple[float, float, float, float, float]:
-    """Elliptical Moffat fitted jointly to centred stamps (shared FWHM, beta, ellipticity and
-    angle; an amplitude and a small offset each; with ``constant``, one constant added to
-    all); NaN pixels ignored. Returns ``(fwhm, beta, ellipticity, angle, constant)``."""
-    from scipy.optimize import least_squares
-
-    half = stamps[0].shape[0] // 2
-    finite = [np.isfinite(s) for s in stamps]
-
-    def residuals(p: np.ndarray) -> np.ndarray:
-        offset = p[-1] if constant else 0.0
-        out = []
-        for k, (s, error, keep) in enumerate(zip(stamps, errors, finite)):
-            amplitude, dy, dx = p[4 + 3 * k: 7 + 3 * k]
-            model = moffat_model(np.array([amplitude, *p[:4], dy, dx]), half) + offset
-            weights = error[keep] if np.ndim(error) else error
-            out.append((s[keep] - model[keep]) / weights)
-        return np.concatenate(out)
-
-    start, (lower, upper) = [start_fwhm, 2.5, 0.05, 0.0], map(list, _SHAPE_BOUNDS)
-    for s in stamps:
-        start += [max(float(np.nanmax(s)), 1e-12), 0.0, 0.0]
-        lower += [0.0, -2.0, -2.0]
-        upper += [np.inf, 2.0, 2.0]
-    if constant:
-        start, lower, upper = start + [0.0], lower + [-np.inf], upper + [np.inf]
-    fitted = least_squares(residuals, np.array(start), bounds=(lower, upper), x_scale="jac",
-                           max_nfev=200 * len(stamps)).x
-    fwhm, beta, ellipticity, angle = fitted[:4]
-    return (float(fwhm), float(beta), float(ellipticity), float(angle % 180.0),
-            float(fitted[-1]) if constant else 0.0)
 
 
 def blend_wings(mean: np.ndarray, error: np.ndarray, start_fwhm: float) -> np.ndarray:
