@@ -20,6 +20,7 @@ import numpy as np
 from streamer.imaging import filtered_objects, sep_calls
 from streamer.imaging.clipped_stats import nan_median
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
+from streamer.imaging.segment_map import SegmentMap
 from streamer.imaging.sparse_masks import grown
 
 MIN_PEAK_SNR = 20.0
@@ -34,15 +35,28 @@ class Detection:
 
     objects: np.ndarray        # sep's catalogue
     subtracted: np.ndarray     # the frame less the mesh background, float32
-    segments: np.ndarray       # sep's segmentation map (object index + 1; 0 sky)
+    # The segmentation map (object index + 1; 0 sky): sep's frame, or the pixels in objects
+    segment_map: SegmentMap | np.ndarray
     noise: float               # global background rms
     background: MeshLevel | None = None  # the mesh background's nodes (the catalogue's too)
     # Whether ``subtracted`` is the frame as given less ``background`` by
     # :func:`~streamer.imaging.mesh_background.levelled`, nothing excluded (the catalogue's
     # own frame less its background, which it can then take over).
     plain: bool = False
-    # The segments' pixels (row-major positions, ascending), when the detection listed them.
-    segment_pixels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.segment_map, np.ndarray):
+            self.segment_map = SegmentMap.from_map(self.segment_map)
+
+    @property
+    def segments(self) -> np.ndarray:
+        """The segmentation map as a frame (made on first use when the detection listed
+        its pixels: readers of a few pixels use :meth:`labels_at`)."""
+        return self.segment_map.whole()
+
+    def labels_at(self, flat: np.ndarray) -> np.ndarray:
+        """The segmentation map at the row-major positions ``flat`` (any shape)."""
+        return self.segment_map.at(flat)
 
     @property
     def rows(self) -> np.ndarray:
@@ -54,9 +68,7 @@ class Detection:
 
     def in_segments(self) -> np.ndarray:
         """The positions (row-major, ascending) of the pixels in any source's segment."""
-        if self.segment_pixels is not None:
-            return self.segment_pixels
-        return np.flatnonzero(self.segments.ravel() > 0)
+        return self.segment_map.positions
 
     def unflagged(self) -> np.ndarray:
         """Indices of the sources sep did not flag (blended, truncated, ...)."""
@@ -82,8 +94,7 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
                 raise
             found = None
         if found is not None:
-            return Detection(found[0], subtracted, found[1], noise, background.level(), plain,
-                             found[2])
+            return Detection(found[0], subtracted, found[1], noise, background.level(), plain)
     # sep's default pixel stack first (a larger one costs its allocation at every call),
     # then a quarter of the frame; crowded frames that overflow both: raise the threshold.
     stacks = (sep_calls.DEFAULT_PIXSTACK, max(sep_calls.DEFAULT_PIXSTACK, data.size // 4))
@@ -229,7 +240,7 @@ def stamps(detection: Detection, indices: np.ndarray, half: int) -> list[np.ndar
     rows = (detection.rows[indices][:, None] + steps)[:, :, None]
     columns = (detection.columns[indices][:, None] + steps)[:, None, :]
     values = np.asarray(detection.subtracted[rows, columns], dtype=np.float64)
-    segments = detection.segments[rows, columns]
+    segments = detection.labels_at(rows * detection.subtracted.shape[1] + columns)
     others = grown((segments != 0) & (segments != (indices + 1)[:, None, None]), 2)
     values[others] = np.nan
     return list(values - local_skies(values))

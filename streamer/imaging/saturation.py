@@ -110,7 +110,7 @@ def data_saturation(image: np.ndarray, detection: Detection) -> Saturation:
     # Only the sources' own pixels are read (a few per cent of a frame): whole-frame label
     # statistics sorted all 16 M pixels of a 4096² frame, 2 s of the host's budget.
     inside = detection.in_segments()
-    labels = detection.segments.ravel()[inside].astype(np.intp) - 1
+    labels = detection.segment_map.labels.astype(np.intp) - 1  # the labels at ``inside``
     values = np.nan_to_num(np.asarray(image).ravel()[inside].astype(np.float64), nan=-np.inf)
     maxima = np.full(count, -np.inf)
     np.maximum.at(maxima, labels, values)

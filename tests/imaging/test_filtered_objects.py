@@ -49,11 +49,13 @@ def test_the_objects_are_seps(crowded):
     theirs, their_segments = sep_calls.extract(
         subtracted, 5.0, err=noise, minarea=5, deblend_cont=0.005, segmentation_map=True,
         deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
-    ours, our_segments, in_objects = filtered_objects.extract(
+    ours, segment_map = filtered_objects.extract(
         subtracted, 5.0 * noise, minarea=5, deblend_cont=0.005,
         deblend_nthresh=psf_stars.DEBLEND_THRESHOLDS)
     assert len(ours) == len(theirs) > 500
-    assert np.array_equal(in_objects, np.flatnonzero(our_segments > 0))
+    our_segments = segment_map.whole()
+    assert np.array_equal(segment_map.positions, np.flatnonzero(our_segments > 0))
+    assert np.array_equal(segment_map.labels, our_segments.ravel()[segment_map.positions])
     merged = (theirs["flag"] & MERGED) > 0
     assert merged.sum() >= 10  # the field has blends to deblend
     distance, match = cKDTree(np.column_stack([ours["x"], ours["y"]])).query(
@@ -105,7 +107,7 @@ def test_the_detection_takes_the_pixel_path_only_with_nothing_excluded(monkeypat
     calls.clear()
     monkeypatch.setattr(psf_stars.sep_calls, "DEFAULT_PIXSTACK", 100)
     full = psf_stars.detect(frame, nothing, 5.0)
-    assert calls and full.segment_pixels is None
+    assert calls and full.segment_map._whole is not None  # sep's own map, as it gave it
     assert np.array_equal(full.objects, reference)
 
 
