@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sep
-from scipy.ndimage import correlate
 from scipy.spatial import cKDTree
 
 from streamer.imaging import filtered_objects, psf_stars, sep_calls
@@ -15,20 +14,6 @@ from streamer.imaging.psf import gaussian_psf
 from streamer.imaging.synthetic import star_field
 
 MERGED = 1  # sep's flag of a deblended object
-
-
-@pytest.mark.parametrize("shape", [(1, 9), (5, 7), (64, 33), (65, 20), (130, 77)])
-def test_the_filter_is_seps_kernel_correlated_with_zeros_outside(shape):
-    # Heights around the row blocks' size: the blocks' seams read the rows beyond them.
-    rng = np.random.default_rng(shape[0])
-    frame = rng.normal(size=shape).astype(np.float32)
-    kernel = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
-    expected = correlate(frame.astype(np.float64), kernel, mode="constant", cval=0.0)
-    smooth = filtered_objects.filtered(frame)
-    np.testing.assert_allclose(smooth, expected, rtol=0, atol=1e-6)
-    index, values = filtered_objects.filtered_above(frame, 0.2)
-    assert np.array_equal(index, np.flatnonzero(smooth > np.float32(0.2)))
-    assert np.array_equal(values, smooth.ravel()[index])
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from streamer.imaging import filtered_objects, object_cleaning, psf_stars, sep_calls
+from streamer.imaging import default_filter, filtered_objects, object_cleaning, psf_stars, sep_calls
 from streamer.imaging.fits_io import read_image
 from streamer.imaging.psf import moffat_psf
 from streamer.imaging.synthetic import star_field
@@ -60,7 +60,7 @@ def _kept_by_sep(subtracted: np.ndarray, noise: float) -> tuple[np.ndarray, np.n
 
 def _survivors(subtracted: np.ndarray, found: np.ndarray, segments: np.ndarray) -> np.ndarray:
     index = np.flatnonzero(segments > 0)
-    smooth = filtered_objects.filtered(subtracted).ravel()[index]
+    smooth = default_filter.filtered(subtracted).ravel()[index]
     return object_cleaning.survivors(found, segments.ravel()[index], smooth,
                                      subtracted.ravel()[index], float(found["thresh"][0]),
                                      MINAREA)
