@@ -23,14 +23,20 @@ def quality_plane(shape: tuple[int, int], *, invalid: np.ndarray | None = None,
                   masked: np.ndarray | None = None, saturated: np.ndarray | None = None,
                   nonlinear: np.ndarray | None = None, filled: np.ndarray | None = None,
                   edge: int = 0) -> np.ndarray:
-    """The uint8 plane of :class:`Quality` bits for a frame of ``shape``."""
+    """The uint8 plane of :class:`Quality` bits for a frame of ``shape``; each reason's
+    pixels a boolean mask or their row-major positions (integers: a few thousand saturated
+    pixels, not a frame)."""
     plane = np.zeros(shape, dtype=np.uint8)
     for bit, where in ((Quality.INVALID, invalid), (Quality.MASKED, masked),
                        (Quality.SATURATED, saturated), (Quality.NONLINEAR, nonlinear),
                        (Quality.FILLED, filled)):
+        if where is None:
+            continue
+        if where.dtype != bool:
+            plane.ravel()[where] |= np.uint8(bit)
         # A ufunc's where= instead of boolean indexing, and nothing for an empty mask: five
         # masks indexed into a 4096² plane cost 0.04 s, most of them empty.
-        if where is not None and where.any():
+        elif where.any():
             np.bitwise_or(plane, np.uint8(bit), out=plane, where=where)
     if edge > 0:
         border = np.uint8(Quality.EDGE)

@@ -28,8 +28,9 @@ from streamer.imaging.psf_measure import (
 )
 from streamer.imaging.psf_tracker import PSF_STEP, PSFTracker
 from streamer.imaging.quality import InputQuality, measure_input
-from streamer.imaging.saturated_stars import CoreFit, bleed_tails, refill_cores
-from streamer.imaging.saturation import Saturation, frame_saturation, saturation_mask
+from streamer.imaging.saturated_stars import CoreFit, bleed_tail_pixels, refill_core_pixels
+from streamer.imaging.saturation import Saturation, frame_saturation, saturation_pixels
+from streamer.imaging.sparse_masks import as_mask
 from streamer.imaging.target_resolution import Resolution, resolution_for
 from streamer.imaging.validation import checked_mask, validated_frame
 from streamer.turns import Ticket, Turns, in_turn
@@ -190,23 +191,30 @@ class FramePreparer:
                 finite: bool = False, own: bool = False) -> None:
         """Saturated and non-linear cores refilled with the PSF fitted to their wings; the
         likelihood mask and the data-quality plane (``finite``: every pixel is, an integer
-        frame's; ``own``: ``image`` is this preparation's to refill in place)."""
-        saturated, nonlinear = saturation_mask(image, prepared.saturation)
-        bad = (saturated | nonlinear) & valid
+        frame's; ``own``: ``image`` is this preparation's to refill in place). The saturated
+        pixels are a few thousand: kept as positions, made a frame only for the device's
+        mask."""
+        saturated, nonlinear = saturation_pixels(image, prepared.saturation)
+        bad = np.union1d(saturated, nonlinear)
+        bad = bad[valid.ravel()[bad]]
         filled, masked = None, user_mask
-        if bad.any():
+        if bad.size:
             # sep's sky, where the wings sit on: the frame less the detection's subtracted one
-            data, filled, fits = refill_cores(image, bad, valid, prepared.psf.psf, None,
-                                              above=detection.subtracted, in_place=own)
+            data, filled, fits = refill_core_pixels(image, bad, valid, prepared.psf.psf, None,
+                                                    above=detection.subtracted, in_place=own)
             prepared.data, prepared.refilled = data, tuple(fits)
-            unfitted = bad & ~filled
-            if unfitted.any():
+            unfitted = np.setdiff1d(bad, filled, assume_unique=True)
+            if unfitted.size:
                 # A bleed's tail below S goes with it (flagged masked in the DQ plane).
-                tails = bleed_tails(unfitted, detection.subtracted, prepared.noise.sigma)
-                unfitted |= tails
-                if tails.any():
-                    masked = tails if user_mask is None else (tails | user_mask)
-                prepared.mask = unfitted if user_mask is None else (unfitted | user_mask)
+                tails = bleed_tail_pixels(image.shape, unfitted, detection.subtracted,
+                                          prepared.noise.sigma)
+                unfitted_mask = as_mask(image.shape, unfitted)
+                if tails.size:
+                    tail_mask = as_mask(image.shape, tails)
+                    unfitted_mask |= tail_mask
+                    masked = tail_mask if user_mask is None else (tail_mask | user_mask)
+                prepared.mask = (unfitted_mask if user_mask is None
+                                 else (unfitted_mask | user_mask))
         if prepared.mask is None and user_mask is not None:
             prepared.mask = user_mask
         prepared.quality_flags = quality_plane(

@@ -25,7 +25,7 @@ import numpy as np
 
 from streamer.imaging import psf_stack
 from streamer.imaging.saturation import BLEED_ASPECT
-from streamer.imaging.sparse_masks import sparse_label
+from streamer.imaging.sparse_masks import as_mask, label_pixels
 
 MIN_WING_PIXELS = 12       # clean pixels a fit needs around a core
 WING_FRACTION = 1e-3       # pixels where the PSF is below this share of its peak are not used
@@ -60,19 +60,30 @@ def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.
     in the mask). ``above``: the frame less its background, when made already (the
     background is then ``image − above``, read only around the cores: no whole-frame
     passes)."""
+    filled, replaced, fits = refill_core_pixels(image, np.flatnonzero(bad), valid, psf,
+                                                background, above, in_place)
+    return filled, as_mask(image.shape, replaced), fits
+
+
+def refill_core_pixels(image: np.ndarray, bad: np.ndarray, valid: np.ndarray,
+                       psf: np.ndarray, background: np.ndarray | float | None = 0.0,
+                       above: np.ndarray | None = None, in_place: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, list[CoreFit]]:
+    """:func:`refill_cores` of the bad pixels at the row-major positions ``bad`` (ascending,
+    each once), the replaced ones returned as positions (ascending): no frame-sized masks."""
     filled = image if in_place and image.dtype == np.float32 else np.array(image, np.float32)
-    replaced = np.zeros(image.shape, dtype=bool)
+    replaced: list[np.ndarray] = []
     fits: list[CoreFit] = []
-    if not bad.any():
-        return filled, replaced, fits
-    labels, _, boxes = sparse_label(bad)  # a few thousand pixels: not the whole frame twice
+    if bad.size == 0:
+        return filled, np.zeros(0, np.int64), fits
+    labels, _, boxes = label_pixels(image.shape, bad)
     half = max(psf.shape) // 2
     if above is None:
         above = filled - np.asarray(background if background is not None else 0.0,
                                     dtype=np.float32)
-    clean = valid & ~bad
+    width = image.shape[1]
     for index, box in enumerate(boxes, start=1):
-        fit = _fit_core(above, labels, index, box, clean, psf, half)
+        fit = _fit_core(above, labels, index, box, valid, psf, half)
         if fit is None:
             continue
         core, model = fit
@@ -84,9 +95,11 @@ def refill_cores(image: np.ndarray, bad: np.ndarray, valid: np.ndarray, psf: np.
                if background is not None or above is None
                else filled[core.box] - above[core.box])
         filled[core.box][region] = (model + sky)[region]
-        replaced[core.box] |= region
+        rows, columns = np.nonzero(region)
+        replaced.append((rows + core.box[0].start) * width + columns + core.box[1].start)
         fits.append(CoreFit(core.row, core.column, core.flux, core.sky, int(region.sum())))
-    return filled, replaced, fits
+    replaced_at = np.unique(np.concatenate(replaced)) if replaced else np.zeros(0, np.int64)
+    return filled, replaced_at, fits
 
 
 @dataclass(frozen=True)
@@ -104,10 +117,18 @@ def bleed_tails(unfitted: np.ndarray, above: np.ndarray, sigma: float) -> np.nda
     saturation level, which no PSF shaped. Left in the likelihood, Richardson–Lucy explains the
     tail's sharp end with the masked pixels' estimate and digs a trough past it (−40 σ for 50
     rows on the CFHT A370 frame). ``above`` is the frame less its sky."""
+    return as_mask(unfitted.shape, bleed_tail_pixels(unfitted.shape, np.flatnonzero(unfitted),
+                                                     above, sigma))
+
+
+def bleed_tail_pixels(shape: tuple[int, int], unfitted: np.ndarray, above: np.ndarray,
+                      sigma: float) -> np.ndarray:
+    """:func:`bleed_tails` of the regions whose pixels are the row-major positions
+    ``unfitted`` (ascending, each once), as positions (ascending)."""
     from scipy import ndimage
 
-    tails = np.zeros(unfitted.shape, dtype=bool)
-    labels, _, boxes = sparse_label(unfitted)
+    tails = []
+    labels, _, boxes = label_pixels(shape, unfitted)
     for index, box in enumerate(boxes, start=1):
         tall, wide = box[0].stop - box[0].start, box[1].stop - box[1].start
         if max(tall, wide) < BLEED_ASPECT * min(tall, wide):
@@ -115,7 +136,7 @@ def bleed_tails(unfitted: np.ndarray, above: np.ndarray, sigma: float) -> np.nda
         axis = 0 if tall > wide else 1
         window = list(box)
         window[axis] = slice(max(box[axis].start - TAIL_REACH, 0),
-                             min(box[axis].stop + TAIL_REACH, unfitted.shape[axis]))
+                             min(box[axis].stop + TAIL_REACH, shape[axis]))
         window = tuple(window)
         seed = labels[window] == index
         structure = np.zeros((3, 3), dtype=bool)
@@ -123,14 +144,16 @@ def bleed_tails(unfitted: np.ndarray, above: np.ndarray, sigma: float) -> np.nda
         # Only the region's window is compared with the threshold, not the whole frame.
         bright = above[window] > TAIL_SIGMAS * sigma
         grown = ndimage.binary_propagation(seed, structure=structure, mask=bright | seed)
-        tails[window] |= grown & ~seed
-    return tails & ~unfitted
+        # Any region's pixels, this one's or another's in its window, are not its tail.
+        rows, columns = np.nonzero(grown & (labels[window] == 0))
+        tails.append((rows + window[0].start) * shape[1] + columns + window[1].start)
+    return np.unique(np.concatenate(tails)) if tails else np.zeros(0, np.int64)
 
 
 def _fit_core(image: np.ndarray, labels: np.ndarray, index: int, box: tuple[slice, slice],
-              clean: np.ndarray, psf: np.ndarray, half: int) -> tuple[_Core, np.ndarray] | None:
-    """The best PSF fit to the clean pixels around region ``index``, and the model over the
-    fit's box; None when the wings cannot carry it."""
+              valid: np.ndarray, psf: np.ndarray, half: int) -> tuple[_Core, np.ndarray] | None:
+    """The best PSF fit to the clean pixels (valid, in no region of ``labels``) around region
+    ``index``, and the model over the fit's box; None when the wings cannot carry it."""
     rows, columns = np.nonzero(labels[box] == index)
     centre_row = box[0].start + rows.mean()
     centre_column = box[1].start + columns.mean()
@@ -140,7 +163,7 @@ def _fit_core(image: np.ndarray, labels: np.ndarray, index: int, box: tuple[slic
     fit_box = (slice(top, min(int(centre_row) + reach + 1, height)),
                slice(left, min(int(centre_column) + reach + 1, width)))
     data = image[fit_box].astype(np.float64)
-    usable = clean[fit_box]
+    usable = valid[fit_box] & (labels[fit_box] == 0)
     best = None
     centres = [(centre_row + dy, centre_column + dx) for dy in SHIFT_STEPS for dx in SHIFT_STEPS]
     # Band-limited (Fourier) shifts: a bilinear one blurs an undersampled PSF's core and the

@@ -280,28 +280,39 @@ def _bounded(level: float | None, linear: float | None, source: str) -> Saturati
 def saturation_mask(image: np.ndarray, saturation: Saturation) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the saturated pixels (at or above S, grown by ``GROW_SATURATED``) and of the
     non-linear ones (at or above L, grown by ``GROW_NONLINEAR``, not saturated)."""
-    from streamer.imaging.sparse_masks import grown_from
+    from streamer.imaging.sparse_masks import as_mask
+
+    shape = np.shape(image)
+    return tuple(as_mask(shape, flat) for flat in saturation_pixels(image, saturation))
+
+
+def saturation_pixels(image: np.ndarray, saturation: Saturation
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`saturation_mask`'s two masks as their pixels' row-major positions (ascending):
+    a few thousand pixels, not two frames."""
+    from streamer.imaging.sparse_masks import grown_positions
 
     data = np.asarray(image)
-    saturated = np.zeros(data.shape, dtype=bool)
-    nonlinear = np.zeros(data.shape, dtype=bool)
+    none = np.zeros(0, np.int64)
     levels = [level for level in (saturation.level, saturation.linear_limit) if level is not None]
     if not levels:
-        return saturated, nonlinear
+        return none, none
     # One pass over the frame at the lower level; the few pixels found are sorted out after.
     with np.errstate(invalid="ignore"):
         hot = np.flatnonzero(data >= min(levels))
     if hot.size == 0:
-        return saturated, nonlinear
+        return none, none
     values = data.ravel()[hot]
+    saturated, nonlinear = none, none
     if saturation.level is not None:
         hit = hot[values >= saturation.level]
         if hit.size:
-            saturated = grown_from(data.shape, hit, GROW_SATURATED)
+            saturated = grown_positions(data.shape, hit, GROW_SATURATED)
     if saturation.linear_limit is not None:
         hit = hot[values >= saturation.linear_limit]
         if hit.size:
-            nonlinear = grown_from(data.shape, hit, GROW_NONLINEAR) & ~saturated
+            nonlinear = np.setdiff1d(grown_positions(data.shape, hit, GROW_NONLINEAR),
+                                     saturated, assume_unique=True)
     return saturated, nonlinear
 
 

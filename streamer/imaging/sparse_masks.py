@@ -18,12 +18,19 @@ import numpy as np
 def sparse_label(mask: np.ndarray) -> tuple[np.ndarray, int, list[tuple[slice, slice]]]:
     """``scipy.ndimage.label(mask)`` (4-connected) and ``find_objects`` of its labels, from
     the mask's set pixels: the labels (int32, frame-shaped), their count, each one's box."""
+    return label_pixels(mask.shape, np.flatnonzero(mask))
+
+
+def label_pixels(shape: tuple[int, int], flat: np.ndarray
+                 ) -> tuple[np.ndarray, int, list[tuple[slice, slice]]]:
+    """:func:`sparse_label` of the mask whose set pixels are ``flat`` (row-major positions,
+    ascending, each once): no frame-sized mask to make or scan."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    height, width = mask.shape
-    flat = np.flatnonzero(mask)  # sorted: row by row
-    labels = np.zeros(mask.shape, dtype=np.int32)
+    height, width = shape
+    flat = np.asarray(flat, dtype=np.int64)
+    labels = np.zeros(shape, dtype=np.int32)  # touched only where labelled: pages on demand
     if flat.size == 0:
         return labels, 0, []
     edges = []
@@ -98,3 +105,28 @@ def grown_from(shape: tuple[int, int], flat: np.ndarray, steps: int,
         inside = (to_rows >= 0) & (to_rows < height) & (to_columns >= 0) & (to_columns < width)
         out[to_rows[inside], to_columns[inside]] = True
     return out
+
+
+def grown_positions(shape: tuple[int, int], flat: np.ndarray, steps: int) -> np.ndarray:
+    """The set pixels of :func:`grown_from` as row-major positions, ascending: for a few
+    thousand pixels, no frame-sized mask at all."""
+    rows, columns = np.divmod(np.asarray(flat, dtype=np.int64), shape[1])
+    span = np.arange(-steps, steps + 1)
+    dy, dx = np.meshgrid(span, span, indexing="ij")
+    near = np.abs(dy) + np.abs(dx) <= steps
+    height, width = shape
+    if rows.size * int(near.sum()) > height * width // 8:
+        return np.flatnonzero(grown_from(shape, flat, steps))
+    reached = []
+    for step_y, step_x in zip(dy[near], dx[near]):
+        to_rows, to_columns = rows + step_y, columns + step_x
+        inside = (to_rows >= 0) & (to_rows < height) & (to_columns >= 0) & (to_columns < width)
+        reached.append(to_rows[inside] * width + to_columns[inside])
+    return np.unique(np.concatenate(reached)) if reached else np.zeros(0, np.int64)
+
+
+def as_mask(shape: tuple[int, int], flat: np.ndarray) -> np.ndarray:
+    """The boolean frame whose set pixels are the row-major positions ``flat``."""
+    mask = np.zeros(shape, dtype=bool)
+    mask.ravel()[flat] = True
+    return mask

@@ -11,7 +11,7 @@ from streamer.imaging.data_quality import Quality, quality_counts, quality_plane
 from streamer.imaging.preparation import FramePreparer
 from streamer.imaging.psf import PSFSpec
 from streamer.imaging.psf_measure import measure_psf
-from streamer.imaging.saturated_stars import refill_cores
+from streamer.imaging.saturated_stars import bleed_tails, refill_cores
 from streamer.imaging.saturation import frame_saturation, saturation_mask
 from streamer.operations.science.truth import Detector, Seeing, truth_field
 
@@ -90,6 +90,25 @@ def test_the_preparer_refills_masks_and_flags(saturated_field):
     assert preparer.prepare(quiet.image).saturation.source == "camera"
 
 
+def test_masked_pixels_in_a_saturated_core_are_not_refilled(saturated_field):
+    # A core partly under the caller's mask: its masked pixels are no data, neither refilled
+    # nor flagged so, and stay out of the likelihood; its other pixels are refilled.
+    preparer = FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0))
+    image = saturated_field.image
+    first = preparer.prepare(image)
+    filled = (first.quality_flags & Quality.FILLED) > 0
+    row, column = np.argwhere(filled)[0]
+    mask = np.zeros(image.shape, bool)
+    mask[row - 1: row + 2, column - 1: column + 2] = True
+    prepared = FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0)).prepare(
+        image, mask=mask)
+    flags = prepared.quality_flags[mask]
+    assert np.all(flags & Quality.MASKED) and not np.any(flags & Quality.FILLED)
+    assert prepared.mask[mask].all()
+    assert np.array_equal(prepared.data[mask], np.asarray(image, np.float32)[mask])
+    assert (prepared.quality_flags & Quality.FILLED).any()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.int32])
 def test_the_preparer_leaves_the_callers_frame_as_it_was(saturated_field, dtype):
     """A float32 frame is the caller's (the preparation reads it without a copy); a converted
@@ -140,6 +159,17 @@ def test_saturated_stars_restore_as_stars_not_donuts(saturated_field):
     assert checked >= 10
 
 
+def test_the_quality_plane_takes_positions_as_masks():
+    rng = np.random.default_rng(5)
+    shape = (40, 30)
+    masks = {name: rng.random(shape) < 0.05 for name in ("invalid", "masked", "saturated",
+                                                          "nonlinear", "filled")}
+    dense = quality_plane(shape, edge=2, **masks)
+    listed = quality_plane(shape, edge=2, **{name: np.flatnonzero(mask)
+                                             for name, mask in masks.items()})
+    assert np.array_equal(listed, dense) and dense.any()
+
+
 def test_a_bleed_is_left_to_the_mask_not_replaced_by_sky():
     """One PSF cannot explain a saturated star's bleed: a fit to its wings would set most of
     the bleed's pixels to the sky (their true values are at least what was recorded), so the
@@ -156,3 +186,13 @@ def test_a_bleed_is_left_to_the_mask_not_replaced_by_sky():
     tail = prepared.mask[243:270, 250]
     assert tail.all() and np.all(prepared.quality_flags[243:270, 250] & Quality.MASKED)
     assert not prepared.mask[285:, 250].any()
+    # The preparation's pixel lists make what the frame-sized masks make.
+    saturated, nonlinear = saturation_mask(image, prepared.saturation)
+    unfitted = (saturated | nonlinear) & ~((prepared.quality_flags & Quality.FILLED) > 0)
+    above = psf_stars.detect(image, ~np.isfinite(image), 5.0).subtracted  # prepare's own
+    tails = bleed_tails(unfitted, above, prepared.noise.sigma)
+    assert tails.sum() > 20 and np.array_equal(prepared.mask, unfitted | tails)
+    assert np.array_equal(prepared.quality_flags, quality_plane(
+        image.shape, masked=tails, saturated=saturated, nonlinear=nonlinear,
+        filled=(prepared.quality_flags & Quality.FILLED) > 0,
+        edge=max(prepared.psf.psf.shape) // 2))

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from streamer.imaging.sparse_masks import grown, grown_sparse, sparse_label
+from streamer.imaging.sparse_masks import (
+    as_mask, grown, grown_positions, grown_sparse, label_pixels, sparse_label,
+)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -41,3 +43,16 @@ def test_grown_masks_are_scipys_dilation(steps: int) -> None:
         expected = ndimage.binary_dilation(mask, iterations=steps)
         assert np.array_equal(grown(mask, steps), expected)
         assert np.array_equal(grown_sparse(mask, steps), expected)
+        positions = grown_positions(shape, np.flatnonzero(mask), steps)
+        assert np.array_equal(positions, np.flatnonzero(expected))
+        assert np.array_equal(as_mask(shape, positions), expected)
+
+
+def test_labels_from_listed_pixels_are_the_masks() -> None:
+    rng = np.random.default_rng(4)
+    mask = ndimage.binary_dilation(rng.random((70, 90)) < 0.01, iterations=2)
+    labels, count, boxes = label_pixels(mask.shape, np.flatnonzero(mask))
+    expected, expected_count = ndimage.label(mask)
+    assert count == expected_count > 5 and np.array_equal(labels, expected)
+    assert boxes == ndimage.find_objects(expected)
+    assert grown_positions((4, 4), np.zeros(0, np.int64), 2).size == 0
