@@ -53,7 +53,8 @@ def sky_statistics(image: np.ndarray) -> SkyStatistics:
     # Every step-th pixel first, then the finite ones: the finite pixels of a whole 4096²
     # frame are a 64 MB copy to sample a quarter-million from.
     values = data.ravel()[:: max(1, data.size // _SAMPLE)]
-    values = values[np.isfinite(values)]
+    if data.dtype.kind == "f":  # an integer frame's pixels are all finite
+        values = values[np.isfinite(values)]
     _, median, std = clipped_stats(values, sigma=3.0, maxiters=5)
     noise = sky_noise(data) if data.ndim == 2 else None
     return SkyStatistics(float(median), float(noise) if noise else float(std))

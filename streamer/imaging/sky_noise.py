@@ -63,7 +63,8 @@ def difference_sigma(data: np.ndarray, lag: int, pairs: int) -> float | None:
     along_columns = (np.asarray(data[lag:, ::step], dtype=np.float64)
                      - np.asarray(data[:-lag, ::step], dtype=np.float64))
     values = np.concatenate([along_rows.ravel(), along_columns.ravel()])
-    values = values[np.isfinite(values)]
+    if np.asarray(data).dtype.kind == "f":  # differences of integers are all finite
+        values = values[np.isfinite(values)]
     if values.size < MIN_VALUES:
         return None
     return clipped_sigma(values) / np.sqrt(2.0)

@@ -122,6 +122,26 @@ def _local_sky(values: np.ndarray) -> np.ndarray | float:
     return coefficients[0] + coefficients[1] * ys + coefficients[2] * xs
 
 
+def test_the_preparation_detects_on_a_16_bit_frame_as_it_is(monkeypatch):
+    # The 16-bit frame itself, not its float32 copy (half the bytes to read): the same
+    # detection as the copy's.
+    from streamer.imaging.preparation import FramePreparer
+    from streamer.settings import RestorationSettings
+
+    field = star_field((600, 520), gaussian_psf(3.0, size=25), stars=200, seed=8)
+    image = np.clip(np.round(field.image), 0, 65535).astype(np.uint16)
+    seen = []
+    real = psf_stars.detect
+    monkeypatch.setattr(psf_stars, "detect", lambda data, *args: seen.append(data) or
+                        seen.append(real(data, *args)) or seen[-1])
+    FramePreparer.from_settings(RestorationSettings(sources=False)).prepare(image)
+    given, detection = seen
+    assert given is image
+    copied = real(image.astype(np.float32), np.zeros(image.shape, bool), 5.0)
+    assert np.array_equal(detection.subtracted, copied.subtracted)
+    assert np.array_equal(detection.objects, copied.objects) and len(copied.objects) > 100
+
+
 def _stamp_one_by_one(detection, index, half):
     """The stamp of one source as it was cut before the stamps were batched."""
     from streamer.imaging.sparse_masks import grown
