@@ -176,7 +176,9 @@ def adaptive_moments_many(stamps: np.ndarray, iterations: int = 40,
     host budget)."""
     boxes = np.asarray(stamps, dtype=np.float64)
     count, rows, columns = boxes.shape
-    ys, xs = np.mgrid[0:rows, 0:columns].astype(np.float64)
+    # Coordinates along each axis: the exponent and the sums are separable (as in
+    # adaptive_moments_batch), only the weight and its product with the stamp whole cubes.
+    ys, xs = np.arange(rows, dtype=np.float64), np.arange(columns, dtype=np.float64)
     centre_y, centre_x = (rows - 1) / 2.0, (columns - 1) / 2.0
     limit = min(rows, columns) / 2.0
     cy, cx = np.full(count, centre_y), np.full(count, centre_x)
@@ -191,20 +193,23 @@ def adaptive_moments_many(stamps: np.ndarray, iterations: int = 40,
             break
         box, mm = boxes[index], m[index]
         inverse = np.linalg.inv(mm)
-        dy, dx = ys[None] - cy[index, None, None], xs[None] - cx[index, None, None]
-        r2 = (inverse[:, 0, 0, None, None] * dy * dy + 2 * inverse[:, 0, 1, None, None] * dy * dx
-              + inverse[:, 1, 1, None, None] * dx * dx)
+        dy, dx = ys[None] - cy[index, None], xs[None] - cx[index, None]  # N × h, N × w
+        r2 = ((inverse[:, 0, 0, None] * dy * dy)[:, :, None]
+              + (2 * inverse[:, 0, 1, None] * dy)[:, :, None] * dx[:, None, :]
+              + (inverse[:, 1, 1, None] * dx * dx)[:, None, :])
         weighted = box * np.exp(-0.5 * r2)
-        total = weighted.sum(axis=(1, 2))
+        along_rows = weighted.sum(axis=2)     # N × h
+        along_columns = weighted.sum(axis=1)  # N × w
+        total = along_rows.sum(axis=1)
         empty = ~(total > 0)
         safe = np.where(empty, 1.0, total)
-        cy_new = (weighted * ys).sum(axis=(1, 2)) / safe
-        cx_new = (weighted * xs).sum(axis=(1, 2)) / safe
-        dy, dx = ys[None] - cy_new[:, None, None], xs[None] - cx_new[:, None, None]
+        cy_new = along_rows @ ys / safe
+        cx_new = along_columns @ xs / safe
+        dy, dx = ys[None] - cy_new[:, None], xs[None] - cx_new[:, None]
         new = np.empty_like(mm)
-        new[:, 0, 0] = (weighted * dy * dy).sum(axis=(1, 2))
-        new[:, 0, 1] = new[:, 1, 0] = (weighted * dy * dx).sum(axis=(1, 2))
-        new[:, 1, 1] = (weighted * dx * dx).sum(axis=(1, 2))
+        new[:, 0, 0] = (along_rows * dy * dy).sum(axis=1)
+        new[:, 0, 1] = new[:, 1, 0] = np.einsum("nh,nhw,nw->n", dy, weighted, dx)
+        new[:, 1, 1] = (along_columns * dx * dx).sum(axis=1)
         new *= 2.0 / safe[:, None, None]
         with np.errstate(invalid="ignore"):
             failed = (empty | ~np.all(np.isfinite(new), axis=(1, 2))
