@@ -20,6 +20,7 @@ from astropy.io import fits
 
 from streamer.imaging import psf_stars
 from streamer.imaging.data_quality import quality_plane
+from streamer.imaging.kept_arrays import FRAMES
 from streamer.imaging.mesh_background import MeshLevel
 from streamer.imaging.noise import NoiseModel, noise_model
 from streamer.imaging.psf import PSFSpec
@@ -150,16 +151,14 @@ class FramePreparer:
         """
         started = time.perf_counter()
         user_mask = None if mask is None else checked_mask(mask, np.shape(frame))
-        image, valid = validated_frame(frame, user_mask)
+        # A 16-bit frame is read as it is: half the bytes of a float32 copy, the same values
+        # (and psf_stars._less_background's float32 arithmetic); a copy is made only for
+        # cores to refill (_refill).
+        image, valid = validated_frame(frame, user_mask, narrow=user_mask is None)
         raw = np.asarray(frame)
         # One detection pass for the PSF's stars, the saturation and the input's quality.
         invalid = ~valid  # every pixel left out: non-finite, or the caller's mask
-        # A 16-bit frame is read as it is (half the bytes of its float32 copy; the same
-        # float32 arithmetic, psf_stars._less_background).
-        narrow = (user_mask is None and raw.dtype.kind in "iu" and raw.dtype.itemsize <= 2
-                  and raw.dtype.isnative and raw.flags.c_contiguous)
-        detection = psf_stars.detect(raw if narrow else image, invalid,
-                                     self.measure.detect_sigma)
+        detection = psf_stars.detect(image, invalid, self.measure.detect_sigma)
         measured = measure_input(raw, objects=detection.objects) if quality else None
         noise = noise_model(image, header, measured.sky if measured is not None else None)
         with in_turn(ticket, LEVELS_STEP):
@@ -173,7 +172,7 @@ class FramePreparer:
         # A converted frame is prepare's own: its cores are refilled in place, not copied.
         self._refill(prepared, image, valid, detection, user_mask,
                      finite=np.issubdtype(raw.dtype, np.integer),
-                     own=not np.may_share_memory(image, raw), stored=raw if narrow else image)
+                     own=not np.may_share_memory(image, raw))
         prepared.resolution = self.resolution_for(psf)
         prepared.seconds = time.perf_counter() - started
         return prepared
@@ -193,20 +192,22 @@ class FramePreparer:
 
     def _refill(self, prepared: PreparedFrame, image: np.ndarray, valid: np.ndarray,
                 detection: psf_stars.Detection, user_mask: np.ndarray | None,
-                finite: bool = False, own: bool = False, stored: np.ndarray | None = None
-                ) -> None:
+                finite: bool = False, own: bool = False) -> None:
         """Saturated and non-linear cores refilled with the PSF fitted to their wings; the
         likelihood mask and the data-quality plane (``finite``: every pixel is, an integer
-        frame's; ``own``: ``image`` is this preparation's to refill in place; ``stored``: the
-        frame as stored, when its values are ``image``'s in fewer bytes). The saturated
+        frame's; ``own``: ``image`` is this preparation's to refill in place; a 16-bit frame
+        is converted to float32 here, only when it has cores to refill). The saturated
         pixels are a few thousand: kept as positions, made a frame only for the device's
         mask."""
-        saturated, nonlinear = saturation_pixels(image if stored is None else stored,
-                                                 prepared.saturation)
+        saturated, nonlinear = saturation_pixels(image, prepared.saturation)
         bad = np.union1d(saturated, nonlinear)
         bad = bad[valid.ravel()[bad]]
         filled, masked = None, user_mask
         if bad.size:
+            if image.dtype != np.float32:  # into a kept frame-sized array, refilled in place
+                converted = FRAMES.empty(image.shape, np.float32)
+                np.copyto(converted, image, casting="unsafe")
+                image, own = converted, True
             # sep's sky, where the wings sit on: the frame less the detection's subtracted one
             data, filled, fits = refill_core_pixels(image, bad, valid, prepared.psf.psf, None,
                                                     above=detection.subtracted, in_place=own)

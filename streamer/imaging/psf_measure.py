@@ -38,6 +38,7 @@ from streamer.imaging.moments import (
 )
 from streamer.imaging.psf import moffat_profile, streak_psf, validate_psf
 from streamer.imaging.saturation import Saturation, describe_saturation, frame_saturation
+from streamer.imaging.validation import reads_as_float32
 
 ENCLOSED = 0.99            # light the PSF box must hold
 CENTROID_SLACK = 0.3       # plain-centroid offset (pixels) left alone; validation allows 0.5
@@ -255,7 +256,9 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
         No star fit to measure the PSF on.
     """
     started = time.perf_counter()
-    data = np.ascontiguousarray(image, dtype=np.float32)
+    # A 16-bit frame as it is (its values are float32's): a copy is a whole-frame pass.
+    data = (image if isinstance(image, np.ndarray) and reads_as_float32(image)
+            and image.flags.c_contiguous else np.ascontiguousarray(image, dtype=np.float32))
     if invalid is None:
         invalid = ~np.isfinite(data)
         if mask is not None:

@@ -78,12 +78,16 @@ def valid_pixels(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
     return valid
 
 
-def validated_frame(frame: Any, mask: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+def validated_frame(frame: Any, mask: Any | None = None, *, narrow: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """The frame as contiguous float32 and its valid-pixel map (finite and not masked) — the
-    checks above, in order."""
+    checks above, in order. ``narrow``: a contiguous frame of 8 or 16-bit integers in the
+    machine's byte order comes back as it is (float32 holds its values exactly; a reader
+    that needs float32 converts what it reads)."""
     array = checked_image(frame)
     bad = None if mask is None else checked_mask(mask, array.shape)
-    if array.dtype == np.float32 and array.flags.c_contiguous:
+    if (array.dtype == np.float32 or (narrow and reads_as_float32(array))) \
+            and array.flags.c_contiguous:
         image = array  # the caller's frame, read as it is
     else:  # a converted copy, into a kept frame-sized array nobody holds any more
         image = FRAMES.empty(array.shape, np.float32)
@@ -94,6 +98,13 @@ def validated_frame(frame: Any, mask: Any | None = None) -> tuple[np.ndarray, np
             raise NoValidPixelError("the frame has no valid pixel (all masked)")
         return image, valid
     return image, valid_pixels(image, bad)
+
+
+def reads_as_float32(array: np.ndarray) -> bool:
+    """Whether ``array``'s values are float32's exactly and NumPy reads it at its own
+    speed: 8 or 16-bit integers in the machine's byte order, or float32."""
+    return array.dtype == np.float32 or (array.dtype.kind in "iu" and array.dtype.itemsize <= 2
+                                         and array.dtype.isnative)
 
 
 def check_finite(image: np.ndarray, what: str = "image") -> None:

@@ -90,6 +90,26 @@ def test_the_preparer_refills_masks_and_flags(saturated_field):
     assert preparer.prepare(quiet.image).saturation.source == "camera"
 
 
+def test_a_16_bit_frame_prepares_as_its_float32_copy_does(saturated_field):
+    # Read as it is (no float32 copy unless cores are refilled, then one made there) or, in
+    # the other byte order, through the float32 copy: the same preparation, bit for bit.
+    from streamer.imaging.validation import validated_frame
+
+    frame = np.clip(saturated_field.image, 0, 65535).astype(np.uint16)
+    assert validated_frame(frame, narrow=True)[0] is frame
+    swapped = frame.astype(frame.dtype.newbyteorder())
+    assert validated_frame(swapped, narrow=True)[0].dtype == np.float32
+    prepared = [FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0)
+                              ).prepare(given) for given in (frame, swapped)]
+    first, second = prepared
+    assert first.refilled and first.refilled == second.refilled
+    assert np.array_equal(first.data, second.data) and first.data.dtype == np.float32
+    assert np.array_equal(first.psf.psf, second.psf.psf)
+    assert np.array_equal(first.quality_flags, second.quality_flags)
+    assert first.noise == second.noise and first.saturation == second.saturation
+    assert np.array_equal(frame, np.clip(saturated_field.image, 0, 65535).astype(np.uint16))
+
+
 def test_masked_pixels_in_a_saturated_core_are_not_refilled(saturated_field):
     # A core partly under the caller's mask: its masked pixels are no data, neither refilled
     # nor flagged so, and stay out of the likelihood; its other pixels are refilled.
