@@ -328,10 +328,12 @@ def _empirical_psf(stamps: list[np.ndarray], centres: list[tuple[float, float]],
                    shape: _Shape, trailed: bool, found: int, started: float) -> PSFMeasurement:
     """Enough stars: the registered, sigma-clipped stack, refined twice."""
     aperture = half if trailed else min(float(half), 3.0 * shape.fwhm)
-    mean, error = psf_stack.stack(stamps, centres, half, aperture)
+    # The stamps' spectra once: each registration below only moves them.
+    transform = psf_stack.transformed(stamps) if len({s.shape for s in stamps}) == 1 else None
+    mean, error = psf_stack.stack(stamps, centres, half, aperture, transform)
     for _ in range(2):
-        centres = psf_stack.refine(stamps, centres, mean)
-        mean, error = psf_stack.stack(stamps, centres, half, aperture)
+        centres = psf_stack.refine(stamps, centres, mean, transform)
+        mean, error = psf_stack.stack(stamps, centres, half, aperture, transform)
     if trailed:
         psf = np.where(mean > 2.0 * error, mean, 0.0)
         method = "streak"

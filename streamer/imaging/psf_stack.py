@@ -11,10 +11,13 @@ so the PSF keeps its wings without keeping its noise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from streamer.imaging.clipped_stats import nan_median
 from streamer.imaging.moffat_fit import fit_moffat, moffat_model
+from streamer.imaging.sparse_masks import grown
 
 
 def shifted(stamp: np.ndarray, dy: float, dx: float, pad: int = 8) -> np.ndarray:
@@ -23,16 +26,54 @@ def shifted(stamp: np.ndarray, dy: float, dx: float, pad: int = 8) -> np.ndarray
     return shifted_many([stamp], [(dy, dx)], pad)[0]
 
 
-def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pad: int = 8
-                 ) -> list[np.ndarray]:
+def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pad: int = 8,
+                 transform: Transform | None = None) -> list[np.ndarray]:
     """:func:`shifted` for many stamps of one shape in one batched transform (a Python-level
-    FFT per stamp cost more than the transforms themselves)."""
+    FFT per stamp cost more than the transforms themselves); ``transform``: the stamps'
+    :func:`transformed`, when made already (a stack registers the same stamps five times)."""
     if len({stamp.shape for stamp in stamps}) != 1:  # none, or shapes that do not stack
         return [shifted_many([stamp], [move], pad)[0] for stamp, move in zip(stamps, shifts)]
-    cube = np.array(stamps, dtype=np.float64)
-    invalid = ~np.isfinite(cube)
     import scipy.fft
 
+    made = transform if transform is not None else transformed(stamps, pad)
+    height, width = made.invalid.shape[1:]
+    ky = np.fft.fftfreq(made.padded[0])[None, :]
+    kx = np.fft.rfftfreq(made.padded[1])[None, :]
+    dy = np.array([shift[0] for shift in shifts], dtype=np.float64)[:, None]
+    dx = np.array([shift[1] for shift in shifts], dtype=np.float64)[:, None]
+    # The ramp is a product of one per axis: a row and a column of complex exponentials a
+    # stamp, not one per frequency.
+    spectrum = made.spectrum * np.exp(-2j * np.pi * ky * dy)[:, :, None]
+    spectrum *= np.exp(-2j * np.pi * kx * dx)[:, None, :]
+    moved = scipy.fft.irfft2(spectrum, made.padded, axes=(-2, -1), workers=-1,
+                             overwrite_x=True)[:, made.pad: made.pad + height,
+                                               made.pad: made.pad + width]
+    out = list(moved)
+    holed = np.flatnonzero(made.invalid.any(axis=(1, 2)))
+    if holed.size:
+        spread = _moved_holes(made.invalid[holed], dy[holed, 0], dx[holed, 0])
+        for index, grown_holes in zip(holed, spread):
+            out[index][grown_holes] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Stamps of one shape zero-padded (NaN as 0) and Fourier-transformed, with their NaN
+    pixels: what every shift of them starts from."""
+
+    spectrum: np.ndarray          # stamps × rows × (columns // 2 + 1), complex
+    invalid: np.ndarray           # stamps × rows × columns, bool
+    padded: tuple[int, int]       # the padded stamp's shape
+    pad: int
+
+
+def transformed(stamps: list[np.ndarray], pad: int = 8) -> Transform:
+    """The :class:`Transform` of ``stamps`` (one shape) for :func:`shifted_many`."""
+    import scipy.fft
+
+    cube = np.array(stamps, dtype=np.float64)
+    invalid = ~np.isfinite(cube)
     # At least ``pad`` zeros each side, and more after to a length FFTs do fast: a stamp of
     # 37 pixels padded by 8 is 53, a prime, 2.7 times slower to transform than 55.
     height, width = cube.shape[1:]
@@ -40,24 +81,27 @@ def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pa
         (0, 0), (pad, _odd_fast_length(height + 2 * pad) - height - pad),
         (pad, _odd_fast_length(width + 2 * pad) - width - pad)))
     spectrum = scipy.fft.rfft2(padded, axes=(-2, -1), workers=-1)
-    ky = np.fft.fftfreq(padded.shape[1])[None, :]
-    kx = np.fft.rfftfreq(padded.shape[2])[None, :]
-    dy = np.array([shift[0] for shift in shifts], dtype=np.float64)[:, None]
-    dx = np.array([shift[1] for shift in shifts], dtype=np.float64)[:, None]
-    # The ramp is a product of one per axis: a row and a column of complex exponentials a
-    # stamp, not one per frequency.
-    spectrum *= np.exp(-2j * np.pi * ky * dy)[:, :, None]
-    spectrum *= np.exp(-2j * np.pi * kx * dx)[:, None, :]
-    moved = scipy.fft.irfft2(spectrum, padded.shape[1:], axes=(-2, -1), workers=-1,
-                             overwrite_x=True)[:, pad: pad + height, pad: pad + width]
-    out = list(moved)
-    for index in np.flatnonzero(invalid.any(axis=(1, 2))):
-        from scipy.ndimage import binary_dilation, shift
+    return Transform(spectrum, invalid, padded.shape[1:], pad)
 
-        spread = binary_dilation(shift(invalid[index].astype(float), shifts[index], order=1)
-                                 > 0.01)
-        out[index][spread] = np.nan
-    return out
+
+def _moved_holes(invalid: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Where each stack of NaN masks reaches once moved by ``(dy, dx)`` and grown by the
+    4-neighbour cross: SciPy's ``binary_dilation(shift(mask, (dy, dx), order=1) > 0.01)``
+    (bilinear; an output pixel whose source lies past the edge reads 0) for all at once."""
+    moved = invalid.astype(np.float64)
+    for axis, steps in ((1, dy), (2, dx)):
+        length = moved.shape[axis]
+        source = np.arange(length)[None, :] - steps[:, None]       # stamps × length
+        inside = (source >= 0) & (source <= length - 1)
+        low = np.clip(np.floor(source).astype(int), 0, max(length - 2, 0))
+        high = np.minimum(low + 1, length - 1)
+        upper = np.where(inside, source - low, 0.0)
+        lower = np.where(inside, 1.0 - upper, 0.0)
+        take = (lambda index: np.take_along_axis(moved, index[:, :, None], 1)) if axis == 1 \
+            else (lambda index: np.take_along_axis(moved, index[:, None, :], 2))
+        shape = (-1, length, 1) if axis == 1 else (-1, 1, length)
+        moved = lower.reshape(shape) * take(low) + upper.reshape(shape) * take(high)
+    return grown(moved > 0.01, 1)
 
 
 def _odd_fast_length(length: int) -> int:
@@ -75,19 +119,21 @@ def _odd_fast_length(length: int) -> int:
         candidate += 2
 
 
-def _registered(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: int
-                ) -> list[np.ndarray]:
+def _registered(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: int,
+                transform: Transform | None = None) -> list[np.ndarray]:
     """Each stamp moved so its ``centre`` falls on its central pixel, cropped to ``half``."""
     if not stamps:
         return []
     middles = [(stamp.shape[0] - 1) / 2.0 for stamp in stamps]
-    moved = shifted_many(stamps, [(m - cy, m - cx) for m, (cy, cx) in zip(middles, centres)])
+    moved = shifted_many(stamps, [(m - cy, m - cx) for m, (cy, cx) in zip(middles, centres)],
+                         transform=transform)
     crops = [int(m) - half for m in middles]
     return [layer[c: c + 2 * half + 1, c: c + 2 * half + 1] for layer, c in zip(moved, crops)]
 
 
 def stack(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: int,
-          aperture: float) -> tuple[np.ndarray, np.ndarray]:
+          aperture: float, transform: Transform | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
     """Sigma-clipped mean of the registered, flux-normalised stamps (cropped to ``half``),
     and the per-pixel standard error of that mean. A stamp's flux is its sum within
     ``aperture`` pixels; masked pixels there take the other stamps' mean."""
@@ -95,7 +141,7 @@ def stack(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: in
 
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1]
     inside = ys**2 + xs**2 <= aperture**2
-    layers = _registered(stamps, centres, half)
+    layers = _registered(stamps, centres, half, transform)
     # A first, unweighted look fills each layer's masked aperture pixels for its flux.
     guess = nan_median(np.array([layer / np.nansum(layer[inside]) for layer in layers]), 0)
     guess = np.nan_to_num(guess)
@@ -115,15 +161,15 @@ def stack(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: in
     return mean, np.where(np.ma.count(cube, axis=0) > 0, error, np.inf)
 
 
-def refine(stamps: list[np.ndarray], centres: list[tuple[float, float]], psf: np.ndarray
-           ) -> list[tuple[float, float]]:
+def refine(stamps: list[np.ndarray], centres: list[tuple[float, float]], psf: np.ndarray,
+           transform: Transform | None = None) -> list[tuple[float, float]]:
     """Centres refined against the stack: each star's PSF-weighted centroid offset (the
     centroid of PSF × star lies halfway between their centres)."""
     half = psf.shape[0] // 2
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
     weight = np.clip(psf, 0.0, None)
     refined = []
-    for layer, (cy, cx) in zip(_registered(stamps, centres, half), centres):
+    for layer, (cy, cx) in zip(_registered(stamps, centres, half, transform), centres):
         product = np.nan_to_num(weight * layer)
         total = product.sum()
         if not total > 0:

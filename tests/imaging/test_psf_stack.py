@@ -48,3 +48,33 @@ def test_nan_pixels_stay_nan_and_spread_by_the_interpolations_reach():
     moved = psf_stack.shifted(star, 0.3, 0.0)
     assert np.isnan(moved[10, 10]) and np.isnan(moved[11, 10])
     assert np.isfinite(moved[18, 18]) and np.isnan(moved).sum() <= 9
+
+
+def test_the_holes_move_as_scipys_shift_then_dilation_moves_them():
+    # Each NaN mask moved bilinearly (a source past the edge reads 0), thresholded and grown
+    # by the cross: SciPy's shift and binary_dilation, for a stack at once. Shifts up to 1.5
+    # px either way, masks touching every edge.
+    from scipy.ndimage import binary_dilation, shift
+
+    rng = np.random.default_rng(21)
+    masks = rng.random((400, 23, 19)) < 0.04
+    masks[::7, 0, :] = masks[1::7, -1, :] = masks[2::7, :, 0] = masks[3::7, :, -1] = True
+    moves = rng.uniform(-1.5, 1.5, (400, 2))
+    moves[::9] = np.round(moves[::9])          # whole pixels
+    moves[4::9, 0] = 0.0                       # one axis only
+    ours = psf_stack._moved_holes(masks, moves[:, 0], moves[:, 1])
+    for mask, move, got in zip(masks, moves, ours):
+        expected = binary_dilation(shift(mask.astype(float), tuple(move), order=1) > 0.01)
+        assert np.array_equal(got, expected)
+
+
+def test_a_transform_made_once_moves_the_stamps_as_made_each_time():
+    rng = np.random.default_rng(5)
+    stamps = [rng.normal(size=(21, 21)) for _ in range(6)]
+    stamps[2][3, 4] = np.nan
+    moves = [tuple(rng.uniform(-0.6, 0.6, 2)) for _ in stamps]
+    transform = psf_stack.transformed(stamps)
+    for _ in range(2):  # the transform is read, not changed
+        again = psf_stack.shifted_many(stamps, moves, transform=transform)
+        for one, other in zip(psf_stack.shifted_many(stamps, moves), again):
+            assert np.array_equal(one, other, equal_nan=True)
