@@ -105,6 +105,14 @@ def test_signal_and_finiteness_checks():
         check_signal(np.ones((1, 1), np.float32))
     with pytest.raises(NoValidPixelError):
         check_signal(ALL_NAN)
+    with pytest.raises(NoValidPixelError):
+        check_signal(np.array([[np.inf, -np.inf], [np.nan, np.inf]], np.float32))
+    # The finite pixels' extremes decide, whatever NaN and infinities lie beside them.
+    for flat in ([np.nan, 3.0, np.inf, 3.0], [-np.inf, 3.0, 3.0, 3.0], [3.0, 3.0, np.nan, 3.0]):
+        with pytest.raises(NoSignalError):
+            check_signal(np.array(flat, np.float32).reshape(2, 2))
+    check_signal(np.array([[np.nan, 1.0], [2.0, -np.inf]], np.float32))
+    check_signal(np.array([[0.0, 1.0], [2.0, 3.0]], np.float32))
     with pytest.raises(NonFinitePixelError):
         check_finite(np.array([[1.0, np.inf]]))
     with pytest.raises(MaskError):
