@@ -112,6 +112,17 @@ def test_signal_and_finiteness_checks():
         with pytest.raises(NoSignalError):
             check_signal(np.array(flat, np.float32).reshape(2, 2))
     check_signal(np.array([[np.nan, 1.0], [2.0, -np.inf]], np.float32))
+    # Signal only past the first rows read, or only there: found either way.
+    late = np.zeros((300, 200), np.uint16)
+    late[-1, -1] = 1
+    check_signal(late)
+    check_signal(late[::-1, 1::2])  # a view, not contiguous
+    late[-1, -1] = 0
+    with pytest.raises(NoSignalError):
+        check_signal(late)
+    early = np.full((300, 200), np.nan, np.float32)
+    early[0, :2] = (1.0, 2.0)
+    check_signal(early)
     check_signal(np.array([[0.0, 1.0], [2.0, 3.0]], np.float32))
     with pytest.raises(NonFinitePixelError):
         check_finite(np.array([[1.0, np.inf]]))
