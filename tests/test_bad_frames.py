@@ -120,6 +120,13 @@ def test_signal_and_finiteness_checks():
     late[-1, -1] = 0
     with pytest.raises(NoSignalError):
         check_signal(late)
+    from streamer.imaging.validation import has_finite
+
+    nothing = np.full((300, 200), np.nan, np.float32)
+    assert not has_finite(nothing)
+    nothing[-1, -1] = 7.0  # past the first rows read
+    assert has_finite(nothing) and has_finite(nothing[1::2, 1::2])
+    assert not has_finite(nothing[::2, ::2]) and has_finite(np.zeros(3, np.uint16))
     early = np.full((300, 200), np.nan, np.float32)
     early[0, :2] = (1.0, 2.0)
     check_signal(early)

@@ -21,7 +21,7 @@ from streamer.errors import FrameDecodeError, FrameTooLargeError, NoValidPixelEr
 from streamer.imaging.data_quality import quality_keywords
 from streamer.imaging.fits_reader import direct_image
 from streamer.imaging.fits_writer import fits_file
-from streamer.imaging.validation import checked_image
+from streamer.imaging.validation import checked_image, has_finite
 from streamer.quiet import filtered_warnings
 
 # Keywords describing the stored array; astropy writes them anew for the float32 output.
@@ -132,7 +132,7 @@ def _read(source) -> FitsImage:
 
 def _checked(data: np.ndarray, header: fits.Header, index: int) -> FitsImage:
     checked_image(data, f"the image in HDU {index}")
-    if data.dtype.kind == "f" and not np.isfinite(data).any():
+    if not has_finite(data):
         raise NoValidPixelError(f"the image in HDU {index} has no finite pixel (all NaN/inf)")
     return FitsImage(data=data, header=header, hdu_index=index)
 

@@ -117,6 +117,21 @@ def check_finite(image: np.ndarray, what: str = "image") -> None:
 SIGNAL_PROBE = 4096  # pixels read first for two different values
 
 
+def _first_rows(data: np.ndarray) -> np.ndarray:
+    """About the first :data:`SIGNAL_PROBE` pixels of ``data``, flat (a view's copy is theirs
+    only)."""
+    rows = data if data.ndim < 2 else data[: -(-SIGNAL_PROBE // max(1, data[0].size))]
+    return rows.ravel()[:SIGNAL_PROBE]
+
+
+def has_finite(data: np.ndarray) -> bool:
+    """Whether any pixel of a float ``data`` is finite (the first rows read first: a frame
+    with a finite pixel among them is not read whole); True for integers."""
+    if data.dtype.kind != "f":
+        return True
+    return bool(np.isfinite(_first_rows(data)).any() or np.isfinite(data).any())
+
+
 def check_signal(data: np.ndarray) -> None:
     """Raise for a frame with nothing to restore: NoValidPixelError when no pixel is finite,
     NoSignalError for one pixel or every finite pixel the same value (all zero, all saturated:
@@ -125,8 +140,7 @@ def check_signal(data: np.ndarray) -> None:
         raise NoValidPixelError("the frame has no finite pixel (all NaN/inf)")
     # Two different finite values among the first pixels settle both questions without
     # reading the frame (two passes over it, 10–20 ms at 4096²).
-    rows = data if data.ndim < 2 else data[: -(-SIGNAL_PROBE // max(1, data[0].size))]
-    head = rows.ravel()[:SIGNAL_PROBE]  # the first rows: a view's copy is theirs only
+    head = _first_rows(data)
     if np.issubdtype(head.dtype, np.floating):
         head = head[np.isfinite(head)]
     if head.size >= 2 and head.min() != head.max():
