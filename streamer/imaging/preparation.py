@@ -199,7 +199,7 @@ class FramePreparer:
         is converted to float32 here, only when it has cores to refill). The saturated
         pixels are a few thousand: kept as positions, made a frame only for the device's
         mask."""
-        saturated, nonlinear = saturation_pixels(image, prepared.saturation)
+        saturated, nonlinear = saturation_pixels(image, prepared.saturation, detection)
         bad = np.union1d(saturated, nonlinear)
         bad = bad[valid.ravel()[bad]]
         filled, masked = None, user_mask

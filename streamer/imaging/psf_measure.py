@@ -273,7 +273,7 @@ def measure_psf(image: np.ndarray, mask: np.ndarray | None = None,
         saturation = frame_saturation(np.asarray(image), header, detection,
                                       configured_saturation(settings))
     limit = saturation.psf_limit
-    flagged = psf_stars.flagged_pixels(data, invalid, limit)
+    flagged = psf_stars.flagged_pixels(data, invalid, limit, detection)
     shape = _frame_shape(detection, data, invalid, limit, settings, flagged)
     trailed = shape.ellipticity >= settings.trail_ellipticity
     half = _box_half(shape, trailed, settings)

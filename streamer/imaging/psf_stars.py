@@ -13,7 +13,7 @@ science-profile tests pass as before (their figures were not compared digit by d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,10 +43,24 @@ class Detection:
     # :func:`~streamer.imaging.mesh_background.levelled`, nothing excluded (the catalogue's
     # own frame less its background, which it can then take over).
     plain: bool = False
+    # The frame's pixels at or above a level, by level, for the frame they were found in.
+    _scans: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.segment_map, np.ndarray):
             self.segment_map = SegmentMap.from_map(self.segment_map)
+
+    def at_or_above(self, image: np.ndarray, level: float) -> np.ndarray:
+        """Row-major positions (ascending) of ``image``'s pixels at or above ``level`` (NaN:
+        not); asked again for the same frame and level — the PSF stars' flagged pixels and
+        the saturation's both ask for the linear limit — the same list, not another pass."""
+        kept = self._scans.get(level)
+        if kept is not None and kept[0] is image:
+            return kept[1]
+        with np.errstate(invalid="ignore"):
+            found = np.flatnonzero(np.asarray(image) >= level)
+        self._scans[level] = (image, found)
+        return found
 
     @property
     def segments(self) -> np.ndarray:
@@ -167,14 +181,18 @@ def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,
     return chosen[np.argsort(objects["flux"][chosen])[::-1]]
 
 
-def flagged_pixels(image: np.ndarray, invalid: np.ndarray, peak_limit: float | None
-                   ) -> np.ndarray:
+def flagged_pixels(image: np.ndarray, invalid: np.ndarray, peak_limit: float | None,
+                   detection: Detection | None = None) -> np.ndarray:
     """The positions (row-major, ascending) of the pixels no PSF star's box may hold:
-    ``invalid``, or at or above ``peak_limit`` (the linear limit, as stored)."""
+    ``invalid``, or at or above ``peak_limit`` (the linear limit, as stored; found through
+    ``detection``'s :meth:`Detection.at_or_above` when given)."""
     where = np.flatnonzero(invalid)
     if peak_limit is not None:
-        with np.errstate(invalid="ignore"):  # NaN: not a hot pixel (and invalid anyway)
-            hot = np.flatnonzero(np.asarray(image) >= peak_limit)
+        if detection is not None:
+            hot = detection.at_or_above(image, peak_limit)
+        else:
+            with np.errstate(invalid="ignore"):  # NaN: not a hot pixel (and invalid anyway)
+                hot = np.flatnonzero(np.asarray(image) >= peak_limit)
         where = np.union1d(where, hot) if where.size else hot
     return where
 

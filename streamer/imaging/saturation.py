@@ -286,10 +286,11 @@ def saturation_mask(image: np.ndarray, saturation: Saturation) -> tuple[np.ndarr
     return tuple(as_mask(shape, flat) for flat in saturation_pixels(image, saturation))
 
 
-def saturation_pixels(image: np.ndarray, saturation: Saturation
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def saturation_pixels(image: np.ndarray, saturation: Saturation,
+                      detection: Detection | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`saturation_mask`'s two masks as their pixels' row-major positions (ascending):
-    a few thousand pixels, not two frames."""
+    a few thousand pixels, not two frames (the pass over the frame through ``detection``'s
+    :meth:`~streamer.imaging.psf_stars.Detection.at_or_above`, when given)."""
     from streamer.imaging.sparse_masks import grown_positions
 
     data = np.asarray(image)
@@ -298,8 +299,11 @@ def saturation_pixels(image: np.ndarray, saturation: Saturation
     if not levels:
         return none, none
     # One pass over the frame at the lower level; the few pixels found are sorted out after.
-    with np.errstate(invalid="ignore"):
-        hot = np.flatnonzero(data >= min(levels))
+    if detection is not None:
+        hot = detection.at_or_above(image, min(levels))
+    else:
+        with np.errstate(invalid="ignore"):
+            hot = np.flatnonzero(data >= min(levels))
     if hot.size == 0:
         return none, none
     values = data.ravel()[hot]

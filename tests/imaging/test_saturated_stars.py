@@ -110,6 +110,24 @@ def test_a_16_bit_frame_prepares_as_its_float32_copy_does(saturated_field):
     assert np.array_equal(frame, np.clip(saturated_field.image, 0, 65535).astype(np.uint16))
 
 
+def test_one_pass_finds_the_linear_limits_pixels_for_the_psf_and_the_saturation(
+        saturated_field, monkeypatch):
+    seen = []
+    real = psf_stars.detect
+    monkeypatch.setattr(psf_stars, "detect",
+                        lambda *args: seen.append(real(*args)) or seen[-1])
+    prepared = FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0)).prepare(
+        saturated_field.image)
+    (detection,) = seen
+    limit = prepared.saturation.linear_limit
+    assert limit is not None and list(detection._scans) == [limit]  # one level, one pass
+    image, found = detection._scans[limit]
+    assert np.array_equal(found, np.flatnonzero(np.asarray(image) >= limit)) and found.size
+    assert detection.at_or_above(image, limit) is found
+    other = np.asarray(image).copy()
+    assert detection.at_or_above(other, limit) is not found  # another frame: looked at again
+
+
 def test_masked_pixels_in_a_saturated_core_are_not_refilled(saturated_field):
     # A core partly under the caller's mask: its masked pixels are no data, neither refilled
     # nor flagged so, and stay out of the likelihood; its other pixels are refilled.
