@@ -168,3 +168,18 @@ def test_every_frame_error_is_a_dead_letter():
              if isinstance(value, type) and issubclass(value, FrameError)]
     assert len(kinds) >= 12
     assert all(kind.fate is Fate.DEAD_LETTER and issubclass(kind, StreamerError) for kind in kinds)
+
+
+def test_an_integer_frames_valid_and_excluded_maps_are_made_once_a_shape():
+    from streamer.imaging.validation import excluded
+
+    frame = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    _, valid = validated_frame(frame)
+    _, again = validated_frame(frame + 1)
+    assert valid is again and valid.all() and not valid.flags.writeable
+    none = excluded(valid)
+    assert not none.any() and not none.flags.writeable and excluded(again) is none
+    masked = np.zeros((8, 8), bool)
+    masked[2, 3] = True
+    _, partly = validated_frame(frame, masked)
+    assert np.array_equal(excluded(partly), masked) and excluded(partly) is not none

@@ -33,7 +33,7 @@ from streamer.imaging.saturated_stars import CoreFit, bleed_tail_pixels, refill_
 from streamer.imaging.saturation import Saturation, frame_saturation, saturation_pixels
 from streamer.imaging.sparse_masks import as_mask
 from streamer.imaging.target_resolution import Resolution, resolution_for
-from streamer.imaging.validation import checked_mask, validated_frame
+from streamer.imaging.validation import checked_mask, excluded, validated_frame
 from streamer.turns import Ticket, Turns, in_turn
 
 LEVELS_STEP = "levels"  # the turn in which a camera's saturation levels are read and updated
@@ -157,7 +157,7 @@ class FramePreparer:
         image, valid = validated_frame(frame, user_mask, narrow=user_mask is None)
         raw = np.asarray(frame)
         # One detection pass for the PSF's stars, the saturation and the input's quality.
-        invalid = ~valid  # every pixel left out: non-finite, or the caller's mask
+        invalid = excluded(valid)  # every pixel left out: non-finite, or the caller's mask
         detection = psf_stars.detect(image, invalid, self.measure.detect_sigma)
         measured = measure_input(raw, objects=detection.objects) if quality else None
         noise = noise_model(image, header, measured.sky if measured is not None else None)

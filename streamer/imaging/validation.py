@@ -14,6 +14,8 @@ the code behind them does not check again.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,24 @@ def valid_pixels(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
     return valid
 
 
+@lru_cache(maxsize=4)
+def uniform_map(shape: tuple[int, int], value: bool) -> np.ndarray:
+    """A read-only boolean map of ``shape`` holding ``value`` everywhere, made once a shape:
+    an integer frame's valid pixels (all) and excluded ones (none) need no frame-sized
+    array of their own each frame."""
+    out = np.full(shape, value, bool)
+    out.flags.writeable = False
+    return out
+
+
+def excluded(valid: np.ndarray) -> np.ndarray:
+    """``~valid``; for :func:`uniform_map`'s all-valid map, its all-excluded-free partner
+    (no pass, no new array)."""
+    if not valid.flags.writeable and valid is uniform_map(valid.shape, True):
+        return uniform_map(valid.shape, False)
+    return ~valid
+
+
 def validated_frame(frame: Any, mask: Any | None = None, *, narrow: bool = False
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The frame as contiguous float32 and its valid-pixel map (finite and not masked) — the
@@ -93,7 +113,7 @@ def validated_frame(frame: Any, mask: Any | None = None, *, narrow: bool = False
         image = FRAMES.empty(array.shape, np.float32)
         np.copyto(image, array, casting="unsafe")
     if np.issubdtype(array.dtype, np.integer):  # every pixel finite: no pass to find out
-        valid = np.ones(array.shape, bool) if bad is None else ~bad
+        valid = uniform_map(array.shape, True) if bad is None else ~bad
         if not valid.any():
             raise NoValidPixelError("the frame has no valid pixel (all masked)")
         return image, valid
