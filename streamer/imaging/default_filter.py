@@ -79,13 +79,10 @@ def _inside_values(flat: np.ndarray, positions: np.ndarray, width: int) -> np.nd
     return out
 
 
-def filtered_above(frame: np.ndarray, threshold: float, over: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def filtered_above(frame: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """The pixels of :func:`filtered` above ``threshold`` (row-major positions, ascending) and
-    their filtered values, a block of rows at a time; only the neighbours of pixels above
-    the threshold are filtered (see the module notes). ``frame``: float32; ``over``: the
-    row-major positions (ascending) of its pixels above ``threshold``, when found already
-    (the frame is then not compared with it again)."""
+    their filtered values, a block of rows at a time; only the neighbours of pixels near the
+    threshold are filtered (see the module notes). ``frame``: float32."""
     height, width = frame.shape
     limit = np.float32(threshold)
     if not limit >= 0:  # see the module notes (and NaN: nothing is above it)
@@ -101,12 +98,8 @@ def filtered_above(frame: np.ndarray, threshold: float, over: np.ndarray | None 
     for start in range(0, height, block):
         end = min(start + block, height)
         above, below = max(start - 1, 0), min(end + 1, height)
-        if over is not None:
-            hot = over[np.searchsorted(over, above * width): np.searchsorted(over, below * width)]
-            hot = hot - above * width
-        else:
-            with np.errstate(invalid="ignore"):
-                hot = np.flatnonzero(frame[above:below] > limit)
+        with np.errstate(invalid="ignore"):
+            hot = np.flatnonzero(frame[above:below] > limit)
         if hot.size == 0:
             continue
         near[:] = False

@@ -36,18 +36,17 @@ WINDOW_MARGIN = 2  # pixels around a deblended object's box: the filter reaches 
 
 
 def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont: float,
-            deblend_nthresh: int, limit: int | None = None, over: np.ndarray | None = None
+            deblend_nthresh: int, limit: int | None = None
             ) -> tuple[np.ndarray, SegmentMap] | None:
     """sep's objects and segmentation map (object index + 1; 0: sky) of ``subtracted`` (the
     frame less its background, float32, nothing excluded) with its default filter, above
     ``threshold`` (in the frame's units: sep's ``thresh × err``); the map as its pixels in
-    objects and their labels (no frame to write and scan for them); ``over``: the frame's
-    pixels above ``threshold`` (row-major positions, ascending), when found already. None when
+    objects and their labels (no frame to write and scan for them). None when
     more than ``limit`` pixels lie above the threshold: a frame that full (a nebula, the
     Moon's limb) holds huge objects of many maxima, which one sep call on the whole frame
     deblends faster than a window each (1.4 s against 0.6 on such a 2048² frame)."""
     height, width = subtracted.shape
-    index, smooth_values = filtered_above(subtracted, threshold, over)
+    index, smooth_values = filtered_above(subtracted, threshold)
     if limit is not None and index.size > limit:
         return None
     dtype = sep_dtype()

@@ -202,9 +202,7 @@ def _spline_weights(count: int, cell: int, length: int) -> np.ndarray:
 
 
 def levelled(values: np.ndarray, level: MeshLevel, scale: MeshLevel | None = None,
-             floor: float = 1.0, out: np.ndarray | None = None, *,
-             above: float | None = None, found: list[np.ndarray] | None = None
-             ) -> np.ndarray:
+             floor: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
     """``values − level`` (divided by ``max(scale, floor)`` when a ``scale`` is given), into
     ``out`` (float32, frame-shaped; may be ``values`` itself) or a new float32 frame;
     ``values``: frame-shaped, float32 or an integer type float32 holds. The
@@ -212,20 +210,13 @@ def levelled(values: np.ndarray, level: MeshLevel, scale: MeshLevel | None = Non
     of its segment between two node rows (four terms a pixel, not one per node row), so
     they stay in the cache beside the rows they level. Equal to :meth:`MeshLevel.evaluate`'s
     arithmetic to float32 rounding; 0.05 s where the two levels evaluated whole and applied
-    cost 0.09 at 4096² (one core). With ``above`` (and no ``scale``), the row-major
-    positions of the result's pixels above it are appended to ``found`` block by block, as
-    each block is written (a detection's first look, without reading the frame again)."""
-    if above is not None:
-        limit = np.float32(above)
-        width = level.shape[1]
+    cost 0.09 at 4096² (one core)."""
     if level.nodes.shape[0] < 2 or (scale is not None and (
             scale.shape != level.shape or scale.mesh != level.mesh
             or scale.nodes.shape != level.nodes.shape)):
         out = np.subtract(values, level.evaluate(), out=out, dtype=np.float32)
         if scale is not None:
             out /= np.maximum(scale.evaluate(), np.float32(floor))
-        elif above is not None:
-            found.append(np.flatnonzero(out > limit))
         return out
     blocks, coefficients = _row_pieces(level.nodes.shape[0], level.mesh, level.shape[0])
     stacked = [_segment_rows(item) for item in ((level,) if scale is None else (level, scale))]
@@ -237,8 +228,6 @@ def levelled(values: np.ndarray, level: MeshLevel, scale: MeshLevel | None = Non
         for buffer, rows_of in zip(buffers, stacked):
             np.matmul(coefficients[start:end], rows_of[segment], out=buffer[:rows])
         np.subtract(values[start:end], buffers[0][:rows], out=out[start:end])
-        if above is not None and scale is None:
-            found.append(np.flatnonzero(out[start:end] > limit) + start * width)
         if scale is not None:
             np.maximum(buffers[1][:rows], np.float32(floor), out=buffers[1][:rows])
             np.divide(out[start:end], buffers[1][:rows], out=out[start:end])

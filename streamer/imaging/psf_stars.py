@@ -95,15 +95,14 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
     # No mask where nothing is excluded: sep reads a mask pixel by pixel however empty it is
     # (0.06 s of a 4096² extraction's 0.3), and finds the same objects without one.
     mask = invalid if excluded else None
-    subtracted, background, plain, over = _less_background(data, mask, detect_sigma)
+    subtracted, background, plain = _less_background(data, mask)
     noise = float(background.globalrms) or float(np.std(subtracted[~invalid])) or 1.0
     threshold = detect_sigma
     if not excluded:  # the same extraction from the pixels above the threshold, 0.1 s less
         try:
             found = filtered_objects.extract(
                 subtracted, threshold * noise, minarea=5, deblend_cont=0.005,
-                deblend_nthresh=DEBLEND_THRESHOLDS, limit=sep_calls.DEFAULT_PIXSTACK,
-                over=over)
+                deblend_nthresh=DEBLEND_THRESHOLDS, limit=sep_calls.DEFAULT_PIXSTACK)
         except Exception as error:  # a window's deblending overflowed (thousands of peaks
             if not sep_calls.overflowed(error):  # in one object): the loop below copes
                 raise
@@ -131,33 +130,25 @@ def detect(data: np.ndarray, invalid: np.ndarray, detect_sigma: float) -> Detect
                      background.level(), plain)
 
 
-def _less_background(data: np.ndarray, invalid: np.ndarray | None,
-                     detect_sigma: float | None = None
-                     ) -> tuple[np.ndarray, MeshBackground, bool, np.ndarray | None]:
-    """The frame less its 64 px mesh background (float32, ours), that background, whether
-    the first is ``levelled(data, background.level())``, and (with ``detect_sigma``, when
-    the frame is levelled a few rows at a time) the row-major positions of its pixels above
-    ``detect_sigma`` × the background's rms, found as they are written; ``invalid`` pixels
-    (None: there are none) filled with the median first."""
+def _less_background(data: np.ndarray, invalid: np.ndarray | None
+                     ) -> tuple[np.ndarray, MeshBackground, bool]:
+    """The frame less its 64 px mesh background (float32, ours), that background, and
+    whether the first is ``levelled(data, background.level())``; ``invalid`` pixels (None:
+    there are none) filled with the median first."""
     if invalid is None and np.result_type(data.dtype, np.float32) == np.float32:
         # A 16-bit or float32 frame: the background is measured on its sample as it is, and
         # the frame less it is written a few rows at a time — no float32 copy of the frame
         # first (the same float32 arithmetic as the copy's, below).
         background = MeshBackground(data, 64)
         if background.stride > 1:
-            rms = float(background.globalrms)
-            if detect_sigma is None or not rms > 0:
-                return levelled(data, background.level()), background, True, None
-            found: list[np.ndarray] = []
-            out = levelled(data, background.level(), above=detect_sigma * rms, found=found)
-            return out, background, True, np.concatenate(found)
+            return levelled(data, background.level()), background, True
     if invalid is not None:
         filled = np.where(invalid, np.median(data[~invalid]), data).astype(np.float32)
     else:  # no median of 4 M pixels to fill nothing (40 ms at 2048²)
         filled = np.array(data, dtype=np.float32)  # a copy: the background comes off in place
     background = MeshBackground(filled, 64, invalid)
     background.subfrom(filled)
-    return filled, background, False, None
+    return filled, background, False
 
 
 def candidates(detection: Detection, image: np.ndarray, invalid: np.ndarray,

@@ -21,7 +21,7 @@ def crowded():
     """A crowded field (pairs to deblend), less its background, and its noise."""
     field = star_field((700, 650), gaussian_psf(3.0, size=25), stars=900, seed=21)
     frame = np.clip(np.round(field.image), 0, 65535).astype(np.uint16)
-    subtracted, background, *_ = psf_stars._less_background(frame, None)
+    subtracted, background, _ = psf_stars._less_background(frame, None)
     return subtracted, float(background.globalrms)
 
 
@@ -109,7 +109,7 @@ def test_a_window_whose_deblending_overflows_falls_back_to_seps_own_retries():
             lattice[row, max(column - 1, 0): column + 2] += 400
             lattice[max(row - 1, 0): row + 2, column] += 400
     frame[100:450, 100:450] += lattice
-    subtracted, background, *_ = psf_stars._less_background(frame, None)
+    subtracted, background, _ = psf_stars._less_background(frame, None)
     with pytest.raises(Exception, match="deblending overflow"):
         filtered_objects.extract(subtracted, 5.0 * float(background.globalrms), 5, 0.005,
                                  psf_stars.DEBLEND_THRESHOLDS)
