@@ -32,7 +32,12 @@ def quality_plane(shape: tuple[int, int], *, invalid: np.ndarray | None = None,
                        (Quality.FILLED, filled)):
         if where is None:
             continue
+        where = np.asarray(where)
         if where.dtype != bool:
+            if where.ndim != 1 or where.dtype.kind not in "iu":
+                raise TypeError(f"the {Quality(bit).name} pixels must be a boolean mask of "
+                                f"the frame's shape or row-major positions, not "
+                                f"{where.dtype} of shape {where.shape}")
             plane.ravel()[where] |= np.uint8(bit)
         # A ufunc's where= instead of boolean indexing, and nothing for an empty mask: five
         # masks indexed into a 4096² plane cost 0.04 s, most of them empty.

@@ -7,8 +7,9 @@ S/N: that needs a noise map) and measures each object on the frame itself — ce
 flux and peak from the unfiltered pixels, ``cflux`` and ``cpeak`` from the filtered ones. On a
 4096² frame that is 0.17–0.25 s of one core, most of it scanning 16 M pixels for the 130 000 of
 3300 objects. Here the filter is applied only around the pixels above the threshold
-(:mod:`streamer.imaging.default_filter`), the filtered pixels above it are joined and described as the catalogue's map objects are
-(:mod:`streamer.imaging.pixel_objects`), and sep runs only on the objects holding two or more
+(:mod:`streamer.imaging.default_filter`), the filtered pixels above it are joined and
+described as the catalogue's map objects are (:mod:`streamer.imaging.pixel_objects`), and sep
+runs only on the objects holding two or more
 local maxima of the filtered frame — the only ones its deblending can split — each on its own
 window of the frame (two pixels wider, so the filter reads there what it reads on the whole
 frame), with its cleaning on as before.
@@ -46,7 +47,7 @@ def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont
     Moon's limb) holds huge objects of many maxima, which one sep call on the whole frame
     deblends faster than a window each (1.4 s against 0.6 on such a 2048² frame)."""
     height, width = subtracted.shape
-    index, smooth_values = filtered_above(subtracted, threshold)
+    index, smooth_values = filtered_above(subtracted, threshold, limit)
     if limit is not None and index.size > limit:
         return None
     dtype = sep_dtype()
@@ -83,7 +84,8 @@ def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont
     number[single] = rank[: single.size] + 1
     labels = number[owner]  # the map at ``index``; a deblended object's pieces' pixels:
     for at, pixels in enumerate(pixel_lists, start=single.size):  # all among its own
-        labels[np.searchsorted(index, pixels)] = rank[at] + 1
+        where = np.minimum(np.searchsorted(index, pixels), index.size - 1)
+        labels[where[index[where] == pixels]] = rank[at] + 1
     return _cleaned(found[order], labels, index, smooth_values, subtracted, threshold,
                     minarea)
 

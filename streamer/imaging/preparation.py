@@ -227,5 +227,6 @@ class FramePreparer:
         if prepared.mask is None and user_mask is not None:
             prepared.mask = user_mask
         prepared.quality_flags = quality_plane(
-            image.shape, invalid=None if finite else ~np.isfinite(image), masked=masked, saturated=saturated,
-            nonlinear=nonlinear, filled=filled, edge=max(prepared.psf.psf.shape) // 2)
+            image.shape, invalid=None if finite else ~np.isfinite(image), masked=masked,
+            saturated=saturated, nonlinear=nonlinear, filled=filled,
+            edge=max(prepared.psf.psf.shape) // 2)

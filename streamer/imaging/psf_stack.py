@@ -36,6 +36,10 @@ def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pa
     import scipy.fft
 
     made = transform if transform is not None else transformed(stamps, pad)
+    if made.invalid.shape != (len(shifts), *stamps[0].shape):
+        raise ValueError(f"a transform of {made.invalid.shape[0]} stamps of "
+                         f"{made.invalid.shape[1:]} px for {len(shifts)} of "
+                         f"{stamps[0].shape} px: transform these stamps")
     height, width = made.invalid.shape[1:]
     ky = np.fft.fftfreq(made.padded[0])[None, :]
     kx = np.fft.rfftfreq(made.padded[1])[None, :]

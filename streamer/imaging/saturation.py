@@ -38,6 +38,7 @@ import numpy as np
 from astropy.io import fits
 
 from streamer.imaging.psf_stars import Detection
+from streamer.imaging.validation import as_stored
 
 LINEAR_FRACTION = 0.8      # L from S when the stars cannot show it
 FLAT_TOLERANCE = 0.005     # a flat top: pixels within this fraction of the maximum
@@ -303,17 +304,17 @@ def saturation_pixels(image: np.ndarray, saturation: Saturation,
         hot = detection.at_or_above(image, min(levels))
     else:
         with np.errstate(invalid="ignore"):
-            hot = np.flatnonzero(data >= min(levels))
+            hot = np.flatnonzero(data >= as_stored(data, min(levels)))
     if hot.size == 0:
         return none, none
     values = data.ravel()[hot]
     saturated, nonlinear = none, none
     if saturation.level is not None:
-        hit = hot[values >= saturation.level]
+        hit = hot[values >= as_stored(data, saturation.level)]
         if hit.size:
             saturated = grown_positions(data.shape, hit, GROW_SATURATED)
     if saturation.linear_limit is not None:
-        hit = hot[values >= saturation.linear_limit]
+        hit = hot[values >= as_stored(data, saturation.linear_limit)]
         if hit.size:
             nonlinear = np.setdiff1d(grown_positions(data.shape, hit, GROW_NONLINEAR),
                                      saturated, assume_unique=True)

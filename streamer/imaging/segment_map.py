@@ -11,8 +11,6 @@ reader that asks for the whole of it.
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import numpy as np
 
 
@@ -28,6 +26,7 @@ class SegmentMap:
         self._positions, self._labels = positions, labels
         self._whole = whole
         self._listed_given = whole is None
+        self._from_whole: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_map(cls, segments: np.ndarray) -> SegmentMap:
@@ -45,12 +44,14 @@ class SegmentMap:
         """Each of :attr:`positions`' labels (object index + 1)."""
         return self._listed[1]
 
-    @cached_property
+    @property
     def _listed(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._listed_given:
-            return self._positions, self._labels
-        positions = np.flatnonzero(self._whole.ravel() > 0)
-        return positions, self._whole.ravel()[positions].astype(np.int32)
+        # Listed from a whole map on first use (a plain attribute: Python 3.11's
+        # cached_property would hold one lock for every map while it scans 16 M pixels).
+        if not self._listed_given and self._from_whole is None:
+            positions = np.flatnonzero(self._whole.ravel() > 0)
+            self._from_whole = (positions, self._whole.ravel()[positions].astype(np.int32))
+        return (self._positions, self._labels) if self._listed_given else self._from_whole
 
     def at(self, flat: np.ndarray) -> np.ndarray:
         """The labels at the row-major positions ``flat`` (any shape; 0 for sky), int32."""

@@ -127,6 +127,14 @@ def reads_as_float32(array: np.ndarray) -> bool:
                                          and array.dtype.isnative)
 
 
+def as_stored(frame: np.ndarray, level: float) -> float | np.float32:
+    """``level`` as a comparison with ``frame`` should read it: float32 for a frame whose
+    values are float32's (a float32 frame compares with a Python float in float32 — NumPy's
+    rule for a scalar beside an array — and a 16-bit one read in its place must compare the
+    same way), as given otherwise."""
+    return np.float32(level) if reads_as_float32(np.asarray(frame)) else level
+
+
 def check_finite(image: np.ndarray, what: str = "image") -> None:
     """Raise NonFinitePixelError when ``image`` holds NaN or infinity."""
     if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):

@@ -85,3 +85,31 @@ def test_non_finite_pixels_filter_as_the_whole_frame_does():
     frame[3, 20] = np.inf
     with np.errstate(invalid="ignore"):
         _same_as_whole(frame, 0.5)
+
+
+def test_crowded_blocks_are_filtered_whole_to_the_same_values():
+    # A nebula over the top rows (most pixels above), stars below: dense and sparse blocks.
+    field = star_field((300, 180), gaussian_psf(3.0, size=25), stars=80, seed=6)
+    frame = (field.image - np.median(field.image)).astype(np.float32)
+    noise = 1.4826 * float(np.median(np.abs(frame)))
+    frame[:140] += np.float32(20.0 * noise)
+    _same_as_whole(frame, 5.0 * noise)
+    index, _ = default_filter.filtered_above(frame, 5.0 * noise)
+    assert index.size > 0.5 * 140 * 180
+
+
+def test_the_search_stops_past_its_limit():
+    rng = np.random.default_rng(2)
+    frame = rng.normal(size=(500, 90)).astype(np.float32)
+    whole, values = default_filter.filtered_above(frame, 0.3)
+    some, some_values = default_filter.filtered_above(frame, 0.3, limit=100)
+    assert 100 < some.size < whole.size  # past the limit, not to the end
+    assert np.array_equal(some, whole[: some.size])
+    assert np.array_equal(some_values, values[: some.size])
+
+
+def test_thresholds_whose_sums_overflow_filter_the_frame_whole():
+    frame = np.full((9, 9), 1e38, np.float32)
+    frame[4, 4] = 3e38
+    with np.errstate(over="ignore", invalid="ignore"):
+        _same_as_whole(frame, 1e37)

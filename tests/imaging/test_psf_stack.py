@@ -78,3 +78,5 @@ def test_a_transform_made_once_moves_the_stamps_as_made_each_time():
         again = psf_stack.shifted_many(stamps, moves, transform=transform)
         for one, other in zip(psf_stack.shifted_many(stamps, moves), again):
             assert np.array_equal(one, other, equal_nan=True)
+    with pytest.raises(ValueError, match="transform these stamps"):
+        psf_stack.shifted_many(stamps[:4], moves[:4], transform=transform)

@@ -206,6 +206,8 @@ def test_the_quality_plane_takes_positions_as_masks():
     listed = quality_plane(shape, edge=2, **{name: np.flatnonzero(mask)
                                              for name, mask in masks.items()})
     assert np.array_equal(listed, dense) and dense.any()
+    with pytest.raises(TypeError, match="boolean mask"):
+        quality_plane(shape, saturated=masks["saturated"].astype(np.uint8))
 
 
 def test_a_bleed_is_left_to_the_mask_not_replaced_by_sky():

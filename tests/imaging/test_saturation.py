@@ -165,3 +165,19 @@ def test_the_masks_are_scipys_dilations_of_the_levels(levels):
     assert np.array_equal(saturated, expected_saturated)
     assert np.array_equal(nonlinear, expected_nonlinear)
     assert level is None or saturated.sum() > 50
+
+
+def test_a_16_bit_frame_meets_its_levels_as_its_float32_copy_does():
+    # A level float32 cannot hold (52000.001 is 52000 in float32): the float32 frame meets
+    # it in float32, and the 16-bit frame read in its place must too.
+    from streamer.imaging.saturation import saturation_pixels
+
+    frame = np.full((40, 40), 1000, np.uint16)
+    frame[20, 20] = 52000
+    frame[5, 30] = 60000
+    for levels in (Saturation(60000.0, 52000.001, "configured"),
+                   Saturation(60000.0005, 51999.9999, "configured")):
+        narrow = saturation_pixels(frame, levels)
+        copied = saturation_pixels(frame.astype(np.float32), levels)
+        assert all(np.array_equal(a, b) for a, b in zip(narrow, copied))
+        assert narrow[0].size and narrow[1].size
