@@ -20,7 +20,6 @@ from astropy.io import fits
 
 from streamer.imaging import psf_stars
 from streamer.imaging.data_quality import quality_plane
-from streamer.imaging.kept_arrays import FRAMES
 from streamer.imaging.mesh_background import MeshLevel
 from streamer.imaging.noise import NoiseModel, noise_model
 from streamer.imaging.psf import PSFSpec
@@ -33,7 +32,9 @@ from streamer.imaging.saturated_stars import CoreFit, bleed_tail_pixels, refill_
 from streamer.imaging.saturation import Saturation, frame_saturation, saturation_pixels
 from streamer.imaging.sparse_masks import as_mask
 from streamer.imaging.target_resolution import Resolution, resolution_for
-from streamer.imaging.validation import checked_mask, excluded, validated_frame
+from streamer.imaging.validation import (
+    checked_mask, excluded, float32_copy, validated_frame,
+)
 from streamer.turns import Ticket, Turns, in_turn
 
 LEVELS_STEP = "levels"  # the turn in which a camera's saturation levels are read and updated
@@ -205,9 +206,7 @@ class FramePreparer:
         filled, masked = None, user_mask
         if bad.size:
             if image.dtype != np.float32:  # into a kept frame-sized array, refilled in place
-                converted = FRAMES.empty(image.shape, np.float32)
-                np.copyto(converted, image, casting="unsafe")
-                image, own = converted, True
+                image, own = float32_copy(image), True
             # sep's sky, where the wings sit on: the frame less the detection's subtracted one
             data, filled, fits = refill_core_pixels(image, bad, valid, prepared.psf.psf, None,
                                                     above=detection.subtracted, in_place=own)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.imaging.clipped_stats import nan_median
+from streamer.imaging.fft_lengths import smooth_length
 from streamer.imaging.moffat_fit import fit_moffat, moffat_model
 from streamer.imaging.sparse_masks import grown
 
@@ -112,15 +113,7 @@ def _odd_fast_length(length: int) -> int:
     """The least odd length from ``length`` on whose factors are all 3, 5, 7 or 11 (fast
     for the FFT). Odd, as an odd stamp padded evenly is: an even length has a Nyquist row
     and column, which a phase ramp can only damp (by cos πd), not shift."""
-    candidate = length if length % 2 else length + 1
-    while True:
-        rest = candidate
-        for factor in (3, 5, 7, 11):
-            while rest % factor == 0:
-                rest //= factor
-        if rest == 1:
-            return candidate
-        candidate += 2
+    return smooth_length(length if length % 2 else length + 1, (3, 5, 7, 11), step=2)
 
 
 def _registered(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: int,

@@ -21,7 +21,7 @@ from streamer.imaging import filtered_objects, sep_calls
 from streamer.imaging.clipped_stats import nan_median
 from streamer.imaging.mesh_background import MeshBackground, MeshLevel, levelled
 from streamer.imaging.segment_map import SegmentMap
-from streamer.imaging.validation import as_stored
+from streamer.imaging.validation import at_or_above
 from streamer.imaging.sparse_masks import grown
 
 MIN_PEAK_SNR = 20.0
@@ -58,8 +58,7 @@ class Detection:
         kept = self._scans.get(level)
         if kept is not None and kept[0] is image:
             return kept[1]
-        with np.errstate(invalid="ignore"):
-            found = np.flatnonzero(np.asarray(image) >= as_stored(image, level))
+        found = at_or_above(image, level)
         found.flags.writeable = False  # handed to every asker
         self._scans[level] = (image, found)
         return found
@@ -181,11 +180,9 @@ def flagged_pixels(image: np.ndarray, invalid: np.ndarray, peak_limit: float | N
     ``detection``'s :meth:`Detection.at_or_above` when given)."""
     where = np.flatnonzero(invalid)
     if peak_limit is not None:
-        if detection is not None:
-            hot = detection.at_or_above(image, peak_limit)
-        else:
-            with np.errstate(invalid="ignore"):  # NaN: not a hot pixel (and invalid anyway)
-                hot = np.flatnonzero(np.asarray(image) >= as_stored(image, peak_limit))
+        # NaN: not a hot pixel (and invalid anyway)
+        hot = (detection.at_or_above(image, peak_limit) if detection is not None
+               else at_or_above(image, peak_limit))
         where = np.union1d(where, hot) if where.size else hot
     return where
 

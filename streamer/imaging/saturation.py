@@ -38,7 +38,7 @@ import numpy as np
 from astropy.io import fits
 
 from streamer.imaging.psf_stars import Detection
-from streamer.imaging.validation import as_stored
+from streamer.imaging.validation import as_stored, at_or_above
 
 LINEAR_FRACTION = 0.8      # L from S when the stars cannot show it
 FLAT_TOLERANCE = 0.005     # a flat top: pixels within this fraction of the maximum
@@ -300,11 +300,8 @@ def saturation_pixels(image: np.ndarray, saturation: Saturation,
     if not levels:
         return none, none
     # One pass over the frame at the lower level; the few pixels found are sorted out after.
-    if detection is not None:
-        hot = detection.at_or_above(image, min(levels))
-    else:
-        with np.errstate(invalid="ignore"):
-            hot = np.flatnonzero(data >= as_stored(data, min(levels)))
+    hot = (detection.at_or_above(image, min(levels)) if detection is not None
+           else at_or_above(data, min(levels)))
     if hot.size == 0:
         return none, none
     values = data.ravel()[hot]

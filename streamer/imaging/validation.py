@@ -110,8 +110,7 @@ def validated_frame(frame: Any, mask: Any | None = None, *, narrow: bool = False
             and array.flags.c_contiguous:
         image = array  # the caller's frame, read as it is
     else:  # a converted copy, into a kept frame-sized array nobody holds any more
-        image = FRAMES.empty(array.shape, np.float32)
-        np.copyto(image, array, casting="unsafe")
+        image = float32_copy(array)
     if np.issubdtype(array.dtype, np.integer):  # every pixel finite: no pass to find out
         valid = uniform_map(array.shape, True) if bad is None else ~bad
         if not valid.any():
@@ -133,6 +132,21 @@ def as_stored(frame: np.ndarray, level: float) -> float | np.float32:
     rule for a scalar beside an array — and a 16-bit one read in its place must compare the
     same way), as given otherwise."""
     return np.float32(level) if reads_as_float32(np.asarray(frame)) else level
+
+
+def at_or_above(frame: np.ndarray, level: float) -> np.ndarray:
+    """Row-major positions (ascending) of ``frame``'s pixels at or above ``level`` as it
+    compares (:func:`as_stored`); NaN pixels are not."""
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(np.asarray(frame) >= as_stored(frame, level))
+
+
+def float32_copy(array: np.ndarray) -> np.ndarray:
+    """``array`` converted to float32 into a kept frame-sized array nobody holds any more
+    (:mod:`streamer.imaging.kept_arrays`)."""
+    out = FRAMES.empty(array.shape, np.float32)
+    np.copyto(out, array, casting="unsafe")
+    return out
 
 
 def check_finite(image: np.ndarray, what: str = "image") -> None:

@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 import pyopencl as cl
 
+from streamer.imaging.fft_lengths import smooth_length
 from streamer.restoration.convolution import Correlation
 from streamer.restoration.copy_block import BlockCopy
 from streamer.restoration.deferred_measurements import DeferredMeasurements
@@ -41,14 +42,7 @@ def fft_available() -> bool:
 
 def fast_length(n: int) -> int:
     """Smallest length >= n whose prime factors are 2, 3, 5 and 7 (fast for VkFFT)."""
-    while True:
-        m = n
-        for p in (2, 3, 5, 7):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
+    return smooth_length(n, (2, 3, 5, 7))
 
 
 class FFTCorrelation(Correlation):
