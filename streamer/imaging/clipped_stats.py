@@ -3,8 +3,8 @@
 astropy's ``sigma_clipped_stats`` (median centre, standard deviation, ``ddof=0``) filters the
 sample anew each iteration: a median and a standard deviation over every value still in, and
 a masked copy. On a sorted copy the values still in are always one run: each iteration's
-median is the run's middle, its mean and spread come from running sums, and its bounds are two
-binary searches — 4-6× less time for the quarter-million samples the sky levels are read from
+median is the run's middle, its mean and spread are sums over the run (no masked copy), and
+its bounds are two binary searches — 4-6× less time for the quarter-million samples the sky levels are read from
 (0.027 s a call at 4096², four calls a frame). The figures are astropy's to float rounding
 (its sums run in the sample's float32, these in float64; a value exactly on a bound may fall
 the other way).
@@ -26,16 +26,18 @@ def clipped_stats(values: np.ndarray, sigma: float = 3.0, maxiters: int | None =
     if ordered.size == 0:
         return np.nan, np.nan, np.nan
     # Sums about a value near the middle: the squares' sums then lose no digits to the
-    # sample's level.
+    # sample's level. Summed over the run each pass (pairwise, and a dot product): a
+    # cumulative sum is a scalar loop, 2 ms each over a quarter-million values.
     reference = float(ordered[ordered.size // 2])
-    shifted = ordered.astype(np.float64) - reference
-    sums = np.concatenate([[0.0], np.cumsum(shifted)])
-    squares = np.concatenate([[0.0], np.cumsum(shifted * shifted)])
+    # The bounds searched for in float64, once converted: a float32 array is converted
+    # whole at each search for a float64 bound (0.3 ms a search).
+    ordered = ordered.astype(np.float64, copy=False)
+    shifted = ordered - reference
     low, high = 0, ordered.size
     passes = 0
     while high > low and (maxiters is None or passes < maxiters):
         passes += 1
-        median, mean, spread = _run_stats(ordered, sums, squares, low, high, reference)
+        median, mean, spread = _run_stats(ordered, shifted, low, high, reference)
         new_low = max(low, int(np.searchsorted(ordered, median - sigma * spread, "left")))
         new_high = min(high, int(np.searchsorted(ordered, median + sigma * spread, "right")))
         if (new_low, new_high) == (low, high):
@@ -43,19 +45,21 @@ def clipped_stats(values: np.ndarray, sigma: float = 3.0, maxiters: int | None =
         low, high = new_low, new_high
     if high <= low:
         return np.nan, np.nan, np.nan
-    median, mean, spread = _run_stats(ordered, sums, squares, low, high, reference)
+    median, mean, spread = _run_stats(ordered, shifted, low, high, reference)
     return mean, median, spread
 
 
-def _run_stats(ordered: np.ndarray, sums: np.ndarray, squares: np.ndarray, low: int,
-               high: int, reference: float) -> tuple[float, float, float]:
-    """Median, mean and standard deviation of ``ordered[low:high]``."""
+def _run_stats(ordered: np.ndarray, shifted: np.ndarray, low: int, high: int,
+               reference: float) -> tuple[float, float, float]:
+    """Median, mean and standard deviation of ``ordered[low:high]`` (``shifted``: the
+    same less ``reference``, float64)."""
     count = high - low
     middle = low + count // 2
     median = (float(ordered[middle]) if count % 2
               else 0.5 * (float(ordered[middle - 1]) + float(ordered[middle])))
-    mean_shift = (sums[high] - sums[low]) / count
-    variance = max((squares[high] - squares[low]) / count - mean_shift * mean_shift, 0.0)
+    run = shifted[low:high]
+    mean_shift = float(run.sum()) / count
+    variance = max(float(np.dot(run, run)) / count - mean_shift * mean_shift, 0.0)
     return median, reference + mean_shift, float(np.sqrt(variance))
 
 

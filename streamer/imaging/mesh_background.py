@@ -222,12 +222,17 @@ def levelled(values: np.ndarray, level: MeshLevel, scale: MeshLevel | None = Non
     stacked = [_segment_rows(item) for item in ((level,) if scale is None else (level, scale))]
     out = FRAMES.empty(level.shape, np.float32) if out is None else out
     longest = max(end - start for start, end, _ in blocks)
+    narrow = values.dtype.kind in "ui" and values.dtype.itemsize <= 2  # float32 holds them
     buffers = [np.empty((longest, level.shape[1]), np.float32) for _ in stacked]
     for start, end, segment in blocks:
         rows = end - start
         for buffer, rows_of in zip(buffers, stacked):
             np.matmul(coefficients[start:end], rows_of[segment], out=buffer[:rows])
-        np.subtract(values[start:end], buffers[0][:rows], out=out[start:end])
+        if narrow:  # converted by a copy (exact), then levelled in place: half the time
+            np.copyto(out[start:end], values[start:end], casting="unsafe")  # of a mixed
+            out[start:end] -= buffers[0][:rows]                            # subtract
+        else:
+            np.subtract(values[start:end], buffers[0][:rows], out=out[start:end])
         if scale is not None:
             np.maximum(buffers[1][:rows], np.float32(floor), out=buffers[1][:rows])
             np.divide(out[start:end], buffers[1][:rows], out=out[start:end])

@@ -32,23 +32,103 @@ SPAN = 8  # a frame is measured at lags up to an eighth of its side
 
 def clipped_sigma(values: np.ndarray, iterations: int = 10) -> float:
     """The standard deviation of ``values`` without its outliers: clipped at 3σ about the
-    mean, iterated from the MAD, and corrected for the clipping's truncation."""
-    centre = float(np.median(values))
-    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    mean, iterated from the MAD, and corrected for the clipping's truncation.
+
+    Measured on a sorted copy: the values within ``3σ`` of a centre are one run of it (``|v −
+    c|`` rounds monotonically on either side of ``c``), so each pass takes a view instead of a
+    masked copy, and the median and the MAD are read off it (NumPy's median copies and
+    partitions anew: 1.6–2.7 ms each on the 130 000 differences of a lag), and the mean and spread
+    are sums over the run. The same figures as clipping the unsorted values, to float
+    rounding of the sums."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if ordered.size == 0:
+        return 0.0
+    centre = _middle(ordered)
+    spread = 1.4826 * _middle_distance(ordered, centre)
     if spread <= 0:  # integer data where most differences are 0: start from the plain std
-        spread = float(np.std(values))
+        spread = float(np.std(ordered))
     if spread <= 0:
         return 0.0
+    # The runs' sums about the median: a pairwise sum and a dot product each pass, no
+    # temporary arrays, and nothing large cancels (the outliers are not in the run).
+    reference = centre
+    shifted = ordered - reference
     for _ in range(iterations):
-        kept = values[np.abs(values - centre) <= CLIP_SIGMAS * spread]
-        if kept.size < MIN_VALUES:
+        low, high = _within(ordered, centre, CLIP_SIGMAS * spread)
+        count = high - low
+        if count < MIN_VALUES:
             break
-        centre, updated = float(kept.mean()), float(kept.std())
+        run = shifted[low:high]
+        mean_shift = float(run.sum()) / count
+        centre = reference + mean_shift
+        updated = float(np.sqrt(max(float(np.dot(run, run)) / count - mean_shift * mean_shift,
+                                    0.0)))
         if updated <= 0 or abs(updated - spread) <= 1e-6 * spread:
             spread = updated if updated > 0 else spread
             break
         spread = updated
     return spread / CLIPPED_FRACTION
+
+
+def _middle(ordered: np.ndarray) -> float:
+    """``np.median`` of the sorted ``ordered``."""
+    half = ordered.size // 2
+    if ordered.size % 2:
+        return float(ordered[half])
+    return 0.5 * (float(ordered[half - 1]) + float(ordered[half]))
+
+
+def _middle_distance(ordered: np.ndarray, centre: float) -> float:
+    """``np.median(np.abs(ordered − centre))`` of the sorted ``ordered``: the distances below
+    and above ``centre`` are two sorted runs, and their middle one or two are found by a
+    binary search over how many each run gives (NumPy's partition of the V-shaped distances
+    takes 2.7 ms on 130 000 values)."""
+    split = int(np.searchsorted(ordered, centre, "left"))
+
+    def below(index: int) -> float:  # the index-th nearest value under the centre
+        return abs(float(ordered[split - 1 - index]) - centre)
+
+    def above(index: int) -> float:
+        return abs(float(ordered[split + index]) - centre)
+
+    def smallest(rank: int) -> float:
+        """The ``rank``-th (from 0) smallest distance."""
+        lower, upper = max(0, rank + 1 - (ordered.size - split)), min(rank + 1, split)
+        while lower < upper:  # the fewest taken from below with what follows them not nearer
+            taken = (lower + upper) // 2
+            rest = rank + 1 - taken
+            if rest > 0 and taken < split and above(rest - 1) > below(taken):
+                lower = taken + 1
+            else:
+                upper = taken
+        rest = rank + 1 - lower
+        return max(below(lower - 1) if lower > 0 else -np.inf,
+                   above(rest - 1) if rest > 0 else -np.inf)
+
+    half = ordered.size // 2
+    if ordered.size % 2:
+        return smallest(half)
+    return 0.5 * (smallest(half - 1) + smallest(half))
+
+
+def _within(ordered: np.ndarray, centre: float, bound: float) -> tuple[int, int]:
+    """The run of the sorted ``ordered`` whose ``|v − centre| <= bound`` (as NumPy computes
+    it), as (first, end) indices."""
+    def inside(index: int) -> bool:
+        return abs(float(ordered[index]) - centre) <= bound
+
+    low = int(np.searchsorted(ordered, centre - bound, "left"))
+    high = int(np.searchsorted(ordered, centre + bound, "right"))
+    # The searches' bounds round on their own: a step or two settles them on the test itself.
+    while low > 0 and inside(low - 1):
+        low -= 1
+    while low < high and not inside(low):
+        low += 1
+    while high < ordered.size and inside(high):
+        high += 1
+    while high > low and not inside(high - 1):
+        high -= 1
+    return low, high
 
 
 def difference_sigma(data: np.ndarray, lag: int, pairs: int,

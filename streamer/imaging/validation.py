@@ -14,6 +14,7 @@ the code behind them does not check again.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 from typing import Any
@@ -137,8 +138,22 @@ def as_stored(frame: np.ndarray, level: float) -> float | np.float32:
 def at_or_above(frame: np.ndarray, level: float) -> np.ndarray:
     """Row-major positions (ascending) of ``frame``'s pixels at or above ``level`` as it
     compares (:func:`as_stored`); NaN pixels are not."""
+    frame = np.asarray(frame)
+    stored = as_stored(frame, level)
+    if frame.dtype.kind in "iu" and reads_as_float32(frame):
+        # An integer is at or above a level exactly when it is at or above the level's
+        # ceiling: compared in the frame's own type, not converted to float32 pixel by pixel
+        # (a third of the time on a 16-bit 4096² frame).
+        if np.isnan(stored):
+            return np.zeros(0, np.intp)
+        bounds = np.iinfo(frame.dtype)
+        ceiling = math.ceil(float(stored)) if np.isfinite(stored) else (
+            bounds.max + 1 if stored > 0 else bounds.min)
+        if ceiling > bounds.max:
+            return np.zeros(0, np.intp)
+        return np.flatnonzero(frame >= frame.dtype.type(max(ceiling, bounds.min)))
     with np.errstate(invalid="ignore"):
-        return np.flatnonzero(np.asarray(frame) >= as_stored(frame, level))
+        return np.flatnonzero(frame >= stored)
 
 
 def float32_copy(array: np.ndarray) -> np.ndarray:

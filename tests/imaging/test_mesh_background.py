@@ -154,6 +154,11 @@ def test_levelling_a_few_rows_at_a_time_is_the_whole_levels_arithmetic(shape, me
     counts = rng.integers(0, 65535, shape).astype(np.uint16)
     less = levelled(counts, level)
     assert np.abs(less - (counts - level.evaluate())).max() <= 1e-6 * 65535
+    # 16-bit frames (converted, then levelled in place): the float32 copy's arithmetic to
+    # the bit.
+    assert np.array_equal(less, levelled(counts.astype(np.float32), level))
+    signed = (counts.astype(np.int32) - 32768).astype(np.int16)
+    assert np.array_equal(levelled(signed, level), levelled(signed.astype(np.float32), level))
     in_place = values.copy()
     assert levelled(in_place, level, scale, out=in_place) is in_place
     assert np.array_equal(in_place, ours)

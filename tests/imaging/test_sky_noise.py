@@ -71,3 +71,80 @@ def test_the_clipped_spread_of_a_normal_sample_is_unbiased():
     values = np.random.default_rng(5).normal(3.0, 2.0, 1 << 18)
     assert clipped_sigma(values) == pytest.approx(2.0, rel=0.01)
     assert 0.98 < CLIPPED_FRACTION < 0.99
+
+
+def _masked_clipped_sigma(values: np.ndarray, iterations: int = 10) -> float:
+    """The clipping written plainly (a masked copy each pass): the reference."""
+    centre = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    if spread <= 0:
+        spread = float(np.std(values))
+    if spread <= 0:
+        return 0.0
+    for _ in range(iterations):
+        kept = values[np.abs(values - centre) <= 3.0 * spread]
+        if kept.size < 16:
+            break
+        centre, updated = float(kept.mean()), float(kept.std())
+        if updated <= 0 or abs(updated - spread) <= 1e-6 * spread:
+            spread = updated if updated > 0 else spread
+            break
+        spread = updated
+    return spread / CLIPPED_FRACTION
+
+
+@pytest.mark.parametrize("kind", ["normal", "integers", "few integers", "cauchy", "stars",
+                                  "constant", "tiny", "odd"])
+def test_the_sorted_clipping_is_the_masked_one(kind):
+    # Ties (integer differences, a MAD of 0), heavy tails, one-sided outliers, odd and even
+    # counts, fewer values than a pass keeps: the same figure to float rounding of the sums.
+    rng = np.random.default_rng(len(kind))
+    values = {"normal": rng.normal(0.3, 2.0, 130000),
+              "integers": np.round(rng.normal(0, 1.5, 30001)),
+              "few integers": rng.integers(-1, 2, 5000).astype(float),
+              "cauchy": rng.standard_cauchy(40000),
+              "stars": np.concatenate([rng.normal(0, 1, 9999), rng.exponential(300, 700)]),
+              "constant": np.full(101, 7.0), "tiny": np.array([1.0, 2.0, 9.0]),
+              "odd": rng.poisson(3, 1001).astype(float)}[kind]
+    assert clipped_sigma(values) == pytest.approx(_masked_clipped_sigma(values), rel=1e-12,
+                                                  abs=1e-15)
+
+
+def test_the_median_distance_is_numpys():
+    # The MAD read off the two sorted runs on either side of the centre: every rank
+    # reached, centres at, between and outside the values, ties on both sides.
+    from streamer.imaging.sky_noise import _middle_distance
+
+    rng = np.random.default_rng(11)
+    for trial in range(600):
+        size = int(rng.integers(1, 40))
+        values = np.sort(rng.integers(-3, 4, size).astype(float) if trial % 2
+                         else rng.normal(0, 3, size))
+        for centre in (float(np.median(values)), values[0], values[-1], values[0] - 2.5,
+                       values[-1] + 1.0, float(rng.normal())):
+            assert _middle_distance(values, float(centre)) == float(
+                np.median(np.abs(values - centre)))
+
+
+def test_the_clipped_run_is_the_masks():
+    # Values a few ulps either side of centre ± bound, where the binary searches' own
+    # bounds round the other way: the run is exactly the pixels the |v − c| <= b test keeps
+    # (and the searches were off in every direction at least once).
+    from streamer.imaging.sky_noise import _within
+
+    rng = np.random.default_rng(12)
+    corrected = np.zeros(4, int)
+    for _ in range(3000):
+        centre, bound = float(rng.normal(0, 100)), float(abs(rng.normal(0, 10)))
+        edges = (centre - bound, centre + bound)
+        values = np.sort(np.concatenate([[edge + np.spacing(edge) * k for edge in edges
+                                          for k in range(-3, 4)], rng.normal(centre, bound, 9)]))
+        low, high = _within(values, centre, bound)
+        kept = np.flatnonzero(np.abs(values - centre) <= bound)
+        assert (low, high) == ((kept[0], kept[-1] + 1) if kept.size else (low, low))
+        assert kept.size == high - low
+        searched = (int(np.searchsorted(values, centre - bound, "left")),
+                    int(np.searchsorted(values, centre + bound, "right")))
+        corrected += [searched[0] > low, searched[0] < low, searched[1] < high,
+                      searched[1] > high]
+    assert corrected.all()
