@@ -138,20 +138,18 @@ def stack(stamps: list[np.ndarray], centres: list[tuple[float, float]], half: in
 
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1]
     inside = ys**2 + xs**2 <= aperture**2
-    layers = _registered(stamps, centres, half, transform)
-    # A first, unweighted look fills each layer's masked aperture pixels for its flux.
-    guess = nan_median(np.array([layer / np.nansum(layer[inside]) for layer in layers]), 0)
-    guess = np.nan_to_num(guess)
-    normalised = []
-    for layer in layers:
-        known = inside & np.isfinite(layer)
-        if not known.any():
-            continue
-        share = guess[known].sum() / max(guess[inside].sum(), 1e-300)
-        flux = layer[known].sum() / max(share, 1e-3)
-        if flux > 0:
-            normalised.append(layer / flux)
-    cube = sigma_clip(np.ma.masked_invalid(np.array(normalised)), sigma=3.0, maxiters=3, axis=0)
+    layers = np.array(_registered(stamps, centres, half, transform))
+    if layers.size == 0:
+        raise ValueError("no stamps to stack")
+    # All the layers at once (a loop over them was a third of a stack's time). A first,
+    # unweighted look fills each layer's masked aperture pixels for its flux.
+    ring = layers[:, inside]                                   # stamps × aperture pixels
+    guess = np.nan_to_num(nan_median(layers / np.nansum(ring, axis=1)[:, None, None], 0))
+    known = np.isfinite(ring)
+    share = np.where(known, guess[inside], 0.0).sum(axis=1) / max(guess[inside].sum(), 1e-300)
+    flux = np.where(known, ring, 0.0).sum(axis=1) / np.maximum(share, 1e-3)
+    normalised = layers[flux > 0] / flux[flux > 0, None, None]
+    cube = sigma_clip(np.ma.masked_invalid(normalised), sigma=3.0, maxiters=3, axis=0)
     mean = np.ma.mean(cube, axis=0).filled(0.0)
     used = np.maximum(np.ma.count(cube, axis=0), 1)
     error = np.ma.std(cube, axis=0).filled(0.0) / np.sqrt(used)
@@ -165,17 +163,14 @@ def refine(stamps: list[np.ndarray], centres: list[tuple[float, float]], psf: np
     half = psf.shape[0] // 2
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
     weight = np.clip(psf, 0.0, None)
-    refined = []
-    for layer, (cy, cx) in zip(_registered(stamps, centres, half, transform), centres):
-        product = np.nan_to_num(weight * layer)
-        total = product.sum()
-        if not total > 0:
-            refined.append((cy, cx))
-            continue
-        dy = 2.0 * (product * ys).sum() / total
-        dx = 2.0 * (product * xs).sum() / total
-        refined.append((cy + float(np.clip(dy, -0.5, 0.5)), cx + float(np.clip(dx, -0.5, 0.5))))
-    return refined
+    layers = np.array(_registered(stamps, centres, half, transform))
+    product = np.nan_to_num(weight * layers)
+    total = product.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dy = np.clip(2.0 * (product * ys).sum(axis=(1, 2)) / total, -0.5, 0.5)
+        dx = np.clip(2.0 * (product * xs).sum(axis=(1, 2)) / total, -0.5, 0.5)
+    return [(cy + float(move_y), cx + float(move_x)) if weighed > 0 else (cy, cx)
+            for (cy, cx), move_y, move_x, weighed in zip(centres, dy, dx, total)]
 
 
 def blend_wings(mean: np.ndarray, error: np.ndarray, start_fwhm: float) -> np.ndarray:
