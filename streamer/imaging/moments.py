@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -105,16 +106,30 @@ def adaptive_moments(stamp: np.ndarray, iterations: int = 40,
 
 def half_maximum_fwhm(image: np.ndarray, upsample: int = 8) -> float:
     """Model-free FWHM of a centred PSF: the diameter of the circle whose area equals the area
-    above half the peak, measured on a cubic-spline upsampling (pixels)."""
-    from scipy.ndimage import zoom
-
+    above half the peak, measured on a cubic-spline upsampling (pixels): SciPy's
+    ``zoom(image, upsample, order=3, mode="nearest")``, made as its two one-axis zooms'
+    matrices about the image (a cubic B-spline's zoom is one per axis; 0.3 ms where zooming
+    the 2-D PSF took 6)."""
     image = np.asarray(image, dtype=np.float64)
-    fine = zoom(image, upsample, order=3, mode="nearest")
+    fine = _zoom_matrix(image.shape[0], upsample) @ image @ _zoom_matrix(image.shape[1],
+                                                                          upsample).T
     # zoom maps the first and last pixel centres onto the first and last samples.
     step_y = (image.shape[0] - 1) / (fine.shape[0] - 1)
     step_x = (image.shape[1] - 1) / (fine.shape[1] - 1)
     area = np.count_nonzero(fine >= fine.max() / 2.0) * step_y * step_x
     return 2.0 * math.sqrt(area / math.pi)
+
+
+@lru_cache(maxsize=32)
+def _zoom_matrix(length: int, upsample: int) -> np.ndarray:
+    """SciPy's cubic ``zoom`` of a ``length``-sample axis by ``upsample`` as a matrix (its
+    columns: the zooms of the unit vectors)."""
+    from scipy.ndimage import zoom
+
+    matrix = np.stack([zoom(unit, upsample, order=3, mode="nearest")
+                       for unit in np.eye(length)], axis=1)
+    matrix.flags.writeable = False  # cached: shared by every caller
+    return matrix
 
 
 def adaptive_moments_batch(stamps: np.ndarray, iterations: int = 20,

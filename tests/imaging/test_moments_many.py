@@ -90,3 +90,26 @@ def test_the_batch_is_the_plain_iteration_on_grids(seed: int) -> None:
             assert getattr(found, field) == pytest.approx(getattr(expected, field), rel=1e-9,
                                                           abs=1e-9), field
     assert sum(m is not None for m in adaptive_moments_batch(stamps)) >= 80
+
+
+def test_the_half_maximum_fwhm_is_scipys_zoom():
+    # The upsampling as two one-axis zoom matrices about the PSF: SciPy's 2-D cubic zoom to
+    # rounding, and the same FWHM, on odd and even, square and oblong, noisy, off-centre PSFs.
+    import math
+
+    from scipy.ndimage import zoom
+
+    from streamer.imaging.moments import half_maximum_fwhm
+
+    rng = np.random.default_rng(8)
+    for _ in range(60):
+        height, width = (int(side) for side in rng.integers(3, 40, 2))
+        ys, xs = np.mgrid[:height, :width]
+        sigma_y, sigma_x = rng.uniform(0.6, 4.0, 2)
+        image = np.exp(-((xs - (width - 1) / 2 + rng.normal(0, 0.3)) ** 2 / (2 * sigma_x**2)
+                         + (ys - (height - 1) / 2 + rng.normal(0, 0.3)) ** 2 / (2 * sigma_y**2)))
+        image += rng.normal(0, 0.01, image.shape)
+        fine = zoom(image, 8, order=3, mode="nearest")
+        step_y, step_x = (height - 1) / (fine.shape[0] - 1), (width - 1) / (fine.shape[1] - 1)
+        area = np.count_nonzero(fine >= fine.max() / 2.0) * step_y * step_x
+        assert half_maximum_fwhm(image) == 2.0 * math.sqrt(area / math.pi)
