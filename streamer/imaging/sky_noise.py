@@ -132,20 +132,22 @@ def _within(ordered: np.ndarray, centre: float, bound: float) -> tuple[int, int]
 
 
 def difference_sigma(data: np.ndarray, lag: int, pairs: int,
-                     sampled_columns: np.ndarray | None = None) -> float | None:
+                     sampled_columns: np.ndarray | None = None,
+                     sampled_rows: np.ndarray | None = None) -> float | None:
     """The noise from pixels ``lag`` apart along rows and columns (about ``pairs`` pairs
-    sampled); None when the frame is under :data:`SPAN` lags across. ``sampled_columns``:
-    ``data[:, ::step]`` gathered already (:func:`sky_noise` reads it once for every lag)."""
+    sampled); None when the frame is under :data:`SPAN` lags across. ``sampled_columns``,
+    ``sampled_rows``: ``data[:, ::step]`` and ``data[::step]`` gathered already, in float64
+    (:func:`sky_noise` reads them once for every lag)."""
     rows, columns = data.shape
     if min(rows, columns) < SPAN * lag:  # a lag that spans the frame measures its content
         return None
     step = _step(data, pairs)
     if sampled_columns is None:
-        sampled_columns = data[:, ::step]
-    along_rows = (np.asarray(data[::step, lag:], dtype=np.float64)
-                  - np.asarray(data[::step, :-lag], dtype=np.float64))
-    along_columns = (np.asarray(sampled_columns[lag:], dtype=np.float64)
-                     - np.asarray(sampled_columns[:-lag], dtype=np.float64))
+        sampled_columns = np.asarray(data[:, ::step], dtype=np.float64)
+    if sampled_rows is None:
+        sampled_rows = np.asarray(data[::step], dtype=np.float64)
+    along_rows = sampled_rows[:, lag:] - sampled_rows[:, :-lag]
+    along_columns = sampled_columns[lag:] - sampled_columns[:-lag]
     values = np.concatenate([along_rows.ravel(), along_columns.ravel()])
     if np.asarray(data).dtype.kind == "f":  # differences of integers are all finite
         values = values[np.isfinite(values)]
@@ -165,10 +167,13 @@ def sky_noise(data: np.ndarray, pairs: int = 1 << 16) -> float | None:
     if data.ndim != 2:
         return None
     sigmas = []
-    # The sampled columns once for every lag: each is a cache line a pixel to gather.
-    sampled_columns = np.ascontiguousarray(data[:, ::_step(data, pairs)])
+    # The sampled columns and rows once for every lag, in float64 (each column's pixel is
+    # a cache line to gather; each lag converted them again).
+    step = _step(data, pairs)
+    sampled_columns = np.asarray(data[:, ::step], dtype=np.float64)
+    sampled_rows = np.asarray(data[::step], dtype=np.float64)
     for lag in LAGS:
-        sigma = difference_sigma(data, lag, pairs, sampled_columns)
+        sigma = difference_sigma(data, lag, pairs, sampled_columns, sampled_rows)
         if sigma is None:
             break
         if sigmas and sigmas[-1] > 0 and sigma <= LEVELLED * sigmas[-1]:
