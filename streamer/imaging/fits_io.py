@@ -160,10 +160,32 @@ def _card(keyword: str, value: object, comment: str) -> fits.Card:
         return fits.Card(keyword, value)  # CONTINUE cards; the keyword names the value
     if not comment:
         return fits.Card(keyword, value)
+    if len(comment) <= _ROOM and _fixed_field(keyword, value):
+        return fits.Card(keyword, value, comment)  # fits: no probe card to format first
     # The value's field with a one-character comment says how much room a comment has;
     # formatting a card whose comment is too long is what makes astropy warn.
     room = 80 - len(fits.Card(keyword, value, "x").image.rstrip()) + 1
     return fits.Card(keyword, value, comment[:room]) if room > 0 else fits.Card(keyword, value)
+
+
+# A comment this long always fits beside a value in the fixed 20-column field:
+# 80 − "KEYWORD = " − 20 − " / ".
+_ROOM = 80 - 10 - 20 - 3
+
+
+def _fixed_field(keyword: str, value: object) -> bool:
+    """Whether astropy writes ``value`` in the fixed 20-column value field after an
+    8-character keyword (booleans, short integers, floats — at most 20 characters — and
+    strings short enough to quote within it)."""
+    if len(keyword) > 8 or keyword.upper() != keyword:
+        return False
+    if isinstance(value, str):
+        return len(value) <= 18 and "'" not in value and value.isascii()
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return len(str(value)) <= 20
+    return isinstance(value, float)
 
 
 def psf_hdu(psf: np.ndarray, keywords: dict[str, tuple[object, str]]) -> fits.ImageHDU:

@@ -33,6 +33,23 @@ def test_long_values_survive_whole_and_nothing_warns():
     assert read["EXPTIME"] == 30.0
 
 
+@pytest.mark.parametrize("value", [True, 0, -7, 10**19, 10**20, 0.1, -1.2345678901234567e-200,
+                                   np.float64(0.3), "", "x" * 18, "x" * 19, "it's"])
+@pytest.mark.parametrize("comment", ["c", "y" * 46, "y" * 47, "y" * 48, "z" * 70])
+@pytest.mark.parametrize("keyword", ["A", "STRMFID", "ABCDEFGH"])
+def test_a_card_written_without_its_probe_is_the_probed_one(keyword, value, comment):
+    # Values in the fixed 20-column field beside comments up to the room left there skip
+    # the probe card: the same card image as the probe's shortening gives, without warning.
+    from streamer.imaging.fits_io import _card
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        room = 80 - len(fits.Card(keyword, value, "x").image.rstrip()) + 1
+        probed = (fits.Card(keyword, value, comment[:room]) if room > 0
+                  else fits.Card(keyword, value))
+        assert _card(keyword, value, comment).image == probed.image
+
+
 def _fits_payload(data: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     fits.PrimaryHDU(data).writeto(buffer)
