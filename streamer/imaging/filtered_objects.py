@@ -58,10 +58,12 @@ def extract(subtracted: np.ndarray, threshold: float, minarea: int, deblend_cont
     detected = smooth_values.astype(np.float64)
     # sep's centroid and moments weigh the pixels by their filtered values; the flux and
     # peak are the frame's own (and the filtered ones cflux, cpeak).
+    groups = grouped(owner, count)  # one ordering of the pixels for both descriptions
     described = _described(dtype, count, owner, rows, columns, detected, threshold,
-                           subtracted.shape)
+                           subtracted.shape, groups)
     _unfiltered_fields(described, owner, count, rows, columns,
-                       subtracted.ravel()[index].astype(np.float64), detected, threshold)
+                       subtracted.ravel()[index].astype(np.float64), detected, threshold,
+                       groups)
     maxima = np.bincount(owner[_local_maxima(index, detected, rows, columns, width)],
                          minlength=count)
     large = described["npix"] >= minarea
@@ -109,9 +111,11 @@ def _cleaned(found: np.ndarray, labels: np.ndarray, index: np.ndarray,
 
 def _unfiltered_fields(described: np.ndarray, owner: np.ndarray, count: int,
                        rows: np.ndarray, columns: np.ndarray, values: np.ndarray,
-                       detected: np.ndarray, threshold: float) -> None:
+                       detected: np.ndarray, threshold: float,
+                       groups: tuple[np.ndarray, np.ndarray]) -> None:
     """sep's fields of the frame's own pixel ``values`` (flux, peak and its position, pixels
-    above the threshold) beside those of the filtered ones (``cflux``, ``cpeak``)."""
+    above the threshold) beside those of the filtered ones (``cflux``, ``cpeak``);
+    ``groups``: :func:`~streamer.imaging.pixel_objects.grouped` of ``owner``."""
     # The ellipse's equation (sep's cxx x² + cyy y² + cxy xy), from the filtered moments.
     determinant = described["x2"] * described["y2"] - described["xy"] ** 2
     described["cxx"] = described["y2"] / determinant
@@ -121,7 +125,7 @@ def _unfiltered_fields(described: np.ndarray, owner: np.ndarray, count: int,
     described["xcpeak"], described["ycpeak"] = described["xpeak"], described["ypeak"]
     described["flux"] = np.bincount(owner, weights=values, minlength=count)
     described["tnpix"] = np.bincount(owner, weights=values > threshold, minlength=count)
-    peak, first = group_peaks(values, *grouped(owner, count))
+    peak, first = group_peaks(values, *groups)
     described["peak"] = peak
     described["xpeak"], described["ypeak"] = columns[first], rows[first]
 

@@ -63,20 +63,49 @@ def _heap_levels(owner: np.ndarray, above: np.ndarray, npix: np.ndarray, starts:
         return _heap_levels_loop(above, npix, starts, minarea)
     rank = np.arange(owner.size) - np.repeat(starts, npix)
     active = min(minarea, 3)
+    # Sorted as (object, value) keys in one unsigned 64-bit sort — exact, and many times
+    # faster than a lexsort of float keys (6 ms for a frame's 40 000 pixels).
     head = np.flatnonzero(rank < minarea)
-    head = head[np.lexsort((above[head], owner[head]))]
+    head_keys = np.sort(_keys(owner[head], above[head]))       # each object's, ascending
     head_count = np.minimum(npix, minarea)
     head_rank = np.arange(head.size) - np.repeat(np.cumsum(head_count) - head_count,
                                                  head_count)
-    held = np.concatenate([head[head_rank < active], np.flatnonzero(rank > minarea)])
-    held = held[np.lexsort((-above[held].astype(np.float64), owner[held]))]
-    held_starts = np.concatenate([[0], np.cumsum(np.bincount(owner[held], minlength=count))])
+    lowest = head_keys[head_rank < active]                     # its smallest ``active``
+    later = np.flatnonzero(rank > minarea)
+    # Descending within each object: the value's order key inverted.
+    held = np.sort(np.concatenate([
+        (lowest & _HIGH) | (~lowest & _LOW), _keys(owner[later], above[later], descending=True)]))
+    held_starts = np.concatenate([[0], np.cumsum(np.bincount(
+        (held >> np.uint64(32)).astype(np.int64), minlength=count))])
     out = np.zeros(count, np.float32)
     enough = npix > minarea
-    out[enough] = above[held[held_starts[:-1][enough] + active - 1]]
+    out[enough] = _values(held[held_starts[:-1][enough] + active - 1], descending=True)
     exact = npix == minarea
     out[exact] = above[starts[exact]]
     return out
+
+
+_HIGH = np.uint64(0xFFFFFFFF00000000)
+_LOW = np.uint64(0xFFFFFFFF)
+
+
+def _keys(owner: np.ndarray, values: np.ndarray, descending: bool = False) -> np.ndarray:
+    """uint64 keys that sort as (owner, value) — value descending if asked: the object in
+    the high 32 bits, the float32 value's bits made to sort as unsigned integers in the low."""
+    bits = np.asarray(values, np.float32).view(np.uint32)
+    order = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
+    if descending:
+        order = ~order
+    return (owner.astype(np.uint64) << np.uint64(32)) | order.astype(np.uint64)
+
+
+def _values(keys: np.ndarray, descending: bool = False) -> np.ndarray:
+    """The float32 values of :func:`_keys`."""
+    order = (keys & _LOW).astype(np.uint32)
+    if descending:
+        order = ~order
+    bits = np.where(order & np.uint32(0x80000000), order & np.uint32(0x7FFFFFFF), ~order)
+    return bits.astype(np.uint32).view(np.float32)
 
 
 def _heap_levels_loop(above: np.ndarray, npix: np.ndarray, starts: np.ndarray,

@@ -184,10 +184,12 @@ def _local_maxima(index: np.ndarray, values: np.ndarray, rows: np.ndarray,
 
 def _described(dtype: np.dtype, count: int, owner: np.ndarray, rows: np.ndarray,
                columns: np.ndarray, values: np.ndarray, threshold: float,
-               shape: tuple[int, int]) -> np.ndarray:
+               shape: tuple[int, int],
+               groups: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Every object's sep record from its pixels, by sep's definitions (intensity-weighted
     centroid and second moments, a single-pixel-wide object's moments widened by 1/12, the
-    ellipse's axes and angle from them; peak, box, pixel count)."""
+    ellipse's axes and angle from them; peak, box, pixel count). ``groups``: :func:`grouped`
+    of ``owner``, when made already."""
     out = np.zeros(count, dtype)
 
     def total(weights: np.ndarray) -> np.ndarray:
@@ -204,7 +206,7 @@ def _described(dtype: np.dtype, count: int, owner: np.ndarray, rows: np.ndarray,
     x2, y2 = np.where(singular, x2 + 1.0 / 12.0, x2), np.where(singular, y2 + 1.0 / 12.0, y2)
     half_sum, half_difference = (x2 + y2) / 2.0, (x2 - y2) / 2.0
     root = np.sqrt(half_difference**2 + xy**2)
-    order, starts = grouped(owner, count)
+    order, starts = grouped(owner, count) if groups is None else groups
     peak, first = group_peaks(values, order, starts)
     ordered_columns = columns[order]
     out["thresh"] = threshold
