@@ -29,45 +29,59 @@ def shifted(stamp: np.ndarray, dy: float, dx: float, pad: int = 8) -> np.ndarray
 
 def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pad: int = 8,
                  transform: Transform | None = None) -> list[np.ndarray]:
-    """:func:`shifted` for many stamps of one shape in one batched transform (a Python-level
-    FFT per stamp cost more than the transforms themselves); ``transform``: the stamps'
-    :func:`transformed`, when made already (a stack registers the same stamps five times)."""
+    """:func:`shifted` for many stamps of one shape at once; ``transform``: the stamps'
+    :func:`transformed`, when made already (a stack registers the same stamps five times).
+
+    The shift is the band-limited one of each stamp zero-padded by at least ``pad`` to an
+    odd length ``P`` (a phase ramp on its discrete Fourier transform), written as what it is
+    on the stamp's own pixels: along each axis a matrix of the periodic sinc (Dirichlet
+    kernel) ``sin(π x) / (P sin(π x / P))`` at ``x = i − j − d``, one product a side
+    (for a 4096² frame's PSF stars a quarter of the time two batched FFTs took). The same
+    values as the transforms', to rounding."""
     if len({stamp.shape for stamp in stamps}) != 1:  # none, or shapes that do not stack
         return [shifted_many([stamp], [move], pad)[0] for stamp, move in zip(stamps, shifts)]
-    import scipy.fft
-
     made = transform if transform is not None else transformed(stamps, pad)
     if made.invalid.shape != (len(shifts), *stamps[0].shape):
         raise ValueError(f"a transform of {made.invalid.shape[0]} stamps of "
                          f"{made.invalid.shape[1:]} px for {len(shifts)} of "
                          f"{stamps[0].shape} px: transform these stamps")
     height, width = made.invalid.shape[1:]
-    ky = np.fft.fftfreq(made.padded[0])[None, :]
-    kx = np.fft.rfftfreq(made.padded[1])[None, :]
-    dy = np.array([shift[0] for shift in shifts], dtype=np.float64)[:, None]
-    dx = np.array([shift[1] for shift in shifts], dtype=np.float64)[:, None]
-    # The ramp is a product of one per axis: a row and a column of complex exponentials a
-    # stamp, not one per frequency.
-    spectrum = made.spectrum * np.exp(-2j * np.pi * ky * dy)[:, :, None]
-    spectrum *= np.exp(-2j * np.pi * kx * dx)[:, None, :]
-    moved = scipy.fft.irfft2(spectrum, made.padded, axes=(-2, -1), workers=-1,
-                             overwrite_x=True)[:, made.pad: made.pad + height,
-                                               made.pad: made.pad + width]
+    dy = np.array([shift[0] for shift in shifts], dtype=np.float64)
+    dx = np.array([shift[1] for shift in shifts], dtype=np.float64)
+    along_rows = _shift_matrices(height, made.padded[0], dy)
+    along_columns = _shift_matrices(width, made.padded[1], dx)
+    moved = np.matmul(np.matmul(along_rows, made.filled), along_columns.transpose(0, 2, 1))
     out = list(moved)
     holed = np.flatnonzero(made.invalid.any(axis=(1, 2)))
     if holed.size:
-        spread = _moved_holes(made.invalid[holed], dy[holed, 0], dx[holed, 0])
+        spread = _moved_holes(made.invalid[holed], dy[holed], dx[holed])
         for index, grown_holes in zip(holed, spread):
             out[index][grown_holes] = np.nan
     return out
 
 
+def _shift_matrices(length: int, padded: int, moves: np.ndarray) -> np.ndarray:
+    """For each move ``d``, the ``length`` × ``length`` matrix taking an axis's pixels to
+    the same axis band-limited shifted by ``d`` on a zero-padded circle of ``padded`` (odd)
+    pixels: entry ``(i, j)`` is the Dirichlet kernel at ``i − j − d``."""
+    offsets = np.arange(-(length - 1), length, dtype=np.float64)          # i − j
+    x = offsets[None, :] - moves[:, None]                                   # moves × offsets
+    # sin(π (k − d)) = −(−1)^k sin(π d) for an integer k: exact signs, no large argument.
+    sign = np.where(np.arange(-(length - 1), length) % 2 == 0, -1.0, 1.0)
+    numerator = sign[None, :] * np.sin(np.pi * moves)[:, None]
+    denominator = padded * np.sin(np.pi * x / padded)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kernel = np.where(x == 0.0, 1.0, numerator / denominator)
+    picks = np.arange(length)[:, None] - np.arange(length)[None, :] + (length - 1)
+    return kernel[:, picks]
+
+
 @dataclass(frozen=True)
 class Transform:
-    """Stamps of one shape zero-padded (NaN as 0) and Fourier-transformed, with their NaN
-    pixels: what every shift of them starts from."""
+    """Stamps of one shape ready to be moved: their pixels with NaN as 0, the NaN pixels,
+    and the odd lengths they are padded to."""
 
-    spectrum: np.ndarray          # stamps × rows × (columns // 2 + 1), complex
+    filled: np.ndarray            # stamps × rows × columns, float64, NaN as 0
     invalid: np.ndarray           # stamps × rows × columns, bool
     padded: tuple[int, int]       # the padded stamp's shape
     pad: int
@@ -75,18 +89,13 @@ class Transform:
 
 def transformed(stamps: list[np.ndarray], pad: int = 8) -> Transform:
     """The :class:`Transform` of ``stamps`` (one shape) for :func:`shifted_many`."""
-    import scipy.fft
-
     cube = np.array(stamps, dtype=np.float64)
     invalid = ~np.isfinite(cube)
-    # At least ``pad`` zeros each side, and more after to a length FFTs do fast: a stamp of
-    # 37 pixels padded by 8 is 53, a prime, 2.7 times slower to transform than 55.
+    # At least ``pad`` zeros each side, and more after to a length FFTs do fast (the shifts
+    # were transforms; the lengths, and so the shifts, are kept).
     height, width = cube.shape[1:]
-    padded = np.pad(np.where(invalid, 0.0, cube), (
-        (0, 0), (pad, _odd_fast_length(height + 2 * pad) - height - pad),
-        (pad, _odd_fast_length(width + 2 * pad) - width - pad)))
-    spectrum = scipy.fft.rfft2(padded, axes=(-2, -1), workers=-1)
-    return Transform(spectrum, invalid, padded.shape[1:], pad)
+    padded = (_odd_fast_length(height + 2 * pad), _odd_fast_length(width + 2 * pad))
+    return Transform(np.where(invalid, 0.0, cube), invalid, padded, pad)
 
 
 def _moved_holes(invalid: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:

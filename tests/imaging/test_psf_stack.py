@@ -80,3 +80,22 @@ def test_a_transform_made_once_moves_the_stamps_as_made_each_time():
             assert np.array_equal(one, other, equal_nan=True)
     with pytest.raises(ValueError, match="transform these stamps"):
         psf_stack.shifted_many(stamps[:4], moves[:4], transform=transform)
+
+
+def test_whole_and_long_moves_are_the_padded_fourier_shift():
+    # The Dirichlet matrices at every offset: moves of whole pixels (the stamp itself,
+    # moved, zeros coming in) and of several pixels either way, against SciPy's shift of the
+    # zero-padded stamp.
+    rng = np.random.default_rng(3)
+    size = 23
+    stamps = [rng.normal(size=(size, size)) for _ in range(8)]
+    moves = [(0.0, 0.0), (1.0, -2.0), (-3.0, 0.0), (2.7, -3.4), (-0.5, 0.5), (5.25, 0.1),
+             (-4.9, 4.9), (0.0, 1e-9)]
+    moved = psf_stack.shifted_many(stamps, moves)
+    length = psf_stack._odd_fast_length(size + 16)
+    for stamp, move, ours in zip(stamps, moves, moved):
+        padded = np.pad(stamp, ((8, length - size - 8), (8, length - size - 8)))
+        reference = np.fft.ifft2(fourier_shift(np.fft.fft2(padded), move)).real
+        np.testing.assert_allclose(ours, reference[8: 8 + size, 8: 8 + size], atol=1e-12)
+    np.testing.assert_array_equal(moved[0], stamps[0])
+    np.testing.assert_allclose(moved[1][1:, :-2], stamps[1][:-1, 2:], atol=1e-14)
