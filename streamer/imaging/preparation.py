@@ -205,7 +205,8 @@ class FramePreparer:
         bad = bad[valid.ravel()[bad]]
         filled, masked = None, user_mask
         if bad.size:
-            if image.dtype != np.float32:  # into a kept frame-sized array, refilled in place
+            if image.dtype != np.float32 or not own:
+                # into a kept frame-sized array (no fresh pages), refilled in place
                 image, own = float32_copy(image), True
             # sep's sky, where the wings sit on: the frame less the detection's subtracted one
             data, filled, fits = refill_core_pixels(image, bad, valid, prepared.psf.psf, None,
