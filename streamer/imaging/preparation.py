@@ -173,7 +173,8 @@ class FramePreparer:
         # A converted frame is prepare's own: its cores are refilled in place, not copied.
         self._refill(prepared, image, valid, detection, user_mask,
                      finite=np.issubdtype(raw.dtype, np.integer),
-                     own=not np.may_share_memory(image, raw))
+                     own=not np.may_share_memory(image, raw),
+                     nonfinite=invalid if user_mask is None else None)
         prepared.resolution = self.resolution_for(psf)
         prepared.seconds = time.perf_counter() - started
         return prepared
@@ -193,11 +194,13 @@ class FramePreparer:
 
     def _refill(self, prepared: PreparedFrame, image: np.ndarray, valid: np.ndarray,
                 detection: psf_stars.Detection, user_mask: np.ndarray | None,
-                finite: bool = False, own: bool = False) -> None:
+                finite: bool = False, own: bool = False,
+                nonfinite: np.ndarray | None = None) -> None:
         """Saturated and non-linear cores refilled with the PSF fitted to their wings; the
         likelihood mask and the data-quality plane (``finite``: every pixel is, an integer
         frame's; ``own``: ``image`` is this preparation's to refill in place; a 16-bit frame
-        is converted to float32 here, only when it has cores to refill). The saturated
+        is converted to float32 here, only when it has cores to refill; ``nonfinite``: the
+        frame's non-finite pixels, when mapped already). The saturated
         pixels are a few thousand: kept as positions, made a frame only for the device's
         mask."""
         saturated, nonlinear = saturation_pixels(image, prepared.saturation, detection)
@@ -227,6 +230,7 @@ class FramePreparer:
         if prepared.mask is None and user_mask is not None:
             prepared.mask = user_mask
         prepared.quality_flags = quality_plane(
-            image.shape, invalid=None if finite else ~np.isfinite(image), masked=masked,
+            image.shape, invalid=None if finite else (
+                ~np.isfinite(image) if nonfinite is None else nonfinite), masked=masked,
             saturated=saturated, nonlinear=nonlinear, filled=filled,
             edge=max(prepared.psf.psf.shape) // 2)
