@@ -146,8 +146,9 @@ def difference_sigma(data: np.ndarray, lag: int, pairs: int,
         sampled_columns = np.asarray(data[:, ::step], dtype=np.float64)
     if sampled_rows is None:
         sampled_rows = np.asarray(data[::step], dtype=np.float64)
-    along_rows = sampled_rows[:, lag:] - sampled_rows[:, :-lag]
-    along_columns = sampled_columns[lag:] - sampled_columns[:-lag]
+    with np.errstate(invalid="ignore"):  # inf − inf: NaN, left out below
+        along_rows = sampled_rows[:, lag:] - sampled_rows[:, :-lag]
+        along_columns = sampled_columns[lag:] - sampled_columns[:-lag]
     values = np.concatenate([along_rows.ravel(), along_columns.ravel()])
     if np.asarray(data).dtype.kind == "f":  # differences of integers are all finite
         values = values[np.isfinite(values)]

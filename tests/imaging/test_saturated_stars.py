@@ -162,6 +162,23 @@ def test_the_preparer_leaves_the_callers_frame_as_it_was(saturated_field, dtype)
     assert np.array_equal(prepared.data[~filled], frame[~filled].astype(np.float32))
 
 
+def test_the_invalid_bit_marks_the_non_finite_pixels_masked_or_not(saturated_field):
+    # A float frame holding NaN and inf: INVALID exactly there, whether the caller masks
+    # other pixels (MASKED there, not INVALID) or not (the detection's excluded map reused).
+    frame = saturated_field.image.astype(np.float32)
+    frame[5, 7] = np.nan
+    frame[100, 3:6] = np.inf
+    nonfinite = ~np.isfinite(frame)
+    mask = np.zeros(frame.shape, bool)
+    mask[40:44, 60:70] = True
+    preparer = FramePreparer(PSFSpec(kind="auto"), PSFSpec(kind="gaussian", fwhm=3.0))
+    for given in (None, mask):
+        plane = preparer.prepare(frame, mask=given).quality_flags
+        assert np.array_equal((plane & Quality.INVALID) > 0, nonfinite)
+        assert np.array_equal((plane & Quality.MASKED) > 0,
+                              np.zeros_like(mask) if given is None else mask & ~nonfinite)
+
+
 def test_the_quality_plane_sets_one_bit_per_reason():
     shape = (6, 6)
     invalid = np.zeros(shape, bool)
