@@ -321,6 +321,13 @@ class RichardsonLucy:
         """Sum of the valid data of the last run (one float read)."""
         return float(self._read_statistics()[STAT["DATA_SUM"]])
 
+    def restored_flux(self) -> float:
+        """Sum of the last run's restored frame over its valid pixels, folded on the device
+        (one float read): ``np.nansum`` of :meth:`download`, to float32 accumulation —
+        NumPy's on the host took 0.05 s of a 4096² frame under the device's lock."""
+        self._start.output_sum(self.restored)
+        return float(self._read_statistics()[STAT["OUTPUT_SUM"]])
+
     def download(self) -> np.ndarray:
         """The restored frame (rows×cols float32) from the last run."""
         return self.meter.download(np.empty(self.shape, dtype=np.float32), self.restored)

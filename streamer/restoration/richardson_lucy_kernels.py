@@ -15,7 +15,7 @@ NORM_FLOOR = 1e-6
 DAMPING_POWER = 10      # White's N
 SIGNAL_SIGMAS = 3.0     # a pixel holds signal when its model is this far above the sky
 STATISTICS = ("SKY", "DATA_SUM", "DATA_COUNT", "CHI2", "CHI2_COUNT", "CHANGE", "TOTAL",
-              "ESTIMATE_SUM", "ACCEL_NUM", "ACCEL_DEN")
+              "ESTIMATE_SUM", "ACCEL_NUM", "ACCEL_DEN", "OUTPUT_SUM")
 STAT = {name: index for index, name in enumerate(STATISTICS)}
 DEFINES: dict[str, int | str] = {
     "TINY": f"{TINY:e}f", "NORM_FLOOR": f"{NORM_FLOOR:e}f", "DAMPING_POWER": DAMPING_POWER,

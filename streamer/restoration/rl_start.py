@@ -28,13 +28,25 @@ class RunStart:
 
     def data_sums(self) -> None:
         """Enqueue the valid data's sum and count into the statistics (DATA_SUM, DATA_COUNT)."""
-        arrays, items = self.arrays, self._items
-        height, width = arrays.shape
-        self._data_sums(self.queue, (items,), None, data=arrays.data, weight=arrays.weight,
+        self._valid_sums(self.arrays.data)
+        self._reduce.sum(self._partial_sum, self._items, self.arrays.statistics,
+                         STAT["DATA_SUM"])
+        self._reduce.sum(self._partial_count, self._items, self.arrays.statistics,
+                         STAT["DATA_COUNT"])
+
+    def output_sum(self, restored: cl.Buffer) -> None:
+        """Enqueue the sum of a frame-shaped ``restored`` over the valid pixels (the output's
+        finite ones: it holds NaN where the weight is 0) into the statistics (OUTPUT_SUM)."""
+        self._valid_sums(restored)
+        self._reduce.sum(self._partial_sum, self._items, self.arrays.statistics,
+                         STAT["OUTPUT_SUM"])
+
+    def _valid_sums(self, data: cl.Buffer) -> None:
+        """Enqueue each work item's sum and count of ``data`` over the valid pixels."""
+        height, width = self.arrays.shape
+        self._data_sums(self.queue, (self._items,), None, data=data, weight=self.arrays.weight,
                         count=height * width, partial_sum=self._partial_sum,
                         partial_count=self._partial_count)
-        self._reduce.sum(self._partial_sum, items, arrays.statistics, STAT["DATA_SUM"])
-        self._reduce.sum(self._partial_count, items, arrays.statistics, STAT["DATA_COUNT"])
 
     def initial_estimate(self, pedestal: float) -> None:
         """Enqueue the data sums, then the initial estimate into the plan's estimate."""

@@ -73,6 +73,42 @@ def test_excluded_pixels_are_found_on_the_device(restorer, frame):
     assert result.transfers.uploaded == image.size * 4 + mask.size  # the mask: one byte a pixel
 
 
+@pytest.mark.parametrize("restored_as", ["estimate", "residual"])
+def test_the_restored_flux_is_summed_on_the_device(restorer, frame, restored_as):
+    # The restored frame's sum over its finite pixels, folded on the device: the host's
+    # float64 nansum of the downloaded frame, to float32 accumulation (excluded pixels left
+    # out, NaN in the output).
+    image = frame.copy()
+    image[10:14, 20:25] = np.nan
+    settings = restorer.settings
+    restorer.settings = settings.model_copy(update={"restored_as": restored_as})
+    try:
+        result = restorer.restore(image)
+    finally:
+        restorer.settings = settings
+    expected = float(np.nansum(result.data, dtype=np.float64))
+    assert np.isnan(result.data).sum() == 20
+    assert result.flux_out == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_device_sums_what_the_restored_buffer_holds(opencl):
+    # Not the data's sum (an estimate's equals it by construction): values of our own in the
+    # plan's restored buffer, summed over the valid pixels only.
+    import pyopencl as cl
+
+    from streamer.restoration.richardson_lucy import RichardsonLucy
+
+    rng = np.random.default_rng(4)
+    plan = RichardsonLucy(opencl.queue, opencl.library, (60, 70), gaussian_psf(1.5),
+                          "dense")
+    weight = (rng.random((60, 70)) > 0.1).astype(np.float32)
+    plan.set_weights(weight)
+    values = rng.normal(5.0, 3.0, (60, 70)).astype(np.float32)
+    cl.enqueue_copy(opencl.queue, plan.restored, values, is_blocking=True)
+    expected = float(values[weight > 0].astype(np.float64).sum())
+    assert plan.restored_flux() == pytest.approx(expected, rel=1e-5)
+
+
 def test_no_valid_pixel_is_a_frame_error(restorer):
     with pytest.raises(FrameError, match="no valid pixel"):
         restorer.restore(np.full((40, 40), np.nan, np.float32))
