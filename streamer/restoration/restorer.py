@@ -270,7 +270,6 @@ class Restorer(RestorationPlans):
                                    deadline, output=settings.restored_as,
                                    plateau=settings.plateau,
                                    accelerate=settings.accelerate)
-        flux_out = deconvolution.restored_flux()
         marks.append(cl.enqueue_marker(queue))
         restored = deconvolution.download()
         error = deconvolution.download_noise_map() if settings.noise_map else None
@@ -284,7 +283,7 @@ class Restorer(RestorationPlans):
         queue.finish()
         timings["richardson_lucy"] = time.perf_counter() - started
         return Restoration(restored, shift, report, psf, noise, timings, frame.size - valid,
-                           data_flux, flux_out, meter.frame, device_seconds(marks),
+                           data_flux, report.flux, meter.frame, device_seconds(marks),
                            error=error, snr_maps=maps)
 
     def _mask_buffer(self, shape: tuple[int, int]) -> cl.Buffer:
