@@ -91,7 +91,8 @@ _LOW = np.uint64(0xFFFFFFFF)
 
 def _keys(owner: np.ndarray, values: np.ndarray, descending: bool = False) -> np.ndarray:
     """uint64 keys that sort as (owner, value) — value descending if asked: the object in
-    the high 32 bits, the float32 value's bits made to sort as unsigned integers in the low."""
+    the high 32 bits, the float32 value's bits made to sort as unsigned integers in the low
+    (−0 below +0, NaN at an end: the filtered values above a threshold are neither)."""
     bits = np.asarray(values, np.float32).view(np.uint32)
     order = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
     if descending:

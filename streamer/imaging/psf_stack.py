@@ -63,15 +63,23 @@ def shifted_many(stamps: list[np.ndarray], shifts: list[tuple[float, float]], pa
 def _shift_matrices(length: int, padded: int, moves: np.ndarray) -> np.ndarray:
     """For each move ``d``, the ``length`` × ``length`` matrix taking an axis's pixels to
     the same axis band-limited shifted by ``d`` on a zero-padded circle of ``padded`` (odd)
-    pixels: entry ``(i, j)`` is the Dirichlet kernel at ``i − j − d``."""
-    offsets = np.arange(-(length - 1), length, dtype=np.float64)          # i − j
-    x = offsets[None, :] - moves[:, None]                                   # moves × offsets
-    # sin(π (k − d)) = −(−1)^k sin(π d) for an integer k: exact signs, no large argument.
-    sign = np.where(np.arange(-(length - 1), length) % 2 == 0, -1.0, 1.0)
-    numerator = sign[None, :] * np.sin(np.pi * moves)[:, None]
-    denominator = padded * np.sin(np.pi * x / padded)
+    pixels: entry ``(i, j)`` is the Dirichlet kernel ``sin(π x) / (P sin(π x / P))`` at
+    ``x = i − j − d``."""
+    steps = np.arange(-(length - 1), length)                       # i − j
+    whole = np.rint(moves)
+    fraction = moves - whole                                       # in [−½, ½], exact
+    # The kernel has period P (odd): x is taken to its nearest turn, so the sines below are
+    # of small arguments. Its numerator, sin(π (k − d)) for an integer k = i − j − whole − P w,
+    # is −(−1)^k sin(π · fraction): exact signs, and no sine of a large or near-whole argument
+    # (whose rounding, divided by a denominator near zero, was off by up to 1.7 px units).
+    x = steps[None, :] - moves[:, None]
+    turns = np.rint(x / padded)
+    x = x - padded * turns
+    parity = (steps[None, :] - whole[:, None].astype(np.int64)
+              - turns.astype(np.int64)) % 2
+    numerator = np.where(parity == 0, -1.0, 1.0) * np.sin(np.pi * fraction)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        kernel = np.where(x == 0.0, 1.0, numerator / denominator)
+        kernel = np.where(x == 0.0, 1.0, numerator / (padded * np.sin(np.pi * x / padded)))
     picks = np.arange(length)[:, None] - np.arange(length)[None, :] + (length - 1)
     return kernel[:, picks]
 
@@ -169,6 +177,8 @@ def refine(stamps: list[np.ndarray], centres: list[tuple[float, float]], psf: np
            transform: Transform | None = None) -> list[tuple[float, float]]:
     """Centres refined against the stack: each star's PSF-weighted centroid offset (the
     centroid of PSF × star lies halfway between their centres)."""
+    if not stamps:
+        return []
     half = psf.shape[0] // 2
     ys, xs = np.mgrid[-half: half + 1, -half: half + 1].astype(np.float64)
     weight = np.clip(psf, 0.0, None)

@@ -42,7 +42,7 @@ def clipped_sigma(values: np.ndarray, iterations: int = 10) -> float:
     rounding of the sums."""
     ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
     if ordered.size == 0:
-        return 0.0
+        return float("nan")  # as NumPy's median of nothing
     centre = _middle(ordered)
     spread = 1.4826 * _middle_distance(ordered, centre)
     if spread <= 0:  # integer data where most differences are 0: start from the plain std
@@ -117,17 +117,24 @@ def _within(ordered: np.ndarray, centre: float, bound: float) -> tuple[int, int]
     def inside(index: int) -> bool:
         return abs(float(ordered[index]) - centre) <= bound
 
+    def first(index: int) -> int:  # the first of the values equal to ordered[index]
+        return int(np.searchsorted(ordered, ordered[index], "left"))
+
+    def past(index: int) -> int:  # past the last of them
+        return int(np.searchsorted(ordered, ordered[index], "right"))
+
     low = int(np.searchsorted(ordered, centre - bound, "left"))
     high = int(np.searchsorted(ordered, centre + bound, "right"))
-    # The searches' bounds round on their own: a step or two settles them on the test itself.
+    # The searches' bounds round on their own: a step or two settles them on the test itself
+    # (a step over a run of equal values at once: they all pass or fail it together).
     while low > 0 and inside(low - 1):
-        low -= 1
+        low = first(low - 1)
     while low < high and not inside(low):
-        low += 1
+        low = past(low)
     while high < ordered.size and inside(high):
-        high += 1
+        high = past(high)
     while high > low and not inside(high - 1):
-        high -= 1
+        high = first(high - 1)
     return low, high
 
 

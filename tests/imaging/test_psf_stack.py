@@ -99,3 +99,23 @@ def test_whole_and_long_moves_are_the_padded_fourier_shift():
         np.testing.assert_allclose(ours, reference[8: 8 + size, 8: 8 + size], atol=1e-12)
     np.testing.assert_array_equal(moved[0], stamps[0])
     np.testing.assert_allclose(moved[1][1:, :-2], stamps[1][:-1, 2:], atol=1e-14)
+
+
+@pytest.mark.parametrize("move", [1 - 2**-52, 1 + 2**-51, 0.9999999999999991, 3 + 1e-13,
+                                  -2 - 1e-10, 23.0, -30.0, 31.6, 0.5, -0.5])
+def test_near_whole_and_wrapping_moves_keep_their_accuracy(move):
+    # Moves a rounding away from a whole pixel (the kernel's numerator and denominator both
+    # near zero) and moves past the padding, where the circle wraps: SciPy's shift of the
+    # padded stamp, to rounding.
+    rng = np.random.default_rng(9)
+    size = 23
+    stamp = rng.normal(size=(size, size))
+    (ours,) = psf_stack.shifted_many([stamp], [(move, -move / 3)])
+    length = psf_stack._odd_fast_length(size + 16)
+    padded = np.pad(stamp, ((8, length - size - 8), (8, length - size - 8)))
+    reference = np.fft.ifft2(fourier_shift(np.fft.fft2(padded), (move, -move / 3))).real
+    np.testing.assert_allclose(ours, reference[8: 8 + size, 8: 8 + size], atol=1e-12)
+
+
+def test_nothing_to_refine_is_nothing():
+    assert psf_stack.refine([], [], _gaussian(9, 4.0, 4.0)) == []

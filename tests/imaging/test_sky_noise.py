@@ -148,3 +148,16 @@ def test_the_clipped_run_is_the_masks():
         corrected += [searched[0] > low, searched[0] < low, searched[1] < high,
                       searched[1] > high]
     assert corrected.all()
+
+
+def test_runs_of_equal_values_at_the_bounds_are_kept_or_left_whole():
+    # Integer differences: long runs of equal values on and just past centre ± bound; the
+    # run's ends stepped over whole runs (the mask's answer), and nothing to clip is NaN.
+    from streamer.imaging.sky_noise import _within
+
+    values = np.sort(np.repeat(np.arange(-6.0, 7.0), 5000))
+    for centre, bound in ((0.0, 3.0), (0.1, 3.0 - 1e-15), (-0.3, 2.7 + 2**-50), (0.0, 0.0)):
+        low, high = _within(values, centre, bound)
+        kept = np.flatnonzero(np.abs(values - centre) <= bound)
+        assert (low, high) == ((kept[0], kept[-1] + 1) if kept.size else (low, low))
+    assert np.isnan(clipped_sigma(np.zeros(0)))
