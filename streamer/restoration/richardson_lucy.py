@@ -99,7 +99,8 @@ class DeconvolutionReport:
     damping: float = 0.0
     chi2_history: list[float] = field(default_factory=list)  # each measured iteration's
     # The restored frame's sum over its valid pixels, folded on the device: np.nansum of the
-    # download to float32 accumulation (NumPy's took 0.05 s a 4096² frame on the host).
+    # download to float32 accumulation (NumPy's took 0.05 s a 4096² frame on the host); not
+    # finite if a valid pixel's output is not (which the metrics then show).
     flux: float = float("nan")
 
 
