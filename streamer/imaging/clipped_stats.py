@@ -53,14 +53,30 @@ def _run_stats(ordered: np.ndarray, shifted: np.ndarray, low: int, high: int,
                reference: float) -> tuple[float, float, float]:
     """Median, mean and standard deviation of ``ordered[low:high]`` (``shifted``: the
     same less ``reference``, float64)."""
+    return (sorted_median(ordered, low, high),
+            *run_moments(shifted, low, high, reference))
+
+
+def sorted_median(ordered: np.ndarray, low: int = 0, high: int | None = None) -> float:
+    """``np.median`` of the sorted run ``ordered[low:high]`` (not empty)."""
+    high = ordered.size if high is None else high
     count = high - low
     middle = low + count // 2
-    median = (float(ordered[middle]) if count % 2
-              else 0.5 * (float(ordered[middle - 1]) + float(ordered[middle])))
+    if count % 2:
+        return float(ordered[middle])
+    return 0.5 * (float(ordered[middle - 1]) + float(ordered[middle]))
+
+
+def run_moments(shifted: np.ndarray, low: int, high: int, reference: float
+                ) -> tuple[float, float]:
+    """Mean and standard deviation of ``shifted[low:high] + reference`` (``shifted``: a
+    sorted sample less a value near its middle, float64): a pairwise sum and a dot product
+    over the run, nothing large to cancel."""
+    count = high - low
     run = shifted[low:high]
     mean_shift = float(run.sum()) / count
     variance = max(float(np.dot(run, run)) / count - mean_shift * mean_shift, 0.0)
-    return median, reference + mean_shift, float(np.sqrt(variance))
+    return reference + mean_shift, float(np.sqrt(variance))
 
 
 def nan_median(values: np.ndarray, axis: int) -> np.ndarray:

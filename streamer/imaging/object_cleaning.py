@@ -74,7 +74,7 @@ def _heap_levels(owner: np.ndarray, above: np.ndarray, npix: np.ndarray, starts:
     later = np.flatnonzero(rank > minarea)
     # Descending within each object: the value's order key inverted.
     held = np.sort(np.concatenate([
-        (lowest & _HIGH) | (~lowest & _LOW), _keys(owner[later], above[later], descending=True)]))
+        lowest ^ _LOW, _keys(owner[later], above[later], descending=True)]))
     held_starts = np.concatenate([[0], np.cumsum(np.bincount(
         (held >> np.uint64(32)).astype(np.int64), minlength=count))])
     out = np.zeros(count, np.float32)
@@ -85,7 +85,6 @@ def _heap_levels(owner: np.ndarray, above: np.ndarray, npix: np.ndarray, starts:
     return out
 
 
-_HIGH = np.uint64(0xFFFFFFFF00000000)
 _LOW = np.uint64(0xFFFFFFFF)
 
 

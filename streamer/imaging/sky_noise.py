@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamer.imaging.clipped_stats import run_moments, sorted_median
+
 LAGS = (1, 2, 4, 8, 16)
 LEVELLED = 1.05  # a doubled lag adding less than this factor: the correlation has died out
 CLIP_SIGMAS = 3.0
@@ -43,7 +45,7 @@ def clipped_sigma(values: np.ndarray, iterations: int = 10) -> float:
     ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
     if ordered.size == 0:
         return float("nan")  # as NumPy's median of nothing
-    centre = _middle(ordered)
+    centre = sorted_median(ordered)
     spread = 1.4826 * _middle_distance(ordered, centre)
     if spread <= 0:  # integer data where most differences are 0: start from the plain std
         spread = float(np.std(ordered))
@@ -58,24 +60,12 @@ def clipped_sigma(values: np.ndarray, iterations: int = 10) -> float:
         count = high - low
         if count < MIN_VALUES:
             break
-        run = shifted[low:high]
-        mean_shift = float(run.sum()) / count
-        centre = reference + mean_shift
-        updated = float(np.sqrt(max(float(np.dot(run, run)) / count - mean_shift * mean_shift,
-                                    0.0)))
+        centre, updated = run_moments(shifted, low, high, reference)
         if updated <= 0 or abs(updated - spread) <= 1e-6 * spread:
             spread = updated if updated > 0 else spread
             break
         spread = updated
     return spread / CLIPPED_FRACTION
-
-
-def _middle(ordered: np.ndarray) -> float:
-    """``np.median`` of the sorted ``ordered``."""
-    half = ordered.size // 2
-    if ordered.size % 2:
-        return float(ordered[half])
-    return 0.5 * (float(ordered[half - 1]) + float(ordered[half]))
 
 
 def _middle_distance(ordered: np.ndarray, centre: float) -> float:
